@@ -1,0 +1,63 @@
+# Crayfish Mesh — every target sets up what it needs (virtualenv, Kafka jars, models) first.
+#   make run     the default benchmark (FFNN, embedded ONNX, baseline Kafka worker) -> runs/<stamp>/
+#   make test    the test suite (real Kafka broker, real onnxruntime)
+#   make bench   harness/worker/codec benchmarks -> bench-results/<stamp>/
+#   make protos  regenerate the Python stubs from protos/ and lint the contracts with buf
+
+PYTHON_BOOT ?= python3.11
+VENV        := .venv
+PY          := $(VENV)/bin/python
+CACHE       := .cache
+KAFKA_STAMP := $(CACHE)/kafka/.fetched
+EXPERIMENT  ?= experiments/default.yaml
+STAMP       := $(shell date +%Y%m%d-%H%M%S)
+OUT         ?= runs/$(STAMP)
+
+.PHONY: setup run test bench protos protos-check lint-protos kafka models clean help
+
+help:
+	@sed -n '1,6p' Makefile
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+$(KAFKA_STAMP): services/broker/pom.xml
+	mkdir -p $(CACHE)/kafka/lib
+	mvn -q -B -f services/broker/pom.xml \
+	  org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
+	  -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(CACHE)/kafka/lib
+	touch $@
+
+kafka: $(KAFKA_STAMP)
+
+setup: $(VENV)/.installed $(KAFKA_STAMP)
+
+models: setup
+	$(VENV)/bin/crayfish models build
+
+run: setup
+	$(VENV)/bin/crayfish run $(EXPERIMENT) --out $(OUT)
+	@echo "results: $(OUT)/summary.json  (per-batch records: $(OUT)/batches.parquet)"
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) -m benchmarks --out bench-results/$(STAMP)
+	@echo "benchmark results: bench-results/$(STAMP)/bench.json"
+
+protos: $(VENV)/.installed
+	$(PY) tools/gen_protos.py
+	$(MAKE) lint-protos
+
+protos-check: $(VENV)/.installed
+	$(PY) tools/gen_protos.py --check
+
+lint-protos:
+	cd protos && npm ci --silent --no-audit --no-fund && npx buf lint && npx buf format -d --exit-code
+
+clean:
+	rm -rf $(VENV) $(CACHE)/broker

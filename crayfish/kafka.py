@@ -1,0 +1,153 @@
+"""Broker-facing helpers every Python service shares: client settings, run topics, headers."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+POLL_S = 0.05  # readiness polling interval
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RunTopics:
+    """The fresh topics of one run: input (generator -> worker), output (worker -> collector),
+    dead-letter (worker -> collector), probe (clock-skew round trips)."""
+
+    input: str
+    output: str
+    dead_letter: str
+    probe: str
+
+    @classmethod
+    def for_run(cls, run_id: str) -> "RunTopics":
+        base = f"crayfish-{run_id}"
+        return cls(f"{base}-input", f"{base}-output", f"{base}-dlq", f"{base}-probe")
+
+    def all(self) -> list[str]:
+        return [self.input, self.output, self.dead_letter, self.probe]
+
+
+def producer_config(bootstrap: str, **overrides) -> dict:
+    """Low-latency producer settings: no linger (the paper measures per-event latency), acks=all,
+    idempotent (no duplicates from retries), big messages allowed."""
+    conf = {
+        "bootstrap.servers": bootstrap,
+        "linger.ms": 0,
+        "acks": "all",
+        "enable.idempotence": True,
+        "message.max.bytes": MAX_MESSAGE_BYTES,
+        "compression.type": "none",
+        "socket.nagle.disable": True,
+    }
+    conf.update(overrides)
+    return conf
+
+
+def consumer_config(bootstrap: str, group_id: str, **overrides) -> dict:
+    """Consumer settings for workers and the collector: read from the start of fresh topics,
+    short session timeouts so joins are fast, no fetch wait when data is there."""
+    conf = {
+        "bootstrap.servers": bootstrap,
+        "group.id": group_id,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": True,
+        "enable.auto.offset.store": False,
+        "auto.commit.interval.ms": 200,
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 500,
+        "fetch.wait.max.ms": 5,
+        "fetch.max.bytes": MAX_MESSAGE_BYTES,
+        "max.partition.fetch.bytes": MAX_MESSAGE_BYTES,
+        "receive.message.max.bytes": MAX_MESSAGE_BYTES + 1024 * 1024,
+        "socket.nagle.disable": True,
+        "enable.partition.eof": False,
+    }
+    conf.update(overrides)
+    return conf
+
+
+def create_topics(bootstrap: str, topics: RunTopics, partitions: int = 2, timeout_s: float = 30.0) -> None:
+    """Create the run's topics, LogAppendTime on all of them (the broker stamps both ends of the
+    worker hop), replication factor 1, message size limit large enough for ResNet50 batches."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    config = {"message.timestamp.type": "LogAppendTime", "max.message.bytes": str(MAX_MESSAGE_BYTES)}
+    new = [NewTopic(t, num_partitions=partitions if t in (topics.input, topics.output) else 1,
+                    replication_factor=1, config=config) for t in topics.all()]
+    futures = admin.create_topics(new, request_timeout=timeout_s)
+    for name, fut in futures.items():
+        try:
+            fut.result(timeout=timeout_s)
+        except KafkaException as exc:
+            raise RuntimeError(f"could not create topic {name}: {exc}") from None
+    _wait_topics_visible(admin, topics.all(), timeout_s)
+
+
+def _wait_topics_visible(admin: AdminClient, names: list[str], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        md = admin.list_topics(timeout=5)
+        if all(n in md.topics and not md.topics[n].error and md.topics[n].partitions
+               and all(p.leader >= 0 for p in md.topics[n].partitions.values()) for n in names):
+            return
+        time.sleep(POLL_S)
+    raise RuntimeError(f"topics not ready after {timeout_s}s: {names}")
+
+
+def delete_topics(bootstrap: str, topics: RunTopics, timeout_s: float = 30.0) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.delete_topics(topics.all(), request_timeout=timeout_s)
+    for fut in futures.values():
+        try:
+            fut.result(timeout=timeout_s)
+        except KafkaException:
+            pass
+
+
+def consumer_lag(bootstrap: str, group_id: str, topic: str, timeout_s: float = 5.0) -> int:
+    """Committed-offset lag of a consumer group on a topic (sum over partitions)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False})
+    try:
+        md = c.list_topics(topic, timeout=timeout_s)
+        parts = [TopicPartition(topic, p) for p in md.topics[topic].partitions]
+        committed = c.committed(parts, timeout=timeout_s)
+        lag = 0
+        for tp in committed:
+            _, high = c.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=timeout_s)
+            lag += high - (tp.offset if tp.offset >= 0 else 0)
+        return lag
+    finally:
+        c.close()
+
+
+def header_value(headers, key: str) -> bytes | None:
+    if not headers:
+        return None
+    for k, v in headers:
+        if k == key:
+            return v
+    return None
+
+
+def poll_batch(consumer, max_records: int, timeout_s: float) -> list:
+    """Up to ``max_records`` messages, returning as soon as at least one is there.
+
+    ``Consumer.consume(n, timeout)`` waits until it has n messages or the timeout passes, which
+    would add up to ``timeout`` of batching delay per record at low rates. Here: take what is
+    queued without waiting; if nothing is, wait for one message, then take what is queued."""
+    msgs = consumer.consume(num_messages=max_records, timeout=0)
+    if msgs:
+        return msgs
+    first = consumer.poll(timeout_s)
+    if first is None:
+        return []
+    if max_records > 1:
+        rest = consumer.consume(num_messages=max_records - 1, timeout=0)
+        if rest:
+            return [first, *rest]
+    return [first]

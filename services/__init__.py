@@ -1,0 +1,1 @@
+"""Crayfish Mesh services: generator, collector, runner, analysis, broker helpers."""

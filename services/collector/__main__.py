@@ -1,0 +1,3 @@
+from services.collector.collector import main
+
+main()

@@ -1,0 +1,252 @@
+"""Collector: one record per batch from the output and dead-letter topics.
+
+Protocol with the runner (no fixed sleeps):
+1. start; bound the clock skew with probes; assign output + dead-letter partitions from offset 0;
+   write ``collector.ready``.
+2. collect; sample the worker group's consumer lag on the input topic every ``lag_interval_s``.
+3. when ``expect_file`` (the generator's sent.parquet) appears, stop as soon as every sent batch is
+   accounted for, or after ``drain_idle_s`` without new records, or on SIGTERM.
+4. write ``batches.parquet``, ``lag.parquet`` and ``collector.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from confluent_kafka import Consumer, TopicPartition
+from pydantic import BaseModel, Field
+
+from crayfish.clock import probe_skew
+from crayfish.codec import CodecError, get_codec
+from crayfish.kafka import consumer_config, poll_batch
+from crayfish.v1 import batch_pb2
+
+
+class CollectorSettings(BaseModel):
+    bootstrap: str = Field(description="Kafka bootstrap servers.")
+    output_topic: str = Field(description="Topic with ScoredBatch records.")
+    dead_letter_topic: str = Field(description="Topic with DeadLetter records.")
+    input_topic: str = Field(description="Input topic; the worker group's lag on it is sampled.")
+    worker_group: str | None = Field(None, description="Consumer group of the worker (for lag samples).")
+    probe_topic: str | None = Field(None, description="Topic for clock-skew probes; None skips probing.")
+    probes: int = Field(10, ge=1, description="Number of clock-skew probe round trips.")
+    codec: str = Field("protobuf", description="Payload codec of the output topic.")
+    expect_file: str = Field(description="sent.parquet of the generator; its appearance starts the drain.")
+    drain_idle_s: float = Field(15.0, gt=0, description="Stop draining after this long without new records.")
+    lag_interval_s: float = Field(0.5, gt=0, description="Seconds between consumer-lag samples.")
+
+
+SCORED, DEAD = "scored", "dead_lettered"
+
+
+class Collector:
+    def __init__(self, s: CollectorSettings, out_dir: Path):
+        self.s = s
+        self.out = out_dir
+        self.codec = get_codec(s.codec)
+        self.rows: list[dict] = []
+        self.lag: list[tuple[int, int]] = []
+        self.stop = threading.Event()
+        self.skew = None
+        self.undecodable = 0
+
+    def run(self) -> dict:
+        s = self.s
+        if s.probe_topic:
+            self.skew = probe_skew(s.bootstrap, s.probe_topic, s.probes).to_dict()
+        consumer = Consumer(consumer_config(s.bootstrap, f"collector-{s.output_topic}",
+                                            **{"enable.auto.commit": False}))
+        parts = []
+        for t in (s.output_topic, s.dead_letter_topic):
+            md = consumer.list_topics(t, timeout=10)
+            parts += [TopicPartition(t, p, 0) for p in md.topics[t].partitions]
+        consumer.assign(parts)
+        lag_thread = threading.Thread(target=self._sample_lag, daemon=True)
+        if s.worker_group:
+            lag_thread.start()
+        (self.out / "collector.ready").write_text("ready\n")
+
+        expect: set[str] | None = None
+        seen: set[str] = set()
+        last_new = time.monotonic()
+        expect_path = Path(s.expect_file)
+        order = 0
+        while not self.stop.is_set():
+            msgs = poll_batch(consumer, 500, 0.1)
+            now = time.monotonic()
+            for m in msgs:
+                if m.error():
+                    continue
+                row = self._row(m)
+                row["order"] = order
+                order += 1
+                self.rows.append(row)
+                if row["batch_id"]:
+                    seen.add(row["batch_id"])
+                last_new = now
+            if expect is None and expect_path.exists():
+                expect = set(pq.read_table(expect_path, columns=["batch_id"]).column(0).to_pylist())
+                last_new = max(last_new, now)
+            if expect is not None:
+                if expect <= seen or now - last_new > s.drain_idle_s:
+                    break
+        self.stop.set()
+        consumer.close()
+        if s.worker_group:
+            lag_thread.join(timeout=10)
+        return self._write()
+
+    def _row(self, m) -> dict:
+        _, append_ms = m.timestamp()
+        base = {"topic": m.topic(), "partition": m.partition(), "offset": m.offset(),
+                "output_append_ms": append_ms}
+        if m.topic() == self.s.dead_letter_topic:
+            dl = batch_pb2.DeadLetter()
+            try:
+                dl.ParseFromString(m.value())
+            except Exception:  # noqa: BLE001
+                self.undecodable += 1
+                return {**base, "batch_id": "", "status": DEAD, "reason": "undecodable_dead_letter"}
+            return {**base, "batch_id": dl.batch_id, "status": DEAD, "reason": dl.reason,
+                    "detail": dl.detail, "created_ns": dl.created_ns, "intended_ns": dl.intended_ns,
+                    "input_append_ms": dl.input_append_ms, "worker_id": dl.facts.worker_id,
+                    "worker_receive_ns": dl.facts.worker_receive_ns, "worker_send_ns": dl.facts.worker_send_ns}
+        try:
+            sb = self.codec.decode_scored(m.value(), m.headers())
+        except CodecError as exc:
+            self.undecodable += 1
+            return {**base, "batch_id": "", "status": "undecodable", "reason": str(exc)[:200]}
+        f = sb.facts
+        return {**base, "batch_id": sb.batch_id, "status": SCORED, "reason": "", "sequence": sb.sequence,
+                "intended_ns": sb.intended_ns, "created_ns": sb.created_ns,
+                "input_append_ms": sb.input_append_ms, "worker_receive_ns": f.worker_receive_ns,
+                "worker_send_ns": f.worker_send_ns, "decode_ns": f.decode_ns, "inference_ns": f.inference_ns,
+                "encode_ns": f.encode_ns, "server_inference_ns": f.server_inference_ns,
+                "server_queue_ns": f.server_queue_ns, "backend": f.backend, "worker_id": f.worker_id,
+                "engine": f.engine, "server": f.server}
+
+    def _sample_lag(self) -> None:
+        s = self.s
+        c = Consumer({"bootstrap.servers": s.bootstrap, "group.id": s.worker_group,
+                      "enable.auto.commit": False})
+        try:
+            md = c.list_topics(s.input_topic, timeout=10)
+            parts = [TopicPartition(s.input_topic, p) for p in md.topics[s.input_topic].partitions]
+            while not self.stop.wait(s.lag_interval_s):
+                t = time.time_ns()
+                try:
+                    committed = c.committed(parts, timeout=5)
+                    lag = 0
+                    for tp in committed:
+                        _, high = c.get_watermark_offsets(TopicPartition(s.input_topic, tp.partition),
+                                                          timeout=5, cached=False)
+                        lag += high - max(tp.offset, 0)
+                except Exception:  # noqa: BLE001 - a missed sample is not fatal
+                    continue
+                self.lag.append((t, lag))
+        finally:
+            c.close()
+
+    def _write(self) -> dict:
+        sent = pq.read_table(self.s.expect_file) if Path(self.s.expect_file).exists() else None
+        table = build_batches_table(sent, self.rows)
+        pq.write_table(table, self.out / "batches.parquet")
+        pq.write_table(pa.table({"t_ns": np.array([t for t, _ in self.lag], dtype=np.int64),
+                                 "lag": np.array([v for _, v in self.lag], dtype=np.int64)}),
+                       self.out / "lag.parquet")
+        status = table.column("status").to_pylist()
+        report = {
+            "records_read": len(self.rows),
+            "undecodable": self.undecodable,
+            "scored": status.count(SCORED),
+            "dead_lettered": status.count(DEAD),
+            "missing": status.count("missing"),
+            "clock_skew": self.skew,
+            "lag_samples": len(self.lag),
+        }
+        (self.out / "collector.json").write_text(json.dumps(report, indent=2))
+        return report
+
+
+COLUMNS = {
+    "batch_id": pa.string(), "sequence": pa.int64(), "status": pa.string(), "reason": pa.string(),
+    "detail": pa.string(), "sent": pa.bool_(), "duplicates": pa.int64(), "order": pa.int64(),
+    "intended_ns": pa.int64(), "created_ns": pa.int64(), "input_append_ms": pa.int64(),
+    "worker_receive_ns": pa.int64(), "worker_send_ns": pa.int64(), "output_append_ms": pa.int64(),
+    "decode_ns": pa.int64(), "inference_ns": pa.int64(), "encode_ns": pa.int64(),
+    "server_inference_ns": pa.int64(), "server_queue_ns": pa.int64(), "backend": pa.string(),
+    "worker_id": pa.string(), "engine": pa.string(), "server": pa.string(), "topic": pa.string(),
+    "partition": pa.int64(), "offset": pa.int64(),
+}
+
+
+def build_batches_table(sent: pa.Table | None, rows: list[dict]) -> pa.Table:
+    """One row per batch: every sent batch (scored, dead_lettered or missing) plus records the
+    generator did not send (e.g. injected malformed input), with ``sent`` false.
+
+    A batch scored twice (at-least-once redelivery) keeps its first output for latency and counts
+    the extra copies in ``duplicates``. A batch both dead-lettered and scored counts as scored."""
+    first: dict[str, dict] = {}
+    dupes: dict[str, int] = {}
+    extra: list[dict] = []
+    for r in rows:
+        bid = r.get("batch_id") or ""
+        if not bid:
+            extra.append(r)
+            continue
+        prev = first.get(bid)
+        if prev is None:
+            first[bid] = r
+        elif prev["status"] == DEAD and r["status"] == SCORED:
+            first[bid] = r
+        elif r["status"] == prev["status"]:
+            dupes[bid] = dupes.get(bid, 0) + 1
+    out: list[dict] = []
+    sent_ids: set[str] = set()
+    if sent is not None:
+        cols = sent.to_pydict()
+        for bid, seq, intended, created in zip(cols["batch_id"], cols["sequence"], cols["intended_ns"],
+                                                cols["created_ns"]):
+            sent_ids.add(bid)
+            r = first.get(bid)
+            row = {"batch_id": bid, "sequence": seq, "intended_ns": intended, "created_ns": created,
+                   "sent": True, "duplicates": dupes.get(bid, 0)}
+            if r is None:
+                row["status"] = "missing"
+            else:
+                row.update({k: v for k, v in r.items() if k not in ("intended_ns", "created_ns", "sequence")})
+                row["sent"] = True
+            out.append(row)
+    for bid, r in first.items():
+        if bid not in sent_ids:
+            out.append({**r, "sent": False, "duplicates": dupes.get(bid, 0)})
+    for r in extra:
+        out.append({**r, "sent": False, "duplicates": 0})
+    data = {name: [row.get(name) for row in out] for name in COLUMNS}
+    return pa.table({name: pa.array(vals, type=COLUMNS[name]) for name, vals in data.items()})
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m services.collector")
+    p.add_argument("--config", required=True, help="CollectorSettings JSON or @file")
+    p.add_argument("--out", required=True)
+    a = p.parse_args(argv)
+    raw = a.config if not a.config.startswith("@") else Path(a.config[1:]).read_text()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    col = Collector(CollectorSettings.model_validate_json(raw), out)
+    signal.signal(signal.SIGTERM, lambda *_: col.stop.set())
+    report = col.run()
+    print(json.dumps({k: report[k] for k in ("scored", "dead_lettered", "missing")}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from services.generator.generator import main
+
+main()

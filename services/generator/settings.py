@@ -1,0 +1,25 @@
+"""Settings of one generator run (what the runner hands the generator service)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from services.generator.workloads import WorkloadConfig
+
+
+class GeneratorSettings(BaseModel):
+    bootstrap: str = Field(description="Kafka bootstrap servers.")
+    topic: str = Field(description="Input topic the DataBatch records go to.")
+    feedback_topics: list[str] = Field(default_factory=list,
+                                       description="Output and dead-letter topics; closed loop reads completions there.")
+    run_id: str = Field(description="Run id stamped into every DataBatch.")
+    model: str = Field(description="Model name stamped into every DataBatch.")
+    item_shape: list[int] = Field(description="Shape of one data point, e.g. [1, 784].")
+    dtype: str = Field("float32", description="Element type of the synthetic data.")
+    batch_size: int = Field(1, ge=1, description="Data points per DataBatch (the paper's bsz).")
+    codec: str = Field("protobuf", description="Payload codec: protobuf | crayfish-json.")
+    workload: WorkloadConfig = Field(description="Arrival process; see services.generator.workloads.")
+    seed: int = Field(42, description="Seed of the schedule and of the synthetic data.")
+    pool_size: int = Field(64, ge=1, description="Distinct pre-built batches reused cyclically.")
+    processes: int | None = Field(None, ge=1, description="Producer processes; None = ceil(peak rate / per_process_rate).")
+    per_process_rate: float = Field(4000.0, gt=0, description="Batches/s one producer process is trusted to hold (auto mode).")

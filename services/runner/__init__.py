@@ -1,0 +1,1 @@
+"""The runner: experiment files, orchestration of broker/worker/collector/generator, the CLI."""

@@ -1,0 +1,132 @@
+"""The ``crayfish`` command line."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Crayfish Mesh: benchmark ML inference in stream-processing pipelines.")
+broker_app = typer.Typer(no_args_is_help=True, help="The local Kafka broker (single node, KRaft).")
+models_app = typer.Typer(no_args_is_help=True, help="The model zoo (built locally from seeded weights).")
+app.add_typer(broker_app, name="broker")
+app.add_typer(models_app, name="models")
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def run(file: Path = typer.Argument(..., help="Experiment YAML file."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/<name>-<time>)."),
+        bootstrap: Optional[str] = typer.Option(None, help="Use this Kafka cluster instead of starting one.")):
+    """Run an experiment and write summary.json, batches.parquet and manifest.json."""
+    from services.runner.experiment import ExperimentError, load_experiment
+    from services.runner.experiments import run_experiment
+    from services.runner.report import print_summary
+
+    try:
+        exp = load_experiment(file)
+    except ExperimentError as exc:
+        _fail(str(exc))
+    if bootstrap:
+        exp.kafka.bootstrap = bootstrap
+    out = out or Path("runs") / f"{exp.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    summary = run_experiment(exp, out, console=console, source_file=file)
+    print_summary(summary, console)
+    console.print(f"\nrun folder: [bold]{out}[/]  (summary.json, batches.parquet, manifest.json)")
+
+
+@app.command()
+def validate(file: Path = typer.Argument(..., help="Experiment YAML file.")):
+    """Check an experiment file without running it."""
+    from services.runner.experiment import ExperimentError, load_experiment
+
+    try:
+        exp = load_experiment(file)
+    except ExperimentError as exc:
+        _fail(str(exc))
+    console.print(f"{file}: ok ({len(exp.points())} point(s){', + search' if exp.search else ''})")
+
+
+@broker_app.command("start")
+def broker_start():
+    """Start a local broker in the background; prints its bootstrap address."""
+    from services.broker import launcher
+
+    existing = launcher.read_state()
+    if existing is not None:
+        try:
+            launcher.wait_ready(existing.bootstrap, timeout_s=3)
+            console.print(existing.bootstrap)
+            return
+        except launcher.BrokerError:
+            launcher.clear_state()
+    handle = launcher.start()
+    console.print(handle.bootstrap)
+
+
+@broker_app.command("stop")
+def broker_stop():
+    """Stop the broker started by `crayfish broker start`."""
+    from services.broker import launcher
+
+    handle = launcher.read_state()
+    if handle is None:
+        console.print("no broker running")
+        return
+    launcher.stop(handle)
+    launcher.clear_state()
+    console.print(f"stopped broker at {handle.bootstrap}")
+
+
+@broker_app.command("status")
+def broker_status():
+    """Say whether the background broker answers."""
+    from services.broker import launcher
+
+    handle = launcher.read_state()
+    if handle is None:
+        console.print("no broker running")
+        raise typer.Exit(1)
+    try:
+        launcher.wait_ready(handle.bootstrap, timeout_s=3)
+    except launcher.BrokerError:
+        console.print(f"broker at {handle.bootstrap} does not answer")
+        raise typer.Exit(1)
+    console.print(f"broker at {handle.bootstrap} is ready")
+
+
+@models_app.command("build")
+def models_build(model: str = typer.Option("all", help="ffnn | resnet50 | all"),
+                 seed: int = typer.Option(42, help="Seed of the weights."),
+                 dir: Optional[Path] = typer.Option(None, help="Models folder (default .cache/models).")):
+    """Build the models (seeded weights -> .npz -> ONNX with a dynamic batch axis)."""
+    from serving.models import MODELS, build_model, default_models_dir
+
+    names = list(MODELS) if model == "all" else [model]
+    for name in names:
+        if name not in MODELS:
+            _fail(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+        art = build_model(name, Path(dir or default_models_dir()), seed=seed)
+        console.print(f"{name}: {art.onnx}")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Experiment files: YAML validated by pydantic. A bad field fails with one line naming it.
+
+Top-level keys (see README "Experiment files"):
+  name, model, engine, serving, batch_size, parallelism, codec, workload, warmup, repetitions,
+  kafka, sweep, search, validity, bursts, seed.
+
+A run measures:
+- the base point (all fields as given), or one point per combination of ``sweep`` values;
+- and, when ``search`` is present, a sustainable-throughput search (its own points).
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from services.generator.workloads import WorkloadConfig
+
+# Engines named in experiment files. Only those with a worker in sps_workers.ENGINES can run;
+# the others are reserved names so that files written for them fail with a clear message.
+ENGINE_NAMES = ("kafka", "flink", "kafka-streams", "spark", "ray", "faust", "bytewax")
+MODEL_NAMES = ("ffnn", "resnet50")
+CODEC_NAMES = ("protobuf", "crayfish-json")
+SWEEPABLE = ("batch_size", "parallelism", "codec", "rate", "outstanding", "delay_ms", "threads")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServingConfig(Strict):
+    """How the scoring operator gets its predictions."""
+
+    kind: Literal["embedded", "external"] = Field("embedded", description="embedded: the backend runs inside the worker; external: a serving server is called over the network.")
+    backend: str = Field("onnxruntime", description="Embedded backend: onnxruntime | noop | sleep.")
+    threads: int = Field(1, ge=1, description="Intra-op threads of the backend (paper: 1).")
+    inter_threads: int = Field(1, ge=1, description="Inter-op threads of the backend (paper: 1).")
+    delay_ms: float | None = Field(None, ge=0, description="For backend 'sleep': the fixed delay per call.")
+    device: Literal["cpu", "cuda"] = Field("cpu", description="Where inference runs.")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.kind == "external":
+            raise ValueError("external serving is not available yet: the Scoring server and external "
+                             "clients come with the serving mesh; use kind: embedded")
+        from serving.embedded import BACKENDS
+
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown embedded backend {self.backend!r}; known: {', '.join(sorted(BACKENDS))}")
+        if self.backend == "sleep" and self.delay_ms is None:
+            raise ValueError("backend 'sleep' needs delay_ms")
+        return self
+
+    def backend_options(self) -> dict:
+        if self.backend == "onnxruntime":
+            return {"intra_op_threads": self.threads, "inter_op_threads": self.inter_threads,
+                    "device": self.device}
+        if self.backend == "sleep":
+            return {"delay_ms": self.delay_ms}
+        return {}
+
+
+class WarmupConfig(Strict):
+    fraction: float = Field(0.25, ge=0, lt=1, description="Share of records (in output order) excluded as warm-up (paper: 0.25).")
+    window_s: float | None = Field(None, ge=0, description="Exclude this many seconds from the first creation instead of a fraction.")
+
+
+class KafkaConfig(Strict):
+    bootstrap: str | None = Field(None, description="Existing cluster host:port; empty = start a local broker.")
+    partitions: int = Field(2, ge=1, description="Partitions of the input and output topics (raised to parallelism if lower).")
+
+
+class SearchConfig(Strict):
+    """Sustainable-throughput search: grow the rate x2 until a rate fails, then bisect."""
+
+    start_rate: float = Field(100.0, gt=0, description="First rate tried (batches/s).")
+    max_rate: float = Field(100000.0, gt=0, description="Never try above this rate.")
+    precision: float = Field(0.1, gt=0, lt=1, description="Stop bisecting when (fail - pass)/pass is below this.")
+    point_duration_s: float = Field(12.0, gt=0, description="Workload duration of each tried rate.")
+    workload: Literal["constant", "poisson"] = Field("constant", description="Arrival process of the tried rates.")
+    slo_ms: float | None = Field(None, gt=0, description="Latency SLO; a rate whose percentile exceeds it fails.")
+    slo_percentile: Literal["p50", "p90", "p95", "p99", "p999"] = Field("p99", description="Which percentile the SLO bounds.")
+    batch_size: int | None = Field(None, ge=1, description="Batch size for the search (default: the experiment's).")
+    max_points: int = Field(14, ge=1, description="Upper bound on tried rates.")
+
+
+class ValidityConfig(Strict):
+    min_duration_s: float = Field(3.0, ge=0, description="A point measured over less time than this is invalid.")
+    min_count: int = Field(50, ge=0, description="A point with fewer kept records than this is invalid.")
+    rate_tolerance: float = Field(0.02, ge=0, description="Achieved input rate may miss the target by this share.")
+
+
+class BurstConfig(Strict):
+    window_s: float = Field(1.0, gt=0, description="Window of the latency median used for recovery.")
+    hold_s: float = Field(5.0, gt=0, description="How long the median must stay within tolerance.")
+    tolerance: float = Field(0.10, gt=0, description="Allowed relative distance to the pre-burst baseline.")
+
+
+class Experiment(Strict):
+    name: str = Field(description="Name of the experiment (used in the run folder name).")
+    model: Literal[MODEL_NAMES] = Field("ffnn", description="Model: ffnn | resnet50.")
+    engine: Literal[ENGINE_NAMES] = Field("kafka", description="Stream processor running the scoring op.")
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+    batch_size: int = Field(1, ge=1, description="Data points per batch (the paper's bsz).")
+    parallelism: int = Field(1, ge=1, description="Scoring parallelism mp.")
+    codec: Literal[CODEC_NAMES] = Field("protobuf", description="Payload codec.")
+    workload: WorkloadConfig = Field(description="Arrival process (type + its parameters).")
+    warmup: WarmupConfig = Field(default_factory=WarmupConfig)
+    repetitions: int = Field(1, ge=1, description="Repetitions of every point (mean ± sd reported).")
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    sweep: dict[str, list[Any]] | None = Field(None, description=f"Values to sweep; keys: {', '.join(SWEEPABLE)}.")
+    search: SearchConfig | None = Field(None, description="Sustainable-throughput search.")
+    validity: ValidityConfig = Field(default_factory=ValidityConfig)
+    bursts: BurstConfig = Field(default_factory=BurstConfig)
+    seed: int = Field(42, description="Seed of schedules and synthetic data.")
+    generator_processes: int | None = Field(None, ge=1, description="Producer processes of the generator (default: by rate).")
+
+    @field_validator("engine")
+    @classmethod
+    def _engine_available(cls, v):
+        from sps_workers import ENGINES
+
+        if v not in ENGINES:
+            raise ValueError(f"engine {v!r} is not implemented yet; available: {', '.join(ENGINES)}")
+        return v
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweep_keys(cls, v):
+        if v is None:
+            return v
+        for key, values in v.items():
+            if key not in SWEEPABLE:
+                raise ValueError(f"cannot sweep {key!r}; sweepable: {', '.join(SWEEPABLE)}")
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"sweep.{key} must be a non-empty list")
+        return v
+
+    def points(self) -> list[dict]:
+        """Parameter overrides of each sweep point (one empty dict without a sweep)."""
+        if not self.sweep:
+            return [{}]
+        keys = list(self.sweep)
+        return [dict(zip(keys, combo)) for combo in itertools.product(*(self.sweep[k] for k in keys))]
+
+    def with_overrides(self, overrides: dict) -> "Experiment":
+        """A copy with sweep values applied (validated again)."""
+        data = self.model_dump(mode="python")
+        data["sweep"] = None
+        data["search"] = None
+        for key, value in overrides.items():
+            if key in ("batch_size", "parallelism", "codec"):
+                data[key] = value
+            elif key in ("rate", "outstanding"):
+                data["workload"][key] = value
+            elif key == "delay_ms":
+                data["serving"]["delay_ms"] = value
+            elif key == "threads":
+                data["serving"]["threads"] = value
+        return Experiment.model_validate(data)
+
+
+class ExperimentError(ValueError):
+    """A bad experiment file; the message is one line naming the field."""
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith("function-"))
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc or '(top level)'}: {msg}")
+    return "; ".join(parts)
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ExperimentError(f"{path}: no such file") from None
+    except yaml.YAMLError as exc:
+        raise ExperimentError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ExperimentError(f"{path}: expected a mapping of fields at the top level")
+    try:
+        return Experiment.model_validate(raw)
+    except ValidationError as exc:
+        raise ExperimentError(f"{path}: {format_validation_error(exc)}") from None

@@ -1,0 +1,173 @@
+"""Run one measured point: fresh topics, worker, collector, generator, then stop everything.
+
+Order and readiness (never fixed sleeps):
+  topics created and led -> worker started, consumer group Stable with all partitions assigned ->
+  collector started, clock skew probed, ``collector.ready`` -> generator runs the workload ->
+  generator writes ``sent.parquet`` -> collector drains until every sent batch is accounted for
+  (or ``drain_idle_s`` passes without news) -> worker stopped (its CPU time read first).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from crayfish.kafka import RunTopics, create_topics, delete_topics
+from services.broker import launcher
+from services.collector.collector import CollectorSettings
+from services.generator.settings import GeneratorSettings
+from services.runner.experiment import Experiment
+from services.runner.processes import Service, wait_file, wait_group_assigned
+from sps_workers import ENGINES
+from sps_workers.settings import WorkerSettings
+
+
+@dataclass
+class Stack:
+    """What lives across points: the broker and the built models."""
+
+    bootstrap: str
+    models_dir: Path
+    broker: launcher.BrokerHandle | None = None
+
+
+@contextmanager
+def open_stack(exp: Experiment, models_dir: Path | None = None, log=print):
+    from serving.models import build_model, default_models_dir
+
+    models_dir = Path(models_dir or default_models_dir())
+    log(f"model {exp.model}: building/checking in {models_dir}")
+    build_model(exp.model, models_dir, seed=exp.seed)
+    broker = None
+    bootstrap = exp.kafka.bootstrap
+    if not bootstrap:
+        log("starting a local Kafka broker (KRaft) ...")
+        broker = launcher.start()
+        bootstrap = broker.bootstrap
+        log(f"Kafka ready at {bootstrap}")
+    try:
+        yield Stack(bootstrap=bootstrap, models_dir=models_dir, broker=broker)
+    finally:
+        if broker is not None:
+            launcher.stop(broker)
+
+
+@dataclass
+class PointRun:
+    """Where one measured repetition left its files, and what the services reported."""
+
+    dir: Path
+    run_id: str
+    generator: dict
+    collector: dict
+    worker_cpu_s: float
+    worker_exit: int | None
+    timings: dict = field(default_factory=dict)
+
+
+def run_point(stack: Stack, exp: Experiment, point_dir: Path, python: str | None = None,
+              keep_topics: bool = False) -> PointRun:
+    point_dir.mkdir(parents=True, exist_ok=True)
+    run_id = uuid.uuid4().hex[:10]
+    topics = RunTopics.for_run(run_id)
+    partitions = max(exp.kafka.partitions, exp.parallelism)
+    timings = {}
+    t = time.monotonic()
+    create_topics(stack.bootstrap, topics, partitions=partitions)
+    timings["topics_s"] = time.monotonic() - t
+
+    engine = ENGINES[exp.engine]
+    group = f"crayfish-{run_id}-worker"
+    ws = WorkerSettings(bootstrap=stack.bootstrap, input_topic=topics.input, output_topic=topics.output,
+                        dead_letter_topic=topics.dead_letter, consumer_group=group, codec=exp.codec,
+                        model=exp.model, backend=exp.serving.backend,
+                        backend_options=exp.serving.backend_options(), models_dir=str(stack.models_dir),
+                        parallelism=exp.parallelism, worker_id=exp.engine)
+    (point_dir / "worker.json").write_text(ws.model_dump_json(indent=2))
+    services: list[Service] = []
+    worker = collector = None
+    try:
+        t = time.monotonic()
+        worker = Service(f"{exp.engine}-worker", ["-m", engine.module, "--config", f"@{point_dir / 'worker.json'}"],
+                         point_dir / "worker.log", python=python)
+        services.append(worker)
+        wait_group_assigned(stack.bootstrap, group, exp.parallelism, partitions, services)
+        timings["worker_ready_s"] = time.monotonic() - t
+
+        cs = CollectorSettings(bootstrap=stack.bootstrap, output_topic=topics.output,
+                               dead_letter_topic=topics.dead_letter, input_topic=topics.input,
+                               worker_group=group, probe_topic=topics.probe, codec=exp.codec,
+                               expect_file=str(point_dir / "sent.parquet"))
+        (point_dir / "collector.json.in").write_text(cs.model_dump_json(indent=2))
+        t = time.monotonic()
+        collector = Service("collector", ["-m", "services.collector", "--config",
+                                          f"@{point_dir / 'collector.json.in'}", "--out", str(point_dir)],
+                            point_dir / "collector.log")
+        services.append(collector)
+        wait_file(point_dir / "collector.ready", services, timeout_s=60)
+        timings["collector_ready_s"] = time.monotonic() - t
+
+        from serving.models import MODELS
+
+        spec = MODELS[exp.model]
+        gs = GeneratorSettings(bootstrap=stack.bootstrap, topic=topics.input,
+                               feedback_topics=[topics.output, topics.dead_letter], run_id=run_id,
+                               model=exp.model, item_shape=list(spec.input_shape), dtype=spec.input_dtype,
+                               batch_size=exp.batch_size, codec=exp.codec, workload=exp.workload,
+                               seed=exp.seed, processes=exp.generator_processes)
+        (point_dir / "generator.json.in").write_text(gs.model_dump_json(indent=2))
+        t = time.monotonic()
+        cpu_before = worker.cpu_seconds()
+        generator = Service("generator", ["-m", "services.generator", "--config",
+                                          f"@{point_dir / 'generator.json.in'}", "--out", str(point_dir)],
+                            point_dir / "generator.log")
+        services.append(generator)
+        budget = _workload_budget_s(exp)
+        while generator.alive():
+            worker.check_alive()
+            if not (point_dir / "sent.parquet").exists():
+                collector.check_alive()
+            if time.monotonic() - t > budget:
+                raise RuntimeError(f"generator still running after {budget:.0f}s:\n{generator.log_tail()}")
+            try:
+                generator.proc.wait(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                pass
+        if generator.proc.returncode != 0:
+            raise RuntimeError(f"generator failed (exit {generator.proc.returncode}):\n{generator.log_tail()}")
+        timings["generator_s"] = time.monotonic() - t
+        t = time.monotonic()
+        code = collector.wait(timeout_s=600)
+        if code != 0:
+            raise RuntimeError(f"collector failed (exit {code}):\n{collector.log_tail()}")
+        timings["drain_s"] = time.monotonic() - t
+        worker_cpu = worker.cpu_seconds() - cpu_before
+        worker.check_alive()
+    finally:
+        worker_exit = None
+        for s in reversed(services):
+            code = s.stop()
+            if s is worker:
+                worker_exit = code
+        if not keep_topics:
+            delete_topics(stack.bootstrap, topics)
+    gen_report = json.loads((point_dir / "generator.json").read_text())
+    col_report = json.loads((point_dir / "collector.json").read_text())
+    return PointRun(dir=point_dir, run_id=run_id, generator=gen_report, collector=col_report,
+                    worker_cpu_s=worker_cpu, worker_exit=worker_exit, timings=timings)
+
+
+def _workload_budget_s(exp: Experiment) -> float:
+    wl = exp.workload
+    duration = getattr(wl, "duration_s", None) or 60.0
+    return duration * 3 + 120.0
+
+
+def core_python() -> str:
+    return sys.executable

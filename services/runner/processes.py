@@ -1,0 +1,120 @@
+"""Start the mesh's services as local processes and wait for real readiness (no fixed sleeps)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient
+
+POLL_S = 0.05  # readiness polling interval
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ServiceError(RuntimeError):
+    pass
+
+
+class Service:
+    """A service process with its log file; ``name`` is also its OTEL_SERVICE_NAME."""
+
+    def __init__(self, name: str, args: list[str], log_path: Path, python: str | None = None,
+                 env: dict | None = None):
+        self.name = name
+        self.log_path = log_path
+        full_env = {**os.environ, "OTEL_SERVICE_NAME": name, "PYTHONUNBUFFERED": "1", **(env or {})}
+        full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), full_env.get("PYTHONPATH")]))
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen([python or sys.executable, *args], stdout=self._log,
+                                     stderr=subprocess.STDOUT, env=full_env, cwd=REPO_ROOT,
+                                     start_new_session=True)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def check_alive(self) -> None:
+        if not self.alive():
+            raise ServiceError(f"{self.name} exited with code {self.proc.returncode}:\n{self.log_tail()}")
+
+    def wait(self, timeout_s: float) -> int:
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise ServiceError(f"{self.name} did not finish within {timeout_s:.0f}s:\n{self.log_tail()}") from None
+
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        if self.alive():
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self._log.close()
+        return self.proc.returncode
+
+    def cpu_seconds(self) -> float:
+        """User+system CPU time of the process and its children (while alive)."""
+        import psutil
+
+        try:
+            p = psutil.Process(self.proc.pid)
+            procs = [p, *p.children(recursive=True)]
+            total = 0.0
+            for q in procs:
+                try:
+                    t = q.cpu_times()
+                    total += t.user + t.system
+                except psutil.Error:
+                    pass
+            return total
+        except psutil.Error:
+            return float("nan")
+
+
+def wait_group_assigned(bootstrap: str, group: str, members: int, partitions: int,
+                        services: list[Service], timeout_s: float = 90.0) -> None:
+    """Ready = the consumer group is Stable with ``members`` members holding all partitions."""
+    from confluent_kafka import ConsumerGroupState
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        for s in services:
+            s.check_alive()
+        try:
+            desc = admin.describe_consumer_groups([group], request_timeout=5)[group].result(timeout=5)
+            assigned = sum(len(m.assignment.topic_partitions) for m in desc.members if m.assignment)
+            last = f"state={desc.state}, members={len(desc.members)}, assigned partitions={assigned}"
+            if (desc.state == ConsumerGroupState.STABLE and len(desc.members) >= members
+                    and assigned >= partitions):
+                return
+        except Exception as exc:  # noqa: BLE001 - group not known yet
+            last = str(exc)
+        time.sleep(POLL_S)
+    raise ServiceError(f"consumer group {group} not ready after {timeout_s:.0f}s ({last})")
+
+
+def wait_file(path: Path, services: list[Service], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists():
+            return
+        for s in services:
+            s.check_alive()
+        time.sleep(POLL_S)
+    raise ServiceError(f"{path.name} did not appear within {timeout_s:.0f}s")

@@ -1,0 +1,44 @@
+"""Print a run's summary as a table."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _f(v, fmt="{:,.2f}"):
+    if v is None:
+        return "-"
+    try:
+        return fmt.format(v)
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def print_summary(summary: dict, console: Console) -> None:
+    t = Table(title=f"{summary['experiment']}", show_lines=False)
+    for col in ("point", "bsz", "mp", "rate", "throughput b/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms",
+                "sched p99 ms", "sent", "scored", "dlq", "miss", "dup", "valid"):
+        t.add_column(col, justify="right")
+    for p in summary["points"]:
+        params = p.get("params", {})
+        lat = p.get("latency_ms") or {}
+        sched = p.get("latency_from_schedule_ms") or {}
+        acc = p.get("accounting") or {}
+        kind = "search" if params.get("search") else params.get("workload", "")
+        valid = "yes" if p.get("valid") else "no"
+        if params.get("search"):
+            valid += " / " + ("sust." if p.get("search_ok") else "not sust.")
+        t.add_row(kind, _f(params.get("batch_size"), "{}"), _f(params.get("parallelism"), "{}"),
+                  _f(params.get("rate"), "{:,.0f}"), _f(p.get("throughput_bps"), "{:,.1f}"),
+                  _f(lat.get("p50")), _f(lat.get("p99")), _f(lat.get("p999")), _f(lat.get("max")),
+                  _f(sched.get("p99")), *(_f(acc.get(k), "{:,.0f}") for k in
+                                          ("sent", "scored", "dead_lettered", "missing", "duplicates")), valid)
+    console.print(t)
+    if "sustainable_rate" in summary:
+        sr = summary["sustainable_rate"]
+        console.print(f"sustainable throughput: [bold]{_f(sr, '{:,.0f}')} batches/s[/] "
+                      f"(search {summary['search']['status']}, precision {summary['search']['precision']:.0%})")
+    for p in summary["points"]:
+        if p.get("recovery_s") is not None:
+            console.print(f"burst recovery (s): {p['recovery_s']}")

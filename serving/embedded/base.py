@@ -1,0 +1,173 @@
+"""The :class:`Scorer` base class, its option schema and its errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Mapping
+
+import numpy as np
+
+from serving.models.build import ModelArtifacts
+from serving.models.spec import ModelSpec
+
+_F32 = np.dtype(np.float32)
+
+
+class ScoringError(ValueError):
+    """The input batch does not fit the model (shape / dtype). Workers dead-letter the record."""
+
+
+class ScorerConfigError(ValueError):
+    """A scorer cannot be created: unknown backend, model or option, bad option value, model not built."""
+
+
+def _to_bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(v, str) and v.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    if isinstance(v, int) and v in (0, 1):
+        return bool(v)
+    raise ValueError(f"not a boolean: {v!r}")
+
+
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Option:
+    """One backend option. ``kind`` converts the given value (strings from a CLI/YAML are fine);
+    ``check`` returns an error message (or ``None``) for a converted value."""
+
+    kind: type
+    default: Any = _REQUIRED
+    help: str = ""
+    check: Callable[[Any], str | None] | None = None
+    choices: tuple[Any, ...] | None = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is _REQUIRED
+
+    def convert(self, backend: str, name: str, value: Any) -> Any:
+        try:
+            if self.kind is bool:
+                v = _to_bool(value)
+            elif self.kind is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError(f"not an integer: {value!r}")
+            elif isinstance(value, bool) and self.kind is not bool:
+                raise ValueError(f"not a {self.kind.__name__}: {value!r}")
+            else:
+                v = self.kind(value)
+        except (TypeError, ValueError) as exc:
+            raise ScorerConfigError(f"backend {backend!r}: option {name!r}: {exc}") from None
+        if self.choices is not None and v not in self.choices:
+            raise ScorerConfigError(f"backend {backend!r}: option {name!r} must be one of "
+                                    f"{', '.join(map(repr, self.choices))}, got {v!r}")
+        if self.check is not None:
+            msg = self.check(v)
+            if msg:
+                raise ScorerConfigError(f"backend {backend!r}: option {name!r} {msg}, got {v!r}")
+        return v
+
+
+def non_negative(v: Any) -> str | None:
+    return "must be >= 0" if v < 0 else None
+
+
+class Scorer:
+    """An in-process model: ``score(batch) -> predictions``. See :mod:`serving.embedded`.
+
+    Subclasses set :attr:`name`, :attr:`OPTIONS`, :attr:`needs_artifacts` and implement
+    :meth:`_score` (and :meth:`close` if they hold resources). ``score`` validates the input and
+    calls ``_score``.
+    """
+
+    name: ClassVar[str] = ""
+    OPTIONS: ClassVar[Mapping[str, Option]] = {}
+    needs_artifacts: ClassVar[bool] = True
+
+    def __init__(self, model: ModelSpec, artifacts: ModelArtifacts | None = None, **options: Any):
+        self.model = model
+        self.artifacts = artifacts
+        self.options: dict[str, Any] = self.resolve_options(options)
+        if self.needs_artifacts and artifacts is None:
+            raise ScorerConfigError(f"backend {self.name!r} needs model artifacts "
+                                    f"(see serving.models.model_paths / build_model)")
+        self._item_shape: tuple[int, ...] = tuple(model.input_shape)
+        self._out_shape: tuple[int, ...] = tuple(model.output_shape)
+        self._closed = False
+
+    # -- options -----------------------------------------------------------------------------
+    @classmethod
+    def resolve_options(cls, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Check ``given`` against :attr:`OPTIONS`: unknown names and bad values raise
+        :class:`ScorerConfigError` naming the option; returns every option with defaults filled."""
+        unknown = sorted(set(given) - set(cls.OPTIONS))
+        if unknown:
+            known = ", ".join(sorted(cls.OPTIONS)) or "none"
+            raise ScorerConfigError(f"backend {cls.name!r} has no option "
+                                    f"{', '.join(map(repr, unknown))}; its options: {known}")
+        out: dict[str, Any] = {}
+        for key, opt in cls.OPTIONS.items():
+            if key in given:
+                out[key] = opt.convert(cls.name, key, given[key])
+            elif opt.required:
+                raise ScorerConfigError(f"backend {cls.name!r}: option {key!r} is required"
+                                        + (f" ({opt.help})" if opt.help else ""))
+            else:
+                out[key] = opt.default
+        return out
+
+    # -- scoring -----------------------------------------------------------------------------
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """``x`` ``[b, *model.input_shape]`` float32 -> ``[b, *model.output_shape]`` float32."""
+        try:
+            dt = x.dtype
+            shape = x.shape
+        except AttributeError:
+            raise ScoringError(f"{self.model.name}: expected a numpy array, got {type(x).__name__}") from None
+        if (dt is not _F32 and dt != _F32) or shape[1:] != self._item_shape or not shape[0]:
+            raise ScoringError(f"{self.model.name}: expected float32 [b>=1, "
+                               f"{', '.join(map(str, self._item_shape))}], got {dt} {list(shape)}")
+        return self._score(x)
+
+    def _score(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def warmup(self, batch_size: int = 1, iterations: int = 3) -> None:
+        """Score a zero batch a few times (first-call allocations, lazy init) before measuring."""
+        x = np.zeros((batch_size, *self._item_shape), dtype=np.float32)
+        for _ in range(iterations):
+            self.score(x)
+
+    def describe(self) -> dict[str, Any]:
+        """What to record in a run's metadata."""
+        return {"backend": self.name, "model": self.model.name, "options": dict(self.options)}
+
+    def close(self) -> None:
+        """Release resources. Idempotent; scoring after close raises RuntimeError.
+
+        Subclasses that hold resources release them and then call ``super().close()``.
+        """
+        self._closed = True
+        self._score = self._score_closed  # instance attribute: no per-call "closed?" check
+
+    def _score_closed(self, x: np.ndarray) -> np.ndarray:
+        raise RuntimeError(f"{type(self).__name__} for {self.model.name!r} is closed")
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> "Scorer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return f"<{type(self).__name__} {self.model.name}{', ' + opts if opts else ''}>"

@@ -1,0 +1,85 @@
+"""``onnxruntime``: the model's ONNX export in an ONNX Runtime session (the paper's embedded ONNX)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from serving.embedded.base import Option, Scorer, ScorerConfigError, non_negative
+
+_OPT_LEVELS = ("disable", "basic", "extended", "all")
+
+
+class OnnxRuntimeScorer(Scorer):
+    """One ``InferenceSession`` per scorer, created once; sequential execution mode.
+
+    Defaults follow the paper: 1 intra-op and 1 inter-op thread (0 = let ORT pick, i.e. one per
+    core). Only ``device="cpu"`` is supported for now.
+
+    Hot path: input/output names and the ``RunOptions`` are bound at construction and ``score``
+    calls the session's C++ ``run`` directly (skipping the Python wrapper's per-call input-name
+    validation, which :meth:`Scorer.score` has already done in stricter form); the only per-call
+    allocations are the one-entry feed dict and ORT's output array.
+    """
+
+    name = "onnxruntime"
+    OPTIONS = {
+        "intra_op_threads": Option(int, 1, "ORT intra-op threads (0 = ORT default)", non_negative),
+        "inter_op_threads": Option(int, 1, "ORT inter-op threads (0 = ORT default)", non_negative),
+        "device": Option(str, "cpu", "execution device; only 'cpu' for now"),
+        "graph_optimization": Option(str, "all", "ORT graph optimization level", choices=_OPT_LEVELS),
+    }
+
+    def __init__(self, model, artifacts=None, **options: Any):
+        super().__init__(model, artifacts, **options)
+        device = self.options["device"].lower()
+        if device != "cpu":
+            raise ScorerConfigError(f"backend 'onnxruntime': device {self.options['device']!r} is not "
+                                    f"supported (yet); only 'cpu'")
+        import onnxruntime as ort  # imported here so the registry imports without ORT installed
+
+        path = self.artifacts.onnx
+        if not path.is_file():
+            raise ScorerConfigError(f"backend 'onnxruntime': no ONNX file at {path}; run "
+                                    f"`python -m serving.models build --model {model.name}`")
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.options["intra_op_threads"]
+        so.inter_op_num_threads = self.options["inter_op_threads"]
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[self.options["graph_optimization"]]
+        so.log_severity_level = 3
+        self._ort_version = ort.__version__
+        self._session = ort.InferenceSession(str(path), sess_options=so,
+                                             providers=["CPUExecutionProvider"])
+        inputs = self._session.get_inputs()
+        outputs = self._session.get_outputs()
+        if [i.name for i in inputs] != [model.input_name] or model.output_name not in [o.name for o in outputs]:
+            raise ScorerConfigError(
+                f"backend 'onnxruntime': {path} has inputs {[i.name for i in inputs]} / outputs "
+                f"{[o.name for o in outputs]}, expected {model.input_name!r} / {model.output_name!r}")
+        self._input_name = model.input_name
+        self._output_names = [model.output_name]
+        self._run_options = ort.RunOptions()
+        # The C++ session's run(output_names, feed, run_options); fall back to the public wrapper.
+        c_sess = getattr(self._session, "_sess", None)
+        self._run = c_sess.run if c_sess is not None and hasattr(c_sess, "run") else self._session.run
+
+    def _score(self, x: np.ndarray) -> np.ndarray:
+        return self._run(self._output_names, {self._input_name: x}, self._run_options)[0]
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update(onnxruntime_version=self._ort_version, onnx=str(self.artifacts.onnx),
+                 providers=self._session.get_providers() if self._session is not None else [])
+        return d
+
+    def close(self) -> None:
+        self._session = None
+        self._run = None
+        super().close()

@@ -1,0 +1,192 @@
+"""Building, caching and locating model artifacts.
+
+Layout under a models dir (default ``$CRAYFISH_MODELS_DIR`` or ``<repo>/.cache/models``)::
+
+    <models_dir>/<name>/<name>.npz        canonical weights (every format is exported from these)
+    <models_dir>/<name>/<name>.onnx       ONNX, opset OPSET, IR version IR_VERSION, dynamic "batch"
+    <models_dir>/<name>/manifest.json     seed, parameter count, sha256 + size of every file
+    <models_dir>/<name>/.lock             flock()ed while building (concurrent builders wait)
+
+Other format exporters (TorchScript, SavedModel, ...) should put their files in the same
+``<models_dir>/<name>/`` directory, load the ``.npz`` with
+:func:`serving.models.weights.load_weights`, and may add their own entry to the manifest's
+``files`` (keep ``weights`` and ``onnx`` intact).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+import onnx
+
+from serving.models import ffnn, resnet50
+from serving.models.spec import MODELS, ModelSpec, get_spec
+from serving.models.weights import load_weights, param_count, save_npz, sha256_file
+
+OPSET = 17
+IR_VERSION = 8  # the IR version that goes with opset 17; readable by older runtimes too
+# Bump when the init, graph or file layout changes: cached builds with another version rebuild.
+BUILDER_VERSION = 1
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class _Impl:
+    init_weights: Callable[[int], dict[str, np.ndarray]]
+    to_onnx: Callable[..., onnx.ModelProto]
+    forward: Callable[[Mapping[str, np.ndarray], np.ndarray], np.ndarray]
+    expected_params: int
+
+
+_IMPLS: dict[str, _Impl] = {
+    "ffnn": _Impl(ffnn.init_weights, ffnn.to_onnx, ffnn.forward, ffnn.PARAM_COUNT),
+    "resnet50": _Impl(resnet50.init_weights, resnet50.to_onnx, resnet50.forward, resnet50.PARAM_COUNT),
+}
+
+
+@dataclass(frozen=True)
+class ModelArtifacts:
+    """Where one model's files live (they may not exist yet: see :meth:`exists`)."""
+
+    name: str
+    model_dir: Path
+    weights: Path     # <name>.npz
+    onnx: Path        # <name>.onnx
+    manifest_path: Path
+
+    def exists(self) -> bool:
+        return self.weights.is_file() and self.onnx.is_file() and self.manifest_path.is_file()
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return json.loads(self.manifest_path.read_text())
+
+    @property
+    def spec(self) -> ModelSpec:
+        return get_spec(self.name)
+
+
+def default_models_dir() -> Path:
+    env = os.environ.get("CRAYFISH_MODELS_DIR")
+    return Path(env).expanduser() if env else REPO_ROOT / ".cache" / "models"
+
+
+def model_paths(name: str, models_dir: Path | str | None = None) -> ModelArtifacts:
+    get_spec(name)  # raises on unknown names
+    root = Path(models_dir) if models_dir is not None else default_models_dir()
+    d = root / name
+    return ModelArtifacts(name=name, model_dir=d, weights=d / f"{name}.npz", onnx=d / f"{name}.onnx",
+                          manifest_path=d / "manifest.json")
+
+
+def _is_current(art: ModelArtifacts, seed: int) -> bool:
+    if not art.exists():
+        return False
+    try:
+        m = art.manifest
+        if m.get("seed") != seed or m.get("builder_version") != BUILDER_VERSION or m.get("opset") != OPSET:
+            return False
+        for key, path in (("weights", art.weights), ("onnx", art.onnx)):
+            entry = m["files"][key]
+            if path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
+                return False
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return True
+
+
+@contextmanager
+def _locked(d: Path) -> Iterator[None]:
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / ".lock", "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def build_model(name: str, out_dir: Path | str | None = None, seed: int = 42,
+                force: bool = False) -> ModelArtifacts:
+    """Create ``<out_dir>/<name>/{<name>.npz, <name>.onnx, manifest.json}`` from ``seed``.
+
+    Idempotent: when the manifest records the same seed and builder version and both files still
+    match their sha256, nothing is written (unless ``force``). Safe across processes (file lock).
+    """
+    spec = get_spec(name)
+    impl = _IMPLS[name]
+    art = model_paths(name, out_dir)
+    with _locked(art.model_dir):
+        if not force and _is_current(art, seed):
+            return art
+        t0 = time.perf_counter()
+        weights = impl.init_weights(seed)
+        n_params = param_count(weights)
+        if n_params != impl.expected_params:  # pragma: no cover - guards the architecture tables
+            raise AssertionError(f"{name}: built {n_params} params, expected {impl.expected_params}")
+        save_npz(art.weights, weights)
+        doc = f"Crayfish Mesh {name}, seed {seed}, builder v{BUILDER_VERSION}; weights {art.weights.name}"
+        model = impl.to_onnx(weights, opset=OPSET, doc=doc)
+        model.ir_version = IR_VERSION
+        onnx.checker.check_model(model)
+        _write_atomic(art.onnx, model.SerializeToString())
+        manifest = {
+            "name": name,
+            "seed": seed,
+            "builder_version": BUILDER_VERSION,
+            "param_count": n_params,
+            "opset": OPSET,
+            "ir_version": IR_VERSION,
+            "input_name": spec.input_name,
+            "output_name": spec.output_name,
+            "input_shape": ["batch", *spec.input_shape],
+            "input_dtype": spec.input_dtype,
+            "output_shape": ["batch", *spec.output_shape],
+            "layout": {"dense": "[in, out]", "conv": "OIHW",
+                       **({"input": "NHWC"} if name == "resnet50" else {})},
+            "files": {
+                key: {"path": p.name, "bytes": p.stat().st_size, "sha256": sha256_file(p)}
+                for key, p in (("weights", art.weights), ("onnx", art.onnx))
+            },
+            "build_seconds": round(time.perf_counter() - t0, 3),
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        _write_atomic(art.manifest_path, (json.dumps(manifest, indent=2) + "\n").encode())
+    return art
+
+
+def build_all(out_dir: Path | str | None = None, seed: int = 42, force: bool = False) -> dict[str, ModelArtifacts]:
+    return {name: build_model(name, out_dir, seed=seed, force=force) for name in MODELS}
+
+
+def reference_forward(name: str, weights_npz_path: Path | str, x: np.ndarray) -> np.ndarray:
+    """The numpy float32 forward pass of ``name`` with the weights in ``weights_npz_path``.
+
+    ``x``: ``[b, *spec.input_shape]``; returns ``[b, *spec.output_shape]`` float32. Reads the
+    weights file on every call (ResNet50: ~100 MB), so batch up the inputs you want to check.
+    """
+    spec = get_spec(name)
+    x = np.asarray(x, dtype=np.float32)
+    if x.shape[1:] != spec.input_shape:
+        raise ValueError(f"{name}: expected input [b, {', '.join(map(str, spec.input_shape))}], "
+                         f"got {list(x.shape)}")
+    return _IMPLS[name].forward(load_weights(Path(weights_npz_path)), x)

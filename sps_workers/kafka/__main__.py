@@ -1,0 +1,3 @@
+from sps_workers.kafka.worker import main
+
+main()

@@ -1,0 +1,204 @@
+"""The baseline worker: consume -> ScoringOperator -> produce, mp processes, at-least-once."""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import logging
+import multiprocessing as mproc
+import os
+import signal
+import sys
+import time
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from crayfish.codec import get_codec
+from crayfish.kafka import consumer_config, poll_batch, producer_config
+from sps_workers.scoring_op import ScoringOperator
+from sps_workers.settings import WorkerSettings
+
+log = logging.getLogger("crayfish.worker.kafka")
+
+
+class OffsetTracker:
+    """Stores an input offset for commit only once it and every earlier offset of its partition
+    have had their output delivered (outputs may be acknowledged out of input order)."""
+
+    def __init__(self):
+        self.pending: dict[int, collections.deque] = {}
+        self.done: dict[int, set] = {}
+        self.to_store: dict[int, int] = {}
+
+    def started(self, partition: int, offset: int) -> None:
+        q = self.pending.get(partition)
+        if q is None:
+            q = self.pending[partition] = collections.deque()
+            self.done[partition] = set()
+        q.append(offset)
+
+    def delivered(self, partition: int, offset: int) -> None:
+        q, done = self.pending[partition], self.done[partition]
+        done.add(offset)
+        while q and q[0] in done:
+            done.discard(q[0])
+            self.to_store[partition] = q.popleft() + 1
+
+    def in_flight(self) -> int:
+        return sum(len(q) for q in self.pending.values())
+
+    def drain(self, topic: str) -> list[TopicPartition]:
+        if not self.to_store:
+            return []
+        out = [TopicPartition(topic, p, o) for p, o in self.to_store.items()]
+        self.to_store.clear()
+        return out
+
+    def forget(self, partitions) -> None:
+        for tp in partitions:
+            self.pending.pop(tp.partition, None)
+            self.done.pop(tp.partition, None)
+            self.to_store.pop(tp.partition, None)
+
+
+class DeliveryFailed(RuntimeError):
+    pass
+
+
+def run_instance(settings: WorkerSettings, index: int) -> None:
+    """One worker process: runs until SIGTERM/SIGINT, then drains and commits."""
+    from serving.embedded import create_scorer
+    from serving.models import MODELS
+
+    worker_id = f"{settings.worker_id}-{index}"
+    stop = {"flag": False}
+
+    def _stop(*_):
+        stop["flag"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+
+    spec = MODELS[settings.model]
+    scorer = create_scorer(settings.backend, settings.model, models_dir=settings.models_dir,
+                           **settings.backend_options)
+    op = ScoringOperator(get_codec(settings.codec), scorer, settings.model, spec.input_shape, worker_id,
+                         engine="kafka")
+    tracker = OffsetTracker()
+    failures: list[str] = []
+    input_topic = settings.input_topic
+
+    consumer = Consumer(consumer_config(settings.bootstrap, settings.consumer_group,
+                                        **{"client.id": worker_id}))
+    producer = Producer(producer_config(settings.bootstrap, **{"client.id": worker_id}))
+
+    def on_revoke(c, partitions):
+        # Finish what is in flight so the next owner does not redo it, then commit.
+        producer.flush(30)
+        stored = tracker.drain(input_topic)
+        if stored:
+            c.store_offsets(offsets=stored)
+            try:
+                c.commit(asynchronous=False)
+            except Exception:  # noqa: BLE001 - nothing stored to commit
+                pass
+        tracker.forget(partitions)
+
+    consumer.subscribe([input_topic], on_revoke=on_revoke)
+
+    def make_callback(partition: int, offset: int):
+        def _cb(err, _msg):
+            if err is not None:
+                failures.append(f"delivery of output for {input_topic}[{partition}]@{offset} failed: {err}")
+                return
+            tracker.delivered(partition, offset)
+        return _cb
+
+    out_topic, dlq_topic = settings.output_topic, settings.dead_letter_topic
+    produce = producer.produce
+    process = op.process
+    try:
+        while not stop["flag"]:
+            msgs = poll_batch(consumer, settings.max_poll_records, 0.05)
+            for m in msgs:
+                err = m.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        log.warning("consumer error: %s", err)
+                    continue
+                partition, offset = m.partition(), m.offset()
+                _, ts = m.timestamp()
+                res = process(m.value(), m.headers(), ts, input_topic, partition, offset)
+                tracker.started(partition, offset)
+                cb = make_callback(partition, offset)
+                if res.value is not None:
+                    _produce(producer, produce, out_topic, res.value, m.key(), res.headers or None, cb)
+                else:
+                    _produce(producer, produce, dlq_topic, res.dead_letter, m.key(), None, cb)
+            producer.poll(0)
+            if failures:
+                raise DeliveryFailed(failures[0])
+            stored = tracker.drain(input_topic)
+            if stored:
+                consumer.store_offsets(offsets=stored)
+    finally:
+        producer.flush(30)
+        stored = tracker.drain(input_topic)
+        if stored:
+            consumer.store_offsets(offsets=stored)
+        try:
+            consumer.commit(asynchronous=False)
+        except Exception:  # noqa: BLE001 - no offsets stored: nothing to commit
+            pass
+        consumer.close()
+        scorer.close()
+
+
+def _produce(producer, produce, topic, value, key, headers, cb) -> None:
+    while True:
+        try:
+            produce(topic, value, key, on_delivery=cb, headers=headers)
+            return
+        except BufferError:
+            producer.poll(0.01)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m sps_workers.kafka",
+                                     description="Baseline confluent-kafka scoring worker.")
+    parser.add_argument("--config", required=True, help="WorkerSettings as JSON, or @path to a JSON file")
+    args = parser.parse_args(argv)
+    raw = args.config
+    if raw.startswith("@"):
+        with open(raw[1:]) as f:
+            raw = f.read()
+    settings = WorkerSettings.model_validate(json.loads(raw))
+    logging.basicConfig(level=os.environ.get("CRAYFISH_LOG_LEVEL", "WARNING"),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if settings.parallelism == 1:
+        run_instance(settings, 0)
+        return
+    ctx = mproc.get_context("spawn")
+    procs = [ctx.Process(target=run_instance, args=(settings, i), name=f"{settings.worker_id}-{i}")
+             for i in range(settings.parallelism)]
+    for p in procs:
+        p.start()
+
+    def _forward(signum, _frame):
+        for p in procs:
+            if p.is_alive():
+                os.kill(p.pid, signum)
+
+    signal.signal(signal.SIGTERM, _forward)
+    signal.signal(signal.SIGINT, _forward)
+    codes = []
+    for p in procs:
+        p.join()
+        codes.append(p.exitcode)
+    if any(codes):
+        sys.exit(f"worker instances exited with codes {codes}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""The scoring operator every engine shares: decode -> validate -> score -> encode.
+
+Transport-agnostic: an engine hands it a record value and headers and gets back either an output
+record or a dead-letter record. Stamps (ScoringFacts) mean the same in every engine:
+
+- worker_receive_ns: wall clock when the engine handed the record to the operator;
+- decode_ns / inference_ns / encode_ns: perf-counter durations of each step (encode = building the
+  output message; its final serialization happens after worker_send_ns);
+- worker_send_ns: wall clock just before the output is serialized and handed to the producer.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from crayfish.codec import Codec, CodecError
+from crayfish.tensor import TensorError, from_tensor, to_tensor
+from crayfish.v1 import batch_pb2
+
+# Dead-letter reasons (machine-readable; the detail string says more).
+DECODE_ERROR = "decode_error"
+BAD_SHAPE = "bad_shape"
+BAD_DTYPE = "bad_dtype"
+UNKNOWN_MODEL = "unknown_model"
+SCORING_ERROR = "scoring_error"
+
+
+@dataclass
+class OpResult:
+    """Either ``value`` for the output topic or ``dead_letter`` for the dead-letter topic."""
+
+    value: bytes | None
+    headers: list
+    dead_letter: bytes | None = None
+    reason: str = ""
+
+
+class ScoringOperator:
+    def __init__(self, codec: Codec, scorer, model_name: str, input_shape: tuple, worker_id: str,
+                 engine: str):
+        self.codec = codec
+        self.scorer = scorer
+        self.model_name = model_name
+        self.input_shape = tuple(input_shape)
+        self.item_size = int(np.prod(self.input_shape))
+        self.worker_id = worker_id
+        self.engine = engine
+        self.backend = scorer.name
+        # Codecs that flatten each data point (crayfish-json without our shape header) get the
+        # model's per-item shape re-imposed, as the original's adapters did.
+        self.reshape_flat = codec.name == "crayfish-json"
+
+    def process(self, value: bytes | None, headers, input_append_ms: int, topic: str, partition: int,
+                offset: int) -> OpResult:
+        received = time.time_ns()
+        t0 = time.perf_counter_ns()
+        try:
+            batch = self.codec.decode_batch(value or b"", headers)
+            x = from_tensor(batch.input)
+        except (CodecError, TensorError) as exc:
+            return self._dead(DECODE_ERROR, str(exc), value, None, topic, partition, offset,
+                              input_append_ms, received)
+        if not batch.batch_id:
+            batch.batch_id = f"{topic}/{partition}/{offset}"
+        if not batch.model:
+            batch.model = self.model_name
+        if batch.model != self.model_name:
+            return self._dead(UNKNOWN_MODEL, f"model {batch.model!r} is not served here (serving "
+                              f"{self.model_name!r})", value, batch, topic, partition, offset,
+                              input_append_ms, received)
+        if x.dtype != np.float32:
+            return self._dead(BAD_DTYPE, f"expected float32 input, got {x.dtype}", value, batch, topic,
+                              partition, offset, input_append_ms, received)
+        if x.shape[1:] != self.input_shape:
+            if self.reshape_flat and x.ndim >= 1 and x.size == x.shape[0] * self.item_size:
+                x = x.reshape((x.shape[0],) + self.input_shape)
+            else:
+                return self._dead(BAD_SHAPE, f"expected shape [batch, {', '.join(map(str, self.input_shape))}]"
+                                  f", got {list(x.shape)}", value, batch, topic, partition, offset,
+                                  input_append_ms, received)
+        t1 = time.perf_counter_ns()
+        try:
+            y = self.scorer.score(x)
+        except Exception as exc:  # noqa: BLE001 - any backend failure is dead-lettered, never fatal
+            return self._dead(SCORING_ERROR, f"{type(exc).__name__}: {exc}", value, batch, topic,
+                              partition, offset, input_append_ms, received)
+        t2 = time.perf_counter_ns()
+        out = batch_pb2.ScoredBatch(
+            batch_id=batch.batch_id, run_id=batch.run_id, sequence=batch.sequence,
+            intended_ns=batch.intended_ns, created_ns=batch.created_ns, model=batch.model,
+            input_append_ms=input_append_ms)
+        if batch.attributes:
+            out.attributes.update(batch.attributes)
+        to_tensor(y, out.output)
+        facts = out.facts
+        facts.backend = self.backend
+        facts.worker_id = self.worker_id
+        facts.engine = self.engine
+        facts.worker_receive_ns = received
+        facts.decode_ns = t1 - t0
+        facts.inference_ns = t2 - t1
+        t3 = time.perf_counter_ns()
+        facts.encode_ns = t3 - t2
+        facts.worker_send_ns = time.time_ns()
+        try:
+            value_out, headers_out = self.codec.encode_scored(out, batch)
+        except CodecError as exc:
+            return self._dead(SCORING_ERROR, f"cannot encode output: {exc}", value, batch, topic,
+                              partition, offset, input_append_ms, received)
+        return OpResult(value_out, headers_out)
+
+    def _dead(self, reason, detail, value, batch, topic, partition, offset, input_append_ms,
+              received) -> OpResult:
+        dl = batch_pb2.DeadLetter(reason=reason, detail=detail[:2000], source_topic=topic,
+                                  source_partition=partition, source_offset=offset,
+                                  payload=value or b"", input_append_ms=input_append_ms)
+        if batch is not None:
+            dl.batch_id = batch.batch_id
+            dl.run_id = batch.run_id
+            dl.created_ns = batch.created_ns
+            dl.intended_ns = batch.intended_ns
+        dl.facts.backend = self.backend
+        dl.facts.worker_id = self.worker_id
+        dl.facts.engine = self.engine
+        dl.facts.worker_receive_ns = received
+        dl.facts.error = detail[:2000]
+        dl.facts.worker_send_ns = time.time_ns()
+        return OpResult(None, [], dl.SerializeToString(), reason)

@@ -1,0 +1,33 @@
+"""Shared fixtures: one real Kafka broker (KRaft, from Maven Central jars) per test session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from services.broker import launcher
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap():
+    """A real broker: the one named by CRAYFISH_TEST_BOOTSTRAP, else a fresh local one."""
+    given = os.environ.get("CRAYFISH_TEST_BOOTSTRAP")
+    if given:
+        launcher.wait_ready(given, timeout_s=30)
+        yield given
+        return
+    handle = launcher.start()
+    try:
+        yield handle.bootstrap
+    finally:
+        launcher.stop(handle)
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory):
+    from serving.models import build_model, default_models_dir
+
+    d = default_models_dir()
+    build_model("ffnn", d, seed=42)
+    return d
