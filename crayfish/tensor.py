@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from crayfish.v1 import tensor_pb2
@@ -64,10 +66,12 @@ def to_tensor(array: np.ndarray, out: tensor_pb2.Tensor | None = None) -> tensor
 
 def from_tensor(msg: tensor_pb2.Tensor) -> np.ndarray:
     """A read-only array view over the Tensor's bytes (no copy)."""
-    dt = numpy_dtype(msg.dtype)
+    dt = _DTYPES.get(msg.dtype)
+    if dt is None:
+        raise TensorError(f"unknown tensor dtype code {msg.dtype}")
     shape = tuple(msg.shape)
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    if any(d < 0 for d in shape):
+    count = math.prod(shape)
+    if count < 0 or min(shape, default=0) < 0:
         raise TensorError(f"negative dimension in shape {shape}")
     if len(msg.data) != count * dt.itemsize:
         raise TensorError(

@@ -16,8 +16,8 @@ broker_app = typer.Typer(no_args_is_help=True, help="The local Kafka broker (sin
 models_app = typer.Typer(no_args_is_help=True, help="The model zoo (built locally from seeded weights).")
 app.add_typer(broker_app, name="broker")
 app.add_typer(models_app, name="models")
-console = Console()
-err = Console(stderr=True)
+console = Console() if sys.stdout.isatty() else Console(width=160)
+err = Console(stderr=True, width=400)
 
 
 def _fail(message: str) -> None:
@@ -41,7 +41,13 @@ def run(file: Path = typer.Argument(..., help="Experiment YAML file."),
     if bootstrap:
         exp.kafka.bootstrap = bootstrap
     out = out or Path("runs") / f"{exp.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    summary = run_experiment(exp, out, console=console, source_file=file)
+    from services.broker.launcher import BrokerError
+    from services.runner.processes import ServiceError
+
+    try:
+        summary = run_experiment(exp, out, console=console, source_file=file)
+    except (BrokerError, ServiceError, RuntimeError) as exc:
+        _fail(f"run failed: {exc}\n(logs of each service are in {out}/points/*/*/*.log)")
     print_summary(summary, console)
     console.print(f"\nrun folder: [bold]{out}[/]  (summary.json, batches.parquet, manifest.json)")
 

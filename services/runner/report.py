@@ -17,9 +17,9 @@ def _f(v, fmt="{:,.2f}"):
 
 def print_summary(summary: dict, console: Console) -> None:
     t = Table(title=f"{summary['experiment']}", show_lines=False)
-    for col in ("point", "bsz", "mp", "rate", "throughput b/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms",
-                "sched p99 ms", "sent", "scored", "dlq", "miss", "dup", "valid"):
-        t.add_column(col, justify="right")
+    for col in ("point", "bsz", "mp", "rate/s", "thr b/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms",
+                "sched p99", "sent", "scored", "dlq", "miss", "dup", "verdict"):
+        t.add_column(col, justify="right", no_wrap=True)
     for p in summary["points"]:
         params = p.get("params", {})
         lat = p.get("latency_ms") or {}

@@ -1,0 +1,107 @@
+"""End-to-end runs through the real broker: accounting, stamps, results folder, calibration."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from services.runner.experiment import Experiment
+from services.runner.experiments import run_experiment
+
+STATS = {"p50", "p90", "p95", "p99", "p999", "max", "mean"}
+
+
+def _exp(kafka_bootstrap, **fields) -> Experiment:
+    base = {"name": "t", "model": "ffnn", "engine": "kafka", "kafka": {"bootstrap": kafka_bootstrap},
+            "validity": {"min_duration_s": 1, "min_count": 20}}
+    base.update(fields)
+    return Experiment.model_validate(base)
+
+
+def test_open_loop_run_accounts_for_every_batch(kafka_bootstrap, models_dir, tmp_path):
+    exp = _exp(kafka_bootstrap, workload={"type": "constant", "rate": 100, "duration_s": 4})
+    summary = run_experiment(exp, tmp_path / "run", models_dir=models_dir)
+
+    point = summary["points"][0]
+    assert point["accounting"] == {"sent": 400, "scored": 400, "dead_lettered": 0, "missing": 0,
+                                   "duplicates": 0, "not_sent": 0}
+    assert set(point["latency_ms"]) >= STATS and set(point["latency_from_schedule_ms"]) >= STATS
+    assert point["valid"], point["reasons"]
+    assert 90 <= point["throughput_bps"] <= 110
+    # Files of the run folder
+    on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert on_disk["points"][0]["accounting"]["scored"] == 400
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["experiment"]["workload"]["rate"] == 100
+    assert manifest["versions"]["onnxruntime"] and manifest["host"]["cpu_count"]
+    skew = manifest["points"][0]["clock_skew_ms"]
+    assert skew["lower_ms"] <= skew["upper_ms"]
+    # One record per batch, stamps in causal order (broker stamps are ms, truncated).
+    t = pq.read_table(tmp_path / "run" / "batches.parquet").to_pydict()
+    assert len(t["batch_id"]) == 400 and len(set(t["batch_id"])) == 400
+    created = np.array(t["created_ns"]) / 1e6
+    inp, out = np.array(t["input_append_ms"]), np.array(t["output_append_ms"])
+    recv, send = np.array(t["worker_receive_ns"]) / 1e6, np.array(t["worker_send_ns"]) / 1e6
+    slack = 1 + abs(skew["lower_ms"]) + abs(skew["upper_ms"])
+    assert (inp + slack >= created).all()
+    assert (recv + slack >= inp).all()
+    assert (send >= recv).all()
+    assert (out + slack >= send).all()
+    assert (np.array(t["intended_ns"]) > 0).all()
+    assert set(t["backend"]) == {"onnxruntime"}
+
+
+def test_sleep_scorer_delay_comes_back_as_that_delay(kafka_bootstrap, models_dir, tmp_path):
+    """Calibration: p50 with a 50 ms sleep scorer is 50 ms (± 2 ms) above the noop baseline."""
+    workload = {"type": "closed_loop", "outstanding": 1, "count": 60, "duration_s": 60}
+    noop = run_experiment(_exp(kafka_bootstrap, serving={"backend": "noop"}, workload=workload),
+                          tmp_path / "noop", models_dir=models_dir)
+    slept = run_experiment(_exp(kafka_bootstrap, serving={"backend": "sleep", "delay_ms": 50},
+                                workload=workload), tmp_path / "sleep", models_dir=models_dir)
+    p50_noop = noop["points"][0]["latency_ms"]["p50"]
+    p50_sleep = slept["points"][0]["latency_ms"]["p50"]
+    assert noop["points"][0]["accounting"]["scored"] == 60
+    assert slept["points"][0]["accounting"]["scored"] == 60
+    assert abs((p50_sleep - p50_noop) - 50.0) <= 2.0, (p50_noop, p50_sleep)
+
+
+def test_closed_loop_keeps_n_outstanding(kafka_bootstrap, models_dir, tmp_path):
+    exp = _exp(kafka_bootstrap, workload={"type": "closed_loop", "outstanding": 4, "count": 200,
+                                          "duration_s": 60}, batch_size=8)
+    summary = run_experiment(exp, tmp_path / "run", models_dir=models_dir)
+    acc = summary["points"][0]["accounting"]
+    assert acc["sent"] == 200 and acc["scored"] == 200 and acc["missing"] == 0
+    t = pq.read_table(tmp_path / "run" / "batches.parquet").to_pydict()
+    # Closed loop: the slot is the send time.
+    assert t["intended_ns"] == t["created_ns"]
+
+
+BAD_FILES = {
+    "batch_size: 0": "batch_size",
+    "workload: {type: constant, rate: -5}": "workload.constant.rate",
+    "serving: {backend: tensorrt}": "serving",
+    "engine: storm": "engine",
+    "colour: blue": "colour",
+    "sweep: {batch_size: 3}": "sweep.batch_size",
+}
+
+
+@pytest.mark.parametrize("line, field", list(BAD_FILES.items()))
+def test_bad_experiment_file_names_the_field_in_one_line(tmp_path, line, field):
+    body = {"name": "bad", "workload": "{type: constant, rate: 10}"}
+    key = line.split(":", 1)[0]
+    text = "\n".join(f"{k}: {v}" for k, v in body.items() if k != key) + "\n" + line + "\n"
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    r = subprocess.run([sys.executable, "-m", "services.runner.cli", "run", str(path)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stderr
+    assert field in lines[0], lines[0]
