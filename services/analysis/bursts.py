@@ -9,8 +9,10 @@ schedule's start; :attr:`Schedule.bursts` gives them):
   window ``[w, w + window_s)``; window starts step by ``step_s`` (default window_s, i.e.
   tumbling windows) from the burst end: ``w_k = end_s + k·step_s``;
 * a window is **good** when it holds at least one record and
-  ``|median − baseline| ≤ tolerance × baseline`` (``one_sided=True``: only
-  ``median ≤ (1 + tolerance) × baseline``);
+  ``|median − baseline| ≤ max(tolerance × baseline, abs_tolerance_ms)`` (``one_sided=True``:
+  only ``median ≤ baseline + that limit``). ``abs_tolerance_ms`` (default 1 ms, the resolution of
+  the broker's LogAppendTime) keeps a sub-millisecond baseline from demanding a precision the
+  stamps do not have;
 * **recovery time** = ``k·step_s`` for the first k such that every window starting in
   ``[w_k, w_k + hold_s − window_s]`` is good — the windowed median stays within tolerance
   for ``hold_s`` seconds. 0 means the burst never disturbed the latency beyond tolerance.
@@ -36,7 +38,8 @@ __all__ = ["burst_recovery", "burst_recovery_detail"]
 def burst_recovery_detail(output_append_ms: Any, latency_ms: Any, bursts: Sequence[tuple[float, float]],
                           window_s: float = 1.0, hold_s: float = 5.0, tolerance: float = 0.10, *,
                           baseline_s: float = 10.0, origin_ms: float | None = None,
-                          step_s: float | None = None, one_sided: bool = False) -> list[dict[str, Any]]:
+                          step_s: float | None = None, one_sided: bool = False,
+                          abs_tolerance_ms: float = 1.0) -> list[dict[str, Any]]:
     """Per burst: ``{"start_s", "end_s", "baseline_ms", "recovery_s", "reason"}``.
 
     ``recovery_s`` is None when the burst did not recover within the data (``reason``
@@ -75,7 +78,10 @@ def burst_recovery_detail(output_append_ms: Any, latency_ms: Any, bursts: Sequen
         rec: dict[str, Any] = {"start_s": start, "end_s": end, "baseline_ms": None,
                                "recovery_s": None, "reason": ""}
         results.append(rec)
-        base = med(start - baseline_s, start)
+        # Baseline: the base-load stretch just before this burst, never reaching back into the
+        # previous burst (whose drain would inflate it).
+        prev_end = blist[idx - 1][1] if idx > 0 else -math.inf
+        base = med(max(start - baseline_s, prev_end), start)
         if base is None:
             rec["reason"] = f"no records in the {baseline_s:g} s before the burst (no baseline)"
             continue
@@ -88,7 +94,7 @@ def burst_recovery_detail(output_append_ms: Any, latency_ms: Any, bursts: Sequen
             continue
         n_win = int(math.floor((horizon - end - window_s) / step + 1e-9)) + 1
         good = np.zeros(n_win, dtype=bool)
-        lim = tolerance * base
+        lim = max(tolerance * base, abs_tolerance_ms)
         for k in range(n_win):
             w = end + k * step
             m = med(w, w + window_s)

@@ -97,7 +97,9 @@ class ValidityConfig(Strict):
 class BurstConfig(Strict):
     window_s: float = Field(1.0, gt=0, description="Window of the latency median used for recovery.")
     hold_s: float = Field(5.0, gt=0, description="How long the median must stay within tolerance.")
-    tolerance: float = Field(0.10, gt=0, description="Allowed relative distance to the pre-burst baseline.")
+    tolerance: float = Field(0.10, gt=0, description="Allowed relative excess over the pre-burst baseline (a median below the baseline counts as recovered).")
+    abs_tolerance_ms: float = Field(1.0, ge=0, description="Floor of the allowed distance (the broker stamps' 1 ms resolution).")
+    baseline_s: float = Field(10.0, gt=0, description="The baseline is the latency median over this long before each burst.")
 
 
 class Experiment(Strict):

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from services.analysis import aggregate_repetitions, summarize_point
-from services.analysis.bursts import burst_recovery
+from services.analysis.bursts import burst_recovery_detail
 from services.analysis.sustain import point_result_from_summary, search_sustainable
 from services.generator.workloads import build_schedule, parse_workload
 from services.runner.experiment import Experiment
@@ -158,7 +158,8 @@ def summarize_run(exp: Experiment, run: PointRun, params: dict) -> dict:
         point["output_rate_bps"] = point.get("throughput_bps")
         point["search_ok"] = bool(point.get("valid")) and bool((point.get("sustainable") or {}).get("ok"))
     if wl.type == "bursty":
-        point["recovery_s"] = bursts_recovery(exp, sent_rows, gen)
+        point["bursts"] = bursts_recovery(exp, sent_rows, gen)
+        point["recovery_s"] = [b["recovery_s"] for b in point["bursts"]]
     return point
 
 
@@ -169,9 +170,10 @@ def bursts_recovery(exp: Experiment, rows: pa.Table, gen: dict) -> list:
     created = np.asarray(rows.column("created_ns").fill_null(0))[ok].astype(np.float64)
     order = np.argsort(out_ms, kind="stable")
     latency = out_ms - created / 1e6
-    return burst_recovery(out_ms[order], latency[order], schedule.bursts,
-                          window_s=exp.bursts.window_s, hold_s=exp.bursts.hold_s,
-                          tolerance=exp.bursts.tolerance, origin_ms=(gen.get("t0_ns") or 0) / 1e6)
+    return burst_recovery_detail(out_ms[order], latency[order], schedule.bursts,
+                                 window_s=exp.bursts.window_s, hold_s=exp.bursts.hold_s,
+                                 tolerance=exp.bursts.tolerance, abs_tolerance_ms=exp.bursts.abs_tolerance_ms,
+                                 baseline_s=exp.bursts.baseline_s, one_sided=True, origin_ms=(gen.get("t0_ns") or 0) / 1e6)
 
 
 def hop_breakdown(rows: pa.Table) -> dict:
