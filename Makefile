@@ -42,7 +42,11 @@ run: setup
 	$(VENV)/bin/crayfish run $(EXPERIMENT) --out $(OUT)
 	@echo "results: $(OUT)/summary.json  (per-batch records: $(OUT)/batches.parquet)"
 
-test: setup
+protos/node_modules/.installed: protos/package.json protos/package-lock.json
+	cd protos && npm ci --silent --no-audit --no-fund
+	touch $@
+
+test: setup protos/node_modules/.installed
 	$(PY) -m pytest -q
 
 bench: setup
@@ -56,8 +60,8 @@ protos: $(VENV)/.installed
 protos-check: $(VENV)/.installed
 	$(PY) tools/gen_protos.py --check
 
-lint-protos:
-	cd protos && npm ci --silent --no-audit --no-fund && npx buf lint && npx buf format -d --exit-code
+lint-protos: protos/node_modules/.installed
+	cd protos && npx buf lint && npx buf format -d --exit-code
 
 clean:
 	rm -rf $(VENV) $(CACHE)/broker

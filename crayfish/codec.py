@@ -7,7 +7,7 @@ Two codecs ship:
   producer and consumer can drive our workers. Ids and nanosecond stamps the original format has no
   room for travel in Kafka headers (``crayfish-*``); the original ignores headers.
 
-Adding a codec: subclass :class:`Codec`, give it a unique ``name`` and register it in ``CODECS``.
+Adding a codec: subclass :class:`Codec`, give it a unique ``name`` and add it in :func:`codecs`.
 Every method must raise :class:`CodecError` (never anything else) on bad input, so workers can
 dead-letter the record with a reason and keep going.
 """
@@ -71,17 +71,21 @@ class ProtobufCodec(Codec):
         return msg
 
 
-def _load_codecs() -> dict[str, Codec]:
-    from crayfish.codec_json import CrayfishJsonCodec
-
-    return {c.name: c for c in (ProtobufCodec(), CrayfishJsonCodec())}
+_CODECS: dict[str, Codec] = {}
 
 
-CODECS: dict[str, Codec] = _load_codecs()
+def codecs() -> dict[str, Codec]:
+    """name -> codec instance (built on first use, so codec modules may import this one)."""
+    if not _CODECS:
+        from crayfish.codec_json import CrayfishJsonCodec
+
+        _CODECS.update({c.name: c for c in (ProtobufCodec(), CrayfishJsonCodec())})
+    return _CODECS
 
 
 def get_codec(name: str) -> Codec:
+    known = codecs()
     try:
-        return CODECS[name]
+        return known[name]
     except KeyError:
-        raise CodecError(f"unknown codec {name!r}; known: {', '.join(sorted(CODECS))}") from None
+        raise CodecError(f"unknown codec {name!r}; known: {', '.join(sorted(known))}") from None

@@ -56,7 +56,7 @@ def to_tensor(array: np.ndarray, out: tensor_pb2.Tensor | None = None) -> tensor
     """Fill (or create) a Tensor from an array; converts to little-endian C order if needed."""
     code = dtype_code(array.dtype)
     wire = _DTYPES[code]
-    data = np.ascontiguousarray(array, dtype=wire)
+    data = np.require(array, dtype=wire, requirements="C")
     msg = out if out is not None else tensor_pb2.Tensor()
     msg.dtype = code
     msg.shape[:] = data.shape

@@ -55,6 +55,11 @@ def generate(out_dir: Path, proto_root: Path = PROTO_ROOT) -> list[Path]:
     proc = subprocess.run(cmd, cwd=proto_root, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"gen_protos: protoc failed ({proc.returncode}):\n{proc.stderr}{proc.stdout}")
+    # Stubs of .proto files that no longer exist would linger; remove them.
+    expected = {Path(f).stem + suffix for f in proto_files(proto_root) for suffix in GENERATED_SUFFIXES}
+    for stale in generated_files(out_dir / PACKAGE_DIR):
+        if stale.name not in expected:
+            stale.unlink()
     return generated_files(out_dir / PACKAGE_DIR)
 
 

@@ -28,7 +28,7 @@ POM = Path(__file__).with_name("pom.xml")
 
 POLL_S = 0.1  # readiness polling interval
 
-# Large enough for ResNet50 batches of 8 (8*224*224*3 float32 = 4.8 MB raw; ~23 MB as crayfish-json).
+# Large enough for ResNet50 batches of 8 (8*224*224*3 float32 = 4.8 MB raw; ~13 MB as crayfish-json).
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 LOG4J2_XML = """<?xml version="1.0" encoding="UTF-8"?>
@@ -191,7 +191,11 @@ def start(state_dir: Path | None = None, heap: str = "1g", timeout_s: float = 90
 def _random_cluster_id() -> str:
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # A Kafka cluster id is 16 bytes in URL-safe base64; one starting with '-' would be read as an option.
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if cid[0] != "-":
+            return cid
 
 
 def _terminate(pid: int, timeout_s: float = 30.0) -> None:
