@@ -105,3 +105,49 @@ def test_bad_experiment_file_names_the_field_in_one_line(tmp_path, line, field):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, r.stderr
     assert field in lines[0], lines[0]
+
+
+def test_repetitions_report_mean_and_sd(kafka_bootstrap, models_dir, tmp_path):
+    exp = _exp(kafka_bootstrap, workload={"type": "constant", "rate": 100, "duration_s": 2},
+               repetitions=2)
+    point = run_experiment(exp, tmp_path / "run", models_dir=models_dir)["points"][0]
+    assert point["repetitions"] == 2 and len(point["per_repetition"]) == 2
+    reps = [r["latency_ms"]["p50"] for r in point["per_repetition"]]
+    assert point["latency_ms"]["p50"] == pytest.approx(sum(reps) / 2)
+    assert point["sd"]["latency_ms"]["p50"] == pytest.approx(float(np.std(reps, ddof=1)))
+    assert point["accounting"]["scored"] == 200
+
+
+def test_sustainable_search_finds_the_capacity_of_a_known_scorer(kafka_bootstrap, models_dir, tmp_path):
+    """A scorer that sleeps 20 ms per batch can sustain at most 50 batches/s at mp 1."""
+    exp = _exp(kafka_bootstrap, serving={"backend": "sleep", "delay_ms": 20},
+               workload={"type": "closed_loop", "count": 20},
+               search={"start_rate": 20, "max_rate": 400, "precision": 0.15, "point_duration_s": 4})
+    summary = run_experiment(exp, tmp_path / "run", models_dir=models_dir)
+    rate = summary["sustainable_rate"]
+    assert rate is not None and 30 <= rate <= 50, summary["search"]["tried"]
+    tried = summary["search"]["tried"]
+    assert any(not t["sustainable"] for t in tried) and any(t["sustainable"] for t in tried)
+    assert summary["search"]["status"] == "converged"
+    # Every tried rate is a point of the summary with its verdict.
+    assert sum(1 for p in summary["points"] if p["params"].get("search")) == len(tried)
+
+
+def test_run_topics_stamp_log_append_time(kafka_bootstrap):
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    from crayfish.kafka import RunTopics, create_topics, delete_topics
+
+    topics = RunTopics.for_run("cfgcheck")
+    create_topics(kafka_bootstrap, topics, partitions=3)
+    try:
+        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+        for name in (topics.input, topics.output, topics.dead_letter):
+            res = ConfigResource(ConfigResource.Type.TOPIC, name)
+            cfg = admin.describe_configs([res])[res].result(timeout=10)
+            assert cfg["message.timestamp.type"].value == "LogAppendTime"
+            assert int(cfg["max.message.bytes"].value) >= 8 * 224 * 224 * 3 * 4 * 3
+        md = admin.list_topics(timeout=10)
+        assert len(md.topics[topics.input].partitions) == 3
+    finally:
+        delete_topics(kafka_bootstrap, topics)
