@@ -70,15 +70,17 @@ def test_sleep_scorer_delay_comes_back_as_that_delay(kafka_bootstrap, models_dir
     assert abs((p50_sleep - p50_noop) - 50.0) <= 2.0, (p50_noop, p50_sleep)
 
 
-def test_closed_loop_keeps_n_outstanding(kafka_bootstrap, models_dir, tmp_path):
+def test_closed_loop_with_two_worker_processes(kafka_bootstrap, models_dir, tmp_path):
     exp = _exp(kafka_bootstrap, workload={"type": "closed_loop", "outstanding": 4, "count": 200,
-                                          "duration_s": 60}, batch_size=8)
+                                          "duration_s": 60}, batch_size=8, parallelism=2)
     summary = run_experiment(exp, tmp_path / "run", models_dir=models_dir)
     acc = summary["points"][0]["accounting"]
     assert acc["sent"] == 200 and acc["scored"] == 200 and acc["missing"] == 0
     t = pq.read_table(tmp_path / "run" / "batches.parquet").to_pydict()
     # Closed loop: the slot is the send time.
     assert t["intended_ns"] == t["created_ns"]
+    # mp = 2: two worker processes in one group shared the partitions.
+    assert set(t["worker_id"]) == {"kafka-0", "kafka-1"}
 
 
 BAD_FILES = {

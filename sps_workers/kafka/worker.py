@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from crayfish.codec import get_codec
 from crayfish.kafka import consumer_config, poll_batch, producer_config
@@ -93,16 +93,21 @@ def run_instance(settings: WorkerSettings, index: int) -> None:
                                         **{"client.id": worker_id}))
     producer = Producer(producer_config(settings.bootstrap, **{"client.id": worker_id}))
 
-    def on_revoke(c, partitions):
-        # Finish what is in flight so the next owner does not redo it, then commit.
+    def flush_and_commit() -> None:
+        """Wait for every output in flight, then commit the offsets they cover."""
         producer.flush(30)
         stored = tracker.drain(input_topic)
         if stored:
-            c.store_offsets(offsets=stored)
+            consumer.store_offsets(offsets=stored)
             try:
-                c.commit(asynchronous=False)
-            except Exception:  # noqa: BLE001 - nothing stored to commit
-                pass
+                consumer.commit(asynchronous=False)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError._NO_OFFSET:
+                    raise
+
+    def on_revoke(_consumer, partitions):
+        # Finish what is in flight so the next owner of the partitions does not redo it.
+        flush_and_commit()
         tracker.forget(partitions)
 
     consumer.subscribe([input_topic], on_revoke=on_revoke)
@@ -143,14 +148,7 @@ def run_instance(settings: WorkerSettings, index: int) -> None:
             if stored:
                 consumer.store_offsets(offsets=stored)
     finally:
-        producer.flush(30)
-        stored = tracker.drain(input_topic)
-        if stored:
-            consumer.store_offsets(offsets=stored)
-        try:
-            consumer.commit(asynchronous=False)
-        except Exception:  # noqa: BLE001 - no offsets stored: nothing to commit
-            pass
+        flush_and_commit()
         consumer.close()
         scorer.close()
 
