@@ -13,7 +13,6 @@ from concurrent import futures
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 GEN = REPO / "tools" / "gen_protos.py"

@@ -184,8 +184,10 @@ def summarize_point(table: Any, params: Mapping[str, Any] | None = None, *,
     else:
         start_ns, end_ms, window_s = None, None, NAN
 
-    # input rate over measured distinct batches (any status): what the generator achieved
-    m_rows = measured & created_ok & ~dup
+    # Input rate over ALL distinct batches the generator sent (any status): whether it held its
+    # schedule. Not over the measured subset: warm-up is cut in output order, and with several
+    # partitions draining unevenly that subset mixes early- and late-created batches.
+    m_rows = created_ok & ~dup
     achieved = input_rate(created[m_rows])
     m_sched = m_rows & intended_ok
     schedule_rate = input_rate(intended[m_sched])

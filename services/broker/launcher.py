@@ -166,7 +166,7 @@ def start(state_dir: Path | None = None, heap: str = "1g", timeout_s: float = 90
 
     java = _java()
     classpath = os.pathsep.join(str(p) for p in sorted(lib.glob("*.jar")))
-    jvm = [java, f"-Xms256m", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+    jvm = [java, "-Xms256m", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
            "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={data_dir / 'log4j2.xml'}",
            f"-Dkafka.logs.dir={data_dir}", "-cp", classpath]
     cluster_id = _random_cluster_id()

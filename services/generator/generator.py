@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import multiprocessing as mproc
 import time
 from pathlib import Path
@@ -231,8 +232,11 @@ def run(s: GeneratorSettings, out_dir: Path) -> dict:
     order = np.argsort(seq, kind="stable")
     seq, intended, created = seq[order], intended[order], created[order]
     batch_ids = [f"{s.run_id}-{i}" for i in seq]
+    # Written atomically: the collector starts its drain the moment sent.parquet exists.
+    tmp = out_dir / "sent.parquet.tmp"
     pq.write_table(pa.table({"batch_id": batch_ids, "sequence": seq, "intended_ns": intended,
-                             "created_ns": created}), out_dir / "sent.parquet")
+                             "created_ns": created}), tmp)
+    os.replace(tmp, out_dir / "sent.parquet")
     lateness_ms = (created - intended) / 1e6
     span_s = (created.max() - created.min()) / 1e9 if len(created) > 1 else 0.0
     n_failed = sum(r["n_failed"] for r in results)

@@ -10,7 +10,6 @@ Writes to the run folder:
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from services.analysis.bursts import burst_recovery_detail
 from services.analysis.sustain import point_result_from_summary, search_sustainable
 from services.generator.workloads import build_schedule, parse_workload
 from services.runner.experiment import Experiment
-from services.runner.manifest import write_manifest
+from services.runner.manifest import json_safe, write_manifest
 from services.runner.orchestrator import PointRun, Stack, open_stack, run_point
 
 
@@ -59,7 +58,7 @@ def run_experiment(exp: Experiment, out: Path, console: Console | None = None,
     summary["wall_s"] = round(time.time() - started, 1)
     _write_batches(out, runs)
     write_manifest(out, exp, runs, source_file)
-    (out / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2))
+    (out / "summary.json").write_text(json.dumps(json_safe(summary), indent=2))
     return summary
 
 
@@ -79,7 +78,7 @@ class _PointRunner:
             run = run_point(self.stack, exp, point_dir)
             self.runs.append((self.index, rep, run))
             rep_summary = summarize_run(exp, run, params)
-            (point_dir / "point.json").write_text(json.dumps(_json_safe(rep_summary), indent=2))
+            (point_dir / "point.json").write_text(json.dumps(json_safe(rep_summary), indent=2))
             reps.append(rep_summary)
             if task is not None:
                 self.progress.advance(task)
@@ -251,21 +250,3 @@ def _label(params: dict) -> str:
         return "base"
     text = "-".join(f"{k}{v}" for k, v in params.items() if k != "search")
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", ("search-" if params.get("search") else "") + text)[:60]
-
-
-def _json_safe(obj):
-    if isinstance(obj, float):
-        return None if math.isnan(obj) or math.isinf(obj) else obj
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return _json_safe(float(obj))
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj

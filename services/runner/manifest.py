@@ -16,7 +16,7 @@ PACKAGES = ("crayfish-mesh", "confluent-kafka", "onnxruntime", "onnx", "numpy", 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def _git() -> dict:
+def git_state() -> dict:
     def run(*args):
         try:
             return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
@@ -26,7 +26,7 @@ def _git() -> dict:
     return {"revision": run("rev-parse", "HEAD") or None, "dirty": bool(run("status", "--porcelain"))}
 
 
-def _versions() -> dict:
+def package_versions() -> dict:
     out = {}
     for name in PACKAGES:
         try:
@@ -57,12 +57,41 @@ def _java_version() -> str | None:
         return None
 
 
-def _host() -> dict:
+def host_facts() -> dict:
     import psutil
 
-    return {"hostname": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
-            "cpu_count": os.cpu_count(), "cpu_model": _cpu_model(),
-            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1)}
+    facts = {"hostname": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
+             "cpu_count": os.cpu_count(), "cpu_count_physical": psutil.cpu_count(logical=False),
+             "cpu_model": _cpu_model(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+             "loadavg_at_start": list(os.getloadavg())}
+    try:
+        facts["cpu_affinity"] = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        pass
+    return facts
+
+
+def json_safe(obj):
+    """JSON-ready copy: NaN/inf -> null, numpy scalars -> Python, paths -> str."""
+    import math
+
+    import numpy as np
+
+    if isinstance(obj, float):
+        return None if math.isnan(obj) or math.isinf(obj) else obj
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return json_safe(float(obj))
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
 
 
 def _cpu_model() -> str | None:
@@ -84,9 +113,9 @@ def write_manifest(out: Path, exp, runs, source_file: Path | None) -> dict:
         "source_file": str(source_file) if source_file else None,
         "seeds": {"workload_and_data": exp.seed},
         "model": json.loads(model_manifest.read_text()) if model_manifest.exists() else None,
-        "versions": _versions(),
-        "git": _git(),
-        "host": _host(),
+        "versions": package_versions(),
+        "git": git_state(),
+        "host": host_facts(),
         "points": [{"point": i, "repetition": r, "run_id": run.run_id, "dir": str(run.dir),
                     "clock_skew_ms": run.collector.get("clock_skew"), "timings_s": run.timings}
                    for i, r, run in runs],

@@ -10,7 +10,6 @@ import multiprocessing as mproc
 import os
 import signal
 import sys
-import time
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -62,6 +61,12 @@ class OffsetTracker:
             self.to_store.pop(tp.partition, None)
 
 
+COMMIT_ERRORS_TO_IGNORE = {
+    KafkaError._NO_OFFSET, KafkaError._ASSIGNMENT_LOST, KafkaError._STATE, KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID,
+}
+
+
 class DeliveryFailed(RuntimeError):
     pass
 
@@ -102,7 +107,9 @@ def run_instance(settings: WorkerSettings, index: int) -> None:
             try:
                 consumer.commit(asynchronous=False)
             except KafkaException as exc:
-                if exc.args[0].code() != KafkaError._NO_OFFSET:
+                # Nothing to commit, or the partitions are gone already (session lost under
+                # overload): the next owner re-reads from the last commit (at-least-once).
+                if exc.args[0].code() not in COMMIT_ERRORS_TO_IGNORE:
                     raise
 
     def on_revoke(_consumer, partitions):

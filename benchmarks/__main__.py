@@ -1,0 +1,132 @@
+"""``python -m benchmarks --out DIR [--quick]``: run the self-benchmarks (see :mod:`benchmarks`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from benchmarks.common import PARTS, BenchSettings, Timer, host_facts
+from services.runner.manifest import json_safe
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, BenchSettings]:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    p.add_argument("--out", required=True, help="folder for bench.json, bench.md and the raw files")
+    p.add_argument("--quick", action="store_true", help="smoke test: everything shrunk (~2 minutes)")
+    p.add_argument("--only", default=",".join(PARTS),
+                   help=f"comma-separated parts to run, of: {', '.join(PARTS)} (default: all)")
+    p.add_argument("--drain-n", type=int, help="part 1: records pre-filled for the worker drain")
+    p.add_argument("--collector-n", type=int, help="part 2b: records pre-filled for the collector")
+    p.add_argument("--worker-rate", type=float,
+                   help="part 2: worker sustainable rate to use when part 3 gives none (default 1500)")
+    p.add_argument("--onnx-start-rate", type=float,
+                   help="part 3: first rate of the ONNX mp 1 search (default: a third of the drain rate of part 1)")
+    p.add_argument("--point-duration", type=float, help="part 3: workload seconds of each tried rate")
+    p.add_argument("--max-points", type=int, help="part 3: most rates tried per search")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    a = p.parse_args(argv)
+    s = BenchSettings.quick_preset() if a.quick else BenchSettings()
+    parts = tuple(x.strip() for x in a.only.split(",") if x.strip())
+    unknown = [x for x in parts if x not in PARTS]
+    if unknown:
+        p.error(f"unknown part(s) {', '.join(unknown)}; known: {', '.join(PARTS)}")
+    s.parts = parts
+    for flag, name in (("drain_n", "drain_n"), ("collector_n", "collector_n"), ("worker_rate", "worker_rate"),
+                       ("onnx_start_rate", "onnx_start_rate"), ("point_duration", "point_duration_s"),
+                       ("max_points", "max_points")):
+        v = getattr(a, flag)
+        if v is not None:
+            setattr(s, name, v)
+    return a, s
+
+
+def main(argv: list[str] | None = None) -> int:
+    a, s = parse_args(argv)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    total = Timer()
+
+    def log(msg: str) -> None:
+        if not a.quiet:
+            print(f"[bench {total.elapsed():7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    from rich.console import Console
+
+    console = Console(quiet=True) if a.quiet else Console(stderr=True)
+    bench: dict = {"quick": s.quick, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                   "command": " ".join(["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])]),
+                   "settings": s.as_dict(), "host": host_facts(), "results": {}, "wall_s_by_part": {}}
+
+    def save() -> None:
+        bench["wall_s"] = total.elapsed()
+        (out / "bench.json").write_text(json.dumps(json_safe(bench), indent=2))
+
+    def part(name: str, fn):
+        t = Timer()
+        try:
+            bench["results"][name] = fn()
+        except Exception as exc:  # noqa: BLE001 - one part failing must not lose the others
+            log(f"{name} failed: {type(exc).__name__}: {exc}")
+            bench["results"][name] = {"error": f"{type(exc).__name__}: {exc}",
+                                      "traceback": traceback.format_exc()[-4000:]}
+        bench["wall_s_by_part"][name] = t.elapsed()
+        log(f"{name} done in {t.elapsed():.1f}s")
+        save()
+
+    needs_broker = any(x in s.parts for x in ("efficiency", "parallelism", "harness"))
+    broker = None
+    try:
+        if needs_broker:
+            from services.broker import launcher
+
+            log("starting one local Kafka broker for the whole bench")
+            t = Timer()
+            broker = launcher.start()
+            bench["broker"] = {"bootstrap": broker.bootstrap, "start_s": t.elapsed(), "local": True}
+            log(f"Kafka ready at {broker.bootstrap}")
+            bootstrap = broker.bootstrap
+        if "efficiency" in s.parts:
+            from benchmarks import efficiency
+
+            part("efficiency", lambda: efficiency.run(bootstrap, out / "efficiency", s, log))
+        if "parallelism" in s.parts:
+            from benchmarks import parallelism
+
+            drain = ((bench["results"].get("efficiency") or {}).get("worker") or {}).get("drain_rate_bps")
+            part("parallelism", lambda: parallelism.run(bootstrap, out / "parallelism", s, drain, console, log))
+        if "harness" in s.parts:
+            from benchmarks import harness
+
+            st = ((bench["results"].get("parallelism") or {}).get("onnx-mp1") or {}).get("sustainable_rate_bps")
+            part("harness", lambda: harness.run(bootstrap, out / "harness", s, st,
+                                                "part 3: ONNX FFNN mp 1 sustainable rate", log))
+    finally:
+        if broker is not None:
+            from services.broker import launcher
+
+            log("stopping the broker")
+            launcher.stop(broker)
+    if "codec" in s.parts:
+        from benchmarks import codec
+
+        part("codec", lambda: codec.run(s, log=log))
+
+    bench["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    bench["host"]["loadavg_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    save()
+    from benchmarks.report import markdown
+
+    md = markdown(bench)
+    (out / "bench.md").write_text(md)
+    print(md)
+    print(f"results: {out / 'bench.json'}  ({out / 'bench.md'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""bench.md: the short human table of a bench run (the same numbers as bench.json)."""
+
+from __future__ import annotations
+
+from benchmarks.common import error_line
+
+
+def _num(v, fmt="{:,.0f}", unit=""):
+    if v is None or isinstance(v, str):
+        return "n/a"
+    try:
+        return fmt.format(v) + unit
+    except (TypeError, ValueError):
+        return "n/a"
+
+
+def _goal(met) -> str:
+    if met is None:
+        return ""
+    return "met" if met else "**missed**"
+
+
+def _get(d, *path):
+    for k in path:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d
+
+
+def rows(bench: dict) -> list[tuple[str, str, str, str, str]]:
+    r: list[tuple[str, str, str, str, str]] = []
+    parts = bench.get("results", {})
+
+    eff = parts.get("efficiency")
+    if eff is not None:
+        if "error" in eff:
+            r.append(("1", "worker efficiency", "error: " + error_line(eff["error"], 140), "", ""))
+        else:
+            w, b = eff["worker"], eff["bare_onnxruntime"]
+            r.append(("1", f"worker CPU / batch (ONNX FFNN, bsz 1, mp 1, {w['batches_measured']:,} drained)",
+                      f"{w['cpu_us_per_batch']:.0f} µs (main thread {w['main_thread_cpu_us_per_batch']:.0f}"
+                      f" + other threads {w['other_threads_cpu_us_per_batch']:.0f})", "", ""))
+            r.append(("1", "bare ONNX Runtime call: CPU / call (latency p50)",
+                      f"{b['cpu_us_per_call']:.1f} µs ({b['latency']['p50_us']:.1f} µs)", "", ""))
+            op = _get(eff, "breakdown", "scoring_operator", "cpu_us_per_call")
+            sc = _get(eff, "breakdown", "scorer_score", "cpu_us_per_call")
+            if op is not None:
+                r.append(("1", "in-process: scorer.score / scoring operator (decode+score+encode)",
+                          f"{_num(sc, '{:.1f}')} / {_num(op, '{:.1f}')} µs CPU", "", ""))
+            ratio = eff.get("ratio_worker_cpu_to_bare_ort_cpu")
+            r.append(("1", "worker CPU / bare ONNX Runtime CPU", _num(ratio, "{:.1f}", "×"), "≤ 3×",
+                      _goal(eff.get("goal_met"))))
+            r.append(("1", "drain rate (pre-filled topic)", _num(w["drain_rate_bps"], unit="/s"), "", ""))
+            st = _get(parts, "parallelism", "onnx-mp1", "sustainable_rate_bps")
+            r.append(("1", "sustainable rate, same configuration (part 3)", _num(st, unit="/s"), "", ""))
+
+    har = parts.get("harness")
+    if har is not None:
+        st = har.get("worker_sustainable_rate_bps")
+        gen = har.get("generator") or {}
+        if "error" in gen:
+            r.append(("2a", "generator alone", "error: " + error_line(gen["error"], 140), "", ""))
+        elif gen:
+            res = gen["result"]
+            lat = res.get("lateness_ms") or {}
+            fallback = "" if str(har.get("worker_rate_source", "")).startswith("part 3") else ", fallback rate"
+            r.append(("2a", f"generator alone at {gen['target_rate_bps']:,.0f}/s (5 × {st:,.0f}/s{fallback}):"
+                            " achieved / target",
+                      f"{_num(res['achieved_over_target'], '{:.4f}')} ({_num(res['achieved_rate_bps'], unit='/s')},"
+                      f" {res['processes']} process(es); lateness p50 {_num(lat.get('p50'), '{:.2f}')}"
+                      f" / p99 {_num(lat.get('p99'), '{:.2f}')} ms)", "within 1 %", _goal(gen.get("goal_met"))))
+            r.append(("2a", "generator: processes needed", str(gen.get("processes_needed") or
+                                                             f"none of 1..{len(gen['attempts'])}"), "", ""))
+        col = har.get("collector") or {}
+        if "error" in col:
+            r.append(("2b", "collector alone", "error: " + error_line(col["error"], 140), "", ""))
+        elif col:
+            r.append(("2b", f"collector alone ({col['records']:,} records, incl. writing its files)",
+                      f"{_num(col['rate_bps'], unit='/s')} = {_num(col.get('headroom_x'), '{:.1f}', '×')} the worker"
+                      f" (consume only {_num(col['consume_rate_bps'], unit='/s')})",
+                      "≥ 5× worker", _goal(col.get("goal_met"))))
+
+    par = parts.get("parallelism")
+    if par is not None:
+        for backend, label in (("sleep", f"sleep {_get(bench, 'settings', 'sleep_delay_ms') or 10:g} ms"),
+                               ("onnx", "ONNX FFNN")):
+            a, b = par.get(f"{backend}-mp1") or {}, par.get(f"{backend}-mp2") or {}
+
+            def one(x):
+                return "error" if "error" in x else _num(x.get("sustainable_rate_bps"))
+
+            def upper(x):
+                return "–" if "error" in x else _num(x.get("upper_bps"))
+
+            retried = [k for k, x in (("mp 1", a), ("mp 2", b)) if x.get("retried")]
+            r.append(("3", f"{label}: sustainable rate mp 1 / mp 2",
+                      f"{one(a)} / {one(b)} /s (lowest failed: {upper(a)} / {upper(b)};"
+                      f" {a.get('points_tried', 0) + b.get('points_tried', 0)} points"
+                      f"{'; retried after an error: ' + ', '.join(retried) if retried else ''})", "", ""))
+            sc = par.get(f"{backend}_scaling")
+            bounds = par.get(f"{backend}_scaling_bounds")
+            if bounds:
+                label_sc = f"{_num(sc, '{:.2f}', '×')} (bracket {bounds[0]:.2f}–{bounds[1]:.2f})"
+            else:
+                label_sc = _num(sc, "{:.2f}", "×")
+            if backend == "sleep":
+                r.append(("3", f"{label}: scaling mp 2 / mp 1", label_sc, "≥ 1.9×",
+                          _goal(par.get("goal_met"))))
+            else:
+                r.append(("3", f"{label}: scaling mp 2 / mp 1", label_sc, "(capped: shared cores)", ""))
+
+    cod = parts.get("codec")
+    if cod is not None:
+        if "error" in cod:
+            r.append(("4", "codec", "error: " + error_line(cod["error"], 140), "", ""))
+        else:
+            shape = "×".join(map(str, cod["input"]["shape"]))
+            pb, js = cod["protobuf"], cod["crayfish_json"]
+            r.append(("4", f"protobuf encode+decode, float32 {shape} (median of {pb['reps']})",
+                      f"{pb['total_ms_median']:.2f} ms ({pb['value_bytes'] / 1e6:.1f} MB)", "", ""))
+            r.append(("4", f"crayfish-json encode+decode (median of {js['reps']})",
+                      f"{js['total_ms_median']:,.0f} ms ({js['value_bytes'] / 1e6:.1f} MB)", "", ""))
+            r.append(("4", "crayfish-json (vectorized codec) / protobuf",
+                      _num(cod.get("ratio_json_to_protobuf"), unit="×"), "", ""))
+            nv = cod.get("naive_python_json")
+            if nv:
+                r.append(("4", "naive Python JSON encode+decode (the issue's anchor)",
+                          f"{nv['total_ms_median']:,.0f} ms", "", ""))
+                r.append(("4", "naive Python JSON / protobuf", _num(cod.get("ratio_naive_json_to_protobuf"), unit="×"),
+                          "≥ 1000×", _goal(cod.get("goal_met"))))
+    return r
+
+
+def markdown(bench: dict) -> str:
+    host = bench.get("host", {})
+    head = (f"# Crayfish Mesh bench{' (quick: smoke test, numbers not meaningful)' if bench.get('quick') else ''}\n\n"
+            f"{bench.get('started', '')}, {bench.get('wall_s', 0):.0f} s; host {host.get('cpu_model') or '?'},"
+            f" {host.get('cpu_count')} logical CPUs, {host.get('memory_gib')} GiB; git"
+            f" {str(_get(host, 'git', 'revision') or '?')[:10]}{' (dirty)' if _get(host, 'git', 'dirty') else ''}\n\n")
+    lines = ["| part | measurement | value | goal | |", "|---|---|---|---|---|"]
+    for row in rows(bench):
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in row) + " |")
+    errors = [f"- {k}: {error_line(v['error'], 400)}" for k, v in bench.get("results", {}).items()
+              if isinstance(v, dict) and "error" in v]
+    for k, v in (bench.get("results", {}).get("parallelism") or {}).items():
+        if isinstance(v, dict):
+            tries = v.get("errors_before", []) + ([v["error"]] if "error" in v else [])
+            errors += [f"- parallelism {k}, attempt {i + 1}: {error_line(e, 400)}" for i, e in enumerate(tries)]
+    tail = ("\n\nErrors:\n" + "\n".join(errors)) if errors else ""
+    return head + "\n".join(lines) + tail + "\n\nAll numbers, settings and host facts: bench.json\n"

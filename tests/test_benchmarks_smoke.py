@@ -1,0 +1,32 @@
+"""Smoke test of ``python -m benchmarks``: the codec part only (no broker), shape of bench.json.
+
+No timing is asserted: the bench reports numbers, it never judges them in tests.
+"""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks.__main__ import main
+
+
+def test_codec_part_writes_bench_files(tmp_path, capsys):
+    assert main(["--out", str(tmp_path), "--quick", "--only", "codec", "--quiet"]) == 0
+    bench = json.loads((tmp_path / "bench.json").read_text())
+    assert bench["quick"] is True
+    assert bench["settings"]["parts"] == ["codec"]
+    assert {"cpu_count", "platform", "python"} <= set(bench["host"])
+    codec = bench["results"]["codec"]
+    assert "error" not in codec, codec.get("traceback")
+    assert codec["input"]["shape"] == [8, 224, 224, 3]
+    for name in ("protobuf", "crayfish_json"):
+        assert codec[name]["round_trip_equal"] is True
+        assert codec[name]["total_ms_median"] > 0
+        assert codec[name]["value_bytes"] > 0
+    assert codec["ratio_json_to_protobuf"] > 0
+    assert codec["naive_python_json"]["round_trip_equal"] is True
+    assert codec["ratio_naive_json_to_protobuf"] > 0
+    assert "goal_met" in codec
+    md = (tmp_path / "bench.md").read_text()
+    assert "naive Python JSON / protobuf" in md
+    assert "naive Python JSON / protobuf" in capsys.readouterr().out
