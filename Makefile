@@ -65,3 +65,7 @@ lint-protos: protos/node_modules/.installed
 
 clean:
 	rm -rf $(VENV) $(CACHE)/broker
+
+# Per-service environments (.envs/<name>, from envs/<name>/requirements.txt), e.g. make env-triton
+env-%: setup
+	$(VENV)/bin/crayfish env build $*

@@ -1,11 +1,20 @@
 """The scoring operator every engine shares: decode -> validate -> score -> encode.
 
 Transport-agnostic: an engine hands it a record value and headers and gets back either an output
-record or a dead-letter record. Stamps (ScoringFacts) mean the same in every engine:
+record or a dead-letter record. Two ways to use it:
+
+- embedded / blocking: ``process(...)`` does everything in one call;
+- pipelined / micro-batched external calls: ``prepare(...)`` (decode + validate), the engine
+  calls the model server however it likes (``x`` of the prepared batch), then ``finish(prepared,
+  output, ...)`` or ``fail(prepared, error)``.
+
+Stamps (ScoringFacts) mean the same in every engine:
 
 - worker_receive_ns: wall clock when the engine handed the record to the operator;
-- decode_ns / inference_ns / encode_ns: perf-counter durations of each step (encode = building the
-  output message; its final serialization happens after worker_send_ns);
+- decode_ns / inference_ns / encode_ns: perf-counter durations of each step (inference = the
+  scorer call; for external serving the client call, with the server's own inference and queue
+  time in server_inference_ns / server_queue_ns; encode = building the output message, its final
+  serialization happens after worker_send_ns);
 - worker_send_ns: wall clock just before the output is serialized and handed to the producer.
 """
 
@@ -38,9 +47,28 @@ class OpResult:
     reason: str = ""
 
 
+@dataclass
+class Prepared:
+    """A decoded, validated batch waiting for its scores."""
+
+    batch: batch_pb2.DataBatch
+    x: np.ndarray
+    value: bytes
+    received_ns: int
+    decode_ns: int
+    input_append_ms: int
+    topic: str
+    partition: int
+    offset: int
+    started: int = 0  # perf counter when the scoring call started
+    attempts: int = 0
+
+
 class ScoringOperator:
     def __init__(self, codec: Codec, scorer, model_name: str, input_shape: tuple, worker_id: str,
-                 engine: str):
+                 engine: str, backend: str | None = None):
+        """``scorer``: an embedded backend (serving.embedded), or None when the engine calls an
+        external server itself (then give ``backend``, the name reported in ScoringFacts)."""
         self.codec = codec
         self.scorer = scorer
         self.model_name = model_name
@@ -48,16 +76,28 @@ class ScoringOperator:
         self.item_size = int(np.prod(self.input_shape))
         # The operator validates dtype and shape itself (to dead-letter with a reason), so it calls
         # the backend's unchecked hot path.
-        self._score = getattr(scorer, "_score", scorer.score)
+        self._score = getattr(scorer, "_score", None) or getattr(scorer, "score", None)
         self.worker_id = worker_id
         self.engine = engine
-        self.backend = scorer.name
+        self.backend = backend or scorer.name
         # Codecs that flatten each data point (crayfish-json without our shape header) get the
         # model's per-item shape re-imposed, as the original's adapters did.
         self.reshape_flat = codec.name == "crayfish-json"
 
     def process(self, value: bytes | None, headers, input_append_ms: int, topic: str, partition: int,
                 offset: int) -> OpResult:
+        prep = self.prepare(value, headers, input_append_ms, topic, partition, offset)
+        if isinstance(prep, OpResult):
+            return prep
+        t1 = time.perf_counter_ns()
+        try:
+            y = self._score(prep.x)
+        except Exception as exc:  # noqa: BLE001 - any backend failure is dead-lettered, never fatal
+            return self.fail(prep, f"{type(exc).__name__}: {exc}")
+        return self.finish(prep, y, time.perf_counter_ns() - t1)
+
+    def prepare(self, value: bytes | None, headers, input_append_ms: int, topic: str, partition: int,
+                offset: int) -> Prepared | OpResult:
         received = time.time_ns()
         t0 = time.perf_counter_ns()
         try:
@@ -84,36 +124,48 @@ class ScoringOperator:
                 return self._dead(BAD_SHAPE, f"expected shape [batch, {', '.join(map(str, self.input_shape))}]"
                                   f", got {list(x.shape)}", value, batch, topic, partition, offset,
                                   input_append_ms, received)
-        t1 = time.perf_counter_ns()
-        try:
-            y = self._score(x)
-        except Exception as exc:  # noqa: BLE001 - any backend failure is dead-lettered, never fatal
-            return self._dead(SCORING_ERROR, f"{type(exc).__name__}: {exc}", value, batch, topic,
-                              partition, offset, input_append_ms, received)
+        return Prepared(batch, x, value or b"", received, time.perf_counter_ns() - t0, input_append_ms,
+                        topic, partition, offset)
+
+    def finish(self, prep: Prepared, y: np.ndarray, inference_ns: int, server_inference_ns: int = 0,
+               server_queue_ns: int = 0, server: str = "") -> OpResult:
         t2 = time.perf_counter_ns()
+        batch = prep.batch
         out = batch_pb2.ScoredBatch(
             batch_id=batch.batch_id, run_id=batch.run_id, sequence=batch.sequence,
             intended_ns=batch.intended_ns, created_ns=batch.created_ns, model=batch.model,
-            input_append_ms=input_append_ms)
+            input_append_ms=prep.input_append_ms)
         if batch.attributes:
             out.attributes.update(batch.attributes)
-        to_tensor(y, out.output)
+        try:
+            to_tensor(y, out.output)
+        except TensorError as exc:
+            return self.fail(prep, f"bad output from {self.backend}: {exc}")
         facts = out.facts
         facts.backend = self.backend
         facts.worker_id = self.worker_id
         facts.engine = self.engine
-        facts.worker_receive_ns = received
-        facts.decode_ns = t1 - t0
-        facts.inference_ns = t2 - t1
-        t3 = time.perf_counter_ns()
-        facts.encode_ns = t3 - t2
+        facts.worker_receive_ns = prep.received_ns
+        facts.decode_ns = prep.decode_ns
+        facts.inference_ns = inference_ns
+        if server_inference_ns:
+            facts.server_inference_ns = server_inference_ns
+        if server_queue_ns:
+            facts.server_queue_ns = server_queue_ns
+        if server:
+            facts.server = server
+        facts.encode_ns = time.perf_counter_ns() - t2
         facts.worker_send_ns = time.time_ns()
         try:
             value_out, headers_out = self.codec.encode_scored(out, batch)
         except CodecError as exc:
-            return self._dead(SCORING_ERROR, f"cannot encode output: {exc}", value, batch, topic,
-                              partition, offset, input_append_ms, received)
+            return self.fail(prep, f"cannot encode output: {exc}")
         return OpResult(value_out, headers_out)
+
+    def fail(self, prep: Prepared, detail: str, reason: str = SCORING_ERROR) -> OpResult:
+        """Dead-letter a prepared batch (the scorer or server failed, after any retries)."""
+        return self._dead(reason, detail, prep.value, prep.batch, prep.topic, prep.partition, prep.offset,
+                          prep.input_append_ms, prep.received_ns)
 
     def _dead(self, reason, detail, value, batch, topic, partition, offset, input_append_ms,
               received) -> OpResult:

@@ -5,6 +5,20 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 
+class ExternalSettings(BaseModel):
+    """How the worker calls an external model server (see sps_workers.external)."""
+
+    client: str = Field(description="Client kind (serving.clients): scoring | tf-serving | triton | torchserve | ray-serve | ray-serve-grpc.")
+    target: str = Field(description="Server address, host:port.")
+    call_mode: str = Field("blocking", description="blocking | pipelined | microbatch.")
+    max_in_flight: int = Field(8, ge=1, description="Outstanding calls per worker instance (pipelined / microbatch).")
+    microbatch_max: int = Field(8, ge=1, description="DataBatches concatenated into one call (microbatch).")
+    timeout_s: float = Field(5.0, gt=0, description="Deadline of every call.")
+    retries: int = Field(2, ge=0, description="Retries of a failed call (overloaded / unavailable / deadline) before dead-lettering.")
+    backoff_s: float = Field(0.05, ge=0, description="First retry delay; doubles per attempt.")
+    client_options: dict = Field(default_factory=dict, description="Extra options of the client kind.")
+
+
 class WorkerSettings(BaseModel):
     """Settings of one SPS worker deployment (all of its parallel instances)."""
 
@@ -21,3 +35,4 @@ class WorkerSettings(BaseModel):
     parallelism: int = Field(1, ge=1, description="Scoring parallelism mp: number of worker processes.")
     worker_id: str = Field("kafka", description="Prefix of each instance's id in ScoringFacts.worker_id.")
     max_poll_records: int = Field(256, ge=1, description="Records taken from the consumer per poll.")
+    external: ExternalSettings | None = Field(None, description="Set: score through this external server instead of the embedded backend.")

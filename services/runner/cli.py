@@ -14,6 +14,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Crayfish Mesh: benchmark ML inference in stream-processing pipelines.")
 broker_app = typer.Typer(no_args_is_help=True, help="The local Kafka broker (single node, KRaft).")
 models_app = typer.Typer(no_args_is_help=True, help="The model zoo (built locally from seeded weights).")
+env_app = typer.Typer(no_args_is_help=True, help="Per-service Python environments (built on demand, cached).")
+app.add_typer(env_app, name="env")
 app.add_typer(broker_app, name="broker")
 app.add_typer(models_app, name="models")
 console = Console() if sys.stdout.isatty() else Console(width=160)
@@ -125,6 +127,31 @@ def models_build(model: str = typer.Option("all", help="ffnn | resnet50 | all"),
             _fail(f"unknown model {name!r}; known: {', '.join(MODELS)}")
         art = build_model(name, Path(dir or default_models_dir()), seed=seed)
         console.print(f"{name}: {art.onnx}")
+
+
+@env_app.command("list")
+def env_list():
+    """List the environments and whether they are built."""
+    from services.runner import environments as envs
+
+    for name in envs.available():
+        state = "built" if envs.is_built(name) else "not built"
+        console.print(f"{name:12s} {state:10s} {envs.env_dir(name) if name != 'core' else sys.prefix}")
+
+
+@env_app.command("build")
+def env_build(names: list[str] = typer.Argument(..., help="Environment names, or 'all'."),
+              force: bool = typer.Option(False, help="Rebuild even when cached.")):
+    """Build environments (virtualenv + pinned requirements + this repo, editable)."""
+    from services.runner import environments as envs
+
+    wanted = [n for n in envs.available() if n != "core"] if names == ["all"] else names
+    for name in wanted:
+        if name == "core":
+            continue
+        if name not in envs.available():
+            _fail(f"unknown environment {name!r}; known: {', '.join(envs.available())}")
+        envs.build_env(name, force=force, log=lambda m: console.print(f"[dim]{m}[/]"))
 
 
 def main() -> None:

@@ -25,34 +25,54 @@ from services.generator.workloads import WorkloadConfig
 ENGINE_NAMES = ("kafka", "flink", "kafka-streams", "spark", "ray", "faust", "bytewax")
 MODEL_NAMES = ("ffnn", "resnet50")
 CODEC_NAMES = ("protobuf", "crayfish-json")
-SWEEPABLE = ("batch_size", "parallelism", "codec", "rate", "outstanding", "delay_ms", "threads")
+SWEEPABLE = ("batch_size", "parallelism", "codec", "rate", "outstanding", "delay_ms", "threads", "call_mode",
+             "server", "instances", "max_in_flight")
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class DynamicBatchingConfig(Strict):
+    max_batch_size: int = Field(ge=1, description="Most rows the server scores in one backend call.")
+    max_queue_delay_us: int = Field(0, ge=0, description="How long the server waits for more requests to fill a batch.")
+
+
 class ServingConfig(Strict):
     """How the scoring operator gets its predictions."""
 
-    kind: Literal["embedded", "external"] = Field("embedded", description="embedded: the backend runs inside the worker; external: a serving server is called over the network.")
-    backend: str = Field("onnxruntime", description="Embedded backend: onnxruntime | noop | sleep.")
+    kind: Literal["embedded", "external"] = Field("embedded", description="embedded: the backend runs inside the worker; external: a model server is called over the network.")
+    backend: str = Field("onnxruntime", description="Embedded backend (onnxruntime | noop | sleep | ...): in the worker, or inside our Scoring server when kind is external.")
     threads: int = Field(1, ge=1, description="Intra-op threads of the backend (paper: 1).")
     inter_threads: int = Field(1, ge=1, description="Inter-op threads of the backend (paper: 1).")
     delay_ms: float | None = Field(None, ge=0, description="For backend 'sleep': the fixed delay per call.")
     device: Literal["cpu", "cuda"] = Field("cpu", description="Where inference runs.")
+    # external serving
+    server: str = Field("scoring", description="External server: scoring | tf-serving | triton | torchserve | ray-serve | ray-serve-grpc.")
+    target: str | None = Field(None, description="Address of an already running server (host:port); empty = the runner starts one.")
+    instances: int | None = Field(None, ge=1, description="Server-side model instances / workers / replicas (default: parallelism, as the paper).")
+    call_mode: Literal["blocking", "pipelined", "microbatch"] = Field("blocking", description="How workers call the server (blocking = the paper).")
+    max_in_flight: int = Field(8, ge=1, description="Outstanding calls per worker instance (pipelined / microbatch).")
+    microbatch_max: int = Field(8, ge=1, description="DataBatches per call (microbatch).")
+    timeout_ms: float = Field(5000.0, gt=0, description="Deadline of every call.")
+    retries: int = Field(2, ge=0, description="Retries before a batch is dead-lettered with the server's error.")
+    batching: DynamicBatchingConfig | None = Field(None, description="Server-side dynamic batching (our Scoring server).")
 
     @model_validator(mode="after")
     def _check(self):
-        if self.kind == "external":
-            raise ValueError("external serving is not available yet: the Scoring server and external "
-                             "clients come with the serving mesh; use kind: embedded")
         from serving.embedded import BACKENDS
 
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown embedded backend {self.backend!r}; known: {', '.join(sorted(BACKENDS))}")
         if self.backend == "sleep" and self.delay_ms is None:
             raise ValueError("backend 'sleep' needs delay_ms")
+        if self.kind == "external":
+            from serving.external import SERVERS, available
+
+            if self.server not in SERVERS:
+                raise ValueError(f"unknown external server {self.server!r}; known: {', '.join(SERVERS)}")
+            if self.target is None and not available(self.server):
+                raise ValueError(f"server {self.server!r} cannot be started from this checkout yet")
         return self
 
     def backend_options(self) -> dict:
@@ -161,8 +181,8 @@ class Experiment(Strict):
                 data["workload"][key] = value
             elif key == "delay_ms":
                 data["serving"]["delay_ms"] = value
-            elif key == "threads":
-                data["serving"]["threads"] = value
+            elif key in ("threads", "call_mode", "server", "instances", "max_in_flight"):
+                data["serving"][key] = value
         return Experiment.model_validate(data)
 
 

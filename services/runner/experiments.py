@@ -138,7 +138,10 @@ def summarize_run(exp: Experiment, run: PointRun, params: dict) -> dict:
     point = summarize_point(
         sent_rows, {**params, "model": exp.model, "engine": exp.engine, "backend": exp.serving.backend,
                     "batch_size": exp.batch_size, "parallelism": exp.parallelism, "codec": exp.codec,
-                    "workload": wl.type},
+                    "workload": wl.type, "serving": exp.serving.kind,
+                    **({"server": exp.serving.server, "call_mode": exp.serving.call_mode,
+                        "instances": exp.serving.instances or exp.parallelism}
+                       if exp.serving.kind == "external" else {})},
         target_rate=target_rate, warmup=exp.warmup.fraction if exp.warmup.window_s is None else None,
         warmup_window_s=exp.warmup.window_s, min_duration_s=exp.validity.min_duration_s,
         min_count=exp.validity.min_count, rate_tolerance=exp.validity.rate_tolerance, slo=slo,
@@ -151,6 +154,8 @@ def summarize_run(exp: Experiment, run: PointRun, params: dict) -> dict:
     point["resources"] = {"worker_cpu_s": run.worker_cpu_s,
                           "worker_cpu_per_batch_us": run.worker_cpu_s / kept * 1e6}
     point["hops_ms"] = hop_breakdown(sent_rows)
+    # Which server actually answered (external serving), as the worker recorded it per batch.
+    point["answered_by"] = sorted({v for v in sent_rows.column("server").to_pylist() if v})
     point["run_id"] = run.run_id
     point["dir"] = str(run.dir)
     if target_rate:

@@ -89,13 +89,19 @@ def run_point(stack: Stack, exp: Experiment, point_dir: Path, python: str | None
                         model=exp.model, backend=exp.serving.backend,
                         backend_options=exp.serving.backend_options(), models_dir=str(stack.models_dir),
                         parallelism=exp.parallelism, worker_id=exp.engine)
-    (point_dir / "worker.json").write_text(ws.model_dump_json(indent=2))
     services: list[Service] = []
     worker = collector = None
+    server = None
+    worker_env = engine.environment
     try:
+        if exp.serving.kind == "external":
+            server, ws.external, worker_env = _external_serving(exp, stack, point_dir, timings)
+        (point_dir / "worker.json").write_text(ws.model_dump_json(indent=2))
         t = time.monotonic()
+        from services.runner.environments import python_for
+
         worker = Service(f"{exp.engine}-worker", ["-m", engine.module, "--config", f"@{point_dir / 'worker.json'}"],
-                         point_dir / "worker.log", python=python)
+                         point_dir / "worker.log", python=python or python_for(worker_env))
         services.append(worker)
         wait_group_assigned(stack.bootstrap, group, exp.parallelism, partitions, services)
         timings["worker_ready_s"] = time.monotonic() - t
@@ -155,12 +161,42 @@ def run_point(stack: Stack, exp: Experiment, point_dir: Path, python: str | None
             code = s.stop()
             if s is worker:
                 worker_exit = code
+        if server is not None:
+            server.stop()
         if not keep_topics:
             delete_topics(stack.bootstrap, topics)
     gen_report = json.loads((point_dir / "generator.json").read_text())
     col_report = json.loads((point_dir / "collector.json").read_text())
     return PointRun(dir=point_dir, run_id=run_id, generator=gen_report, collector=col_report,
                     worker_cpu_s=worker_cpu, worker_exit=worker_exit, timings=timings)
+
+
+def _external_serving(exp: Experiment, stack: Stack, point_dir: Path, timings: dict):
+    """Start the external server of this point (unless a target is given) -> (server handle or
+    None, the worker's ExternalSettings, the environment the worker runs in)."""
+    from serving.external import server_spec, start_server
+    from sps_workers.settings import ExternalSettings
+
+    sv = exp.serving
+    spec = server_spec(sv.server)
+    handle = None
+    target = sv.target
+    if target is None:
+        t = time.monotonic()
+        options = {}
+        if sv.server == "scoring":
+            options = {"backend": sv.backend, "backend_options": sv.backend_options(),
+                       "batching": sv.batching.model_dump() if sv.batching else None}
+        handle = start_server(sv.server, model=exp.model, instances=sv.instances or exp.parallelism,
+                              models_dir=stack.models_dir, log_dir=point_dir, **options)
+        target = handle.target
+        timings["server_ready_s"] = time.monotonic() - t
+        (point_dir / "server.json").write_text(json.dumps({"server": handle.server, "target": target,
+                                                           "kind": spec.client}, indent=2))
+    ext = ExternalSettings(client=spec.client, target=target, call_mode=sv.call_mode,
+                           max_in_flight=sv.max_in_flight, microbatch_max=sv.microbatch_max,
+                           timeout_s=sv.timeout_ms / 1000.0, retries=sv.retries)
+    return handle, ext, spec.worker_env
 
 
 def _workload_budget_s(exp: Experiment) -> float:

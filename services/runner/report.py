@@ -17,7 +17,7 @@ def _f(v, fmt="{:,.2f}"):
 
 def print_summary(summary: dict, console: Console) -> None:
     t = Table(title=f"{summary['experiment']}", show_lines=False)
-    for col in ("point", "bsz", "mp", "rate/s", "thr b/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms",
+    for col in ("point", "serving", "bsz", "mp", "rate/s", "thr b/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms",
                 "sched p99", "sent", "scored", "dlq", "miss", "dup", "verdict"):
         t.add_column(col, justify="right", no_wrap=True)
     for p in summary["points"]:
@@ -29,7 +29,10 @@ def print_summary(summary: dict, console: Console) -> None:
         valid = "yes" if p.get("valid") else "no"
         if params.get("search"):
             valid += " / " + ("sust." if p.get("search_ok") else "not sust.")
-        t.add_row(kind, _f(params.get("batch_size"), "{}"), _f(params.get("parallelism"), "{}"),
+        serving = params.get("backend", "")
+        if params.get("serving") == "external":
+            serving = f"{params.get('server')}/{params.get('call_mode')}"
+        t.add_row(kind, serving, _f(params.get("batch_size"), "{}"), _f(params.get("parallelism"), "{}"),
                   _f(params.get("rate"), "{:,.0f}"), _f(p.get("throughput_bps"), "{:,.1f}"),
                   _f(lat.get("p50")), _f(lat.get("p99")), _f(lat.get("p999")), _f(lat.get("max")),
                   _f(sched.get("p99")), *(_f(acc.get(k), "{:,.0f}") for k in

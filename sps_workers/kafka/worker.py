@@ -15,7 +15,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from crayfish.codec import get_codec
 from crayfish.kafka import consumer_config, poll_batch, producer_config
-from sps_workers.scoring_op import ScoringOperator
+from sps_workers.scoring_op import OpResult, ScoringOperator
 from sps_workers.settings import WorkerSettings
 
 log = logging.getLogger("crayfish.worker.kafka")
@@ -86,10 +86,21 @@ def run_instance(settings: WorkerSettings, index: int) -> None:
     signal.signal(signal.SIGINT, _stop)
 
     spec = MODELS[settings.model]
-    scorer = create_scorer(settings.backend, settings.model, models_dir=settings.models_dir,
-                           **settings.backend_options)
-    op = ScoringOperator(get_codec(settings.codec), scorer, settings.model, spec.input_shape, worker_id,
-                         engine="kafka")
+    codec = get_codec(settings.codec)
+    ext = settings.external
+    if ext is None:
+        scorer = create_scorer(settings.backend, settings.model, models_dir=settings.models_dir,
+                               **settings.backend_options)
+        op = ScoringOperator(codec, scorer, settings.model, spec.input_shape, worker_id, engine="kafka")
+        client = None
+    else:
+        from serving.clients import create_client
+
+        scorer = None
+        client = create_client(ext.client, ext.target, settings.model, timeout_s=ext.timeout_s,
+                               max_in_flight=ext.max_in_flight, **ext.client_options)
+        op = ScoringOperator(codec, None, settings.model, spec.input_shape, worker_id, engine="kafka",
+                             backend=ext.client)
     tracker = OffsetTracker()
     failures: list[str] = []
     input_topic = settings.input_topic
@@ -98,8 +109,12 @@ def run_instance(settings: WorkerSettings, index: int) -> None:
                                         **{"client.id": worker_id}))
     producer = Producer(producer_config(settings.bootstrap, **{"client.id": worker_id}))
 
+    drain_external = None
+
     def flush_and_commit() -> None:
         """Wait for every output in flight, then commit the offsets they cover."""
+        if drain_external is not None:
+            drain_external()
         producer.flush(30)
         stored = tracker.drain(input_topic)
         if stored:
@@ -130,9 +145,30 @@ def run_instance(settings: WorkerSettings, index: int) -> None:
     out_topic, dlq_topic = settings.output_topic, settings.dead_letter_topic
     produce = producer.produce
     process = op.process
+
+    def emit(partition: int, offset: int, key, res) -> None:
+        cb = make_callback(partition, offset)
+        if res.value is not None:
+            _produce(producer, produce, out_topic, res.value, key, res.headers or None, cb)
+        else:
+            _produce(producer, produce, dlq_topic, res.dead_letter, key, None, cb)
+
+    stage = None
+    if client is not None:
+        from sps_workers.external import ExternalStage
+
+        keys: dict = {}
+
+        def emit_prepared(prep, res):
+            emit(prep.partition, prep.offset, keys.pop((prep.partition, prep.offset), None), res)
+
+        stage = ExternalStage(op, client, emit_prepared, mode=ext.call_mode, max_in_flight=ext.max_in_flight,
+                              microbatch_max=ext.microbatch_max, retries=ext.retries, backoff_s=ext.backoff_s)
+        drain_external = stage.drain
     try:
         while not stop["flag"]:
-            msgs = poll_batch(consumer, settings.max_poll_records, 0.05)
+            msgs = poll_batch(consumer, settings.max_poll_records, 0.05 if stage is None or not stage.in_flight else 0.0)
+            prepared = []
             for m in msgs:
                 err = m.error()
                 if err is not None:
@@ -141,13 +177,20 @@ def run_instance(settings: WorkerSettings, index: int) -> None:
                     continue
                 partition, offset = m.partition(), m.offset()
                 _, ts = m.timestamp()
-                res = process(m.value(), m.headers(), ts, input_topic, partition, offset)
                 tracker.started(partition, offset)
-                cb = make_callback(partition, offset)
-                if res.value is not None:
-                    _produce(producer, produce, out_topic, res.value, m.key(), res.headers or None, cb)
+                if stage is None:
+                    emit(partition, offset, m.key(), process(m.value(), m.headers(), ts, input_topic, partition, offset))
+                    continue
+                prep = op.prepare(m.value(), m.headers(), ts, input_topic, partition, offset)
+                if isinstance(prep, OpResult):
+                    emit(partition, offset, m.key(), prep)
                 else:
-                    _produce(producer, produce, dlq_topic, res.dead_letter, m.key(), None, cb)
+                    keys[(partition, offset)] = m.key()
+                    prepared.append(prep)
+            if stage is not None:
+                if prepared:
+                    stage.submit(prepared)
+                stage.poll(0.005 if stage.in_flight and not msgs else 0.0)
             producer.poll(0)
             if failures:
                 raise DeliveryFailed(failures[0])
@@ -157,7 +200,10 @@ def run_instance(settings: WorkerSettings, index: int) -> None:
     finally:
         flush_and_commit()
         consumer.close()
-        scorer.close()
+        if scorer is not None:
+            scorer.close()
+        if client is not None:
+            client.close()
 
 
 def _produce(producer, produce, topic, value, key, headers, cb) -> None:

@@ -1,0 +1,94 @@
+"""Per-deployable Python environments, built on demand and cached.
+
+The user's packages cannot share one virtualenv (PyFlink pins apache-beam/pandas/pyarrow, Ray,
+TensorFlow, Triton and TorchServe bring their own pins). Like container images, every heavy
+engine or server gets its own environment:
+
+- ``core``: the repository's ``.venv`` (generator, collector, runner, baseline worker, embedded
+  ONNX, our Scoring server), made by ``make setup``.
+- ``<name>``: ``.envs/<name>/``, a virtualenv with ``envs/<name>/requirements.txt`` installed,
+  plus this repository installed editable without dependencies (so our code runs there with that
+  environment's packages). Rebuilt when the requirements file or pyproject.toml changes.
+
+Adding an environment: create ``envs/<name>/requirements.txt`` (pin what matters; include what our
+code imports there: protobuf>=6.31.1 for the committed stubs, grpcio, numpy, pydantic, ...), then
+``crayfish env build <name>`` (or ``make env-<name>``). Code that starts a service in it asks
+:func:`python_for` for the interpreter.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ENVS_SPEC = REPO_ROOT / "envs"
+ENVS_DIR = Path(os.environ.get("CRAYFISH_ENVS_DIR", REPO_ROOT / ".envs"))
+BOOT_PYTHON = os.environ.get("CRAYFISH_BOOT_PYTHON", "python3.11")
+
+
+class EnvironmentError_(RuntimeError):
+    pass
+
+
+def available() -> list[str]:
+    return ["core"] + sorted(p.parent.name for p in ENVS_SPEC.glob("*/requirements.txt"))
+
+
+def _fingerprint(name: str) -> str:
+    h = hashlib.sha256()
+    for path in (ENVS_SPEC / name / "requirements.txt", REPO_ROOT / "pyproject.toml"):
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def env_dir(name: str) -> Path:
+    return ENVS_DIR / name
+
+
+def is_built(name: str) -> bool:
+    if name == "core":
+        return True
+    stamp = env_dir(name) / ".crayfish-built"
+    return stamp.exists() and stamp.read_text().strip() == _fingerprint(name)
+
+
+def python_for(name: str, build: bool = True, log=print) -> str:
+    """The interpreter of environment ``name``, building it first when needed."""
+    if name == "core":
+        return sys.executable
+    if not (ENVS_SPEC / name / "requirements.txt").exists():
+        raise EnvironmentError_(f"unknown environment {name!r}; known: {', '.join(available())}")
+    if not is_built(name):
+        if not build:
+            raise EnvironmentError_(f"environment {name!r} is not built: run `crayfish env build {name}`")
+        build_env(name, log=log)
+    return str(env_dir(name) / "bin" / "python")
+
+
+def build_env(name: str, force: bool = False, log=print) -> Path:
+    """Create .envs/<name> from envs/<name>/requirements.txt (serialized by a file lock)."""
+    ENVS_DIR.mkdir(parents=True, exist_ok=True)
+    with open(ENVS_DIR / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if is_built(name) and not force:
+            return env_dir(name)
+        target = env_dir(name)
+        if target.exists():
+            shutil.rmtree(target)
+        boot = shutil.which(BOOT_PYTHON) or sys.executable
+        log(f"building environment {name!r} in {target} (once; cached afterwards) ...")
+        subprocess.run([boot, "-m", "venv", str(target)], check=True)
+        py = str(target / "bin" / "python")
+        pip = [py, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        subprocess.run(pip + ["--upgrade", "pip"], check=True)
+        subprocess.run(pip + ["-r", str(ENVS_SPEC / name / "requirements.txt")], check=True)
+        subprocess.run(pip + ["--no-deps", "-e", str(REPO_ROOT)], check=True)
+        (target / ".crayfish-built").write_text(_fingerprint(name) + "\n")
+        log(f"environment {name!r} ready")
+        return target

@@ -1,0 +1,103 @@
+"""The client interface every external-serving protocol implements."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class ClientResult:
+    output: np.ndarray
+    # What the server reports about itself (0 when the protocol does not say).
+    server_inference_ns: int = 0
+    server_queue_ns: int = 0
+    # Which server actually answered, e.g. "crayfish-scoring", "crayfish-scoring (tf-serving protocol)".
+    server: str = ""
+
+
+class ExternalClient:
+    kind: str = ""          # the name in experiment files: serving.backend when serving.kind is external
+    server: str = ""        # default answer to "which server answered"
+
+    def __init__(self, target: str, model: str, timeout_s: float = 5.0, max_in_flight: int = 1, **options):
+        if options:
+            raise ValueError(f"{self.kind} client: unknown option(s) {', '.join(sorted(options))}")
+        self.target = target
+        self.model = model
+        self.timeout_s = timeout_s
+        self.max_in_flight = max_in_flight
+        self._pool: cf.ThreadPoolExecutor | None = None
+
+    def score(self, x: np.ndarray) -> ClientResult:
+        raise NotImplementedError
+
+    def score_async(self, x: np.ndarray) -> cf.Future:
+        if self._pool is None:
+            self._pool = cf.ThreadPoolExecutor(max_workers=max(1, self.max_in_flight),
+                                               thread_name_prefix=f"{self.kind}-client")
+        return self._pool.submit(self.score, x)
+
+    def score_stream(self, xs: list[np.ndarray]) -> list[ClientResult]:
+        """Score many inputs over the protocol's streaming API where it has one; results in input
+        order. Default: pipelined unary calls."""
+        return [f.result() for f in [self.score_async(x) for x in xs]]
+
+    def health(self) -> bool:
+        """True when the server says it can serve this client's model."""
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """{"inputs": [{"name", "dtype", "shape"}], "outputs": [...]} as the server reports them
+        (-1 or None for a dynamic dimension)."""
+        raise NotImplementedError
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Block until :meth:`health` is true (raises TimeoutError)."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                if self.health():
+                    return
+            except Exception as exc:  # noqa: BLE001 - not up yet
+                last = exc
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.kind} server at {self.target} not ready after {timeout_s:.0f}s ({last})")
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+CLIENTS: dict[str, type[ExternalClient]] = {}
+
+
+def register_client(cls: type[ExternalClient]) -> type[ExternalClient]:
+    if not cls.kind:
+        raise ValueError(f"{cls.__name__} has no kind")
+    if cls.kind in CLIENTS and CLIENTS[cls.kind] is not cls:
+        raise ValueError(f"client kind {cls.kind!r} registered twice")
+    CLIENTS[cls.kind] = cls
+    return cls
+
+
+def _load_builtin() -> None:
+    import importlib
+
+    for module in ("serving.clients.scoring",):
+        importlib.import_module(module)
+
+
+def create_client(kind: str, target: str, model: str, **options) -> ExternalClient:
+    _load_builtin()
+    try:
+        cls = CLIENTS[kind]
+    except KeyError:
+        raise ValueError(f"unknown external serving client {kind!r}; known: {', '.join(sorted(CLIENTS))}") from None
+    return cls(target, model, **options)

@@ -1,0 +1,109 @@
+"""Client of our ``crayfish.v1.Scoring`` gRPC service (serving/scoring)."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import itertools
+
+import grpc
+import numpy as np
+
+from crayfish.tensor import from_tensor, to_tensor
+from crayfish.v1 import scoring_pb2, scoring_pb2_grpc
+from serving.clients.base import ClientResult, ExternalClient, register_client
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+@register_client
+class ScoringClient(ExternalClient):
+    kind = "scoring"
+    server = "crayfish-scoring"
+
+    def __init__(self, target: str, model: str, timeout_s: float = 5.0, max_in_flight: int = 1,
+                 root_cert_file: str | None = None, **options):
+        super().__init__(target, model, timeout_s=timeout_s, max_in_flight=max_in_flight, **options)
+        opts = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
+        if root_cert_file:
+            with open(root_cert_file, "rb") as f:
+                creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+            self._channel = grpc.secure_channel(target, creds, options=opts)
+        else:
+            self._channel = grpc.insecure_channel(target, options=opts)
+        self._stub = scoring_pb2_grpc.ScoringStub(self._channel)
+        self._ids = itertools.count()
+
+    def _request(self, x: np.ndarray) -> scoring_pb2.ScoreRequest:
+        req = scoring_pb2.ScoreRequest(model=self.model, request_id=str(next(self._ids)))
+        to_tensor(x, req.input)
+        return req
+
+    @staticmethod
+    def _result(resp: scoring_pb2.ScoreResponse) -> ClientResult:
+        return ClientResult(output=from_tensor(resp.output), server_inference_ns=resp.inference_ns,
+                            server_queue_ns=resp.queue_ns, server=resp.server or ScoringClient.server)
+
+    def score(self, x: np.ndarray) -> ClientResult:
+        from serving.errors import error_from_status
+
+        try:
+            return self._result(self._stub.Score(self._request(x), timeout=self.timeout_s))
+        except grpc.RpcError as exc:
+            raise error_from_status(exc.code(), exc.details()) from None
+
+    def score_async(self, x: np.ndarray) -> cf.Future:
+        """Native gRPC future, adapted to a concurrent.futures.Future of ClientResult."""
+        from serving.errors import error_from_status
+
+        out: cf.Future = cf.Future()
+        call = self._stub.Score.future(self._request(x), timeout=self.timeout_s)
+
+        def done(c):
+            try:
+                out.set_result(self._result(c.result()))
+            except grpc.RpcError as exc:
+                out.set_exception(error_from_status(exc.code(), exc.details()))
+            except Exception as exc:  # noqa: BLE001 - delivered to the caller
+                out.set_exception(exc)
+
+        call.add_done_callback(done)
+        return out
+
+    def score_stream(self, xs: list[np.ndarray]) -> list[ClientResult]:
+        """One ScoreStream call; answers may arrive out of order and are matched by request_id."""
+        from serving.errors import error_from_status
+
+        requests = [self._request(x) for x in xs]
+        by_id: dict[str, ClientResult] = {}
+        try:
+            for resp in self._stub.ScoreStream(iter(requests), timeout=self.timeout_s * max(1, len(xs))):
+                by_id[resp.request_id] = self._result(resp)
+        except grpc.RpcError as exc:
+            raise error_from_status(exc.code(), exc.details()) from None
+        return [by_id[r.request_id] for r in requests]
+
+    def health(self) -> bool:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        r = health_pb2_grpc.HealthStub(self._channel).Check(
+            health_pb2.HealthCheckRequest(service="crayfish.v1.Scoring"), timeout=min(self.timeout_s, 5.0))
+        return r.status == health_pb2.HealthCheckResponse.SERVING
+
+    def describe(self) -> dict:
+        from crayfish.tensor import numpy_dtype
+        from serving.errors import error_from_status
+
+        try:
+            d = self._stub.DescribeModel(scoring_pb2.DescribeModelRequest(model=self.model), timeout=self.timeout_s)
+        except grpc.RpcError as exc:
+            raise error_from_status(exc.code(), exc.details()) from None
+
+        def specs(items):
+            return [{"name": t.name, "dtype": numpy_dtype(t.dtype).name, "shape": list(t.shape)} for t in items]
+
+        return {"model": d.model, "backend": d.backend, "inputs": specs(d.inputs), "outputs": specs(d.outputs)}
+
+    def close(self) -> None:
+        super().close()
+        self._channel.close()

@@ -1,0 +1,58 @@
+"""Start our Scoring server (``python -m serving.scoring``) as its own process and wait until it
+serves: the runner uses this for ``serving: {kind: external, server: scoring}``."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.runner.processes import Service
+
+POLL_S = 0.05
+
+
+@dataclass
+class RunningServer:
+    target: str
+    server: str
+    kind: str
+    service: Service
+
+    def stop(self) -> None:
+        self.service.stop()
+
+
+def start(model: str = "ffnn", instances: int = 1, models_dir: Path | None = None, log_dir: Path = Path("."),
+          backend: str = "onnxruntime", backend_options: dict | None = None, batching: dict | None = None,
+          python: str | None = None, protocols: list[str] | None = None, timeout_s: float = 120.0,
+          extra_models: list[dict] | None = None, **settings) -> RunningServer:
+    """``extra_models``: more ScoringSettings model entries (e.g. a slow twin for deadline tests).
+    Extra keyword arguments are ScoringSettings fields (max_queue, tls, ...)."""
+    log_dir = Path(log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    ready = log_dir / f"scoring-{time.time_ns()}.port"
+    config = {"models": [model, *(extra_models or [])], "instances": instances, "backend": backend,
+              "backend_options": backend_options or {}, "batching": batching,
+              "models_dir": str(models_dir) if models_dir else None, "ready_file": str(ready),
+              "protocols": protocols or [], **settings}
+    if backend == "sleep":
+        config.setdefault("warmup", False)
+    cfg_path = log_dir / "scoring.json"
+    cfg_path.write_text(json.dumps(config, indent=2))
+    svc = Service("scoring", ["-m", "serving.scoring", "--config", f"@{cfg_path}"], log_dir / "scoring.log",
+                  python=python)
+    deadline = time.monotonic() + timeout_s
+    while not ready.exists():
+        if time.monotonic() > deadline:
+            svc.stop()
+            raise TimeoutError(f"Scoring server not ready after {timeout_s:.0f}s:\n{svc.log_tail()}")
+        try:
+            svc.check_alive()
+        except Exception:
+            svc.stop()
+            raise
+        time.sleep(POLL_S)
+    port = int(ready.read_text().strip())
+    return RunningServer(target=f"127.0.0.1:{port}", server="crayfish-scoring", kind="scoring", service=svc)

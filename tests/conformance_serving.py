@@ -1,0 +1,137 @@
+"""The conformance suite every external-serving path passes (Scoring, TF Serving protocol, Triton,
+TorchServe, Ray Serve).
+
+Use: in ``tests/test_serving_<server>.py`` define a module-scoped fixture ``served`` returning a
+:class:`Served`, then ``from tests.conformance_serving import *  # noqa: F401,F403`` — pytest
+collects these tests in that module, against that server. Everything is real: the server is
+started by the project, the client is the one the workers use.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from serving.clients.base import ExternalClient
+from serving.errors import BadInputError, DeadlineExceededError, ModelNotFoundError
+from serving.models import MODELS, model_paths, reference_forward
+
+TOLERANCE = 1e-4
+
+
+@dataclass
+class Served:
+    """What a server fixture hands the suite."""
+
+    # make_client(model_name, timeout_s) -> a client of this server (the workers' client class)
+    make_client: Callable[..., ExternalClient]
+    # a model the server hosts that takes far longer than any test deadline (e.g. a sleep model)
+    hung_model: str
+    # which server answers, as results report it
+    server_name: str
+    models: list[str] = field(default_factory=lambda: ["ffnn"])
+
+
+def _ffnn_inputs(n: int, batch: int = 1, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.random((batch, *MODELS["ffnn"].input_shape), dtype=np.float32) for _ in range(n)]
+
+
+def _reference(x: np.ndarray) -> np.ndarray:
+    return reference_forward("ffnn", model_paths("ffnn").weights, x)
+
+
+def test_health(served):
+    client = served.make_client("ffnn", 5.0)
+    try:
+        assert client.health() is True
+    finally:
+        client.close()
+
+
+def test_describe(served):
+    client = served.make_client("ffnn", 5.0)
+    try:
+        d = client.describe()
+    finally:
+        client.close()
+    assert len(d["inputs"]) == 1 and len(d["outputs"]) == 1
+    assert [s for s in d["inputs"][0]["shape"] if s not in (-1, None)][-2:] == list(MODELS["ffnn"].input_shape)[-2:]
+    assert [s for s in d["outputs"][0]["shape"] if s not in (-1, None)] == list(MODELS["ffnn"].output_shape)
+
+
+@pytest.mark.parametrize("batch", [1, 32])
+def test_unary_score_is_correct(served, batch):
+    client = served.make_client("ffnn", 10.0)
+    try:
+        for x in _ffnn_inputs(3, batch):
+            r = client.score(x)
+            assert r.output.shape == (batch, 10)
+            np.testing.assert_allclose(r.output, _reference(x), atol=TOLERANCE, rtol=0)
+            assert r.server
+    finally:
+        client.close()
+
+
+def test_streaming_score_is_correct_and_in_order(served):
+    client = served.make_client("ffnn", 10.0)
+    xs = _ffnn_inputs(40, 1, seed=1)
+    try:
+        results = client.score_stream(xs)
+    finally:
+        client.close()
+    assert len(results) == len(xs)
+    for x, r in zip(xs, results):
+        np.testing.assert_allclose(r.output, _reference(x), atol=TOLERANCE, rtol=0)
+
+
+def test_pipelined_calls_are_correct(served):
+    client = served.make_client("ffnn", 10.0)
+    xs = _ffnn_inputs(20, 2, seed=2)
+    try:
+        futures = [client.score_async(x) for x in xs]
+        outs = [f.result(timeout=30) for f in futures]
+    finally:
+        client.close()
+    for x, r in zip(xs, outs):
+        np.testing.assert_allclose(r.output, _reference(x), atol=TOLERANCE, rtol=0)
+
+
+def test_bad_shape_is_invalid_argument(served):
+    client = served.make_client("ffnn", 5.0)
+    try:
+        with pytest.raises(BadInputError):
+            client.score(np.zeros((1, 1, 783), dtype=np.float32))
+    finally:
+        client.close()
+
+
+def test_unknown_model_is_not_found(served):
+    client = served.make_client("no-such-model", 5.0)
+    try:
+        with pytest.raises(ModelNotFoundError):
+            client.score(np.zeros((1, 1, 784), dtype=np.float32))
+    finally:
+        client.close()
+
+
+def test_deadline_on_a_hung_call(served):
+    client = served.make_client(served.hung_model, 0.3)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(DeadlineExceededError):
+            client.score(np.zeros((1, *MODELS["ffnn"].input_shape), dtype=np.float32))
+        assert time.monotonic() - t0 < 3.0
+    finally:
+        client.close()
+    # the server still answers afterwards
+    again = served.make_client("ffnn", 10.0)
+    try:
+        x = _ffnn_inputs(1)[0]
+        np.testing.assert_allclose(again.score(x).output, _reference(x), atol=TOLERANCE, rtol=0)
+    finally:
+        again.close()
