@@ -31,11 +31,21 @@ class RunTopics:
         return [self.input, self.output, self.dead_letter, self.probe]
 
 
+# librdkafka logs info-level chatter (e.g. "Purging unserved events" when a client closes) to
+# stderr; warnings and errors still come through.
+CLIENT_LOG_LEVEL = 4
+
+
+def admin_config(bootstrap: str) -> dict:
+    return {"bootstrap.servers": bootstrap, "log_level": CLIENT_LOG_LEVEL}
+
+
 def producer_config(bootstrap: str, **overrides) -> dict:
     """Low-latency producer settings: no linger (the paper measures per-event latency), acks=all,
     idempotent (no duplicates from retries), big messages allowed."""
     conf = {
         "bootstrap.servers": bootstrap,
+        "log_level": CLIENT_LOG_LEVEL,
         "linger.ms": 0,
         "acks": "all",
         "enable.idempotence": True,
@@ -52,6 +62,7 @@ def consumer_config(bootstrap: str, group_id: str, **overrides) -> dict:
     short session timeouts so joins are fast, no fetch wait when data is there."""
     conf = {
         "bootstrap.servers": bootstrap,
+        "log_level": CLIENT_LOG_LEVEL,
         "group.id": group_id,
         "auto.offset.reset": "earliest",
         "enable.auto.commit": True,
@@ -74,7 +85,7 @@ def consumer_config(bootstrap: str, group_id: str, **overrides) -> dict:
 def create_topics(bootstrap: str, topics: RunTopics, partitions: int = 2, timeout_s: float = 30.0) -> None:
     """Create the run's topics, LogAppendTime on all of them (the broker stamps both ends of the
     worker hop), replication factor 1, message size limit large enough for ResNet50 batches."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(admin_config(bootstrap))
     config = {"message.timestamp.type": "LogAppendTime", "max.message.bytes": str(MAX_MESSAGE_BYTES)}
     new = [NewTopic(t, num_partitions=partitions if t in (topics.input, topics.output) else 1,
                     replication_factor=1, config=config) for t in topics.all()]
@@ -99,7 +110,7 @@ def _wait_topics_visible(admin: AdminClient, names: list[str], timeout_s: float)
 
 
 def delete_topics(bootstrap: str, topics: RunTopics, timeout_s: float = 30.0) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(admin_config(bootstrap))
     futures = admin.delete_topics(topics.all(), request_timeout=timeout_s)
     for fut in futures.values():
         try:
@@ -112,7 +123,7 @@ def consumer_lag(bootstrap: str, group_id: str, topic: str, timeout_s: float = 5
     """Committed-offset lag of a consumer group on a topic (sum over partitions)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False})
+    c = Consumer({**admin_config(bootstrap), "group.id": group_id, "enable.auto.commit": False})
     try:
         md = c.list_topics(topic, timeout=timeout_s)
         parts = [TopicPartition(topic, p) for p in md.topics[topic].partitions]

@@ -129,6 +129,8 @@ def wait_ready(bootstrap: str, timeout_s: float = 60.0, proc: subprocess.Popen |
     """Wait until the broker's port is open and an admin metadata call answers."""
     from confluent_kafka.admin import AdminClient
 
+    from crayfish.kafka import admin_config
+
     host, port = bootstrap.split(",")[0].rsplit(":", 1)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -141,7 +143,7 @@ def wait_ready(bootstrap: str, timeout_s: float = 60.0, proc: subprocess.Popen |
         except OSError:
             time.sleep(POLL_S)
             continue
-        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin = AdminClient(admin_config(bootstrap))
         try:
             md = admin.list_topics(timeout=2.0)
             if md.brokers:

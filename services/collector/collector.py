@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 
 from crayfish.clock import probe_skew
 from crayfish.codec import CodecError, get_codec
-from crayfish.kafka import consumer_config, poll_batch
+from crayfish.kafka import admin_config, consumer_config, poll_batch
 from crayfish.v1 import batch_pb2
 
 
@@ -135,7 +135,7 @@ class Collector:
 
     def _sample_lag(self) -> None:
         s = self.s
-        c = Consumer({"bootstrap.servers": s.bootstrap, "group.id": s.worker_group,
+        c = Consumer({**admin_config(s.bootstrap), "group.id": s.worker_group,
                       "enable.auto.commit": False})
         try:
             md = c.list_topics(s.input_topic, timeout=10)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
+from crayfish.kafka import admin_config
+
 POLL_S = 0.05  # readiness polling interval
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -90,7 +92,7 @@ def wait_group_assigned(bootstrap: str, group: str, members: int, partitions: in
     """Ready = the consumer group is Stable with ``members`` members holding all partitions."""
     from confluent_kafka import ConsumerGroupState
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(admin_config(bootstrap))
     deadline = time.monotonic() + timeout_s
     last = "no answer"
     while time.monotonic() < deadline:
