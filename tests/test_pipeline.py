@@ -24,12 +24,15 @@ def _exp(kafka_bootstrap, **fields) -> Experiment:
 
 
 def test_open_loop_run_accounts_for_every_batch(kafka_bootstrap, models_dir, tmp_path):
-    exp = _exp(kafka_bootstrap, workload={"type": "constant", "rate": 100, "duration_s": 4})
+    exp = _exp(kafka_bootstrap, workload={"type": "constant", "rate": 100, "duration_s": 4},
+               check_predictions=0.1)
     summary = run_experiment(exp, tmp_path / "run", models_dir=models_dir)
 
     point = summary["points"][0]
+    checked = point["accounting"].pop("checked")
     assert point["accounting"] == {"sent": 400, "scored": 400, "dead_lettered": 0, "missing": 0,
-                                   "duplicates": 0, "not_sent": 0}
+                                   "duplicates": 0, "not_sent": 0, "wrong": 0}
+    assert 15 <= checked <= 70  # ~10 % of 400, by a hash of the batch id
     assert set(point["latency_ms"]) >= STATS and set(point["latency_from_schedule_ms"]) >= STATS
     assert point["valid"], point["reasons"]
     assert 90 <= point["throughput_bps"] <= 110
@@ -153,3 +156,23 @@ def test_run_topics_stamp_log_append_time(kafka_bootstrap):
         assert len(md.topics[topics.input].partitions) == 3
     finally:
         delete_topics(kafka_bootstrap, topics)
+
+
+def test_prediction_checker_counts_a_wrong_output(models_dir):
+    from services.collector.checker import PredictionChecker
+    from services.generator.settings import GeneratorSettings
+    from serving.models import model_paths, reference_forward
+
+    gs = GeneratorSettings(bootstrap="unused:1", topic="t", run_id="r", model="ffnn", item_shape=[1, 784],
+                           batch_size=4, workload={"type": "constant", "rate": 1, "duration_s": 1})
+    checker = PredictionChecker(gs, models_dir, sample_rate=1.0)
+    from services.generator.generator import BatchFactory
+
+    x = BatchFactory(gs).pool_arrays[5]
+    good = reference_forward("ffnn", model_paths("ffnn", models_dir).weights, x)
+    assert checker.check(5, good) is True
+    bad = good.copy()
+    bad[0, 3] += 1e-3
+    assert checker.check(5, bad) is False
+    assert checker.check(6, good) is False  # another batch's input
+    assert checker.report()["checked"] == 3 and checker.report()["wrong"] == 2

@@ -41,10 +41,20 @@ class CollectorSettings(BaseModel):
     codec: str = Field("protobuf", description="Payload codec of the output topic.")
     expect_file: str = Field(description="sent.parquet of the generator; its appearance starts the drain.")
     drain_idle_s: float = Field(15.0, gt=0, description="Stop draining after this long without new records.")
+    check_sample: float = Field(0.01, ge=0, le=1, description="Share of scored batches whose predictions are checked against the reference model.")
+    generator_settings: str | None = Field(None, description="The generator's settings file (to rebuild the inputs of checked batches).")
+    models_dir: str | None = Field(None, description="Where the built models live (reference weights).")
+    backend: str = Field("", description="Backend that scored (calibration backends noop/sleep are not checked).")
     lag_interval_s: float = Field(0.5, gt=0, description="Seconds between consumer-lag samples.")
 
 
 SCORED, DEAD = "scored", "dead_lettered"
+
+
+def _unchecked() -> set[str]:
+    from services.collector.checker import UNCHECKED_BACKENDS
+
+    return UNCHECKED_BACKENDS
 
 
 class Collector:
@@ -57,6 +67,13 @@ class Collector:
         self.stop = threading.Event()
         self.skew = None
         self.undecodable = 0
+        self.checker = None
+        if s.check_sample > 0 and s.generator_settings and s.backend not in _unchecked():
+            from services.collector.checker import PredictionChecker
+            from services.generator.settings import GeneratorSettings
+
+            gs = GeneratorSettings.model_validate_json(Path(s.generator_settings).read_text())
+            self.checker = PredictionChecker(gs, s.models_dir, sample_rate=s.check_sample)
 
     def run(self) -> dict:
         s = self.s
@@ -125,7 +142,13 @@ class Collector:
             self.undecodable += 1
             return {**base, "batch_id": "", "status": "undecodable", "reason": str(exc)[:200]}
         f = sb.facts
+        correct = None
+        if self.checker is not None and self.checker.sampled(sb.batch_id):
+            from crayfish.tensor import from_tensor
+
+            correct = self.checker.check(sb.sequence, from_tensor(sb.output))
         return {**base, "batch_id": sb.batch_id, "status": SCORED, "reason": "", "sequence": sb.sequence,
+                "correct": correct,
                 "intended_ns": sb.intended_ns, "created_ns": sb.created_ns,
                 "input_append_ms": sb.input_append_ms, "worker_receive_ns": f.worker_receive_ns,
                 "worker_send_ns": f.worker_send_ns, "decode_ns": f.decode_ns, "inference_ns": f.inference_ns,
@@ -170,6 +193,8 @@ class Collector:
             "dead_lettered": status.count(DEAD),
             "missing": status.count("missing"),
             "clock_skew": self.skew,
+            "predictions": self.checker.report() if self.checker else {"checked": 0, "wrong": 0,
+                                                                       "note": "not checked"},
             "lag_samples": len(self.lag),
         }
         (self.out / "collector.json").write_text(json.dumps(report, indent=2))
@@ -184,7 +209,7 @@ COLUMNS = {
     "decode_ns": pa.int64(), "inference_ns": pa.int64(), "encode_ns": pa.int64(),
     "server_inference_ns": pa.int64(), "server_queue_ns": pa.int64(), "backend": pa.string(),
     "worker_id": pa.string(), "engine": pa.string(), "server": pa.string(), "topic": pa.string(),
-    "partition": pa.int64(), "offset": pa.int64(),
+    "partition": pa.int64(), "offset": pa.int64(), "correct": pa.bool_(),
 }
 
 

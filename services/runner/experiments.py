@@ -134,7 +134,9 @@ def summarize_run(exp: Experiment, run: PointRun, params: dict) -> dict:
     accounting = {"sent": len(status), "scored": status.count("scored"),
                   "dead_lettered": status.count("dead_lettered"), "missing": status.count("missing"),
                   "duplicates": int(pc.sum(sent_rows.column("duplicates")).as_py() or 0),
-                  "not_sent": table.num_rows - sent_rows.num_rows}
+                  "not_sent": table.num_rows - sent_rows.num_rows,
+                  "checked": int((run.collector.get("predictions") or {}).get("checked", 0)),
+                  "wrong": int((run.collector.get("predictions") or {}).get("wrong", 0))}
     point = summarize_point(
         sent_rows, {**params, "model": exp.model, "engine": exp.engine, "backend": exp.serving.backend,
                     "batch_size": exp.batch_size, "parallelism": exp.parallelism, "codec": exp.codec,
@@ -150,6 +152,11 @@ def summarize_run(exp: Experiment, run: PointRun, params: dict) -> dict:
     point["generator"] = {k: gen.get(k) for k in ("target_rate_bps", "achieved_rate_bps", "processes",
                                                   "lateness_ms", "delivery_failures")}
     point["clock_skew_ms"] = run.collector.get("clock_skew")
+    point["predictions"] = run.collector.get("predictions")
+    if accounting["wrong"]:
+        point["valid"] = False
+        point["reasons"] = [*point.get("reasons", []), f"{accounting['wrong']} of {accounting['checked']} "
+                            "checked predictions differ from the reference model"]
     kept = max(1, accounting["scored"])
     point["resources"] = {"worker_cpu_s": run.worker_cpu_s,
                           "worker_cpu_per_batch_us": run.worker_cpu_s / kept * 1e6}

@@ -106,19 +106,6 @@ def run_point(stack: Stack, exp: Experiment, point_dir: Path, python: str | None
         wait_group_assigned(stack.bootstrap, group, exp.parallelism, partitions, services)
         timings["worker_ready_s"] = time.monotonic() - t
 
-        cs = CollectorSettings(bootstrap=stack.bootstrap, output_topic=topics.output,
-                               dead_letter_topic=topics.dead_letter, input_topic=topics.input,
-                               worker_group=group, probe_topic=topics.probe, codec=exp.codec,
-                               expect_file=str(point_dir / "sent.parquet"))
-        (point_dir / "collector.json.in").write_text(cs.model_dump_json(indent=2))
-        t = time.monotonic()
-        collector = Service("collector", ["-m", "services.collector", "--config",
-                                          f"@{point_dir / 'collector.json.in'}", "--out", str(point_dir)],
-                            point_dir / "collector.log")
-        services.append(collector)
-        wait_file(point_dir / "collector.ready", services, timeout_s=60)
-        timings["collector_ready_s"] = time.monotonic() - t
-
         from serving.models import MODELS
 
         spec = MODELS[exp.model]
@@ -128,6 +115,22 @@ def run_point(stack: Stack, exp: Experiment, point_dir: Path, python: str | None
                                batch_size=exp.batch_size, codec=exp.codec, workload=exp.workload,
                                seed=exp.seed, processes=exp.generator_processes)
         (point_dir / "generator.json.in").write_text(gs.model_dump_json(indent=2))
+        cs = CollectorSettings(bootstrap=stack.bootstrap, output_topic=topics.output,
+                               dead_letter_topic=topics.dead_letter, input_topic=topics.input,
+                               worker_group=group, probe_topic=topics.probe, codec=exp.codec,
+                               expect_file=str(point_dir / "sent.parquet"),
+                               check_sample=exp.check_predictions, models_dir=str(stack.models_dir),
+                               generator_settings=str(point_dir / "generator.json.in"),
+                               backend=exp.serving.backend)
+        (point_dir / "collector.json.in").write_text(cs.model_dump_json(indent=2))
+        t = time.monotonic()
+        collector = Service("collector", ["-m", "services.collector", "--config",
+                                          f"@{point_dir / 'collector.json.in'}", "--out", str(point_dir)],
+                            point_dir / "collector.log")
+        services.append(collector)
+        wait_file(point_dir / "collector.ready", services, timeout_s=60)
+        timings["collector_ready_s"] = time.monotonic() - t
+
         t = time.monotonic()
         cpu_before = worker.cpu_seconds()
         generator = Service("generator", ["-m", "services.generator", "--config",

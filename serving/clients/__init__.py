@@ -15,8 +15,8 @@ Adding a client
 ---------------
 Subclass :class:`ExternalClient` (set ``kind`` and ``server``), implement ``score`` (and
 ``score_async`` when the protocol has native async calls; the default runs ``score`` on a small
-thread pool), decorate it with :func:`register_client`, and import its module in
-:func:`_load_builtin` so that ``create_client(kind, ...)`` finds it. Heavy imports (tritonclient,
+thread pool), decorate it with :func:`register_client`, and add ``kind: module`` to ``BUILTIN_CLIENTS`` in
+base.py so that ``create_client(kind, ...)`` imports it on demand. Heavy imports (tritonclient,
 tensorflow_serving) go inside ``__init__``, so environments without them can still list it.
 """
 

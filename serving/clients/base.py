@@ -87,17 +87,31 @@ def register_client(cls: type[ExternalClient]) -> type[ExternalClient]:
     return cls
 
 
-def _load_builtin() -> None:
+# kind -> module that registers it; imported only when that kind is asked for, so an environment
+# without, e.g., the TF Serving stubs can still use every other client.
+BUILTIN_CLIENTS: dict[str, str] = {
+    "scoring": "serving.clients.scoring",
+    "triton": "serving.clients.triton",
+    "torchserve": "serving.clients.torchserve",
+    "ray-serve": "serving.clients.rayserve",
+    "ray-serve-grpc": "serving.clients.rayserve",
+    "tf-serving": "serving.clients.tfserving",
+}
+
+
+def _load_builtin(kind: str) -> None:
     import importlib
 
-    for module in ("serving.clients.scoring",):
+    module = BUILTIN_CLIENTS.get(kind)
+    if module is not None and kind not in CLIENTS:
         importlib.import_module(module)
 
 
 def create_client(kind: str, target: str, model: str, **options) -> ExternalClient:
-    _load_builtin()
+    _load_builtin(kind)
     try:
         cls = CLIENTS[kind]
     except KeyError:
-        raise ValueError(f"unknown external serving client {kind!r}; known: {', '.join(sorted(CLIENTS))}") from None
+        known = sorted(set(CLIENTS) | set(BUILTIN_CLIENTS))
+        raise ValueError(f"unknown external serving client {kind!r}; known: {', '.join(known)}") from None
     return cls(target, model, **options)

@@ -1,0 +1,278 @@
+"""Client of Triton Inference Server over the KServe v2 gRPC protocol (``tritonclient.grpc``).
+
+Kind ``"triton"``; the server it talks to is started by :mod:`serving.triton.launcher` (or is any
+Triton / KServe v2 gRPC server hosting a model with one FP32 input and one FP32 output)::
+
+    from serving.clients import create_client
+
+    c = create_client("triton", "127.0.0.1:8001", "ffnn", timeout_s=5.0)
+    c.health()                 # ServerReady and ModelReady("ffnn")
+    c.describe()               # ModelMetadata: inputs/outputs with dtype and shape (-1 = dynamic)
+    r = c.score(x)             # ModelInfer; r.output float32 [b, 10] (read-only view of the reply)
+    f = c.score_async(x)       # ModelInfer as a native gRPC future -> Future[ClientResult]
+    rs = c.score_stream(xs)    # one ModelStreamInfer bidirectional stream for all xs, in order
+    c.close()
+
+Options: ``timeout_s`` (gRPC deadline of every call; a stream of n inputs gets n * timeout_s),
+``max_in_flight`` (unused: ``score_async`` is native), ``model_version`` ("" = the server's
+policy), ``input_name`` / ``output_name`` (default: the zoo's names for the model,
+``input_1`` / ``output``), ``streaming`` (True: ``score_stream`` uses ModelStreamInfer; False:
+pipelined unary calls), ``root_cert_file`` (PEM roots: TLS to the server).
+
+Errors are :mod:`serving.errors` exceptions: a non-float32 input or a shape the model does not take
+-> :class:`BadInputError` (``INVALID_ARGUMENT``); a model the server does not host ->
+:class:`ModelNotFoundError` (``NOT_FOUND``); the deadline passed -> :class:`DeadlineExceededError`;
+server unreachable -> :class:`UnavailableError`; the model failed -> :class:`BackendError`.
+Stream responses carry only a message (no status code), which is classified by its text.
+
+``ClientResult.server`` is ``"triton <version>"`` from ServerMetadata, followed by the server id in
+parentheses when it is not plain ``triton`` -- ``"triton 2.51.0 (pytriton 0.7.0)"`` for our
+launcher. Triton reports no per-request timings in its replies: ``server_inference_ns`` and
+``server_queue_ns`` are 0 (its statistics endpoint has them in aggregate).
+
+Dependency note: the core environment pins ``tritonclient==2.71.0`` without the ``[grpc]`` extra
+(that extra pins grpcio<1.68, and 2.73's stubs refuse grpcio<1.81); the module uses the core's own
+grpcio and protobuf, which run 2.71's generated code.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import threading
+import time
+
+import numpy as np
+
+from serving.clients.base import ClientResult, ExternalClient, register_client
+from serving.errors import (
+    BackendError,
+    BadInputError,
+    DeadlineExceededError,
+    ModelNotFoundError,
+    ServingError,
+    UnavailableError,
+    error_from_status,
+)
+
+_BAD_INPUT_HINTS = ("unexpected shape", "unexpected datatype", "unexpected inference input",
+                    "invalid argument", "batch size", "batch-size")
+_NOT_FOUND_HINTS = ("unknown model", "is not found", "not found")
+
+
+def _triton_error(exc: Exception) -> ServingError:
+    """The serving.errors exception for a tritonclient ``InferenceServerException``."""
+    status = exc.status() if hasattr(exc, "status") else None
+    message = exc.message() if hasattr(exc, "message") else str(exc)
+    message = message or str(exc)
+    if status:                                   # "StatusCode.INVALID_ARGUMENT"
+        return error_from_status(str(status).rsplit(".", 1)[-1], message)
+    low = message.lower()
+    if "deadline exceeded" in low:
+        return DeadlineExceededError(message)
+    if any(h in low for h in _NOT_FOUND_HINTS):
+        return ModelNotFoundError(message)
+    if any(h in low for h in _BAD_INPUT_HINTS):
+        return BadInputError(message)
+    if "unavailable" in low or "failed to connect" in low:
+        return UnavailableError(message)
+    return BackendError(message)
+
+
+@register_client
+class TritonClient(ExternalClient):
+    kind = "triton"
+    server = "triton"
+
+    def __init__(self, target: str, model: str, timeout_s: float = 5.0, max_in_flight: int = 1,
+                 model_version: str = "", input_name: str | None = None, output_name: str | None = None,
+                 streaming: bool = True, root_cert_file: str | None = None, **options):
+        super().__init__(target, model, timeout_s=timeout_s, max_in_flight=max_in_flight, **options)
+        import tritonclient.grpc as tgrpc
+
+        from serving.models import MODELS
+
+        spec = MODELS.get(model)
+        self.model_version = str(model_version)
+        self.input_name = input_name or (spec.input_name if spec else "input_1")
+        self.output_name = output_name or (spec.output_name if spec else "output")
+        self.streaming = bool(streaming)
+        self._tgrpc = tgrpc
+        self._client = tgrpc.InferenceServerClient(url=target, ssl=bool(root_cert_file),
+                                                   root_certificates=root_cert_file)
+        self._outputs = [tgrpc.InferRequestedOutput(self.output_name)]
+        self._server_name: str | None = None
+        self._stream_lock = threading.Lock()
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _inputs(self, x: np.ndarray) -> list:
+        if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+            raise BadInputError(f"model {self.model!r}: input must be a float32 ndarray, got "
+                                f"{getattr(x, 'dtype', type(x).__name__)}")
+        inp = self._tgrpc.InferInput(self.input_name, list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        return [inp]
+
+    def identify(self) -> str:
+        """``triton <version> (<id>)`` from ServerMetadata, asked once."""
+        if self._server_name is None:
+            from tritonclient.utils import InferenceServerException
+
+            try:
+                md = self._client.get_server_metadata(client_timeout=self.timeout_s)
+            except InferenceServerException:
+                return self.server
+            name = md.name or "triton"
+            label = f"triton {md.version}".strip()
+            if name != "triton":
+                label += f" ({name.replace('pytriton-', 'pytriton ', 1)})"
+            self._server_name = label
+        return self._server_name
+
+    def _result(self, result) -> ClientResult:
+        out = result.as_numpy(self.output_name)
+        if out is None:
+            raise BackendError(f"model {self.model!r}: reply has no output {self.output_name!r}")
+        return ClientResult(output=out, server=self._server_name or self.identify())
+
+    # -- ExternalClient -----------------------------------------------------------------------
+
+    def score(self, x: np.ndarray) -> ClientResult:
+        from tritonclient.utils import InferenceServerException
+
+        inputs = self._inputs(x)
+        try:
+            result = self._client.infer(self.model, inputs, model_version=self.model_version,
+                                        outputs=self._outputs, client_timeout=self.timeout_s)
+        except InferenceServerException as exc:
+            raise _triton_error(exc) from None
+        return self._result(result)
+
+    def score_async(self, x: np.ndarray) -> cf.Future:
+        """Native: ``async_infer`` (a gRPC future), adapted to a Future of ClientResult."""
+        from tritonclient.utils import InferenceServerException
+
+        out: cf.Future = cf.Future()
+        inputs = self._inputs(x)
+        if self._server_name is None:
+            self.identify()
+
+        def done(result, error):
+            try:
+                if error is not None:
+                    out.set_exception(_triton_error(error))
+                else:
+                    out.set_result(self._result(result))
+            except Exception as exc:  # noqa: BLE001 - delivered to the caller
+                if not out.done():
+                    out.set_exception(exc)
+
+        try:
+            self._client.async_infer(self.model, inputs, done, model_version=self.model_version,
+                                     outputs=self._outputs, client_timeout=self.timeout_s)
+        except InferenceServerException as exc:
+            out.set_exception(_triton_error(exc))
+        return out
+
+    def score_stream(self, xs: list[np.ndarray]) -> list[ClientResult]:
+        """All of ``xs`` over one ModelStreamInfer stream (requests tagged with their index,
+        results put back in input order). Raises the first error any of them got."""
+        if not self.streaming:
+            return super().score_stream(xs)
+        if not xs:
+            return []
+        from tritonclient.utils import InferenceServerException
+
+        inputs = [self._inputs(x) for x in xs]
+        if self._server_name is None:
+            self.identify()
+        n = len(xs)
+        results: dict[int, object] = {}
+        errors: list[Exception] = []
+        cond = threading.Condition()
+        closing = threading.Event()     # after this, the stream's own teardown is not an answer
+
+        def on_response(result, error):
+            with cond:
+                if closing.is_set():
+                    return
+                if error is not None:
+                    errors.append(error)
+                else:
+                    results[int(result.get_response().id)] = result
+                cond.notify_all()
+
+        budget = self.timeout_s * n
+        with self._stream_lock:     # tritonclient: one stream per client at a time
+            try:
+                self._client.start_stream(callback=on_response, stream_timeout=budget)
+                for i, inp in enumerate(inputs):
+                    self._client.async_stream_infer(self.model, inp, model_version=self.model_version,
+                                                    outputs=self._outputs, request_id=str(i))
+                deadline = time.monotonic() + budget
+                with cond:
+                    # a stream-level failure (status set) ends the stream: stop waiting at once
+                    while (len(results) + len(errors) < n
+                           and not any(getattr(e, "status", lambda: None)() for e in errors)):
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            raise DeadlineExceededError(
+                                f"model {self.model!r}: {n - len(results)} of {n} streamed requests "
+                                f"unanswered after {budget:.1f}s")
+                        cond.wait(left)
+            except InferenceServerException as exc:
+                raise _triton_error(exc) from None
+            finally:
+                closing.set()
+                try:
+                    # every answer in: close the stream normally; else cancel what is pending
+                    self._client.stop_stream(cancel_requests=len(results) + len(errors) < n)
+                except Exception:  # noqa: BLE001 - the stream may already be broken
+                    pass
+        with cond:
+            if errors:
+                raise _triton_error(errors[0])
+            return [self._result(results[i]) for i in range(n)]
+
+    def health(self) -> bool:
+        """ServerReady and ModelReady(model). Raises (UnavailableError, ...) when the server
+        cannot be reached."""
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            ready = (self._client.is_server_ready(client_timeout=self.timeout_s)
+                     and self._client.is_model_ready(self.model, self.model_version,
+                                                     client_timeout=self.timeout_s))
+        except InferenceServerException as exc:
+            raise _triton_error(exc) from None
+        if ready and self._server_name is None:
+            self.identify()
+        return bool(ready)
+
+    def describe(self) -> dict:
+        from tritonclient.utils import InferenceServerException, triton_to_np_dtype
+
+        try:
+            md = self._client.get_model_metadata(self.model, self.model_version,
+                                                 client_timeout=self.timeout_s)
+        except InferenceServerException as exc:
+            raise _triton_error(exc) from None
+
+        def tensors(ts) -> list[dict]:
+            out = []
+            for t in ts:
+                np_dtype = triton_to_np_dtype(t.datatype)
+                out.append({"name": t.name,
+                            "dtype": np.dtype(np_dtype).name if np_dtype is not None else t.datatype,
+                            "shape": [int(s) for s in t.shape]})
+            return out
+
+        return {"model": md.name, "versions": list(md.versions), "platform": md.platform,
+                "server": self.identify(), "inputs": tensors(md.inputs), "outputs": tensors(md.outputs)}
+
+    def close(self) -> None:
+        super().close()
+        try:
+            self._client.close()
+        except Exception:  # noqa: BLE001 - closing twice
+            pass

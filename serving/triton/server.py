@@ -1,0 +1,304 @@
+"""The Triton process: PyTriton binds one Python inference callable per model instance into the
+Triton Inference Server that the ``nvidia-pytriton`` wheel bundles, and serves them over KServe v2
+gRPC. Run by :mod:`serving.triton.launcher` with the ``triton`` environment's interpreter::
+
+    .envs/triton/bin/python -m serving.triton.server --config CONFIG.json
+
+This module imports nothing of the repository beyond the standard library, numpy, onnxruntime and
+pytriton, so that the ``triton`` environment stays small (no onnx, pydantic, grpc stubs). The
+launcher resolves everything model-specific (ONNX path, tensor names and shapes) in the core
+environment and writes it into CONFIG.json (see :mod:`serving.triton` for every key).
+
+Lifecycle: read the config -> make the bundled Triton's Python-backend stub load *this*
+interpreter's libpython (``LD_LIBRARY_PATH``, see :func:`_use_own_libpython`) -> pick free
+loopback ports -> ``Triton(config=...).bind(...)`` every model with ``instances`` callables ->
+``triton.run()`` (returns when Triton is up and every model is loaded) -> write the ready file
+(ports, versions) -> serve until SIGTERM/SIGINT -> ``triton.stop()`` (stops tritonserver, its
+stubs, removes PyTriton's workspace and shared memory) -> exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import sysconfig
+import threading
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+LOG = logging.getLogger("serving.triton.server")
+
+BACKENDS = ("onnxruntime", "sleep", "noop")
+
+
+def _use_own_libpython() -> None:
+    """Put this interpreter's own ``libpython`` first on ``LD_LIBRARY_PATH``.
+
+    Triton's Python backend runs a stub executable per model instance that links
+    ``libpython3.X.so`` dynamically. Without this, the loader finds the distribution's libpython
+    (e.g. Debian's 3.11.2 in /usr/lib) while the stub imports the *venv's* standard library and
+    extension modules, and the stub dies at start (``'_thread.RLock' object has no attribute
+    '_recursion_count'``). tritonserver inherits this process's environment, so setting it here,
+    before Triton starts, is enough.
+    """
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if not libdir or not sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        return
+    current = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
+    if libdir not in current:
+        os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([libdir, *current])
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+_HANDSHAKE_NEEDLE = b"def get_config_from_handshake_server(socket_path: pathlib.Path, timeout_s: float = 1.0)"
+
+
+def _widen_instance_handshake(timeout_s: float) -> None:
+    """Give a model's 2nd..nth instances ``timeout_s`` (not 1 s) to find the 1st one's handshake
+    socket.
+
+    PyTriton's proxy (its ``model.py`` / ``communication.py``, shipped to Triton with every model
+    load) has the model's first instance start a tensor store (a spawned process) and then a
+    handshake socket; the other instances, loaded in parallel by Triton's Python backend, wait for
+    that socket only 1 s. On a small, busy machine the first instance is often slower than that
+    and the model fails to load (``Timeout occurred while waiting for config file
+    .../<model>-config.sock``). The files PyTriton ships come from ``Model.get_proxy_model_files``;
+    this widens the default in the shipped ``communication.py`` only (the installed package is
+    untouched). Checked against nvidia-pytriton 0.7.0; logs a warning if the code differs.
+    """
+    from pytriton.models import model as pytriton_model
+
+    original = pytriton_model.Model.get_proxy_model_files
+    if getattr(original, "_crayfish_widened", False):
+        return
+    replacement = _HANDSHAKE_NEEDLE.replace(b"1.0)", repr(float(timeout_s)).encode() + b")")
+
+    def get_proxy_model_files(self):
+        files = original(self)
+        for key, content in files.items():
+            if key.endswith("/communication.py"):
+                if _HANDSHAKE_NEEDLE in content:
+                    files[key] = content.replace(_HANDSHAKE_NEEDLE, replacement)
+                else:
+                    LOG.warning("pytriton's communication.py changed: instance handshake timeout not widened")
+        return files
+
+    get_proxy_model_files._crayfish_widened = True
+    pytriton_model.Model.get_proxy_model_files = get_proxy_model_files
+
+
+# ---------------------------------------------------------------------------------------------
+# Scorers: what one model instance runs (one object per instance, never shared)
+# ---------------------------------------------------------------------------------------------
+
+class _OnnxScorer:
+    """One ONNX Runtime session on CPU, set up like serving.embedded's ``onnxruntime`` backend:
+    sequential execution, ``intra_op_threads`` / ``inter_op_threads`` (default 1/1, the paper's
+    setting), full graph optimization."""
+
+    def __init__(self, spec: dict[str, Any]):
+        import onnxruntime as ort
+
+        opts = spec.get("options") or {}
+        unknown = sorted(set(opts) - {"intra_op_threads", "inter_op_threads", "graph_optimization"})
+        if unknown:
+            raise ValueError(f"onnxruntime: unknown option(s) {', '.join(unknown)}")
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = int(opts.get("intra_op_threads", 1))
+        so.inter_op_num_threads = int(opts.get("inter_op_threads", 1))
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[opts.get("graph_optimization", "all")]
+        so.log_severity_level = 3
+        self._session = ort.InferenceSession(spec["onnx"], sess_options=so, providers=["CPUExecutionProvider"])
+        self._input = spec["input_name"]
+        self._outputs = [spec["output_name"]]
+        # warm up once (one zero row) so the first request does not pay for lazy initialisation
+        self(np.zeros((1, *spec["input_shape"]), dtype=np.float32))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self._session.run(self._outputs, {self._input: x})[0]
+
+
+class _SleepScorer:
+    """``delay_ms`` of sleep, then zeros of the output shape (a known cost; the hung model)."""
+
+    def __init__(self, spec: dict[str, Any]):
+        opts = spec.get("options") or {}
+        unknown = sorted(set(opts) - {"delay_ms"})
+        if unknown or "delay_ms" not in opts:
+            raise ValueError("sleep: needs exactly the option delay_ms")
+        self._delay_s = float(opts["delay_ms"]) / 1000.0
+        self._out_shape = tuple(spec["output_shape"])
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        time.sleep(self._delay_s)
+        return np.zeros((x.shape[0], *self._out_shape), dtype=np.float32)
+
+
+class _NoopScorer:
+    """Zeros of the output shape at once: the server's own floor (protocol + Triton + proxy)."""
+
+    def __init__(self, spec: dict[str, Any]):
+        if spec.get("options"):
+            raise ValueError("noop: takes no options")
+        self._out_shape = tuple(spec["output_shape"])
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.zeros((x.shape[0], *self._out_shape), dtype=np.float32)
+
+
+def _make_scorer(spec: dict[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
+    backend = spec.get("backend", "onnxruntime")
+    if backend == "onnxruntime":
+        return _OnnxScorer(spec)
+    if backend == "sleep":
+        return _SleepScorer(spec)
+    if backend == "noop":
+        return _NoopScorer(spec)
+    raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+
+
+def _infer_callable(scorer: Callable[[np.ndarray], np.ndarray], input_name: str, output_name: str):
+    """The PyTriton inference callable of one instance. ``@batch`` concatenates the requests
+    Triton hands over at once (more than one only with dynamic batching) and splits the output
+    back per request."""
+    from pytriton.decorators import batch
+
+    @batch
+    def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
+        x = inputs[input_name]
+        if x.dtype != np.float32:       # Triton already checked FP32; keep the scorer's contract
+            x = x.astype(np.float32)
+        return {output_name: np.ascontiguousarray(scorer(x), dtype=np.float32)}
+
+    return infer
+
+
+# ---------------------------------------------------------------------------------------------
+
+def serve(cfg: dict[str, Any]) -> int:
+    _use_own_libpython()
+    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+    from pytriton.triton import Triton, TritonConfig
+
+    _widen_instance_handshake(float(cfg.get("instance_handshake_timeout_s", 60.0)))
+
+    host = cfg.get("host", "127.0.0.1")
+    pytriton_version = metadata.version("nvidia-pytriton")
+    grpc_port = int(cfg.get("grpc_port") or 0) or _free_port(host)
+    http = bool(cfg.get("http", False))
+    metrics = bool(cfg.get("metrics", False))
+    http_port = (int(cfg.get("http_port") or 0) or _free_port(host)) if http else None
+    metrics_port = (int(cfg.get("metrics_port") or 0) or _free_port(host)) if metrics else None
+
+    triton_cfg = TritonConfig(
+        # Triton's --id: what ServerMetadata answers as the server's name (no spaces: it is
+        # passed on tritonserver's command line)
+        id=cfg.get("server_id") or f"pytriton-{pytriton_version}",
+        grpc_address=host, grpc_port=grpc_port,
+        allow_http=http, http_address=host if http else None, http_port=http_port,
+        allow_metrics=metrics, allow_cpu_metrics=metrics, allow_gpu_metrics=False,
+        metrics_address=host if metrics else None, metrics_port=metrics_port,
+        allow_sagemaker=False, allow_vertex_ai=False,
+        log_verbose=int(cfg.get("log_verbose", 0)),
+        exit_timeout_secs=int(cfg.get("exit_timeout_s", 5)),
+        grpc_infer_allocation_pool_size=cfg.get("grpc_infer_allocation_pool_size"),
+    )
+
+    models: dict[str, dict[str, Any]] = cfg["models"]
+    t0 = time.monotonic()
+    triton = Triton(config=triton_cfg, workspace=cfg.get("workspace"))
+    stop = threading.Event()
+    serving = False
+
+    def on_signal(signum, _frame):
+        LOG.info("signal %s: stopping", signum)
+        stop.set()
+        if not serving:     # still inside triton.run(): abort the start-up (finally: stop)
+            raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        for name, spec in models.items():
+            instances = int(spec.get("instances", 1))
+            callables = [_infer_callable(_make_scorer(spec), spec["input_name"], spec["output_name"])
+                         for _ in range(instances)]
+            db = spec.get("dynamic_batching")
+            batcher = (DynamicBatcher(max_queue_delay_microseconds=int(db.get("max_queue_delay_us", 0)),
+                                      preferred_batch_size=db.get("preferred_batch_size"))
+                       if db is not None else None)
+            triton.bind(
+                model_name=name,
+                infer_func=callables if instances > 1 else callables[0],
+                inputs=[Tensor(name=spec["input_name"], dtype=np.float32, shape=tuple(spec["input_shape"]))],
+                outputs=[Tensor(name=spec["output_name"], dtype=np.float32, shape=tuple(spec["output_shape"]))],
+                config=ModelConfig(batching=True, max_batch_size=int(spec.get("max_batch_size", 1024)),
+                                   batcher=batcher),
+                strict=False,
+            )
+            LOG.info("bound %s: backend=%s instances=%d dynamic_batching=%s", name,
+                     spec.get("backend", "onnxruntime"), instances, db)
+        triton.run()     # starts tritonserver, loads every model, waits until they are ready
+        info = {
+            "pid": os.getpid(),
+            "host": host,
+            "grpc_port": grpc_port,
+            "http_port": http_port,
+            "metrics_port": metrics_port,
+            "pytriton_version": pytriton_version,
+            "models": list(models),
+            "startup_s": round(time.monotonic() - t0, 3),
+        }
+        ready = cfg.get("ready_file")
+        if ready:
+            tmp = Path(ready + ".tmp")
+            tmp.write_text(json.dumps(info))
+            tmp.replace(ready)
+        serving = True
+        LOG.info("serving on %s:%d (gRPC) after %.1fs", host, grpc_port, info["startup_s"])
+        while not stop.wait(0.5):
+            if not triton.is_alive():
+                LOG.error("tritonserver or a model proxy died")
+                return 1
+        return 0
+    finally:
+        try:
+            triton.stop()
+        except Exception:  # noqa: BLE001 - shutting down anyway
+            LOG.exception("triton.stop() failed")
+        LOG.info("stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", required=True, type=Path, help="JSON written by serving.triton.launcher")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # PyTriton is chatty at INFO (every config, every client it makes): warnings and errors only
+    logging.getLogger("pytriton").setLevel(logging.WARNING)
+    return serve(json.loads(args.config.read_text()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

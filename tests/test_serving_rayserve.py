@@ -1,0 +1,109 @@
+"""Ray Serve (serving/rayserve) through the shared conformance suite, over HTTP (``ray-serve``,
+as the paper) and over Ray's gRPC proxy speaking crayfish.v1.Scoring (``ray-serve-grpc``).
+
+One real Ray + Serve start for the module (``.envs/ray``, built on first use by
+``crayfish env build ray``); the ``served`` fixture is parametrized over the two client kinds.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import psutil
+import pytest
+
+from serving.clients.base import create_client
+from serving.rayserve import launcher
+
+KINDS = ["ray-serve", "ray-serve-grpc"]
+
+
+@pytest.fixture(scope="module")
+def rayserve(models_dir):
+    srv = launcher.start("ffnn", instances=2, models_dir=models_dir, extra_models=launcher.HUNG_MODELS)
+    pid = srv.service.proc.pid
+    try:
+        tree = psutil.Process(pid).children(recursive=True)
+        assert len(tree) >= 4  # gcs_server, raylet, controller, proxy, replicas ...
+        yield srv
+    finally:
+        srv.stop()
+    # stop() leaves nothing of the Ray tree (or of the driver's session) behind
+    alive = [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"left running after stop(): {alive}"
+    assert not _in_session(pid), f"left in the driver's session after stop(): {_in_session(pid)}"
+
+
+def _in_session(sid: int) -> list:
+    out = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if os.getsid(p.pid) == sid:
+                out.append(p)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return out
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def served(request, rayserve):
+    from tests.conformance_serving import Served
+
+    kind = request.param
+    target = rayserve.targets[kind]
+    return Served(
+        make_client=lambda model, timeout_s: create_client(kind, target, model, timeout_s=timeout_s,
+                                                           max_in_flight=4),
+        hung_model="ffnn-hung",
+        server_name=rayserve.server,
+    )
+
+
+from tests.conformance_serving import *  # noqa: E402,F401,F403
+
+
+# -- Ray Serve specifics ----------------------------------------------------------------------
+def test_both_endpoints_and_server_name(rayserve):
+    assert rayserve.kind == "ray-serve" and rayserve.target == rayserve.targets["ray-serve"]
+    assert set(rayserve.targets) == set(KINDS)
+    assert rayserve.server.startswith("ray-serve 2.")
+    for target in rayserve.targets.values():
+        assert target.startswith("127.0.0.1:")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_results_carry_server_timings(rayserve, kind):
+    client = create_client(kind, rayserve.targets[kind], "ffnn", timeout_s=10.0)
+    try:
+        r = client.score(np.zeros((4, 1, 784), dtype=np.float32))
+    finally:
+        client.close()
+    assert r.output.shape == (4, 10)
+    assert r.server == rayserve.server
+    assert r.server_inference_ns > 0
+
+
+def test_http_bad_request_message_names_the_problem(rayserve):
+    from serving.errors import BadInputError
+
+    client = create_client("ray-serve", rayserve.target, "ffnn", timeout_s=5.0)
+    try:
+        with pytest.raises(BadInputError, match=r"783"):
+            client.score(np.zeros((1, 1, 783), dtype=np.float32))
+    finally:
+        client.close()
+
+
+def test_grpc_stream_failure_carries_its_status(rayserve):
+    """Serve forwards a status set on a stream's context only when the generator raises: the
+    deployment does, so a bad record mid-stream is INVALID_ARGUMENT (not a silently short stream)."""
+    from serving.errors import BadInputError
+
+    ok = np.zeros((1, 1, 784), dtype=np.float32)
+    client = create_client("ray-serve-grpc", rayserve.targets["ray-serve-grpc"], "ffnn", timeout_s=10.0)
+    try:
+        with pytest.raises(BadInputError, match=r"request_id=\d+: .*783"):
+            client.score_stream([ok, np.zeros((1, 1, 783), dtype=np.float32), ok])
+    finally:
+        client.close()

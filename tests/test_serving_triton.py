@@ -1,0 +1,181 @@
+"""Triton Inference Server (serving/triton, through PyTriton) with the ``triton`` client (KServe v2
+gRPC via tritonclient) through the shared conformance suite, plus Triton-specific checks.
+
+One real Triton start for the module (``.envs/triton``, built on first use by
+``crayfish env build triton``): ``ffnn`` with 2 instances, ``ffnn-hung`` (5 s sleep), a
+2-instance 300 ms sleep model (instances really run concurrently) and a dynamically batched FFNN.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from serving.clients.base import create_client
+from serving.errors import BadInputError, ModelNotFoundError
+from serving.models import MODELS, model_paths, reference_forward
+from serving.triton import launcher
+
+EXTRA_MODELS = {
+    **launcher.HUNG_MODELS,
+    "ffnn-sleep": {"model": "ffnn", "backend": "sleep", "options": {"delay_ms": 300}, "instances": 2},
+    "ffnn-batched": {"model": "ffnn", "instances": 1,
+                     "batching": {"max_batch_size": 64, "max_queue_delay_us": 2000}},
+}
+
+
+@pytest.fixture(scope="module")
+def triton(models_dir):
+    srv = launcher.start("ffnn", instances=2, models_dir=models_dir, extra_models=EXTRA_MODELS)
+    pid = srv.service.proc.pid
+    workdir = srv.workdir
+    try:
+        tree = psutil.Process(pid).children(recursive=True)
+        names = {p.name() for p in tree}
+        assert "tritonserver" in names, names
+        yield srv
+    finally:
+        srv.stop()
+    alive = [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"left running after stop(): {alive}"
+    assert not _in_session(pid), f"left in the server's session after stop(): {_in_session(pid)}"
+    assert not workdir.exists(), f"{workdir} left after stop()"
+    assert not list(Path("/dev/shm").glob(f"pytrtion{pid}-*")), "shared memory left after stop()"
+    copies = [c for c in Path("/tmp").glob("folder*/config.pbtxt") if str(workdir) in c.read_text()]
+    assert not copies, f"Triton's model copies left after stop(): {copies}"
+
+
+def _in_session(sid: int) -> list:
+    out = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if os.getsid(p.pid) == sid:
+                out.append(p)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return out
+
+
+@pytest.fixture(scope="module")
+def served(triton):
+    from tests.conformance_serving import Served
+
+    return Served(
+        make_client=lambda model, timeout_s: create_client("triton", triton.target, model,
+                                                           timeout_s=timeout_s, max_in_flight=4),
+        hung_model="ffnn-hung",
+        server_name=triton.server,
+    )
+
+
+from tests.conformance_serving import *  # noqa: E402,F401,F403
+
+
+def _x(batch: int = 1, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((batch, *MODELS["ffnn"].input_shape), dtype=np.float32)
+
+
+def _ref(x: np.ndarray) -> np.ndarray:
+    return reference_forward("ffnn", model_paths("ffnn").weights, x)
+
+
+def test_server_identifies_itself(triton):
+    assert triton.kind == "triton"
+    assert triton.server.startswith("triton 2.") and "(pytriton " in triton.server, triton.server
+    client = create_client("triton", triton.target, "ffnn")
+    try:
+        assert client.score(_x()).server == triton.server
+        d = client.describe()
+        assert d["inputs"][0] == {"name": "input_1", "dtype": "float32", "shape": [-1, 1, 784]}
+        assert d["outputs"][0] == {"name": "output", "dtype": "float32", "shape": [-1, 10]}
+    finally:
+        client.close()
+
+
+def test_listens_on_loopback_only(triton):
+    pids = [triton.service.proc.pid] + [p.pid for p in psutil.Process(triton.service.proc.pid).children(recursive=True)]
+    listening = [c for c in psutil.net_connections(kind="inet")
+                 if c.status == psutil.CONN_LISTEN and c.pid in pids]
+    assert listening
+    for c in listening:
+        assert c.laddr.ip in ("127.0.0.1", "::ffff:127.0.0.1"), c
+
+
+def test_health_of_unknown_model_is_false(triton):
+    client = create_client("triton", triton.target, "no-such-model")
+    try:
+        assert client.health() is False
+        with pytest.raises(ModelNotFoundError):
+            client.describe()
+    finally:
+        client.close()
+
+
+def test_non_float32_input_is_bad_input(triton):
+    client = create_client("triton", triton.target, "ffnn")
+    try:
+        with pytest.raises(BadInputError):
+            client.score(np.zeros((1, 1, 784), dtype=np.float64))
+    finally:
+        client.close()
+
+
+def test_stream_errors_are_mapped(triton):
+    client = create_client("triton", triton.target, "ffnn", timeout_s=5.0)
+    try:
+        with pytest.raises(BadInputError):
+            client.score_stream([_x(), np.zeros((1, 1, 3), dtype=np.float32)])
+        # the client (and a new stream) still works afterwards
+        xs = [_x(seed=i) for i in range(3)]
+        for x, r in zip(xs, client.score_stream(xs)):
+            np.testing.assert_allclose(r.output, _ref(x), atol=1e-4, rtol=0)
+    finally:
+        client.close()
+    missing = create_client("triton", triton.target, "no-such-model")
+    try:
+        with pytest.raises(ModelNotFoundError):
+            missing.score_stream([_x()])
+    finally:
+        missing.close()
+
+
+def test_instances_run_concurrently(triton):
+    """2 instances of a 300 ms model: 2 concurrent calls take ~300 ms, not ~600 ms."""
+    client = create_client("triton", triton.target, "ffnn-sleep", timeout_s=10.0)
+    try:
+        client.score(_x())   # warm
+        t0 = time.monotonic()
+        futures = [client.score_async(_x()) for _ in range(2)]
+        for f in futures:
+            f.result(timeout=10)
+        elapsed = time.monotonic() - t0
+    finally:
+        client.close()
+    assert elapsed < 0.55, f"2 calls on 2 instances took {elapsed:.3f}s"
+
+
+def test_dynamic_batching_is_correct(triton):
+    client = create_client("triton", triton.target, "ffnn-batched", timeout_s=10.0)
+    xs = [_x(batch=1 + i % 3, seed=i) for i in range(24)]
+    try:
+        with cf.ThreadPoolExecutor(8) as pool:
+            outs = list(pool.map(client.score, xs))
+        with pytest.raises(BadInputError):        # more rows than the batcher's max_batch_size
+            client.score(_x(batch=65))
+    finally:
+        client.close()
+    for x, r in zip(xs, outs):
+        np.testing.assert_allclose(r.output, _ref(x), atol=1e-4, rtol=0)
+
+
+def test_launcher_rejects_unknown_options(models_dir):
+    with pytest.raises(ValueError, match="unknown option"):
+        launcher.start("ffnn", models_dir=models_dir, no_such_option=1)
+    with pytest.raises(ValueError, match="unknown key"):
+        launcher.start("ffnn", models_dir=models_dir, extra_models={"x": {"delay": 1}})
