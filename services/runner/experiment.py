@@ -26,7 +26,7 @@ ENGINE_NAMES = ("kafka", "flink", "kafka-streams", "spark", "ray", "faust", "byt
 MODEL_NAMES = ("ffnn", "resnet50")
 CODEC_NAMES = ("protobuf", "crayfish-json")
 SWEEPABLE = ("batch_size", "parallelism", "codec", "rate", "outstanding", "delay_ms", "threads", "call_mode",
-             "server", "instances", "max_in_flight")
+             "server", "instances", "max_in_flight", "serving")
 
 
 class Strict(BaseModel):
@@ -106,6 +106,7 @@ class SearchConfig(Strict):
     slo_percentile: Literal["p50", "p90", "p95", "p99", "p999"] = Field("p99", description="Which percentile the SLO bounds.")
     batch_size: int | None = Field(None, ge=1, description="Batch size for the search (default: the experiment's).")
     max_points: int = Field(14, ge=1, description="Upper bound on tried rates.")
+    per_point: bool = Field(False, description="With a sweep: one search per sweep combination (e.g. per serving path) instead of one on the base.")
 
 
 class ValidityConfig(Strict):
@@ -184,6 +185,12 @@ class Experiment(Strict):
                 data["serving"]["delay_ms"] = value
             elif key in ("threads", "call_mode", "server", "instances", "max_in_flight"):
                 data["serving"][key] = value
+            elif key == "serving":
+                # "embedded" or the name of an external server: one sweep over serving paths.
+                if value == "embedded":
+                    data["serving"]["kind"] = "embedded"
+                else:
+                    data["serving"].update(kind="external", server=value)
         return Experiment.model_validate(data)
 
 

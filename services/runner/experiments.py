@@ -50,7 +50,14 @@ def run_experiment(exp: Experiment, out: Path, console: Console | None = None,
         for params in sweep:
             point_exp = exp.with_overrides(params)
             summary["points"].append(runner.measure(point_exp, params, task))
-        if exp.search is not None:
+        if exp.search is not None and exp.search.per_point and exp.sweep:
+            # One search per sweep combination (e.g. one per serving path): "searches" lists them.
+            summary["searches"] = []
+            for params in sweep:
+                found = runner.search(exp, params)
+                summary["points"].extend(found.pop("point_summaries"))
+                summary["searches"].append({"params": params, **found})
+        elif exp.search is not None:
             summary["search"] = runner.search(exp)
             summary["sustainable_rate"] = summary["search"]["sustainable_rate"]
             summary["points"].extend(summary["search"].pop("point_summaries"))
@@ -85,17 +92,17 @@ class _PointRunner:
         self.index += 1
         return combine_repetitions(reps)
 
-    def search(self, exp: Experiment) -> dict:
+    def search(self, exp: Experiment, overrides: dict | None = None) -> dict:
         sc = exp.search
-        base = exp.with_overrides({"batch_size": sc.batch_size or exp.batch_size})
+        base = exp.with_overrides({**(overrides or {}), "batch_size": sc.batch_size or exp.batch_size})
         summaries: list[dict] = []
         task = self.progress.add_task("sustainable-throughput search", total=sc.max_points)
 
         def evaluate(rate: float):
             wl = parse_workload({"type": sc.workload, "rate": float(rate), "duration_s": sc.point_duration_s})
             point_exp = base.model_copy(update={"workload": wl})
-            params = {"search": True, "rate": round(float(rate), 3), "batch_size": base.batch_size,
-                      "parallelism": base.parallelism}
+            params = {**(overrides or {}), "search": True, "rate": round(float(rate), 3),
+                      "batch_size": base.batch_size, "parallelism": base.parallelism}
             point = self.measure(point_exp, params)
             summaries.append(point)
             self.progress.advance(task)

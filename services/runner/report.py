@@ -38,6 +38,10 @@ def print_summary(summary: dict, console: Console) -> None:
                   _f(sched.get("p99")), *(_f(acc.get(k), "{:,.0f}") for k in
                                           ("sent", "scored", "dead_lettered", "missing", "duplicates")), valid)
     console.print(t)
+    for found in summary.get("searches", []):
+        label = ", ".join(f"{k}={v}" for k, v in found["params"].items())
+        console.print(f"sustainable throughput ({label}): [bold]{_f(found['sustainable_rate'], '{:,.0f}')} batches/s[/] "
+                      f"(search {found['status']})")
     if "sustainable_rate" in summary:
         sr = summary["sustainable_rate"]
         console.print(f"sustainable throughput: [bold]{_f(sr, '{:,.0f}')} batches/s[/] "
