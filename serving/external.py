@@ -32,6 +32,35 @@ SERVERS: dict[str, ServerSpec] = {
 }
 
 
+# Embedded backends whose library lives in an environment of its own: a worker (or our Scoring
+# server) using them runs with that environment's interpreter.
+BACKEND_ENVS: dict[str, str] = {"torchscript": "torch", "savedmodel": "tensorflow"}
+
+
+# How each of those backends gets its model files from the canonical seeded .npz.
+BACKEND_EXPORTERS: dict[str, str] = {"torchscript": "serving.models.export_torch",
+                                     "savedmodel": "serving.models.export_tf"}
+
+
+def backend_env(backend: str) -> str:
+    return BACKEND_ENVS.get(backend, "core")
+
+
+def export_for_backend(backend: str, model: str, models_dir, seed: int = 42, log=print) -> None:
+    """Write the backend's model format (TorchScript, SavedModel) next to the ONNX model, running
+    the exporter in the backend's environment (cached: a current export is kept)."""
+    import subprocess
+
+    module = BACKEND_EXPORTERS.get(backend)
+    if module is None:
+        return
+    from services.runner.environments import python_for
+
+    log(f"model {model}: {backend} export (in the {backend_env(backend)} environment)")
+    subprocess.run([python_for(backend_env(backend), log=log), "-m", module, "--model", model,
+                    "--dir", str(models_dir), "--seed", str(seed)], check=True)
+
+
 def server_spec(name: str) -> ServerSpec:
     try:
         return SERVERS[name]

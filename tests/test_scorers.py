@@ -85,9 +85,21 @@ def test_onnxruntime_options(models_dir):
     s.close()
 
 
-def test_onnxruntime_rejects_other_devices(models_dir):
-    with pytest.raises(ValueError, match="device 'cuda'"):
+def test_onnxruntime_cuda_without_gpu_build_is_a_clear_error(models_dir):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        s = create_scorer("onnxruntime", "ffnn", models_dir, device="cuda")
+        assert s.score(_x("ffnn", 1)).shape == (1, 10)
+        s.close()
+        return
+    with pytest.raises(ValueError, match="device 'cuda' needs ONNX Runtime's CUDA execution provider"):
         create_scorer("onnxruntime", "ffnn", models_dir, device="cuda")
+
+
+def test_onnxruntime_rejects_unknown_devices(models_dir):
+    with pytest.raises(ValueError, match="device 'tpu'; use cpu or cuda"):
+        create_scorer("onnxruntime", "ffnn", models_dir, device="tpu")
 
 
 def test_onnxruntime_model_not_built(tmp_path):
@@ -160,7 +172,7 @@ def test_config_errors_name_the_culprit(tmp_path, backend, model, options, needl
 
 
 def test_unknown_backend_lists_available():
-    with pytest.raises(ScorerConfigError, match="noop, onnxruntime, sleep"):
+    with pytest.raises(ScorerConfigError, match="noop, onnxruntime, savedmodel, sleep, torchscript"):
         create_scorer("torch", "ffnn")
 
 

@@ -8,7 +8,7 @@ engine or server gets its own environment:
   ONNX, our Scoring server), made by ``make setup``.
 - ``<name>``: ``.envs/<name>/``, a virtualenv with ``envs/<name>/requirements.txt`` installed,
   plus this repository installed editable without dependencies (so our code runs there with that
-  environment's packages). Rebuilt when the requirements file or pyproject.toml changes.
+  environment's packages). Rebuilt when the requirements file changes.
 
 Adding an environment: create ``envs/<name>/requirements.txt`` (pin what matters; include what our
 code imports there: protobuf>=6.31.1 for the committed stubs, grpcio, numpy, pydantic, ...), then
@@ -40,10 +40,16 @@ def available() -> list[str]:
     return ["core"] + sorted(p.parent.name for p in ENVS_SPEC.glob("*/requirements.txt"))
 
 
+# Bump to rebuild every environment (e.g. when the build steps below change).
+BUILD_RECIPE = "1"
+
+
 def _fingerprint(name: str) -> str:
-    h = hashlib.sha256()
-    for path in (ENVS_SPEC / name / "requirements.txt", REPO_ROOT / "pyproject.toml"):
-        h.update(path.read_bytes())
+    """Requirements + recipe. Not pyproject.toml: this repo is installed editable without its
+    dependencies, so its own changes need no rebuild (and a rebuild must not pull an environment
+    from under a running server)."""
+    h = hashlib.sha256(BUILD_RECIPE.encode())
+    h.update((ENVS_SPEC / name / "requirements.txt").read_bytes())
     return h.hexdigest()
 
 

@@ -79,6 +79,11 @@ class ServingConfig(Strict):
         if self.backend == "onnxruntime":
             return {"intra_op_threads": self.threads, "inter_op_threads": self.inter_threads,
                     "device": self.device}
+        if self.backend == "torchscript":
+            return {"threads": self.threads, "interop_threads": self.inter_threads, "device": self.device}
+        if self.backend == "savedmodel":
+            return {"intra_op_threads": self.threads, "inter_op_threads": self.inter_threads,
+                    "device": self.device}
         if self.backend == "sleep":
             return {"delay_ms": self.delay_ms}
         return {}

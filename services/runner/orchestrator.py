@@ -44,6 +44,9 @@ def open_stack(exp: Experiment, models_dir: Path | None = None, log=print):
     models_dir = Path(models_dir or default_models_dir())
     log(f"model {exp.model}: building/checking in {models_dir}")
     build_model(exp.model, models_dir, seed=exp.seed)
+    from serving.external import export_for_backend
+
+    export_for_backend(exp.serving.backend, exp.model, models_dir, seed=exp.seed, log=log)
     broker = None
     bootstrap = exp.kafka.bootstrap
     if not bootstrap:
@@ -92,7 +95,10 @@ def run_point(stack: Stack, exp: Experiment, point_dir: Path, python: str | None
     services: list[Service] = []
     worker = collector = None
     server = None
-    worker_env = engine.environment
+    from serving.external import backend_env
+
+    worker_env = engine.environment if exp.serving.kind == "external" else (
+        backend_env(exp.serving.backend) if engine.environment == "core" else engine.environment)
     try:
         if exp.serving.kind == "external":
             server, ws.external, worker_env = _external_serving(exp, stack, point_dir, timings)
@@ -188,8 +194,12 @@ def _external_serving(exp: Experiment, stack: Stack, point_dir: Path, timings: d
         t = time.monotonic()
         options = {}
         if sv.server == "scoring":
+            from services.runner.environments import python_for
+            from serving.external import backend_env
+
             options = {"backend": sv.backend, "backend_options": sv.backend_options(),
-                       "batching": sv.batching.model_dump() if sv.batching else None}
+                       "batching": sv.batching.model_dump() if sv.batching else None,
+                       "python": python_for(backend_env(sv.backend))}
         handle = start_server(sv.server, model=exp.model, instances=sv.instances or exp.parallelism,
                               models_dir=stack.models_dir, log_dir=point_dir, **options)
         target = handle.target

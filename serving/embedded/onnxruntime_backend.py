@@ -15,7 +15,9 @@ class OnnxRuntimeScorer(Scorer):
     """One ``InferenceSession`` per scorer, created once; sequential execution mode.
 
     Defaults follow the paper: 1 intra-op and 1 inter-op thread (0 = let ORT pick, i.e. one per
-    core). Only ``device="cpu"`` is supported for now.
+    core). ``device="cuda"`` uses ONNX Runtime's CUDA execution provider, which only the
+    ``onnxruntime-gpu`` build has (PyPI's ``onnxruntime`` is CPU-only): without it the scorer
+    refuses to start with a clear error rather than silently running on the CPU.
 
     Hot path: input/output names and the ``RunOptions`` are bound at construction and ``score``
     calls the session's C++ ``run`` directly (skipping the Python wrapper's per-call input-name
@@ -27,17 +29,25 @@ class OnnxRuntimeScorer(Scorer):
     OPTIONS = {
         "intra_op_threads": Option(int, 1, "ORT intra-op threads (0 = ORT default)", non_negative),
         "inter_op_threads": Option(int, 1, "ORT inter-op threads (0 = ORT default)", non_negative),
-        "device": Option(str, "cpu", "execution device; only 'cpu' for now"),
+        "device": Option(str, "cpu", "execution device: cpu, or cuda (needs onnxruntime-gpu and a GPU)"),
         "graph_optimization": Option(str, "all", "ORT graph optimization level", choices=_OPT_LEVELS),
     }
 
     def __init__(self, model, artifacts=None, **options: Any):
         super().__init__(model, artifacts, **options)
         device = self.options["device"].lower()
-        if device != "cpu":
-            raise ScorerConfigError(f"backend 'onnxruntime': device {self.options['device']!r} is not "
-                                    f"supported (yet); only 'cpu'")
+        if device not in ("cpu", "cuda"):
+            raise ScorerConfigError(f"backend 'onnxruntime': device {self.options['device']!r}; use cpu or cuda")
         import onnxruntime as ort  # imported here so the registry imports without ORT installed
+
+        providers = ["CPUExecutionProvider"]
+        if device == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise ScorerConfigError(
+                    "backend 'onnxruntime': device 'cuda' needs ONNX Runtime's CUDA execution provider "
+                    f"(the onnxruntime-gpu package and an NVIDIA GPU); this onnxruntime {ort.__version__} "
+                    f"has {ort.get_available_providers()}")
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
         path = self.artifacts.onnx
         if not path.is_file():
@@ -55,8 +65,9 @@ class OnnxRuntimeScorer(Scorer):
         }[self.options["graph_optimization"]]
         so.log_severity_level = 3
         self._ort_version = ort.__version__
-        self._session = ort.InferenceSession(str(path), sess_options=so,
-                                             providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
+        if device == "cuda" and self._session.get_providers()[0] != "CUDAExecutionProvider":
+            raise ScorerConfigError("backend 'onnxruntime': the CUDA provider did not load (no usable GPU?)")
         inputs = self._session.get_inputs()
         outputs = self._session.get_outputs()
         if [i.name for i in inputs] != [model.input_name] or model.output_name not in [o.name for o in outputs]:

@@ -29,6 +29,8 @@ def register_backend(cls: type[Scorer]) -> type[Scorer]:
 
 for _cls in (OnnxRuntimeScorer, NoopScorer, SleepScorer):
     register_backend(_cls)
+import serving.embedded.savedmodel_backend  # noqa: E402,F401 - registers "savedmodel" (imports TF lazily)
+import serving.embedded.torchscript_backend  # noqa: E402,F401 - registers "torchscript" (imports torch lazily)
 
 
 def create_scorer(backend: str, model_name: str, models_dir: Path | str | None = None,

@@ -1,0 +1,98 @@
+"""The TF Serving protocol path (serving/tfserving) against the shared conformance suite.
+
+The server is real: :func:`serving.tfserving.launcher.start` runs our Scoring server with TF
+Serving's ``PredictionService`` in the ``tensorflow`` environment (FFNN on the ``savedmodel``
+backend, i.e. TensorFlow running the exported SavedModel), plus ``ffnn-hung``, a second core on
+the ``sleep`` backend (5 s per call) for the deadline test.
+
+The client is real too, but it needs the TF Serving stubs, i.e. the ``tensorflow`` environment,
+while these tests run in the core env. So ``make_client`` returns a
+:class:`serving.tfserving.remote_client.RemoteClient`: a thin proxy whose calls run the real
+``tf-serving`` client (:mod:`serving.clients.tfserving`) inside one long-lived subprocess of the
+``tensorflow`` environment (stdin/stdout pipes; results and serving.errors exceptions come back
+as raised there). Timeouts, deadlines and errors are therefore the real client's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from serving.errors import BadInputError, ModelNotFoundError
+from serving.tfserving import launcher
+from serving.tfserving.remote_client import ClientHost
+from tests.conformance_serving import Served
+from tests.conformance_serving import *  # noqa: F401,F403
+
+SERVER_NAME = "crayfish-scoring (tf-serving protocol)"
+
+
+@pytest.fixture(scope="module")
+def tfserving(models_dir, tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("tfserving")
+    running = launcher.start("ffnn", instances=1, models_dir=models_dir, log_dir=log_dir,
+                             extra_models=launcher.HUNG_MODELS)
+    host = None
+    try:
+        host = ClientHost("tensorflow", log_path=log_dir / "client-host.log")
+        yield running, host
+    finally:
+        if host is not None:
+            host.close()
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def served(tfserving):
+    running, host = tfserving
+    assert running.server == SERVER_NAME and running.kind == "tf-serving"
+    return Served(
+        make_client=lambda model, timeout_s: host.client(running.kind, running.target, model, timeout_s=timeout_s),
+        hung_model="ffnn-hung",
+        server_name=running.server,
+    )
+
+
+def test_answer_says_which_server_and_timings(served):
+    client = served.make_client("ffnn", 10.0)
+    try:
+        r = client.score(np.zeros((2, 1, 784), dtype=np.float32))
+        d = client.describe()
+    finally:
+        client.close()
+    assert r.server == SERVER_NAME
+    assert r.server_inference_ns > 0 and r.server_queue_ns >= 0
+    assert d["signature"] == "serving_default" and d["method"] == "tensorflow/serving/predict"
+    assert d["inputs"] == [{"name": "input_1", "dtype": "float32", "shape": [-1, 1, 784]}]
+    assert d["version"] == 1
+
+
+def test_tf_serving_model_spec_rules(tfserving):
+    running, host = tfserving
+    x = np.zeros((1, 1, 784), dtype=np.float32)
+    cases = [({"model_version": 2}, ModelNotFoundError),        # only version 1 is served
+             ({"signature_name": "nope"}, BadInputError),         # only serving_default
+             ({"input_key": "images"}, BadInputError)]            # the signature's key is input_1
+    for options, error in cases:
+        client = host.client(running.kind, running.target, "ffnn", timeout_s=5.0, **options)
+        try:
+            with pytest.raises(error):
+                client.score(x)
+        finally:
+            client.close()
+    client = host.client(running.kind, running.target, "ffnn", timeout_s=5.0, model_version=1)
+    try:
+        assert client.score(x).output.shape == (1, 10)
+        with pytest.raises(BadInputError, match="DT_FLOAT"):   # refused by the client itself
+            client.score(x.astype(np.float64))
+    finally:
+        client.close()
+
+
+def test_health_of_an_unknown_model_is_false(tfserving):
+    running, host = tfserving
+    client = host.client(running.kind, running.target, "no-such-model", timeout_s=5.0)
+    try:
+        assert client.health() is False
+    finally:
+        client.close()
