@@ -66,3 +66,16 @@ def test_server_killed_mid_run_loses_no_batch(kafka_bootstrap, models_dir, tmp_p
     t = pq.read_table(tmp_path / "run" / "batches.parquet").to_pydict()
     details = {d for d, s in zip(t["detail"], t["status"]) if s == "dead_lettered"}
     assert all("scoring at 127.0.0.1" in d and "UnavailableError" in d for d in details), details
+
+
+@pytest.mark.parametrize("server", ["triton", "ray-serve", "ray-serve-grpc", "tf-serving"])
+def test_worker_through_each_external_server_has_complete_accounting(kafka_bootstrap, models_dir, tmp_path,
+                                                                     server):
+    exp = _exp(kafka_bootstrap, {"kind": "external", "server": server, "call_mode": "pipelined"},
+               {"type": "constant", "rate": 50, "duration_s": 3}, check_predictions=0.2)
+    summary = run_experiment(exp, tmp_path / "run", models_dir=models_dir)
+    point = summary["points"][0]
+    acc = point["accounting"]
+    assert acc["sent"] == 150 and acc["scored"] == 150 and acc["missing"] == 0, acc
+    assert acc["checked"] > 0 and acc["wrong"] == 0, point["predictions"]
+    assert point["answered_by"], "the worker recorded which server answered"

@@ -202,7 +202,8 @@ def _external_serving(exp: Experiment, stack: Stack, point_dir: Path, timings: d
                        "python": python_for(backend_env(sv.backend))}
         handle = start_server(sv.server, model=exp.model, instances=sv.instances or exp.parallelism,
                               models_dir=stack.models_dir, log_dir=point_dir, **options)
-        target = handle.target
+        # A server speaking several protocols (Ray Serve: HTTP and gRPC) lists a target per client kind.
+        target = getattr(handle, "targets", {}).get(spec.client) or handle.target
         timings["server_ready_s"] = time.monotonic() - t
         (point_dir / "server.json").write_text(json.dumps({"server": handle.server, "target": target,
                                                            "kind": spec.client}, indent=2))
