@@ -13,7 +13,7 @@ EXPERIMENT  ?= experiments/default.yaml
 STAMP       := $(shell date +%Y%m%d-%H%M%S)
 OUT         ?= runs/$(STAMP)
 
-.PHONY: setup run test bench protos protos-check lint-protos kafka models clean help
+.PHONY: setup run test bench protos protos-check lint-protos kafka models clean help envs
 
 help:
 	@sed -n '1,6p' Makefile
@@ -46,7 +46,12 @@ protos/node_modules/.installed: protos/package.json protos/package-lock.json
 	cd protos && npm ci --silent --no-audit --no-fund
 	touch $@
 
-test: setup protos/node_modules/.installed
+# The serving tests start real Triton, Ray Serve, TorchServe and TF Serving-protocol servers,
+# each from its own environment (.envs/<name>, built once and cached).
+envs: setup
+	$(VENV)/bin/crayfish env build all
+
+test: setup protos/node_modules/.installed envs
 	$(PY) -m pytest -q
 
 bench: setup
