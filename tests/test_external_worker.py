@@ -68,7 +68,7 @@ def test_server_killed_mid_run_loses_no_batch(kafka_bootstrap, models_dir, tmp_p
     assert all("scoring at 127.0.0.1" in d and "UnavailableError" in d for d in details), details
 
 
-@pytest.mark.parametrize("server", ["triton", "ray-serve", "ray-serve-grpc", "tf-serving"])
+@pytest.mark.parametrize("server", ["triton", "ray-serve", "ray-serve-grpc", "tf-serving", "torchserve"])
 def test_worker_through_each_external_server_has_complete_accounting(kafka_bootstrap, models_dir, tmp_path,
                                                                      server):
     exp = _exp(kafka_bootstrap, {"kind": "external", "server": server, "call_mode": "pipelined"},

@@ -1,0 +1,230 @@
+"""TorchServe (serving/torchserve) through the shared conformance suite, over its gRPC inference
+API (client kind ``torchserve``), plus TorchServe specifics: token auth kept on, every listener on
+127.0.0.1, workers = instances, server-side batching with a bad request inside a batch, the wire
+format, stub generation without grpcio-tools, and a stop that leaves nothing behind.
+
+One real TorchServe start for the module (``.envs/torch``, built on first use by
+``crayfish env build torch``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import psutil
+import pytest
+
+from serving.clients.base import create_client
+from serving.errors import BadInputError, ServingError
+from serving.models import model_paths, reference_forward
+from serving.torchserve import launcher, wire
+
+EXTRA = {**launcher.HUNG_MODELS,
+         "ffnn-batched": {"model": "ffnn", "batch_size": 4, "max_batch_delay_ms": 200}}
+
+
+@pytest.fixture(scope="module")
+def torchserve(models_dir):
+    srv = launcher.start("ffnn", instances=2, models_dir=models_dir, extra_models=EXTRA)
+    pid = srv.service.proc.pid
+    try:
+        tree = psutil.Process(pid).children(recursive=True)
+        assert len(tree) == 4  # one Python worker per instance: ffnn x2, ffnn-hung, ffnn-batched
+        yield srv
+    finally:
+        srv.stop()
+    alive = [p for p in [psutil.Process(pid) if psutil.pid_exists(pid) else None, *tree]
+             if p is not None and p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"left running after stop(): {alive}"
+    assert not _in_session(pid), f"left in the server's session after stop(): {_in_session(pid)}"
+    assert not (srv.run_dir / "key_file.json").exists()
+
+
+def _in_session(sid: int) -> list:
+    out = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if os.getsid(p.pid) == sid:
+                out.append(p)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return out
+
+
+@pytest.fixture(scope="module")
+def served(torchserve):
+    from tests.conformance_serving import Served
+
+    return Served(
+        make_client=lambda model, timeout_s: create_client("torchserve", torchserve.target, model,
+                                                           timeout_s=timeout_s, max_in_flight=4),
+        hung_model="ffnn-hung",
+        server_name=torchserve.server,
+    )
+
+
+from tests.conformance_serving import *  # noqa: E402,F401,F403
+
+
+def _x(batch: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((batch, 1, 784), dtype=np.float32)
+
+
+def _ref(x: np.ndarray) -> np.ndarray:
+    return reference_forward("ffnn", model_paths("ffnn").weights, x)
+
+
+# -- TorchServe specifics ----------------------------------------------------------------------
+def test_server_name_and_results(torchserve):
+    assert torchserve.kind == "torchserve" and torchserve.server == "torchserve 0.12.0"
+    client = create_client("torchserve", torchserve.target, "ffnn", timeout_s=10.0)
+    try:
+        r = client.score(_x(4))
+    finally:
+        client.close()
+    assert r.server == "torchserve 0.12.0" and r.server_inference_ns > 0
+
+
+def test_every_listener_binds_localhost(torchserve):
+    cfg = (torchserve.run_dir / "config.properties").read_text()
+    for key in ("inference_address", "management_address", "metrics_address"):
+        assert f"{key}=http://127.0.0.1:" in cfg
+    for key in ("grpc_inference_address", "grpc_management_address"):
+        assert f"{key}=127.0.0.1\n" in cfg
+    java = psutil.Process(torchserve.service.proc.pid)
+    listening = [c.laddr for c in java.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    assert len(listening) == 5, listening
+    assert all(a.ip == "127.0.0.1" for a in listening), listening
+    assert not {8080, 8081, 8082, 7070, 7071} & {a.port for a in listening}
+
+
+def test_token_auth_is_on_and_enforced(torchserve, tmp_path):
+    assert torchserve.key_file is not None and torchserve.key_file.is_file()
+    assert oct(torchserve.key_file.stat().st_mode & 0o777) == "0o600"
+    assert "disable_token_authorization=false" in (torchserve.run_dir / "config.properties").read_text()
+    wrong = tmp_path / "key_file.json"
+    wrong.write_text(json.dumps({"inference": {"key": "wrong"}, "management": {"key": "wrong"}}))
+    client = create_client("torchserve", torchserve.target, "ffnn", timeout_s=5.0, key_file=str(wrong))
+    try:
+        with pytest.raises(ServingError, match="PERMISSION_DENIED"):
+            client.score(_x(1))
+    finally:
+        client.close()
+
+
+def test_workers_equal_instances(torchserve):
+    client = create_client("torchserve", torchserve.target, "ffnn", timeout_s=5.0)
+    try:
+        desc = client._describe_model(customized=False)
+    finally:
+        client.close()
+    assert [w["status"] for w in desc[0]["workers"]] == ["READY", "READY"]
+
+
+def test_server_side_batching_with_a_bad_request_in_the_batch(torchserve):
+    client = create_client("torchserve", torchserve.target, "ffnn-batched", timeout_s=10.0, max_in_flight=4)
+    xs = [_x(1, 1), _x(2, 2), np.zeros((1, 1, 700), np.float32), _x(3, 3)]
+    try:
+        futures = [client.score_async(x) for x in xs]
+        cf.wait(futures, timeout=30)
+    finally:
+        client.close()
+    for i, (x, f) in enumerate(zip(xs, futures)):
+        if i == 2:
+            with pytest.raises(BadInputError, match="expected float32"):
+                f.result()
+        else:
+            np.testing.assert_allclose(f.result().output, _ref(x), atol=1e-4, rtol=0)
+
+
+def test_resnet_sized_messages_pass(torchserve):
+    """A [64, 1, 784] batch is small, but the gRPC limit is what a ResNet50 batch needs."""
+    assert f"max_request_size={256 * 1024 * 1024}" in (torchserve.run_dir / "config.properties").read_text()
+    client = create_client("torchserve", torchserve.target, "ffnn", timeout_s=10.0)
+    try:
+        x = _x(512, 5)
+        np.testing.assert_allclose(client.score(x).output, _ref(x), atol=1e-4, rtol=0)
+    finally:
+        client.close()
+
+
+# -- no server ---------------------------------------------------------------------------------
+def test_wire_roundtrip_and_errors():
+    x = _x(3)
+    req = wire.encode_request(x)
+    assert req["shape"] == b"3,1,784" and len(req["data"]) == x.nbytes
+    np.testing.assert_array_equal(wire.decode_request({k: bytearray(v) for k, v in req.items()}), x)
+    y, ns = wire.decode_response(wire.encode_response(x[:, 0, :10], 1234))
+    assert ns == 1234 and y.shape == (3, 10)
+    np.testing.assert_array_equal(y, x[:, 0, :10])
+    with pytest.raises(wire.WireError, match="needs 9408 bytes"):
+        wire.decode_request({"data": b"\0" * 8, "shape": b"3,1,784"})
+    with pytest.raises(wire.WireError, match="bad shape"):
+        wire.decode_request({"data": b"", "shape": b"a,b"})
+    with pytest.raises(wire.WireError, match="dtype float32"):
+        wire.decode_request(wire.encode_request(x.astype(np.float64)))
+    with pytest.raises(wire.RemoteError) as err:
+        wire.decode_response(wire.encode_error(400, "nope"))
+    assert err.value.code == 400 and str(err.value) == "nope"
+
+
+def test_stubs_generate_without_grpcio_tools(tmp_path):
+    """The core env may lack grpcio-tools: protoc then runs in the torch env."""
+    code = ("import sys; sys.modules['grpc_tools'] = None\n"
+            "from serving.torchserve import grpc_stubs\n"
+            "s = grpc_stubs.load(); print(s.version, s.inference_pb2.PredictionsRequest.DESCRIPTOR.full_name)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "CRAYFISH_TORCHSERVE_STUBS_DIR": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["0.12.0", "org.pytorch.serve.grpc.inference.PredictionsRequest"]
+    assert not list(tmp_path.rglob("*.proto"))  # only generated code, no copied protos
+
+
+def test_full_job_queue_is_overloaded(models_dir):
+    """TorchServe's per-model queue (job_queue_size) full -> OverloadedError, by its message."""
+    from serving.errors import DeadlineExceededError, OverloadedError
+
+    srv = launcher.start("ffnn", instances=1, models_dir=models_dir,
+                         extra_models={"ffnn-hung": {"model": "ffnn", "sleep_s": 2.0}}, job_queue_size=1,
+                         stop_timeout_s=3.0)
+    try:
+        client = create_client("torchserve", srv.target, "ffnn-hung", timeout_s=1.0, max_in_flight=4)
+        try:
+            x = np.zeros((1, 1, 784), np.float32)
+            futures = [client.score_async(x) for _ in range(4)]
+            errors = [type(f.exception(timeout=10)) for f in futures]
+        finally:
+            client.close()
+        assert OverloadedError in errors, errors
+        assert set(errors) <= {OverloadedError, DeadlineExceededError}, errors
+    finally:
+        srv.stop()
+
+
+def test_auth_off_stock_logging_and_fallbacks(models_dir, tmp_path):
+    """auth="off" (--disable-token-auth) with TorchServe's stock logging; a client that knows
+    nothing but the target (no server record): health by Ping, describe from MODELS."""
+    from serving.clients.torchserve import TorchServeClient
+
+    srv = launcher.start("ffnn", instances=1, models_dir=models_dir, auth="off", log_level="default")
+    try:
+        assert srv.key_file is None and not (srv.run_dir / "key_file.json").exists()
+        assert not (srv.run_dir / "log4j2.xml").exists()
+        srv.info_path.unlink()  # forget the record: the client gets only the target
+        client = TorchServeClient(srv.target, "ffnn", timeout_s=5.0)
+        try:
+            assert client.key_file is None and client.management_target is None
+            assert client.health() is True
+            assert client.describe()["source"] == "serving.models.MODELS"
+            x = _x(2, 7)
+            np.testing.assert_allclose(client.score(x).output, _ref(x), atol=1e-4, rtol=0)
+        finally:
+            client.close()
+        assert "ACCESS_LOG" in (srv.run_dir / "torchserve.log").read_text()  # stock log config
+    finally:
+        srv.stop()
