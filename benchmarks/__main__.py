@@ -78,7 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{name} done in {t.elapsed():.1f}s")
         save()
 
-    needs_broker = any(x in s.parts for x in ("efficiency", "parallelism", "harness"))
+    def run_codec() -> None:
+        from benchmarks import codec
+
+        part("codec", lambda: codec.run(s, log=log))
+
+    needs_broker = any(x in s.parts for x in ("efficiency", "parallelism", "harness", "serving"))
     broker = None
     try:
         if needs_broker:
@@ -105,16 +110,20 @@ def main(argv: list[str] | None = None) -> int:
             st = ((bench["results"].get("parallelism") or {}).get("onnx-mp1") or {}).get("sustainable_rate_bps")
             part("harness", lambda: harness.run(bootstrap, out / "harness", s, st,
                                                 "part 3: ONNX FFNN mp 1 sustainable rate", log))
+        if "codec" in s.parts and "serving" in s.parts:  # codec needs no broker; serving, last, does
+            run_codec()
+        if "serving" in s.parts:
+            from benchmarks import serving
+
+            part("serving", lambda: serving.run(bootstrap, out / "serving", s, console, log))
     finally:
         if broker is not None:
             from services.broker import launcher
 
             log("stopping the broker")
             launcher.stop(broker)
-    if "codec" in s.parts:
-        from benchmarks import codec
-
-        part("codec", lambda: codec.run(s, log=log))
+    if "codec" in s.parts and "codec" not in bench["results"]:
+        run_codec()
 
     bench["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     bench["host"]["loadavg_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None

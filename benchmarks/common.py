@@ -11,7 +11,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 SEED = 42
-PARTS = ("efficiency", "parallelism", "harness", "codec")
+PARTS = ("efficiency", "parallelism", "harness", "codec", "serving")
 
 
 @dataclass
@@ -45,13 +45,32 @@ class BenchSettings:
     codec_batch: int = 8
     protobuf_reps: int = 30
     json_reps: int = 3
+    # 5. serving (our Scoring gRPC server)
+    serving_unary_calls: int = 3_000         # timed sequential unary calls (and embedded calls)
+    serving_unary_warmup: int = 200
+    serving_load_in_flight: int = 64         # open load: native async calls kept outstanding
+    serving_load_duration_s: float = 4.0     # measured seconds of each open load
+    serving_load_warmup_s: float = 1.0       # untimed seconds of load before it
+    serving_batch_max_size: int = 32         # dynamic batching "on"
+    serving_batch_max_queue_delay_us: int = 500
+    serving_batch_sleep_delay_ms: float | None = 2.0  # also an open load on a sleep server (None: skip)
+    serving_sleep_delay_ms: float = 5.0      # external sleep server for blocking vs pipelined
+    serving_sleep_instances: int = 8
+    serving_max_in_flight: int = 8           # pipelined calls outstanding per worker instance
+    serving_point_duration_s: float = 5.0    # x 0.75 (warm-up cut) must be >= min_point_duration_s
+    serving_max_points: int = 4
+    serving_sleep_start_rate: float = 80.0   # blocking search; pipelined starts at factor x its result
+    serving_onnx_start_rate: float = 400.0
+    serving_sleep_pipelined_start_factor: float = 4.0
+    serving_onnx_pipelined_start_factor: float = 1.0
 
     @classmethod
     def quick_preset(cls) -> "BenchSettings":
         return cls(quick=True, drain_n=2_000, ort_calls=2_000, ort_warmup_calls=100, gen_duration_s=2.0,
                    max_gen_processes=1, collector_n=3_000, point_duration_s=2.0, max_points=1,
                    base_point_s=1.0, min_point_duration_s=0.5, min_point_count=10, protobuf_reps=5,
-                   json_reps=1)
+                   json_reps=1, serving_unary_calls=300, serving_unary_warmup=50, serving_load_duration_s=1.0,
+                   serving_load_warmup_s=0.2, serving_point_duration_s=1.0, serving_max_points=1)
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -150,6 +169,76 @@ def wait_until(pred: Callable[[], bool], timeout_s: float, interval_s: float = 0
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not reached within {timeout_s:.0f}s")
         time.sleep(interval_s)
+
+
+# ----------------------------------------------------------------------------------------------
+# sustainable-throughput searches (parts 3 and 5)
+# ----------------------------------------------------------------------------------------------
+
+
+def search_experiment(name: str, serving: dict, parallelism: int, start_rate: float, bootstrap: str,
+                      s: BenchSettings, point_duration_s: float | None = None, max_points: int | None = None):
+    """The bench's search Experiment (kafka engine, FFNN, batch size 1, protobuf, constant workload,
+    a short closed-loop base point) for ``serving`` (an experiment's ``serving:`` section)."""
+    from services.runner.experiment import Experiment
+
+    return Experiment.model_validate({
+        "name": name, "model": "ffnn", "engine": "kafka", "serving": serving, "batch_size": 1,
+        "parallelism": parallelism, "codec": "protobuf",
+        # base point: unloaded latency (closed loop, one batch outstanding), kept short
+        "workload": {"type": "closed_loop", "outstanding": 1, "duration_s": s.base_point_s},
+        "warmup": {"fraction": 0.25}, "repetitions": 1,
+        "kafka": {"bootstrap": bootstrap, "partitions": 2},
+        "search": {"start_rate": float(start_rate), "max_rate": 50_000.0, "precision": s.precision,
+                   "point_duration_s": point_duration_s or s.point_duration_s, "workload": "constant",
+                   "batch_size": 1, "max_points": max_points or s.max_points},
+        "validity": {"min_duration_s": s.min_point_duration_s, "min_count": s.min_point_count,
+                     "rate_tolerance": 0.02},
+        "seed": s.seed,
+    })
+
+
+def run_search(exp, out_dir, console=None) -> dict:
+    """Run a search Experiment (``services.runner.experiments.run_experiment``) into
+    ``out_dir / exp.name`` and summarize it for bench.json."""
+    from services.runner.experiments import run_experiment
+
+    summary = run_experiment(exp, out_dir / exp.name, console=console)
+    srch = summary.get("search") or {}
+    points = summary.get("points", [])
+    base = points[0] if points else {}
+    tried = []
+    for p in points[1:]:
+        tried.append({"rate": (p.get("params") or {}).get("rate"), "sustainable": p.get("search_ok"),
+                      "output_rate_bps": p.get("output_rate_bps"), "valid": p.get("valid"),
+                      "reasons": p.get("reasons"),
+                      "not_sustainable_because": (p.get("sustainable") or {}).get("reasons"),
+                      "latency_p50_ms": (p.get("latency_ms") or {}).get("p50"),
+                      "latency_p99_ms": (p.get("latency_ms") or {}).get("p99"),
+                      "generator_achieved_over_target": _gen_ratio(p),
+                      "worker_cpu_per_batch_us": (p.get("resources") or {}).get("worker_cpu_per_batch_us")})
+    return {"backend": exp.serving.backend, "parallelism": exp.parallelism, "start_rate": exp.search.start_rate,
+            "sustainable_rate_bps": summary.get("sustainable_rate"), "upper_bps": srch.get("upper"),
+            "status": srch.get("status"), "points_tried": len(tried), "tried": tried,
+            "base_point": {"workload": "closed_loop outstanding 1",
+                           "latency_p50_ms": (base.get("latency_ms") or {}).get("p50"),
+                           "latency_p99_ms": (base.get("latency_ms") or {}).get("p99"),
+                           "throughput_bps": base.get("throughput_bps")},
+            "wall_s": summary.get("wall_s"), "run_dir": str(out_dir / exp.name),
+            "experiment": exp.model_dump(mode="json")}
+
+
+def _gen_ratio(point: dict):
+    g = point.get("generator") or {}
+    return ratio(g.get("achieved_rate_bps"), g.get("target_rate_bps"))
+
+
+def scaling_bounds(a: dict, b: dict) -> list[float] | None:
+    """Searches bracket capacities in [sustainable, upper): the bounds of sustainable(b) /
+    sustainable(a) that follow from them."""
+    lo = ratio(b.get("sustainable_rate_bps"), a.get("upper_bps"))
+    hi = ratio(b.get("upper_bps"), a.get("sustainable_rate_bps"))
+    return [lo, hi] if lo is not None and hi is not None else None
 
 
 # ----------------------------------------------------------------------------------------------

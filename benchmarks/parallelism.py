@@ -7,32 +7,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.common import BenchSettings, error_line, ratio
+from benchmarks.common import BenchSettings, error_line, ratio, run_search, search_experiment
 
 SCALING_GOAL_SLEEP = 1.9
 
 
 def experiment(name: str, backend: str, parallelism: int, start_rate: float, bootstrap: str,
                s: BenchSettings):
-    from services.runner.experiment import Experiment
-
     serving = {"kind": "embedded", "backend": backend, "threads": 1, "inter_threads": 1}
     if backend == "sleep":
         serving["delay_ms"] = s.sleep_delay_ms
-    return Experiment.model_validate({
-        "name": name, "model": "ffnn", "engine": "kafka", "serving": serving, "batch_size": 1,
-        "parallelism": parallelism, "codec": "protobuf",
-        # base point: unloaded latency (closed loop, one batch outstanding), kept short
-        "workload": {"type": "closed_loop", "outstanding": 1, "duration_s": s.base_point_s},
-        "warmup": {"fraction": 0.25}, "repetitions": 1,
-        "kafka": {"bootstrap": bootstrap, "partitions": 2},
-        "search": {"start_rate": float(start_rate), "max_rate": 50_000.0, "precision": s.precision,
-                   "point_duration_s": s.point_duration_s, "workload": "constant", "batch_size": 1,
-                   "max_points": s.max_points},
-        "validity": {"min_duration_s": s.min_point_duration_s, "min_count": s.min_point_count,
-                     "rate_tolerance": 0.02},
-        "seed": s.seed,
-    })
+    return search_experiment(name, serving, parallelism, start_rate, bootstrap, s)
 
 
 def _round_rate(r: float) -> float:
@@ -47,37 +32,7 @@ def _round_rate(r: float) -> float:
 
 def search(name: str, backend: str, parallelism: int, start_rate: float, bootstrap: str, out_dir: Path,
            s: BenchSettings, console=None) -> dict:
-    from services.runner.experiments import run_experiment
-
-    exp = experiment(name, backend, parallelism, start_rate, bootstrap, s)
-    summary = run_experiment(exp, out_dir / name, console=console)
-    srch = summary.get("search") or {}
-    points = summary.get("points", [])
-    base = points[0] if points else {}
-    tried = []
-    for p in points[1:]:
-        tried.append({"rate": (p.get("params") or {}).get("rate"), "sustainable": p.get("search_ok"),
-                      "output_rate_bps": p.get("output_rate_bps"), "valid": p.get("valid"),
-                      "reasons": p.get("reasons"),
-                      "not_sustainable_because": (p.get("sustainable") or {}).get("reasons"),
-                      "latency_p50_ms": (p.get("latency_ms") or {}).get("p50"),
-                      "latency_p99_ms": (p.get("latency_ms") or {}).get("p99"),
-                      "generator_achieved_over_target": _gen_ratio(p),
-                      "worker_cpu_per_batch_us": (p.get("resources") or {}).get("worker_cpu_per_batch_us")})
-    return {"backend": backend, "parallelism": parallelism, "start_rate": start_rate,
-            "sustainable_rate_bps": summary.get("sustainable_rate"), "upper_bps": srch.get("upper"),
-            "status": srch.get("status"), "points_tried": len(tried), "tried": tried,
-            "base_point": {"workload": "closed_loop outstanding 1",
-                           "latency_p50_ms": (base.get("latency_ms") or {}).get("p50"),
-                           "latency_p99_ms": (base.get("latency_ms") or {}).get("p99"),
-                           "throughput_bps": base.get("throughput_bps")},
-            "wall_s": summary.get("wall_s"), "run_dir": str(out_dir / name),
-            "experiment": exp.model_dump(mode="json")}
-
-
-def _gen_ratio(point: dict):
-    g = point.get("generator") or {}
-    return ratio(g.get("achieved_rate_bps"), g.get("target_rate_bps"))
+    return run_search(experiment(name, backend, parallelism, start_rate, bootstrap, s), out_dir, console)
 
 
 def run(bootstrap: str, out_dir: Path, s: BenchSettings, drain_rate: float | None = None, console=None,

@@ -129,6 +129,82 @@ def rows(bench: dict) -> list[tuple[str, str, str, str, str]]:
                           f"{nv['total_ms_median']:,.0f} ms", "", ""))
                 r.append(("4", "naive Python JSON / protobuf", _num(cod.get("ratio_naive_json_to_protobuf"), unit="×"),
                           "≥ 1000×", _goal(cod.get("goal_met"))))
+
+    srv = parts.get("serving")
+    if srv is not None:
+        r.extend(_serving_rows(srv, bench.get("settings") or {}))
+    return r
+
+
+def _serving_rows(srv: dict, st: dict) -> list[tuple[str, str, str, str, str]]:
+    r: list[tuple[str, str, str, str, str]] = []
+    if "error" in srv:
+        return [("5", "serving", "error: " + error_line(srv["error"], 140), "", "")]
+    un = srv.get("unary") or {}
+    if "error" in un:
+        r.append(("5a", "unary gRPC calls", "error: " + error_line(un["error"], 140), "", ""))
+    elif un:
+        g, e = un["grpc"], un["embedded"]
+        gl, el = g["latency"], e["latency"]
+        r.append(("5a", f"unary gRPC, FFNN bsz 1, 1 sequential client ({un['calls']:,} calls): calls/s;"
+                        " latency mean / p50 / p99",
+                  f"{_num(g['calls_per_s'], unit='/s')}; {_num(gl['mean_us'])} / {_num(gl['p50_us'])}"
+                  f" / {_num(gl['p99_us'])} µs", "", ""))
+        r.append(("5a", "embedded scorer in-process, same input: latency mean / p50",
+                  f"{_num(el['mean_us'], '{:.1f}')} / {_num(el['p50_us'], '{:.1f}')} µs", "", ""))
+        ov = un.get("grpc_overhead_us") or {}
+        r.append(("5a", "gRPC overhead per call (client − embedded): p50 / mean",
+                  f"{_num(ov.get('p50'))} / {_num(ov.get('mean'))} µs (CPU per call: client"
+                  f" {_num(g.get('client_cpu_us_per_call'))} + server {_num(g.get('server_cpu_us_per_call'))} µs)",
+                  "", ""))
+    ba = srv.get("batching") or {}
+    if "error" in ba:
+        r.append(("5b", "dynamic batching", "error: " + error_line(ba["error"], 140), "", ""))
+    elif ba:
+        for d, label in ((ba, "ONNX FFNN"),
+                         (ba.get("sleep"), f"sleep {_get(ba, 'sleep', 'backend_options', 'delay_ms') or 0:g} ms")):
+            if not d:
+                continue
+            off, on = d["off"], d["on"]
+            r.append(("5b", f"open load, {d['in_flight']} calls in flight, {label}, 1 instance: calls/s batching"
+                            f" off / on ({_num(_get(on, 'batching', 'max_batch_size'))} rows,"
+                            f" {_num(_get(on, 'batching', 'max_queue_delay_us'))} µs)",
+                      f"{_num(off['calls_per_s'])} / {_num(on['calls_per_s'])} /s (est. avg batch rows"
+                      f" {_num(off.get('est_avg_batch_rows'), '{:.1f}')}"
+                      f" / {_num(on.get('est_avg_batch_rows'), '{:.1f}')})",
+                      "", ""))
+            r.append(("5b", f"{label}: dynamic batching gain on / off", _num(d.get("ratio_on_to_off"), "{:.2f}", "×"),
+                      "", ""))
+    pi = srv.get("pipelining") or {}
+    if "error" in pi:
+        r.append(("5c", "pipelined vs blocking", "error: " + error_line(pi["error"], 140), "", ""))
+    elif pi:
+        for key, label in (("sleep", f"sleep {st.get('serving_sleep_delay_ms', 5):g} ms server,"
+                                     f" {st.get('serving_sleep_instances', 8)} instances"),
+                           ("onnx", "ONNX FFNN server, 1 instance")):
+            b, p = pi.get(f"{key}-blocking") or {}, pi.get(f"{key}-pipelined") or {}
+
+            def one(x):
+                return "error" if "error" in x else _num(x.get("sustainable_rate_bps"))
+
+            def upper(x):
+                return "–" if "error" in x else _num(x.get("upper_bps"))
+
+            retried = [k for k, x in (("blocking", b), ("pipelined", p)) if x.get("retried")]
+            r.append(("5c", f"external {label}, mp 1: sustainable rate blocking / pipelined"
+                            f" ({pi.get('max_in_flight')} in flight)",
+                      f"{one(b)} / {one(p)} /s (lowest failed: {upper(b)} / {upper(p)};"
+                      f" {b.get('points_tried', 0) + p.get('points_tried', 0)} points"
+                      f"{'; retried after an error: ' + ', '.join(retried) if retried else ''})", "", ""))
+            sc, bounds = pi.get(f"{key}_ratio"), pi.get(f"{key}_ratio_bounds")
+            value = (f"{_num(sc, '{:.2f}', '×')} (bracket {bounds[0]:.2f}–{bounds[1]:.2f})" if bounds
+                     else _num(sc, "{:.2f}", "×"))
+            if key == "sleep":
+                goal = _get(pi, "goal", "sleep_ratio_min")
+                r.append(("5c", f"{label}: pipelined / blocking", value,
+                          f"≥ {goal:g}× (≫ 1)" if goal else "", _goal(pi.get("goal_met"))))
+            else:
+                r.append(("5c", f"{label}: pipelined / blocking", value, "", ""))
     return r
 
 
@@ -147,5 +223,13 @@ def markdown(bench: dict) -> str:
         if isinstance(v, dict):
             tries = v.get("errors_before", []) + ([v["error"]] if "error" in v else [])
             errors += [f"- parallelism {k}, attempt {i + 1}: {error_line(e, 400)}" for i, e in enumerate(tries)]
+    srv = bench.get("results", {}).get("serving") or {}
+    for k in ("unary", "batching", "pipelining"):
+        if isinstance(srv.get(k), dict) and "error" in srv[k]:
+            errors.append(f"- serving {k}: {error_line(srv[k]['error'], 400)}")
+    for k, v in (srv.get("pipelining") or {}).items():
+        if isinstance(v, dict):
+            tries = v.get("errors_before", []) + ([v["error"]] if "error" in v else [])
+            errors += [f"- serving {k}, attempt {i + 1}: {error_line(e, 400)}" for i, e in enumerate(tries)]
     tail = ("\n\nErrors:\n" + "\n".join(errors)) if errors else ""
     return head + "\n".join(lines) + tail + "\n\nAll numbers, settings and host facts: bench.json\n"
