@@ -47,12 +47,13 @@ def closed_loop(target: str, calls: int, x: np.ndarray, warmup: int) -> dict:
         client.close()
 
 
-def serve(device: str, models_dir: Path, threads: int = 1):
+def serve(device: str, models_dir: Path, threads: int = 1, allow_tf32: bool = False):
     from serving.scoring.server import build_server
     from serving.scoring.settings import ScoringSettings
 
     settings = ScoringSettings(models=["resnet50"], backend="torchscript",
-                               backend_options={"device": device, "threads": threads, "interop_threads": 1},
+                               backend_options={"device": device, "threads": threads, "interop_threads": 1,
+                                                **({"allow_tf32": allow_tf32} if device == "cuda" else {})},
                                models_dir=models_dir, instances=1)
     server, core, port = build_server(settings)
     server.start()
@@ -97,25 +98,32 @@ def main() -> int:
         result["bare_torch_cpu_1thread_ms"] = statistics.median(cpu)
         if torch.cuda.is_available():
             gm = torch.jit.load(str(pt), map_location="cuda").eval()
-            for _ in range(20):
-                gm(torch.from_numpy(x).cuda()).cpu()
-            torch.cuda.synchronize()
-            gpu = []
-            for _ in range(100):
-                t0 = time.perf_counter()
-                gm(torch.from_numpy(x).cuda()).cpu()
-                gpu.append((time.perf_counter() - t0) * 1e3)
-            result["bare_torch_cuda_ms_p50"] = pct(gpu, 50)
+            for tf32 in (False, True):  # the backend's default is exact fp32 (TF32 off)
+                torch.backends.cudnn.allow_tf32 = tf32
+                torch.backends.cuda.matmul.allow_tf32 = tf32
+                for _ in range(20):
+                    gm(torch.from_numpy(x).cuda()).cpu()
+                torch.cuda.synchronize()
+                gpu = []
+                for _ in range(100):
+                    t0 = time.perf_counter()
+                    gm(torch.from_numpy(x).cuda()).cpu()
+                    gpu.append((time.perf_counter() - t0) * 1e3)
+                result["bare_torch_cuda_tf32_ms_p50" if tf32 else "bare_torch_cuda_ms_p50"] = pct(gpu, 50)
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
             del gm
     print(json.dumps(result), flush=True)
 
     ref = reference_forward("resnet50", model_paths("resnet50", models_dir).weights, x[:1])
-    for device, calls in (("cpu", a.cpu_calls), ("cuda", a.gpu_calls)):
-        if device == "cuda" and not torch.cuda.is_available():
+    for device, calls, tf32 in (("cpu", a.cpu_calls, False), ("cuda", a.gpu_calls, False),
+                                ("cuda_tf32", a.gpu_calls, True)):
+        if device != "cpu" and not torch.cuda.is_available():
             continue
-        server, core, target = serve(device, models_dir)
+        server, core, target = serve("cuda" if tf32 else device, models_dir, allow_tf32=tf32)
         try:
             stats, y = closed_loop(target, calls, x, warmup=2 if device == "cpu" else 20)
+            stats["allow_tf32"] = tf32
         finally:
             server.stop(2).wait()
             core.close()
