@@ -1,0 +1,230 @@
+"""Per-hop latency breakdown of a run from its span files and its batches.parquet.
+
+The contract the integration must follow (attribute and span names):
+
+- Every span that belongs to one batch carries ``crayfish.batch_id`` (str, the DataBatch.batch_id),
+  or has an ancestor span (same trace, any of the run's span files) that carries it. The worker's
+  ``consumer_span`` gets it as soon as the batch is decoded (``span.set_attribute(BATCH_ID, id)``),
+  so the decode/score/encode spans inside it need not repeat it.
+- The worker's step spans carry ``crayfish.hop`` = ``decode`` | ``score`` | ``encode`` (use
+  ``hop_span`` or ``record_hop``; the span name is ``crayfish.<hop>``). ``score`` is the scorer call
+  (for external serving: the client call, server time inside it).
+- A batch "has spans" when at least one span maps to it. Its hops (ms):
+
+      produce = input_append_ms - created_ns/1e6                  (broker stamp, 1 ms resolution)
+      wait    = worker_receive_ns/1e6 - input_append_ms           (broker stamp)
+      decode, score, encode = sum of that batch's crayfish.hop spans' durations, when it has any;
+                              else decode_ns / inference_ns / encode_ns of batches.parquet
+      publish = output_append_ms - worker_send_ns/1e6             (broker stamp)
+      e2e     = output_append_ms - created_ns/1e6                 (the paper's latency)
+
+  residual = e2e - (sum of the six hops): the worker's own time outside decode/score/encode plus
+  the stamps' truncation. The check: |mean residual| <= 5 % of mean e2e (mean of sums = sum of
+  means; per batch the 1 ms broker stamps make sub-ms e2e values too coarse for a 5 % test, so the
+  share of batches that pass one by one is reported beside it).
+- Only ``status == "scored"`` rows count. The bottleneck is the hop with the largest p50 (ties:
+  the larger mean).
+- ``transit_ms`` (outside the sum, informative): consumer span start - end of the producer span
+  of the batch's input record, sub-ms from the spans themselves (same host clock assumed).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from opentelemetry import trace
+
+from observability.kafka_context import BATCH_ID
+
+__all__ = ["hop_breakdown", "hop_span", "record_hop", "read_spans", "BATCH_ID", "HOP", "HOPS",
+           "WORKER_HOPS", "SUM_TOLERANCE"]
+
+HOP = "crayfish.hop"
+WORKER_HOPS = ("decode", "score", "encode")
+HOPS = ("produce", "wait", "decode", "score", "encode", "publish")
+SUM_TOLERANCE = 0.05
+_COLUMN_OF = {"decode": "decode_ns", "score": "inference_ns", "encode": "encode_ns"}
+
+
+# ---- producing the spans (worker side) ---------------------------------------------------------
+
+@contextmanager
+def hop_span(tracer: trace.Tracer, hop: str, batch_id: str | None = None,
+             attributes: dict | None = None) -> Iterator[trace.Span]:
+    """A child span ``crayfish.<hop>`` around one worker step (decode / score / encode)."""
+    attrs = {HOP: hop}
+    if batch_id is not None:
+        attrs[BATCH_ID] = str(batch_id)
+    if attributes:
+        attrs.update(attributes)
+    with tracer.start_as_current_span(f"crayfish.{hop}", attributes=attrs) as span:
+        yield span
+
+
+def record_hop(tracer: trace.Tracer, hop: str, start_ns: int, end_ns: int, batch_id: str | None = None,
+               attributes: dict | None = None) -> None:
+    """Record a step already timed (wall-clock ns) as a child of the current span, e.g. from the
+    scoring op's stamps: ``record_hop(tracer, "score", t_start, t_start + facts.inference_ns, bid)``."""
+    attrs = {HOP: hop}
+    if batch_id is not None:
+        attrs[BATCH_ID] = str(batch_id)
+    if attributes:
+        attrs.update(attributes)
+    span = tracer.start_span(f"crayfish.{hop}", attributes=attrs, start_time=int(start_ns))
+    span.end(end_time=int(end_ns))
+
+
+# ---- reading them --------------------------------------------------------------------------------
+
+def read_spans(run_dir: Path | str) -> list[dict]:
+    """All span records under ``run_dir`` (every ``spans/*.jsonl`` at any depth). Torn last lines
+    (a process killed mid-write) are skipped."""
+    out = []
+    for f in sorted(Path(run_dir).rglob("*.jsonl")):
+        if f.parent.name != "spans":
+            continue
+        with open(f, encoding="utf-8") as fh:
+            for line in fh:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    return out
+
+
+def _batch_of_spans(spans: list[dict]) -> dict[int, str]:
+    """index of span -> batch_id: its own crayfish.batch_id, else the nearest ancestor's."""
+    by_id = {(s.get("trace_id"), s.get("span_id")): i for i, s in enumerate(spans)}
+    memo: dict[int, str | None] = {}
+
+    def find(i: int, depth: int = 0) -> str | None:
+        if i in memo:
+            return memo[i]
+        s = spans[i]
+        bid = (s.get("attributes") or {}).get(BATCH_ID)
+        if bid is None and s.get("parent_id") and depth < 64:
+            j = by_id.get((s.get("trace_id"), s.get("parent_id")))
+            bid = find(j, depth + 1) if j is not None else None
+        memo[i] = None if bid is None else str(bid)
+        return memo[i]
+
+    return {i: b for i in range(len(spans)) if (b := find(i)) is not None}
+
+
+def _pcts(v) -> dict:
+    import numpy as np
+    if len(v) == 0:
+        return {}
+    return {"p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99)),
+            "mean": float(np.mean(v)), "count": int(len(v))}
+
+
+def hop_breakdown(run_dir: Path | str, batches: Path | str | None = None) -> dict:
+    """Per-hop p50/p99/mean (ms) over the scored batches of ``run_dir`` that have spans.
+
+    ``batches`` defaults to ``run_dir/batches.parquet``; span files are ``run_dir/**/spans/*.jsonl``.
+    Returns ``{"batches", "batches_scored", "spans", "hops_ms": {hop: {p50, p99, mean, count}, ...,
+    "e2e": ...}, "source": {decode|score|encode: {"spans": n, "columns": n}}, "sum_check": {...},
+    "bottleneck": name, "bottleneck_ms": p50, "transit_ms": {...}}``; with no matching batch,
+    ``batches`` is 0 and hops_ms is empty.
+    """
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    run_dir = Path(run_dir)
+    table = pq.read_table(batches if batches is not None else run_dir / "batches.parquet")
+    spans = read_spans(run_dir)
+    owner = _batch_of_spans(spans)
+
+    step_ns: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    consumer_start: dict[str, int] = {}
+    producer_end: dict[str, int] = {}
+    for i, bid in owner.items():
+        s = spans[i]
+        start, end = s.get("start_ns"), s.get("end_ns")
+        if start is None or end is None:
+            continue
+        hop = (s.get("attributes") or {}).get(HOP)
+        if hop in WORKER_HOPS:
+            step_ns[bid][hop] += int(end) - int(start)
+        kind = s.get("kind")
+        if kind == "CONSUMER" and (s.get("attributes") or {}).get(BATCH_ID) is not None:
+            consumer_start[bid] = min(consumer_start.get(bid, int(start)), int(start))
+        elif kind == "PRODUCER":  # the earliest send of the batch = the generator's input record
+            producer_end[bid] = min(producer_end.get(bid, int(end)), int(end))
+    with_spans = set(owner.values())
+
+    cols = {c: table.column(c).to_pylist() for c in
+            ("batch_id", "status", "created_ns", "input_append_ms", "worker_receive_ns",
+             "worker_send_ns", "output_append_ms", "decode_ns", "inference_ns", "encode_ns")
+            if c in table.column_names}
+    n = table.num_rows
+    rows: dict[str, list[float]] = {h: [] for h in (*HOPS, "e2e")}
+    source = {h: {"spans": 0, "columns": 0} for h in WORKER_HOPS}
+    transit = []
+    seen: set[str] = set()
+    scored = 0
+    for r in range(n):
+        if cols.get("status", ["scored"] * n)[r] != "scored":
+            continue
+        scored += 1
+        bid = str(cols["batch_id"][r])
+        if bid not in with_spans or bid in seen:
+            continue
+        need = ("created_ns", "input_append_ms", "worker_receive_ns", "worker_send_ns", "output_append_ms")
+        if any(cols.get(c) is None or cols[c][r] is None for c in need):
+            continue
+        seen.add(bid)
+        # differences in integer ns first: epoch ns do not fit a float64 exactly
+        created = int(cols["created_ns"][r])
+        inp = int(cols["input_append_ms"][r]) * 1_000_000
+        recv = int(cols["worker_receive_ns"][r])
+        send = int(cols["worker_send_ns"][r])
+        out = int(cols["output_append_ms"][r]) * 1_000_000
+        rows["produce"].append((inp - created) / 1e6)
+        rows["wait"].append((recv - inp) / 1e6)
+        for h in WORKER_HOPS:
+            if h in step_ns.get(bid, {}):
+                rows[h].append(step_ns[bid][h] / 1e6)
+                source[h]["spans"] += 1
+            else:
+                v = cols.get(_COLUMN_OF[h])
+                rows[h].append((v[r] or 0) / 1e6 if v is not None else 0.0)
+                source[h]["columns"] += 1
+        rows["publish"].append((out - send) / 1e6)
+        rows["e2e"].append((out - created) / 1e6)
+        if bid in consumer_start and bid in producer_end:
+            transit.append((consumer_start[bid] - producer_end[bid]) / 1e6)
+
+    result = {"batches": len(seen), "batches_scored": scored, "spans": len(spans)}
+    if not seen:
+        return {**result, "hops_ms": {}, "source": source, "sum_check": {}, "bottleneck": None,
+                "bottleneck_ms": None, "transit_ms": {}}
+
+    arr = {h: np.asarray(v, dtype=np.float64) for h, v in rows.items()}
+    hop_sum = sum(arr[h] for h in HOPS)
+    residual = arr["e2e"] - hop_sum
+    e2e_mean = float(arr["e2e"].mean())
+    res_mean = float(residual.mean())
+    tol = SUM_TOLERANCE * abs(e2e_mean)
+    per_batch_ok = np.abs(residual) <= SUM_TOLERANCE * np.abs(arr["e2e"])
+    sum_check = {
+        "e2e_mean_ms": e2e_mean, "hops_sum_mean_ms": float(hop_sum.mean()),
+        "residual_mean_ms": res_mean, "residual_p50_ms": float(np.percentile(residual, 50)),
+        "residual_p99_ms": float(np.percentile(residual, 99)),
+        "residual_frac": (res_mean / e2e_mean) if e2e_mean else None,
+        "tolerance": SUM_TOLERANCE, "ok": bool(abs(res_mean) <= tol),
+        "batches_within_tolerance": float(per_batch_ok.mean()),
+    }
+    hops_ms = {h: _pcts(arr[h]) for h in (*HOPS, "e2e")}
+    bottleneck = max(HOPS, key=lambda h: (hops_ms[h]["p50"], hops_ms[h]["mean"]))
+    return {**result, "hops_ms": hops_ms, "source": source, "sum_check": sum_check,
+            "bottleneck": bottleneck, "bottleneck_ms": hops_ms[bottleneck]["p50"],
+            "transit_ms": _pcts(np.asarray(transit, dtype=np.float64))}
