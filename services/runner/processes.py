@@ -68,6 +68,47 @@ class Service:
         self._log.close()
         return self.proc.returncode
 
+    def stop_tree(self, timeout_s: float = 30.0) -> None:
+        """For servers that manage their own children (Ray, Triton, TorchServe): SIGTERM the leader
+        only and let it shut its processes down; then SIGKILL whatever is left of its process tree
+        or of its session (the service runs in a session of its own), and reap the leader."""
+        import psutil
+
+        pid = self.proc.pid
+
+        def tree() -> list:
+            try:
+                found = psutil.Process(pid).children(recursive=True)
+            except psutil.Error:
+                found = []
+            for p in psutil.process_iter(["pid"]):
+                try:
+                    if p.pid != pid and os.getsid(p.pid) == pid:
+                        found.append(p)
+                except (ProcessLookupError, PermissionError, psutil.Error):
+                    pass
+            return found
+
+        before = tree()
+        if self.alive():
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+                self.proc.wait(timeout=timeout_s)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                pass
+        left = before + tree()
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        for p in left:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(left, timeout=10)
+        self.stop(timeout_s=5)  # reaps the leader, closes the log
+
     def cpu_seconds(self) -> float:
         """User+system CPU time of the process and its children (while alive)."""
         import psutil

@@ -190,3 +190,34 @@ def reference_forward(name: str, weights_npz_path: Path | str, x: np.ndarray) ->
         raise ValueError(f"{name}: expected input [b, {', '.join(map(str, spec.input_shape))}], "
                          f"got {list(x.shape)}")
     return _IMPLS[name].forward(load_weights(Path(weights_npz_path)), x)
+
+
+# -- bookkeeping shared by the exporters of other formats (export_torch, export_tf) -----------------
+
+def manifest_seed(art) -> int | None:
+    """The seed recorded in a model's manifest, or None when there is none."""
+    try:
+        return art.manifest.get("seed")
+    except (OSError, ValueError):
+        return None
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    import json
+    import os
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def add_export_to_manifest(path: Path, fmt: str, entry: dict) -> None:
+    """Record an exported format under ``files.<fmt>`` of the model's manifest (if there is one)."""
+    import json
+
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return  # no manifest (weights built elsewhere): the exporter's stamp file is enough
+    manifest.setdefault("files", {})[fmt] = entry
+    write_json_atomic(path, manifest)

@@ -50,7 +50,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from serving.models.build import _locked, build_model, model_paths, reference_forward
+from serving.models.build import (_locked, add_export_to_manifest, build_model, manifest_seed, model_paths,
+                                  write_json_atomic, reference_forward)
 from serving.models.spec import MODELS, get_spec
 from serving.models.weights import load_weights, sha256_file
 
@@ -205,37 +206,15 @@ def export_torchscript(name: str, models_dir: Path | str | None = None, *, seed:
         entry = {"path": out.name, "bytes": out.stat().st_size, "sha256": sha256_file(out),
                  "torch_version": torch.__version__}
         stamp = {
-            "name": name, "seed": _manifest_seed(art), "weights_sha256": weights_sha,
+            "name": name, "seed": manifest_seed(art), "weights_sha256": weights_sha,
             "exporter_version": EXPORTER_VERSION, **entry, "method": "torch.jit.script",
             "input_shape": [None, *spec.input_shape], "output_shape": [None, *spec.output_shape],
             "export_seconds": round(time.perf_counter() - t0, 3),
             "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        _write_json(stamp_path(name, models_dir), stamp)
-        _add_to_manifest(art.manifest_path, entry)
+        write_json_atomic(stamp_path(name, models_dir), stamp)
+        add_export_to_manifest(art.manifest_path, "torchscript", entry)
     return out
-
-
-def _manifest_seed(art: Any) -> int | None:
-    try:
-        return art.manifest.get("seed")
-    except (OSError, ValueError):
-        return None
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def _add_to_manifest(path: Path, entry: dict) -> None:
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return  # no manifest (weights built elsewhere): the stamp file is enough
-    manifest.setdefault("files", {})["torchscript"] = entry
-    _write_json(path, manifest)
 
 
 # ------------------------------------------------------------------------------------ check

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,46 +75,8 @@ class RunningServer:
             self.service = None
 
 
-def _descendants(pid: int) -> list:
-    import psutil
-
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return []
-
-
 def _stop_tree(service: Service, timeout_s: float) -> None:
-    import psutil
-
-    pid = service.proc.pid
-    tree = _descendants(pid)
-    if service.alive():
-        try:
-            service.proc.send_signal(signal.SIGTERM)
-            service.proc.wait(timeout=timeout_s)
-        except Exception:  # noqa: BLE001 - escalated below
-            pass
-    tree += _descendants(pid)
-    # Ray's processes share the driver's session (it starts them as its children); anything still
-    # alive in it, or in the tree seen before, is killed.
-    for p in psutil.process_iter(["pid"]):
-        try:
-            if os.getsid(p.pid) == pid:
-                tree.append(p)
-        except (ProcessLookupError, PermissionError, psutil.Error):
-            pass
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    for p in tree:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(tree, timeout=10)
-    service.stop(timeout_s=5)   # reaps the driver, closes the log
+    service.stop_tree(timeout_s)
 
 
 def _model_entry(name: str, m: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -82,45 +81,8 @@ class RunningServer:
             self.workdir = None
 
 
-def _session_members(sid: int) -> list:
-    import psutil
-
-    out = []
-    for p in psutil.process_iter(["pid"]):
-        try:
-            if p.pid != sid and os.getsid(p.pid) == sid:
-                out.append(p)
-        except (ProcessLookupError, PermissionError, psutil.Error):
-            pass
-    return out
-
-
 def _stop_tree(service: Service, timeout_s: float) -> None:
-    import psutil
-
-    pid = service.proc.pid
-    try:
-        tree = psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        tree = []
-    if service.alive():
-        try:
-            service.proc.send_signal(signal.SIGTERM)
-            service.proc.wait(timeout=timeout_s)
-        except Exception:  # noqa: BLE001 - escalated below
-            pass
-    tree += _session_members(pid)      # server.py started a new session: everything of it
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    for p in tree:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(tree, timeout=10)
-    service.stop(timeout_s=5)          # reaps server.py, closes the log
+    service.stop_tree(timeout_s)
 
 
 def _remove_shm(pid: int) -> None:
