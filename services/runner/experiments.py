@@ -147,7 +147,7 @@ def summarize_run(exp: Experiment, run: PointRun, params: dict) -> dict:
     point = summarize_point(
         sent_rows, {**params, "model": exp.model, "engine": exp.engine, "backend": exp.serving.backend,
                     "batch_size": exp.batch_size, "parallelism": exp.parallelism, "codec": exp.codec,
-                    "workload": wl.type, "serving": exp.serving.kind,
+                    "workload": wl.type, "serving_kind": exp.serving.kind,
                     **({"server": exp.serving.server, "call_mode": exp.serving.call_mode,
                         "instances": exp.serving.instances or exp.parallelism}
                        if exp.serving.kind == "external" else {})},

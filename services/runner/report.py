@@ -30,7 +30,7 @@ def print_summary(summary: dict, console: Console) -> None:
         if params.get("search"):
             valid += " / " + ("sust." if p.get("search_ok") else "not sust.")
         serving = params.get("backend", "")
-        if params.get("serving") == "external":
+        if params.get("serving_kind") == "external":
             serving = f"{params.get('server')}/{params.get('call_mode')}"
         t.add_row(kind, serving, _f(params.get("batch_size"), "{}"), _f(params.get("parallelism"), "{}"),
                   _f(params.get("rate"), "{:,.0f}"), _f(p.get("throughput_bps"), "{:,.1f}"),
