@@ -36,6 +36,23 @@ class Served:
     models: list[str] = field(default_factory=lambda: ["ffnn"])
 
 
+def processes_in_session(sid: int) -> list:
+    """Processes still in session ``sid`` (a server's launcher starts it in a session of its own):
+    what a clean stop() must leave empty."""
+    import os
+
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if os.getsid(p.pid) == sid:
+                out.append(p)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            pass
+    return out
+
+
 def _ffnn_inputs(n: int, batch: int = 1, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [rng.random((batch, *MODELS["ffnn"].input_shape), dtype=np.float32) for _ in range(n)]

@@ -7,7 +7,6 @@ One real Ray + Serve start for the module (``.envs/ray``, built on first use by
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import psutil
@@ -15,6 +14,7 @@ import pytest
 
 from serving.clients.base import create_client
 from serving.rayserve import launcher
+from tests.conformance_serving import processes_in_session
 
 KINDS = ["ray-serve", "ray-serve-grpc"]
 
@@ -32,18 +32,7 @@ def rayserve(models_dir):
     # stop() leaves nothing of the Ray tree (or of the driver's session) behind
     alive = [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not alive, f"left running after stop(): {alive}"
-    assert not _in_session(pid), f"left in the driver's session after stop(): {_in_session(pid)}"
-
-
-def _in_session(sid: int) -> list:
-    out = []
-    for p in psutil.process_iter(["pid"]):
-        try:
-            if os.getsid(p.pid) == sid:
-                out.append(p)
-        except (ProcessLookupError, PermissionError):
-            pass
-    return out
+    assert not processes_in_session(pid), f"left in the driver's session after stop(): {processes_in_session(pid)}"
 
 
 @pytest.fixture(scope="module", params=KINDS)

@@ -23,6 +23,7 @@ from serving.clients.base import create_client
 from serving.errors import BadInputError, ServingError
 from serving.models import model_paths, reference_forward
 from serving.torchserve import launcher, wire
+from tests.conformance_serving import processes_in_session
 
 EXTRA = {**launcher.HUNG_MODELS,
          "ffnn-batched": {"model": "ffnn", "batch_size": 4, "max_batch_delay_ms": 200}}
@@ -41,19 +42,8 @@ def torchserve(models_dir):
     alive = [p for p in [psutil.Process(pid) if psutil.pid_exists(pid) else None, *tree]
              if p is not None and p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not alive, f"left running after stop(): {alive}"
-    assert not _in_session(pid), f"left in the server's session after stop(): {_in_session(pid)}"
+    assert not processes_in_session(pid), f"left in the server's session after stop(): {processes_in_session(pid)}"
     assert not (srv.run_dir / "key_file.json").exists()
-
-
-def _in_session(sid: int) -> list:
-    out = []
-    for p in psutil.process_iter(["pid"]):
-        try:
-            if os.getsid(p.pid) == sid:
-                out.append(p)
-        except (ProcessLookupError, PermissionError):
-            pass
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ One real Triton start for the module (``.envs/triton``, built on first use by
 from __future__ import annotations
 
 import concurrent.futures as cf
-import os
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from serving.clients.base import create_client
 from serving.errors import BadInputError, ModelNotFoundError
 from serving.models import MODELS, model_paths, reference_forward
 from serving.triton import launcher
+from tests.conformance_serving import processes_in_session
 
 EXTRA_MODELS = {
     **launcher.HUNG_MODELS,
@@ -44,22 +44,11 @@ def triton(models_dir):
         srv.stop()
     alive = [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not alive, f"left running after stop(): {alive}"
-    assert not _in_session(pid), f"left in the server's session after stop(): {_in_session(pid)}"
+    assert not processes_in_session(pid), f"left in the server's session after stop(): {processes_in_session(pid)}"
     assert not workdir.exists(), f"{workdir} left after stop()"
     assert not list(Path("/dev/shm").glob(f"pytrtion{pid}-*")), "shared memory left after stop()"
     copies = [c for c in Path("/tmp").glob("folder*/config.pbtxt") if str(workdir) in c.read_text()]
     assert not copies, f"Triton's model copies left after stop(): {copies}"
-
-
-def _in_session(sid: int) -> list:
-    out = []
-    for p in psutil.process_iter(["pid"]):
-        try:
-            if os.getsid(p.pid) == sid:
-                out.append(p)
-        except (ProcessLookupError, PermissionError):
-            pass
-    return out
 
 
 @pytest.fixture(scope="module")
