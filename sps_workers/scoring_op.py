@@ -45,6 +45,9 @@ class OpResult:
     headers: list
     dead_letter: bytes | None = None
     reason: str = ""
+    # (batch_id, received_ns, decode_ns, inference_ns, encode_ns, send_ns) of a scored batch, for
+    # tracing (observability.wiring) without timing anything twice.
+    timing: tuple | None = None
 
 
 @dataclass
@@ -154,13 +157,14 @@ class ScoringOperator:
             facts.server_queue_ns = server_queue_ns
         if server:
             facts.server = server
-        facts.encode_ns = time.perf_counter_ns() - t2
-        facts.worker_send_ns = time.time_ns()
+        facts.encode_ns = encode_ns = time.perf_counter_ns() - t2
+        facts.worker_send_ns = send_ns = time.time_ns()
         try:
             value_out, headers_out = self.codec.encode_scored(out, batch)
         except CodecError as exc:
             return self.fail(prep, f"cannot encode output: {exc}")
-        return OpResult(value_out, headers_out)
+        return OpResult(value_out, headers_out, timing=(batch.batch_id, prep.received_ns, prep.decode_ns,
+                                                        inference_ns, encode_ns, send_ns))
 
     def fail(self, prep: Prepared, detail: str, reason: str = SCORING_ERROR) -> OpResult:
         """Dead-letter a prepared batch (the scorer or server failed, after any retries)."""

@@ -98,7 +98,10 @@ def _produce(producer: Producer, topic: str, key: bytes, value: bytes, headers, 
 
 def _open_loop_worker(s: GeneratorSettings, offsets: np.ndarray, proc_index: int, nprocs: int,
                       t0_ns: int, out_queue) -> None:
+    from observability.light import batch_tracing
+
     factory = BatchFactory(s)
+    tracing = batch_tracing("generator")
     producer = _new_producer(s, f"generator-{proc_index}")
     producer.list_topics(s.topic, timeout=10)  # metadata fetched before the first slot
     mine = np.arange(proc_index, len(offsets), nprocs)
@@ -119,11 +122,17 @@ def _open_loop_worker(s: GeneratorSettings, offsets: np.ndarray, proc_index: int
         if wait > 0:
             sleep(wait / 1e9)
         c = time_ns()
+        span = tracing.start_send(s.topic, f"{s.run_id}-{i}") if tracing.tracer is not None else None
         key, value, headers = factory.build(int(i), slot, c)
+        if span is not None:
+            headers = tracing.headers_for(span, headers)
         _produce(producer, s.topic, key, value, headers, cb)
+        if span is not None:
+            span.end()
         seqs.append(int(i)); intended.append(slot); created.append(c)
         producer.poll(0)
     producer.flush(60)
+    tracing.close()
     out_queue.put({"seq": seqs, "intended": intended, "created": created, "acked": len(acked),
                    "failed": failed[:20], "n_failed": len(failed)})
 
@@ -149,11 +158,20 @@ def _closed_loop(s: GeneratorSettings) -> dict:
     start = time.time_ns()
     seq = 0
 
+    from observability.light import batch_tracing
+
+    tracing = batch_tracing("generator")
+
     def send():
         nonlocal seq
         c = time.time_ns()
+        span = tracing.start_send(s.topic, f"{s.run_id}-{seq}") if tracing.tracer is not None else None
         key, value, headers = factory.build(seq, c, c)
+        if span is not None:
+            headers = tracing.headers_for(span, headers)
         _produce(producer, s.topic, key, value, headers, lambda e, m: e and failed.append(str(e)))
+        if span is not None:
+            span.end()
         producer.poll(0)
         outstanding.add(key.decode())
         seqs.append(seq); intended.append(c); created.append(c)
@@ -182,6 +200,7 @@ def _closed_loop(s: GeneratorSettings) -> dict:
             break  # a batch was lost; the collector will count it as missing
     producer.flush(60)
     consumer.close()
+    tracing.close()
     return {"seq": seqs, "intended": intended, "created": created, "acked": len(seqs) - len(failed),
             "failed": failed[:20], "n_failed": len(failed), "stuck_outstanding": len(outstanding)}
 

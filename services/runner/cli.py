@@ -55,6 +55,39 @@ def run(file: Path = typer.Argument(..., help="Experiment YAML file."),
 
 
 @app.command()
+def hops(run_dir: Path = typer.Argument(..., help="A run folder written by `crayfish run`.")):
+    """Where the milliseconds went: per-hop p50/p99 of the traced batches of every point."""
+    import json
+
+    from rich.table import Table
+
+    summary_path = run_dir / "summary.json"
+    if not summary_path.exists():
+        _fail(f"{run_dir}: no summary.json (not a run folder?)")
+    summary = json.loads(summary_path.read_text())
+    shown = 0
+    for i, p in enumerate(summary.get("points", [])):
+        h = p.get("hops_traced")
+        if not h or "hops_ms" not in h:
+            continue
+        shown += 1
+        t = Table(title=f"point {i} {p.get('params', {})}: {h.get('batches')} traced batches, "
+                        f"bottleneck {h.get('bottleneck')} ({h.get('bottleneck_ms', 0):.2f} ms)")
+        for col in ("hop", "p50 ms", "p99 ms", "mean ms", "from"):
+            t.add_column(col, justify="right")
+        for hop, v in h["hops_ms"].items():
+            src = h.get("source", {}).get(hop)
+            t.add_row(hop, f"{v.get('p50', 0):.3f}", f"{v.get('p99', 0):.3f}", f"{v.get('mean', 0):.3f}",
+                      "spans" if src and src.get("spans") else ("broker+worker stamps" if hop != "e2e" else ""))
+        console.print(t)
+        sc = h.get("sum_check", {})
+        console.print(f"hops sum to {sc.get('hops_sum_mean_ms', 0):.3f} ms vs e2e {sc.get('e2e_mean_ms', 0):.3f} ms "
+                      f"(residual {100 * sc.get('residual_frac', 0):.2f} %, {'ok' if sc.get('ok') else 'NOT within 5 %'})")
+    if not shown:
+        _fail(f"{run_dir}: no traced batches (set trace_sample in the experiment, or OTEL_TRACES_SAMPLER)")
+
+
+@app.command()
 def validate(file: Path = typer.Argument(..., help="Experiment YAML file.")):
     """Check an experiment file without running it."""
     from services.runner.experiment import ExperimentError, load_experiment

@@ -145,6 +145,7 @@ class Experiment(Strict):
     validity: ValidityConfig = Field(default_factory=ValidityConfig)
     bursts: BurstConfig = Field(default_factory=BurstConfig)
     seed: int = Field(42, description="Seed of schedules and synthetic data.")
+    trace_sample: float = Field(0.01, ge=0, le=1, description="Share of batches traced end to end (spans per hop), unless OTEL_TRACES_SAMPLER is set in the environment.")
     check_predictions: float = Field(0.01, ge=0, le=1, description="Share of scored batches whose predictions the collector checks against the reference model (accounting: checked, wrong).")
     generator_processes: int | None = Field(None, ge=1, description="Producer processes of the generator (default: by rate).")
 

@@ -168,6 +168,7 @@ def summarize_run(exp: Experiment, run: PointRun, params: dict) -> dict:
     point["resources"] = {"worker_cpu_s": run.worker_cpu_s,
                           "worker_cpu_per_batch_us": run.worker_cpu_s / kept * 1e6}
     point["hops_ms"] = hop_breakdown(sent_rows)
+    point["hops_traced"] = traced_hops(run.dir)
     # Which server actually answered (external serving), as the worker recorded it per batch.
     point["answered_by"] = sorted({v for v in sent_rows.column("server").to_pylist() if v})
     point["run_id"] = run.run_id
@@ -214,6 +215,18 @@ def hop_breakdown(rows: pa.Table) -> dict:
             "score": col("inference_ns") / 1e6, "encode": col("encode_ns") / 1e6,
             "publish": outp - send, "e2e": outp - created}
     return {k: {"p50": float(np.median(v)), "mean": float(np.mean(v))} for k, v in hops.items()}
+
+
+def traced_hops(point_dir: Path) -> dict | None:
+    """Per-hop breakdown of the traced (sampled) batches: spans joined with the broker stamps."""
+    from observability.hops import hop_breakdown as traced
+
+    if not (point_dir / "spans").is_dir():
+        return None
+    try:
+        return traced(point_dir)
+    except Exception as exc:  # noqa: BLE001 - the breakdown is extra; the point stays valid
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def combine_repetitions(reps: list[dict]) -> dict:

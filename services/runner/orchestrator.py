@@ -106,8 +106,9 @@ def run_point(stack: Stack, exp: Experiment, point_dir: Path, python: str | None
         t = time.monotonic()
         from services.runner.environments import python_for
 
+        tenv = trace_env(exp, point_dir)
         worker = Service(f"{exp.engine}-worker", ["-m", engine.module, "--config", f"@{point_dir / 'worker.json'}"],
-                         point_dir / "worker.log", python=python or python_for(worker_env))
+                         point_dir / "worker.log", python=python or python_for(worker_env), env=tenv)
         services.append(worker)
         wait_group_assigned(stack.bootstrap, group, exp.parallelism, partitions, services)
         timings["worker_ready_s"] = time.monotonic() - t
@@ -141,7 +142,7 @@ def run_point(stack: Stack, exp: Experiment, point_dir: Path, python: str | None
         cpu_before = worker.cpu_seconds()
         generator = Service("generator", ["-m", "services.generator", "--config",
                                           f"@{point_dir / 'generator.json.in'}", "--out", str(point_dir)],
-                            point_dir / "generator.log")
+                            point_dir / "generator.log", env=tenv)
         services.append(generator)
         budget = _workload_budget_s(exp)
         while generator.alive():
@@ -178,6 +179,21 @@ def run_point(stack: Stack, exp: Experiment, point_dir: Path, python: str | None
     col_report = json.loads((point_dir / "collector.json").read_text())
     return PointRun(dir=point_dir, run_id=run_id, generator=gen_report, collector=col_report,
                     worker_cpu_s=worker_cpu, worker_exit=worker_exit, timings=timings)
+
+
+def trace_env(exp: Experiment, point_dir: Path) -> dict:
+    """Standard OTEL_* settings for the services of a point: spans to files in the point's folder
+    (unless an OTLP endpoint is configured), sampled at the experiment's ``trace_sample`` unless the
+    user chose a sampler."""
+    import os
+
+    from observability.light import SPANS_DIR_ENV
+
+    env = {SPANS_DIR_ENV: str(point_dir)}
+    if "OTEL_TRACES_SAMPLER" not in os.environ:
+        env["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
+        env["OTEL_TRACES_SAMPLER_ARG"] = repr(float(exp.trace_sample))
+    return env
 
 
 def _external_serving(exp: Experiment, stack: Stack, point_dir: Path, timings: dict):

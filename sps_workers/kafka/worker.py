@@ -101,6 +101,10 @@ def run_instance(settings: WorkerSettings, index: int) -> None:
                                max_in_flight=ext.max_in_flight, **ext.client_options)
         op = ScoringOperator(codec, None, settings.model, spec.input_shape, worker_id, engine="kafka",
                              backend=ext.client)
+    from observability.light import batch_tracing, sampled_traceparent
+
+    tracing = batch_tracing(f"{settings.worker_id}-worker")
+    traced = tracing.tracer is not None
     tracker = OffsetTracker()
     failures: list[str] = []
     input_topic = settings.input_topic
@@ -146,10 +150,14 @@ def run_instance(settings: WorkerSettings, index: int) -> None:
     produce = producer.produce
     process = op.process
 
-    def emit(partition: int, offset: int, key, res) -> None:
+    def emit(partition: int, offset: int, key, res, in_headers=None) -> None:
         cb = make_callback(partition, offset)
         if res.value is not None:
-            _produce(producer, produce, out_topic, res.value, key, res.headers or None, cb)
+            headers = res.headers
+            if traced and res.timing is not None and sampled_traceparent(in_headers):
+                headers = tracing.record_worker(in_headers, input_topic, partition, offset, res.timing,
+                                                out_topic, headers)
+            _produce(producer, produce, out_topic, res.value, key, headers or None, cb)
         else:
             _produce(producer, produce, dlq_topic, res.dead_letter, key, None, cb)
 
@@ -179,7 +187,9 @@ def run_instance(settings: WorkerSettings, index: int) -> None:
                 _, ts = m.timestamp()
                 tracker.started(partition, offset)
                 if stage is None:
-                    emit(partition, offset, m.key(), process(m.value(), m.headers(), ts, input_topic, partition, offset))
+                    headers = m.headers()
+                    emit(partition, offset, m.key(), process(m.value(), headers, ts, input_topic, partition, offset),
+                         headers)
                     continue
                 prep = op.prepare(m.value(), m.headers(), ts, input_topic, partition, offset)
                 if isinstance(prep, OpResult):
@@ -204,6 +214,7 @@ def run_instance(settings: WorkerSettings, index: int) -> None:
             scorer.close()
         if client is not None:
             client.close()
+        tracing.close()
 
 
 def _produce(producer, produce, topic, value, key, headers, cb) -> None:
