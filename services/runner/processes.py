@@ -152,7 +152,8 @@ def wait_group_assigned(bootstrap: str, group: str, members: int, partitions: in
     raise ServiceError(f"consumer group {group} not ready after {timeout_s:.0f}s ({last})")
 
 
-def wait_file(path: Path, services: list[Service], timeout_s: float) -> None:
+def wait_file(path: Path, services: list[Service], timeout_s: float, what: str | None = None) -> None:
+    """Wait for a ready file a service writes once it serves; fail early if a service dies."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if path.exists():
@@ -160,4 +161,5 @@ def wait_file(path: Path, services: list[Service], timeout_s: float) -> None:
         for s in services:
             s.check_alive()
         time.sleep(POLL_S)
-    raise ServiceError(f"{path.name} did not appear within {timeout_s:.0f}s")
+    tail = services[0].log_tail() if services else ""
+    raise ServiceError(f"{what or path.name} not ready after {timeout_s:.0f}s:\n{tail}")

@@ -75,6 +75,20 @@ class ExternalClient:
             self._pool = None
 
 
+def grpc_channel(target: str, max_message_bytes: int, root_cert_file: str | None = None):
+    """A gRPC channel for a serving client: large messages both ways, TLS when a root certificate
+    is given."""
+    import grpc
+
+    opts = [("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes)]
+    if root_cert_file:
+        with open(root_cert_file, "rb") as f:
+            creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+        return grpc.secure_channel(target, creds, options=opts)
+    return grpc.insecure_channel(target, options=opts)
+
+
 CLIENTS: dict[str, type[ExternalClient]] = {}
 
 

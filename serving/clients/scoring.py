@@ -10,7 +10,7 @@ import numpy as np
 
 from crayfish.tensor import from_tensor, to_tensor
 from crayfish.v1 import scoring_pb2, scoring_pb2_grpc
-from serving.clients.base import ClientResult, ExternalClient, register_client
+from serving.clients.base import ClientResult, ExternalClient, grpc_channel, register_client
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -23,14 +23,7 @@ class ScoringClient(ExternalClient):
     def __init__(self, target: str, model: str, timeout_s: float = 5.0, max_in_flight: int = 1,
                  root_cert_file: str | None = None, **options):
         super().__init__(target, model, timeout_s=timeout_s, max_in_flight=max_in_flight, **options)
-        opts = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
-        if root_cert_file:
-            with open(root_cert_file, "rb") as f:
-                creds = grpc.ssl_channel_credentials(root_certificates=f.read())
-            self._channel = grpc.secure_channel(target, creds, options=opts)
-        else:
-            self._channel = grpc.insecure_channel(target, options=opts)
+        self._channel = grpc_channel(target, MAX_MESSAGE_BYTES, root_cert_file)
         self._stub = scoring_pb2_grpc.ScoringStub(self._channel)
         self._ids = itertools.count()
 

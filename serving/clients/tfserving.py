@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.clients.base import ClientResult, ExternalClient, register_client
+from serving.clients.base import ClientResult, ExternalClient, grpc_channel, register_client
 from serving.errors import BadInputError, ModelNotFoundError, ServingError, error_from_status
 
 OUR_SERVER = "crayfish-scoring (tf-serving protocol)"
@@ -85,14 +85,7 @@ class TFServingClient(ExternalClient):
         self.input_key = input_key
         self.output_key = output_key
         self.model_version = model_version
-        opts = [("grpc.max_send_message_length", max_message_bytes),
-                ("grpc.max_receive_message_length", max_message_bytes)]
-        if root_cert_file:
-            with open(root_cert_file, "rb") as f:
-                creds = grpc.ssl_channel_credentials(root_certificates=f.read())
-            self._channel = grpc.secure_channel(target, creds, options=opts)
-        else:
-            self._channel = grpc.insecure_channel(target, options=opts)
+        self._channel = grpc_channel(target, max_message_bytes, root_cert_file)
         self._predict = pb.prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._models = (pb.model_service_pb2_grpc.ModelServiceStub(self._channel)
                         if pb.model_service_pb2_grpc is not None else None)

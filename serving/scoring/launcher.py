@@ -8,9 +8,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.runner.processes import Service
+from services.runner.processes import Service, wait_file
 
-POLL_S = 0.05
 
 
 @dataclass
@@ -43,16 +42,10 @@ def start(model: str = "ffnn", instances: int = 1, models_dir: Path | None = Non
     cfg_path.write_text(json.dumps(config, indent=2))
     svc = Service("scoring", ["-m", "serving.scoring", "--config", f"@{cfg_path}"], log_dir / "scoring.log",
                   python=python)
-    deadline = time.monotonic() + timeout_s
-    while not ready.exists():
-        if time.monotonic() > deadline:
-            svc.stop()
-            raise TimeoutError(f"Scoring server not ready after {timeout_s:.0f}s:\n{svc.log_tail()}")
-        try:
-            svc.check_alive()
-        except Exception:
-            svc.stop()
-            raise
-        time.sleep(POLL_S)
+    try:
+        wait_file(ready, [svc], timeout_s, what="Scoring server")
+    except BaseException:
+        svc.stop()
+        raise
     port = int(ready.read_text().strip())
     return RunningServer(target=f"127.0.0.1:{port}", server="crayfish-scoring", kind="scoring", service=svc)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from services.runner.environments import REPO_ROOT, python_for
-from services.runner.processes import Service, ServiceError
+from services.runner.processes import Service, ServiceError, wait_file
 
 ENV_NAME = "tensorflow"
 SERVER_NAME = "crayfish-scoring (tf-serving protocol)"   # what the client reports for our server
@@ -107,11 +107,7 @@ def start(model: str = "ffnn", instances: int = 1, models_dir: Path | None = Non
                   python=python, env={"TF_CPP_MIN_LOG_LEVEL": "2"})
     try:
         deadline = time.monotonic() + timeout_s
-        while not ready.exists():
-            svc.check_alive()
-            if time.monotonic() > deadline:
-                raise ServiceError(f"tf-serving server not ready after {timeout_s:.0f}s:\n{svc.log_tail()}")
-            time.sleep(POLL_S)
+        wait_file(ready, [svc], timeout_s, what="tf-serving server")
         port = int(ready.read_text().strip())
         host = scoring.get("host", "127.0.0.1")
         target = f"{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"

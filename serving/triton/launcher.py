@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from services.runner.environments import REPO_ROOT, python_for
-from services.runner.processes import Service, ServiceError
+from services.runner.processes import Service, ServiceError, wait_file
 
 ENV_NAME = "triton"
 KIND = "triton"
@@ -218,11 +218,7 @@ def start(model: str = "ffnn", instances: int = 1, models_dir: Path | None = Non
                             info={"stop_timeout_s": float(opt["stop_timeout_s"])})
     try:
         deadline = time.monotonic() + float(opt["ready_timeout_s"])
-        while not ready_file.exists():
-            service.check_alive()
-            if time.monotonic() > deadline:
-                raise ServiceError(f"Triton not ready after {opt['ready_timeout_s']:.0f}s:\n{service.log_tail()}")
-            time.sleep(POLL_S)
+        wait_file(ready_file, [service], float(opt["ready_timeout_s"]), what="Triton")
         info = json.loads(ready_file.read_text())
         running.info.update(info)
         running.target = f"{info['host']}:{info['grpc_port']}"
