@@ -6,15 +6,21 @@ reason) to the dead-letter topic; commit input offsets only after the output is 
 
 How to add an engine
 --------------------
-1. Create ``sps_workers/<engine>/`` with a ``__main__`` that accepts ``--config <json>`` (a
-   :class:`sps_workers.settings.WorkerSettings` document) and runs until SIGTERM.
-2. Reuse :class:`sps_workers.scoring_op.ScoringOperator` for decode -> validate -> score -> encode,
-   so timing stamps and dead-letter reasons mean the same thing in every engine.
-3. Register it below: the runner launches ``python -m <module> --config ...`` with the interpreter
-   of the engine's environment (``environment``: ``core`` or the name of an environment that
-   ``make env-<name>`` builds).
-4. Pass the shared conformance tests in ``tests/test_worker_kafka.py`` (parametrize them with the
-   new engine).
+1. Create ``sps_workers/<engine>/`` with a ``__main__`` that accepts ``--config <json | @file>`` (a
+   :class:`sps_workers.settings.WorkerSettings` document) and runs until SIGTERM, then stops cleanly
+   (flush outputs, commit offsets, end spans). A non-Python engine (e.g. Kafka Streams in Java) keeps
+   a thin Python ``__main__`` that builds it if needed and execs it with the same config.
+2. Score with :class:`sps_workers.runtime.EngineInstance` (one per parallel task): decode ->
+   validate -> score -> encode, dead letters with reasons, embedded or external serving, and the
+   hop spans of sampled batches all come with it, identical to the baseline worker.
+3. Engines that assign partitions themselves (no consumer-group membership) call
+   :func:`sps_workers.runtime.mark_ready` once the pipeline reads the input topic and register with
+   ``joins_consumer_group=False``; the runner then waits for that file instead of the group.
+4. Engine-specific knobs (cluster address, operator parallelism, ...) come in
+   ``WorkerSettings.engine_options``; reject unknown keys with a message naming them.
+5. Register it below with the environment it runs in (``core`` or ``envs/<name>/requirements.txt``,
+   built on demand by services.runner.environments) and pass the conformance suite in
+   ``tests/test_engines.py``, which runs every registered engine unchanged.
 """
 
 from __future__ import annotations

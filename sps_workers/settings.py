@@ -36,3 +36,5 @@ class WorkerSettings(BaseModel):
     worker_id: str = Field("kafka", description="Prefix of each instance's id in ScoringFacts.worker_id.")
     max_poll_records: int = Field(256, ge=1, description="Records taken from the consumer per poll.")
     external: ExternalSettings | None = Field(None, description="Set: score through this external server instead of the embedded backend.")
+    ready_file: str | None = Field(None, description="Set by the runner: the engine creates this file once its pipeline runs and reads the input topic (readiness of engines that do not join the consumer group).")
+    engine_options: dict = Field(default_factory=dict, description="Engine-specific options (cluster address, operator parallelism, ...); each engine's folder documents its keys and rejects unknown ones.")

@@ -26,7 +26,7 @@ ENGINE_NAMES = ("kafka", "flink", "kafka-streams", "spark", "ray", "faust", "byt
 MODEL_NAMES = ("ffnn", "resnet50")
 CODEC_NAMES = ("protobuf", "crayfish-json")
 SWEEPABLE = ("batch_size", "parallelism", "codec", "rate", "outstanding", "delay_ms", "threads", "call_mode",
-             "server", "instances", "max_in_flight", "serving")
+             "server", "instances", "max_in_flight", "serving", "engine")
 
 
 class Strict(BaseModel):
@@ -148,6 +148,7 @@ class Experiment(Strict):
     trace_sample: float = Field(0.01, ge=0, le=1, description="Share of batches traced end to end (spans per hop), unless OTEL_TRACES_SAMPLER is set in the environment.")
     check_predictions: float = Field(0.01, ge=0, le=1, description="Share of scored batches whose predictions the collector checks against the reference model (accounting: checked, wrong).")
     generator_processes: int | None = Field(None, ge=1, description="Producer processes of the generator (default: by rate).")
+    engine_options: dict = Field(default_factory=dict, description="Engine-specific options passed to the worker (see sps_workers/<engine>/README or module docstring), e.g. flink: operator_parallelism [source, scoring, sink], jobmanager; spark: master; ray: address.")
 
     @field_validator("engine")
     @classmethod
@@ -183,7 +184,7 @@ class Experiment(Strict):
         data["sweep"] = None
         data["search"] = None
         for key, value in overrides.items():
-            if key in ("batch_size", "parallelism", "codec"):
+            if key in ("batch_size", "parallelism", "codec", "engine"):
                 data[key] = value
             elif key in ("rate", "outstanding"):
                 data["workload"][key] = value

@@ -163,3 +163,16 @@ def wait_file(path: Path, services: list[Service], timeout_s: float, what: str |
         time.sleep(POLL_S)
     tail = services[0].log_tail() if services else ""
     raise ServiceError(f"{what or path.name} not ready after {timeout_s:.0f}s:\n{tail}")
+
+
+def wait_engine_ready(engine, settings, partitions: int, services: list[Service], timeout_s: float = 180.0) -> None:
+    """Ready = the worker's consumer group holds every partition (engines that join the group), or
+    the engine wrote ``settings.ready_file`` (engines that assign partitions themselves: Flink,
+    Spark, Bytewax, ...). ``engine``: a sps_workers.EngineSpec."""
+    if engine.joins_consumer_group:
+        wait_group_assigned(settings.bootstrap, settings.consumer_group, settings.parallelism, partitions,
+                            services, timeout_s=timeout_s)
+        return
+    if not settings.ready_file:
+        raise ServiceError(f"engine {engine.name} does not join the consumer group and no ready_file is set")
+    wait_file(Path(settings.ready_file), services, timeout_s=timeout_s, what=f"{engine.name} worker")

@@ -15,6 +15,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from crayfish.codec import get_codec
 from crayfish.kafka import consumer_config, poll_batch, producer_config
+from sps_workers.runtime import mark_ready
 from sps_workers.scoring_op import OpResult, ScoringOperator
 from sps_workers.settings import WorkerSettings
 
@@ -136,7 +137,10 @@ def run_instance(settings: WorkerSettings, index: int) -> None:
         flush_and_commit()
         tracker.forget(partitions)
 
-    consumer.subscribe([input_topic], on_revoke=on_revoke)
+    def on_assign(_consumer, _partitions):
+        mark_ready(settings)
+
+    consumer.subscribe([input_topic], on_assign=on_assign, on_revoke=on_revoke)
 
     def make_callback(partition: int, offset: int):
         def _cb(err, _msg):
