@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
         part("codec", lambda: codec.run(s, log=log))
 
-    needs_broker = any(x in s.parts for x in ("efficiency", "parallelism", "harness", "serving"))
+    needs_broker = any(x in s.parts for x in ("efficiency", "parallelism", "harness", "serving", "tracing"))
     broker = None
     try:
         if needs_broker:
@@ -116,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
             from benchmarks import serving
 
             part("serving", lambda: serving.run(bootstrap, out / "serving", s, console, log))
+        if "tracing" in s.parts:
+            from benchmarks import tracing
+
+            part("tracing", lambda: tracing.run(bootstrap, out / "tracing", s, log))
     finally:
         if broker is not None:
             from services.broker import launcher

@@ -11,7 +11,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 SEED = 42
-PARTS = ("efficiency", "parallelism", "harness", "codec", "serving")
+PARTS = ("efficiency", "parallelism", "harness", "codec", "serving", "tracing")
 
 
 @dataclass
@@ -58,6 +58,9 @@ class BenchSettings:
     serving_sleep_instances: int = 8
     serving_max_in_flight: int = 8           # pipelined calls outstanding per worker instance
     serving_point_duration_s: float = 5.0    # x 0.75 (warm-up cut) must be >= min_point_duration_s
+    # 6. tracing cost
+    tracing_drain_n: int = 20_000            # records per drain (one drain per setting and round)
+    tracing_rounds: int = 3                  # interleaved rounds of off / 100 % / 1 %
     serving_max_points: int = 4
     serving_sleep_start_rate: float = 80.0   # blocking search; pipelined starts at factor x its result
     serving_onnx_start_rate: float = 400.0
@@ -70,7 +73,8 @@ class BenchSettings:
                    max_gen_processes=1, collector_n=3_000, point_duration_s=2.0, max_points=1,
                    base_point_s=1.0, min_point_duration_s=0.5, min_point_count=10, protobuf_reps=5,
                    json_reps=1, serving_unary_calls=300, serving_unary_warmup=50, serving_load_duration_s=1.0,
-                   serving_load_warmup_s=0.2, serving_point_duration_s=1.0, serving_max_points=1)
+                   serving_load_warmup_s=0.2, serving_point_duration_s=1.0, serving_max_points=1,
+                   tracing_drain_n=2_000, tracing_rounds=1)
 
     def as_dict(self) -> dict:
         d = asdict(self)

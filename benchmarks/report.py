@@ -133,6 +133,22 @@ def rows(bench: dict) -> list[tuple[str, str, str, str, str]]:
     srv = parts.get("serving")
     if srv is not None:
         r.extend(_serving_rows(srv, bench.get("settings") or {}))
+    tr = parts.get("tracing")
+    if tr is not None:
+        if "error" in tr:
+            r.append(("6", "tracing", "error: " + error_line(tr["error"], 140), "", ""))
+        else:
+            med = tr.get("median", {})
+            for name in ("off", "1%", "100%"):
+                m = med.get(name) or {}
+                r.append(("6", f"worker drain, tracing {name} sampled", f"{m.get('drain_rate_bps', 0):,.0f} batches/s,"
+                          f" {m.get('cpu_us_per_batch', 0):.0f} µs CPU/batch", "", ""))
+            for name, key, goal in (("100%", "throughput_ratio_100pct", "≥ 0.90×"), ("1%", "throughput_ratio_1pct", "≥ 0.98×")):
+                r.append(("6", f"throughput {name} sampled / off", _num(tr.get(key), unit="×"), goal,
+                          _goal((tr.get("goal_met") or {}).get(name))))
+            sc = tr.get("side_costs") or {}
+            r.append(("6", "generator / collector µs per sampled batch",
+                      f"{sc.get('generator_us_per_sampled_batch', 0):.1f} / {sc.get('collector_us_per_sampled_batch', 0):.1f}", "", ""))
     return r
 
 

@@ -24,6 +24,10 @@ The contract the integration must follow (attribute and span names):
   share of batches that pass one by one is reported beside it).
 - Only ``status == "scored"`` rows count. The bottleneck is the hop with the largest p50 (ties:
   the larger mean).
+- ``score_parts_ms`` (external serving; inside ``score``): ``server_queue`` and ``inference`` from
+  the server's spans (our Scoring server records them under the worker's client span, whose context
+  travels in the gRPC metadata) or else from the times the server reported (ScoringFacts), and
+  ``client`` = score - both: serialization, transport and gRPC handling on both sides.
 - ``transit_ms`` (outside the sum, informative): consumer span start - end of the producer span
   of the batch's input record, sub-ms from the spans themselves (same host clock assumed).
 """
@@ -45,6 +49,8 @@ __all__ = ["hop_breakdown", "hop_span", "record_hop", "read_spans", "BATCH_ID", 
 
 HOP = "crayfish.hop"
 WORKER_HOPS = ("decode", "score", "encode")
+# Inside ``score`` for external serving: what the server reports (server spans, else ScoringFacts).
+SERVER_PARTS = ("server_queue", "inference")
 HOPS = ("produce", "wait", "decode", "score", "encode", "publish")
 SUM_TOLERANCE = 0.05
 _COLUMN_OF = {"decode": "decode_ns", "score": "inference_ns", "encode": "encode_ns"}
@@ -82,7 +88,8 @@ def record_hop(tracer: trace.Tracer, hop: str, start_ns: int, end_ns: int, batch
 
 def read_spans(run_dir: Path | str) -> list[dict]:
     """All span records under ``run_dir`` (every ``spans/*.jsonl`` at any depth). Torn last lines
-    (a process killed mid-write) are skipped."""
+    (a process killed mid-write) are skipped. Compact lines (one per batch for the worker's five
+    spans, written by observability.spanlog) are expanded into their span records."""
     out = []
     for f in sorted(Path(run_dir).rglob("*.jsonl")):
         if f.parent.name != "spans":
@@ -93,9 +100,15 @@ def read_spans(run_dir: Path | str) -> list[dict]:
                 if not line:
                     continue
                 try:
-                    out.append(json.loads(line))
+                    rec = json.loads(line)
                 except json.JSONDecodeError:
                     continue
+                if "compact" in rec:
+                    from observability.spanlog import expand_compact
+
+                    out.extend(expand_compact(rec))
+                else:
+                    out.append(rec)
     return out
 
 
@@ -152,7 +165,7 @@ def hop_breakdown(run_dir: Path | str, batches: Path | str | None = None) -> dic
         if start is None or end is None:
             continue
         hop = (s.get("attributes") or {}).get(HOP)
-        if hop in WORKER_HOPS:
+        if hop in WORKER_HOPS or hop in SERVER_PARTS:
             step_ns[bid][hop] += int(end) - int(start)
         kind = s.get("kind")
         if kind == "CONSUMER" and (s.get("attributes") or {}).get(BATCH_ID) is not None:
@@ -163,12 +176,15 @@ def hop_breakdown(run_dir: Path | str, batches: Path | str | None = None) -> dic
 
     cols = {c: table.column(c).to_pylist() for c in
             ("batch_id", "status", "created_ns", "input_append_ms", "worker_receive_ns",
-             "worker_send_ns", "output_append_ms", "decode_ns", "inference_ns", "encode_ns")
+             "worker_send_ns", "output_append_ms", "decode_ns", "inference_ns", "encode_ns",
+             "server_queue_ns", "server_inference_ns")
             if c in table.column_names}
     n = table.num_rows
     rows: dict[str, list[float]] = {h: [] for h in (*HOPS, "e2e")}
     source = {h: {"spans": 0, "columns": 0} for h in WORKER_HOPS}
     transit = []
+    parts: dict[str, list[float]] = {"client": [], "server_queue": [], "inference": []}
+    part_source = {"spans": 0, "columns": 0}
     seen: set[str] = set()
     scored = 0
     for r in range(n):
@@ -198,6 +214,17 @@ def hop_breakdown(run_dir: Path | str, batches: Path | str | None = None) -> dic
                 v = cols.get(_COLUMN_OF[h])
                 rows[h].append((v[r] or 0) / 1e6 if v is not None else 0.0)
                 source[h]["columns"] += 1
+        server = {}
+        for part, column in (("server_queue", "server_queue_ns"), ("inference", "server_inference_ns")):
+            if part in step_ns.get(bid, {}):
+                server[part] = step_ns[bid][part] / 1e6
+            elif cols.get(column) is not None and cols[column][r]:
+                server[part] = cols[column][r] / 1e6
+        if server:
+            part_source["spans" if any(p in step_ns.get(bid, {}) for p in SERVER_PARTS) else "columns"] += 1
+            parts["server_queue"].append(server.get("server_queue", 0.0))
+            parts["inference"].append(server.get("inference", 0.0))
+            parts["client"].append(rows["score"][-1] - parts["server_queue"][-1] - parts["inference"][-1])
         rows["publish"].append((out - send) / 1e6)
         rows["e2e"].append((out - created) / 1e6)
         if bid in consumer_start and bid in producer_end:
@@ -206,7 +233,7 @@ def hop_breakdown(run_dir: Path | str, batches: Path | str | None = None) -> dic
     result = {"batches": len(seen), "batches_scored": scored, "spans": len(spans)}
     if not seen:
         return {**result, "hops_ms": {}, "source": source, "sum_check": {}, "bottleneck": None,
-                "bottleneck_ms": None, "transit_ms": {}}
+                "bottleneck_ms": None, "transit_ms": {}, "score_parts_ms": {}}
 
     arr = {h: np.asarray(v, dtype=np.float64) for h, v in rows.items()}
     hop_sum = sum(arr[h] for h in HOPS)
@@ -225,6 +252,9 @@ def hop_breakdown(run_dir: Path | str, batches: Path | str | None = None) -> dic
     }
     hops_ms = {h: _pcts(arr[h]) for h in (*HOPS, "e2e")}
     bottleneck = max(HOPS, key=lambda h: (hops_ms[h]["p50"], hops_ms[h]["mean"]))
+    # score = client (serialization, transport, client/server gRPC handling) + server queue + inference
+    score_parts = ({p: _pcts(np.asarray(v, dtype=np.float64)) for p, v in parts.items()} | {"source": part_source}
+                   if parts["client"] else {})
     return {**result, "hops_ms": hops_ms, "source": source, "sum_check": sum_check,
             "bottleneck": bottleneck, "bottleneck_ms": hops_ms[bottleneck]["p50"],
-            "transit_ms": _pcts(np.asarray(transit, dtype=np.float64))}
+            "transit_ms": _pcts(np.asarray(transit, dtype=np.float64)), "score_parts_ms": score_parts}

@@ -1,83 +1,195 @@
-"""What the services call: tracing that costs (almost) nothing for batches nobody sampled.
+"""What the services call: tracing that costs (almost) nothing for batches nobody sampled, and
+little for those sampled.
 
-- The generator starts a producer span per batch with the SDK's sampler (standard
-  OTEL_TRACES_SAMPLER / _ARG; the runner defaults them to parentbased_traceidratio at the
-  experiment's ``trace_sample``), and writes ``traceparent`` into the record's headers only when
-  that span is sampled.
-- The worker looks for a sampled ``traceparent`` in headers it reads anyway; only then does it touch
-  the SDK: one consumer span (from receive to send) with decode / score / encode children recorded
-  afterwards from the scoring operator's own stamps, and a producer span whose context travels on
-  in the output record's headers. Unsampled batches cost one header scan.
-
-Spans go where observability.tracing sends them (OTLP, or span files under the run folder) and
-observability.hops joins them with the broker stamps.
+- The generator decides per batch with the standard sampler (OTEL_TRACES_SAMPLER / _ARG; the runner
+  defaults them to parentbased_traceidratio at the experiment's ``trace_sample``) and writes
+  ``traceparent`` into the record's headers only when the batch is sampled.
+- The worker looks for a sampled ``traceparent`` in headers it reads anyway; only then does it
+  record: one consumer span (receive to send) with decode / score / encode children taken from the
+  scoring operator's own stamps, and a producer span whose context travels on in the output
+  record's headers. For an external call the score span is a CLIENT span whose context goes to the
+  server in the gRPC metadata (``traceparent``); our Scoring server records its SERVER span with
+  queue and inference children from its core's timing. The collector records a consumer span per
+  sampled output record.
+- Recording is a tuple append (observability.spanlog); a background thread exports over OTLP, or to
+  span files under the run folder, which observability.hops joins with the broker stamps.
 """
 
 from __future__ import annotations
 
+import json
 import os
-
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind
+import random
 
 from observability.hops import HOP
 from observability.kafka_context import (BATCH_ID, DESTINATION, MESSAGING_SYSTEM, OFFSET, OPERATION,
-                                         OPERATION_TYPE, PARTITION, extract_context, inject_headers)
-from observability.tracing import setup_tracing, shutdown_tracing, tracing_enabled
-
+                                         OPERATION_TYPE, PARTITION)
 from observability.light import SPANS_DIR_ENV, TRACEPARENT, sampled_traceparent  # noqa: F401
+from observability.spanlog import (SpanLog, header_value, new_span_id, new_trace_id, parse_traceparent,
+                                   root_sampler, sample_root, traceparent)
+from observability.tracing import tracing_enabled
+
+RPC_SYSTEM, RPC_SERVICE, RPC_METHOD = "rpc.system", "rpc.service", "rpc.method"
+
+
+def worker_span_ids(base: int) -> tuple[int, int, int, int, int]:
+    """The worker's five span ids of one batch from one random base: process, decode, score (the
+    client span of an external call), encode, send. One random draw per batch, all distinct."""
+    return base | 1, base | 2, base | 3, base | 4, base | 5
+
+
+def new_worker_base() -> int:
+    return random.getrandbits(61) << 3
+
+
+_HOP_JSON = {h: json.dumps({HOP: h}, separators=(",", ":")) for h in ("decode", "score", "encode")}
+_PROCESS_ATTRS = ('{"%s":"kafka","%s":%%s,"%s":"process","%s":"process","%s":"%%d","%s":%%d,"%s":%%s}'
+                  % (MESSAGING_SYSTEM, DESTINATION, OPERATION, OPERATION_TYPE, PARTITION, OFFSET, BATCH_ID))
+_SEND_ATTRS = ('{"%s":"kafka","%s":%%s,"%s":"publish","%s":"send","%s":%%s}'
+               % (MESSAGING_SYSTEM, DESTINATION, OPERATION, OPERATION_TYPE, BATCH_ID))
+
+
+def _worker_spans(trace_id, parent, base, topic, partition, offset, timing, out_topic, client) -> list[tuple]:
+    """The worker's five spans of one batch, built at flush time from the stamps recorded."""
+    batch_id, received, decode_ns, inference_ns, encode_ns, send = timing
+    process, decode, score, encode, send_id = worker_span_ids(base)
+    t1 = received + decode_ns
+    t2 = t1 + inference_ns
+    if client is None:
+        score_span = (trace_id, score, process, "crayfish.score", "INTERNAL", t1, t2, _HOP_JSON["score"])
+    else:
+        score_span = (trace_id, score, process, "crayfish.score", "CLIENT", t1, t2,
+                      {HOP: "score", RPC_SYSTEM: "http" if client in ("torchserve", "ray-serve") else "grpc",
+                       "crayfish.client": client})
+    bid = json.dumps(batch_id)
+    return [
+        (trace_id, process, parent, f"process {topic}", "CONSUMER", received, send,
+         _PROCESS_ATTRS % (json.dumps(topic), partition, offset, bid)),
+        (trace_id, decode, process, "crayfish.decode", "INTERNAL", received, t1, _HOP_JSON["decode"]),
+        score_span,
+        (trace_id, encode, process, "crayfish.encode", "INTERNAL", t2, t2 + encode_ns, _HOP_JSON["encode"]),
+        (trace_id, send_id, process, f"send {out_topic}", "PRODUCER", send, send,
+         _SEND_ATTRS % (json.dumps(out_topic), bid)),
+    ]
+
+
+_worker_spans.compact = "worker"
+COMPACT_EXPANDERS = {"worker": _worker_spans}
+
+
+class SendSpan:
+    """The generator's producer span of one sampled batch (ended after the produce call)."""
+
+    __slots__ = ("log", "trace_id", "span_id", "start", "topic", "batch_id")
+
+    def __init__(self, log, trace_id, span_id, start, topic, batch_id):
+        self.log, self.trace_id, self.span_id = log, trace_id, span_id
+        self.start, self.topic, self.batch_id = start, topic, batch_id
+
+    def is_recording(self) -> bool:
+        return True
+
+    def end(self) -> None:
+        self.log.add(self.trace_id, self.span_id, None, f"send {self.topic}", "PRODUCER", self.start,
+                     _now(), {MESSAGING_SYSTEM: "kafka", DESTINATION: self.topic, OPERATION: "publish",
+                              OPERATION_TYPE: "send", BATCH_ID: self.batch_id})
+
+
+def _now() -> int:
+    import time
+
+    return time.time_ns()
 
 
 class BatchTracing:
+    """Per-batch spans of one service (see the module docstring). ``tracer`` is None when off."""
+
     def __init__(self, service: str):
         self.enabled = tracing_enabled() and (os.environ.get(SPANS_DIR_ENV) or
                                               os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or
                                               os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
-        self.tracer = setup_tracing(service, os.environ.get(SPANS_DIR_ENV)) if self.enabled else None
+        self.log = SpanLog(service, os.environ.get(SPANS_DIR_ENV)) if self.enabled else None
+        self.tracer = self.log
+        self._sampler = root_sampler() if self.enabled else None
 
     # -- generator ------------------------------------------------------------------------------
     def start_send(self, topic: str, batch_id: str):
-        """A producer span for one batch (None when tracing is off)."""
-        if self.tracer is None:
+        """A producer span for one batch, or None when tracing is off or the sampler says no."""
+        if self.log is None:
             return None
-        return self.tracer.start_span(f"send {topic}", kind=SpanKind.PRODUCER, attributes={
-            MESSAGING_SYSTEM: "kafka", DESTINATION: topic, OPERATION: "publish", OPERATION_TYPE: "send",
-            BATCH_ID: batch_id})
+        trace_id = new_trace_id()
+        if not sample_root(self._sampler, trace_id, f"send {topic}"):
+            return None
+        return SendSpan(self.log, trace_id, new_span_id(), _now(), topic, batch_id)
 
     @staticmethod
     def headers_for(span, headers: list) -> list:
         """``headers`` plus the span's traceparent when the span is sampled."""
-        if span is None or not span.is_recording():
+        if span is None:
             return headers
-        return inject_headers(list(headers or []), trace.set_span_in_context(span))
+        return list(headers or []) + [(TRACEPARENT, traceparent(span.trace_id, span.span_id).encode())]
 
     # -- worker ---------------------------------------------------------------------------------
+    @staticmethod
+    def client_context(headers) -> tuple[int, int, int] | None:
+        """For an external call of a sampled batch: (trace_id, incoming parent span, id base); the
+        gRPC metadata then carries :meth:`client_traceparent` (the worker's score span)."""
+        parsed = parse_traceparent(header_value(headers)) if sampled_traceparent(headers) else None
+        if parsed is None:
+            return None
+        return parsed[0], parsed[1], new_worker_base()
+
+    @staticmethod
+    def client_traceparent(ctx: tuple[int, int, int]) -> str:
+        return traceparent(ctx[0], worker_span_ids(ctx[2])[2])
+
     def record_worker(self, headers, topic: str, partition: int, offset: int, timing, out_topic: str,
-                      out_headers: list) -> list:
+                      out_headers: list, ctx: tuple[int, int, int] | None = None, client: str | None = None) -> list:
         """Record the worker's spans of one sampled batch (after the fact, from its stamps) and
-        return the output headers carrying the trace on. ``timing``: OpResult.timing."""
-        batch_id, received, decode_ns, inference_ns, encode_ns, send = timing
-        ctx = extract_context(headers)
-        span = self.tracer.start_span(f"process {topic}", context=ctx, kind=SpanKind.CONSUMER, start_time=received,
-                                      attributes={MESSAGING_SYSTEM: "kafka", DESTINATION: topic,
-                                                  OPERATION: "process", OPERATION_TYPE: "process",
-                                                  PARTITION: str(partition), OFFSET: offset, BATCH_ID: batch_id})
-        parent = trace.set_span_in_context(span)
-        t = received
-        for hop, dur in (("decode", decode_ns), ("score", inference_ns), ("encode", encode_ns)):
-            child = self.tracer.start_span(f"crayfish.{hop}", context=parent, start_time=t,
-                                           attributes={HOP: hop, BATCH_ID: batch_id})
-            child.end(end_time=t + dur)
-            t += dur
-        send_span = self.tracer.start_span(f"send {out_topic}", context=parent, kind=SpanKind.PRODUCER,
-                                           start_time=send, attributes={
-                                               MESSAGING_SYSTEM: "kafka", DESTINATION: out_topic,
-                                               OPERATION: "publish", OPERATION_TYPE: "send", BATCH_ID: batch_id})
-        out = inject_headers(list(out_headers or []), trace.set_span_in_context(send_span))
-        send_span.end()
-        span.end(end_time=send)
-        return out
+        return the output headers carrying the trace on. ``timing``: OpResult.timing; ``ctx``: from
+        :meth:`client_context` when the batch was scored by an external server (``client`` kind)."""
+        if ctx is None:
+            parsed = parse_traceparent(header_value(headers))
+            if parsed is None:
+                return out_headers
+            ctx = (parsed[0], parsed[1], new_worker_base())
+        trace_id, parent, base = ctx
+        self.log.add_deferred(_worker_spans, trace_id, parent, base, topic, partition, offset, timing, out_topic,
+                              client)
+        send_id = base | 5
+        return list(out_headers or []) + [(TRACEPARENT, traceparent(trace_id, send_id).encode())]
+
+    # -- scoring server -------------------------------------------------------------------------
+    def record_server(self, tp, method: str, start_ns: int, queue_ns: int, inference_ns: int, end_ns: int,
+                      model: str) -> None:
+        """The server span of one traced call (parent: the worker's client span from the gRPC
+        metadata) with its queue and inference children, from the server core's own timing."""
+        parsed = parse_traceparent(tp)
+        if parsed is None or not parsed[2]:
+            return
+        trace_id, parent, _ = parsed
+        sid = new_span_id()
+        service, _, name = method.rpartition("/")
+        self.log.add(trace_id, sid, parent, method.lstrip("/"), "SERVER", start_ns, end_ns,
+                     {RPC_SYSTEM: "grpc", RPC_SERVICE: service.lstrip("/"), RPC_METHOD: name,
+                      "crayfish.model": model})
+        t = start_ns
+        self.log.add(trace_id, new_span_id(), sid, "crayfish.server_queue", "INTERNAL", t, t + queue_ns,
+                     {HOP: "server_queue"})
+        t += queue_ns
+        self.log.add(trace_id, new_span_id(), sid, "crayfish.inference", "INTERNAL", t, t + inference_ns,
+                     {HOP: "inference"})
+
+    # -- collector ------------------------------------------------------------------------------
+    def record_receive(self, headers, topic: str, append_ms: int, batch_id: str) -> None:
+        """The collector's consumer span of a sampled output record: from its broker append to now."""
+        parsed = parse_traceparent(header_value(headers))
+        if parsed is None or not parsed[2]:
+            return
+        self.log.add(parsed[0], new_span_id(), parsed[1], f"receive {topic}", "CONSUMER", append_ms * 1_000_000,
+                     _now(), {MESSAGING_SYSTEM: "kafka", DESTINATION: topic, OPERATION: "receive",
+                              OPERATION_TYPE: "receive", BATCH_ID: batch_id})
 
     def close(self) -> None:
-        if self.tracer is not None:
-            shutdown_tracing()
+        if self.log is not None:
+            self.log.close()

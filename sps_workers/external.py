@@ -33,6 +33,12 @@ from sps_workers.scoring_op import BAD_SHAPE, SCORING_ERROR, UNKNOWN_MODEL, OpRe
 CALL_MODES = ("blocking", "pipelined", "microbatch")
 
 
+def client_traceparent(ctx: tuple) -> str:
+    """traceparent of the worker's score (client) span: see observability.wiring.worker_span_ids."""
+    trace_id, _parent, base = ctx
+    return f"00-{trace_id:032x}-{base | 3:016x}-01"
+
+
 @dataclass
 class _Unit:
     """One server call: one prepared batch, or several concatenated (micro-batch)."""
@@ -102,14 +108,16 @@ class ExternalStage:
         self.in_flight += 1
         self.calls += 1
         x = unit.x()
+        traced = next((p.trace for p in unit.preps if p.trace is not None), None)
+        tp = client_traceparent(traced) if traced is not None else None
         if self.mode == "blocking":
             try:
-                res, exc = self.client.score(x), None
+                res, exc = self.client.score(x, tp), None
             except Exception as e:  # noqa: BLE001 - judged in _complete
                 res, exc = None, e
             self._complete(unit, res, exc)
             return
-        fut = self.client.score_async(x)
+        fut = self.client.score_async(x, tp)
         fut.add_done_callback(lambda f, u=unit: self._done.put((u, *_outcome(f))))
 
     def _complete(self, unit: _Unit, result, exc) -> None:

@@ -86,6 +86,8 @@ class EngineInstance:
             if isinstance(prep, OpResult):
                 res = prep
             else:
+                if self._traced and sampled_traceparent(headers):
+                    prep.trace = self.tracing.client_context(headers)
                 self.stage.submit([prep])
                 self.stage.drain()
                 res = self._done.pop()
@@ -94,8 +96,11 @@ class EngineInstance:
             return Emit(s.dead_letter_topic, res.dead_letter, None, dead=True, reason=res.reason)
         out_headers = res.headers or None
         if self._traced and res.timing is not None and sampled_traceparent(headers):
-            out_headers = self.tracing.record_worker(headers, topic, partition, offset, res.timing,
-                                                     s.output_topic, res.headers) or None
+            ext = s.external
+            out_headers = self.tracing.record_worker(
+                headers, topic, partition, offset, res.timing, s.output_topic, res.headers,
+                ctx=prep.trace if self.stage is not None else None,
+                client=ext.client if ext is not None else None) or None
         return Emit(s.output_topic, res.value, out_headers)
 
     def close(self) -> None:

@@ -12,7 +12,6 @@ A new engine passes this file unchanged once it is registered in sps_workers.ENG
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import uuid
@@ -173,7 +172,9 @@ def test_engine_scores_dead_letters_and_traces(kafka_bootstrap, engine_factory, 
     assert all("traceparent" not in h for bid, h in out_headers.items() if bid != traced_id)
     # ... and the worker's hop spans are recorded under the incoming context (flushed on stop).
     svc.stop()
-    spans = [json.loads(line) for f in spans_dir.rglob("*.jsonl") for line in f.read_text().splitlines()]
+    from observability.hops import read_spans
+
+    spans = read_spans(spans_dir)
     mine = [s for s in spans if s["trace_id"] == trace_id]
     names = {s["name"] for s in mine}
     assert {"crayfish.decode", "crayfish.score", "crayfish.encode"} <= names, names

@@ -55,3 +55,43 @@ def test_unsampled_batches_leave_no_worker_spans(kafka_bootstrap, models_dir, tm
     spans = read_spans(summary["points"][0]["dir"])
     assert not [s for s in spans if s["service"] == "kafka-worker"]
     assert summary["points"][0]["accounting"]["scored"] == 40
+
+
+def test_external_call_carries_the_trace_into_the_scoring_server(kafka_bootstrap, models_dir, tmp_path, monkeypatch):
+    """Worker -> Scoring server over gRPC: the server's span is a child of the worker's client span
+    (context in the gRPC metadata), its inference child shows the 30 ms model, and the collector's
+    receive span hangs under the worker's send span across the output topic."""
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
+    exp = Experiment.model_validate({
+        "name": "traced-ext", "model": "ffnn", "kafka": {"bootstrap": kafka_bootstrap},
+        "serving": {"kind": "external", "server": "scoring", "backend": "sleep", "delay_ms": 30},
+        "workload": {"type": "closed_loop", "outstanding": 1, "count": 30, "duration_s": 60},
+        "validity": {"min_duration_s": 1, "min_count": 10}, "trace_sample": 1.0})
+    summary = run_experiment(exp, tmp_path / "run", models_dir=models_dir)
+    point = summary["points"][0]
+    spans = read_spans(point["dir"])
+    by_id = {s["span_id"]: s for s in spans}
+    servers = [s for s in spans if s["kind"] == "SERVER"]
+    assert len(servers) == 30
+    inference_ms = []
+    for srv in servers:
+        assert srv["service"] == "scoring" and srv["name"] == "crayfish.v1.Scoring/Score"
+        client = by_id[srv["parent_id"]]
+        assert client["kind"] == "CLIENT" and client["service"] == "kafka-worker"
+        assert client["name"] == "crayfish.score" and client["trace_id"] == srv["trace_id"]
+        assert client["start_ns"] <= srv["start_ns"] and srv["end_ns"] <= client["end_ns"] + 1_000_000
+        inference = [s for s in spans if s["parent_id"] == srv["span_id"] and s["name"] == "crayfish.inference"]
+        assert len(inference) == 1
+        inference_ms.append((inference[0]["end_ns"] - inference[0]["start_ns"]) / 1e6)
+    assert min(inference_ms) >= 29.9 and abs(sorted(inference_ms)[15] - 30.0) <= 2.0, inference_ms
+    receives = [s for s in spans if s["service"] == "collector"]
+    assert len(receives) == 30
+    for r in receives:
+        send = by_id[r["parent_id"]]
+        assert send["kind"] == "PRODUCER" and send["service"] == "kafka-worker"
+    hops = point["hops_traced"]
+    assert hops["bottleneck"] == "score" and hops["sum_check"]["ok"], hops["sum_check"]
+    parts = hops["score_parts_ms"]
+    assert parts["source"]["spans"] == 30
+    assert abs(parts["inference"]["p50"] - 30.0) <= 3.0
+    assert 0 < parts["client"]["p50"] < hops["hops_ms"]["score"]["p50"]

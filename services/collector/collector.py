@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 
 from crayfish.clock import probe_skew
 from crayfish.codec import CodecError, get_codec
+from observability.light import sampled_traceparent
 from crayfish.kafka import admin_config, consumer_config, poll_batch
 from crayfish.v1 import batch_pb2
 
@@ -67,6 +68,9 @@ class Collector:
         self.stop = threading.Event()
         self.skew = None
         self.undecodable = 0
+        from observability.light import batch_tracing
+
+        self.tracing = batch_tracing("collector")
         self.checker = None
         if s.check_sample > 0 and s.generator_settings and s.backend not in _unchecked():
             from services.collector.checker import PredictionChecker
@@ -119,6 +123,7 @@ class Collector:
         consumer.close()
         if s.worker_group:
             lag_thread.join(timeout=10)
+        self.tracing.close()
         return self._write()
 
     def _row(self, m) -> dict:
@@ -136,12 +141,15 @@ class Collector:
                     "detail": dl.detail, "created_ns": dl.created_ns, "intended_ns": dl.intended_ns,
                     "input_append_ms": dl.input_append_ms, "worker_id": dl.facts.worker_id,
                     "worker_receive_ns": dl.facts.worker_receive_ns, "worker_send_ns": dl.facts.worker_send_ns}
+        headers = m.headers()
         try:
-            sb = self.codec.decode_scored(m.value(), m.headers())
+            sb = self.codec.decode_scored(m.value(), headers)
         except CodecError as exc:
             self.undecodable += 1
             return {**base, "batch_id": "", "status": "undecodable", "reason": str(exc)[:200]}
         f = sb.facts
+        if self.tracing.tracer is not None and sampled_traceparent(headers):
+            self.tracing.record_receive(headers, m.topic(), append_ms, sb.batch_id)
         correct = None
         if self.checker is not None and self.checker.sampled(sb.batch_id):
             from crayfish.tensor import from_tensor

@@ -31,14 +31,17 @@ class ExternalClient:
         self.max_in_flight = max_in_flight
         self._pool: cf.ThreadPoolExecutor | None = None
 
-    def score(self, x: np.ndarray) -> ClientResult:
+    def score(self, x: np.ndarray, traceparent: str | None = None) -> ClientResult:
+        """Score ``x``. ``traceparent``: W3C context of the caller's client span (sampled batches
+        only); protocols that carry it (gRPC metadata / HTTP header) send it, servers we own
+        record their spans under it, the others ignore it."""
         raise NotImplementedError
 
-    def score_async(self, x: np.ndarray) -> cf.Future:
+    def score_async(self, x: np.ndarray, traceparent: str | None = None) -> cf.Future:
         if self._pool is None:
             self._pool = cf.ThreadPoolExecutor(max_workers=max(1, self.max_in_flight),
                                                thread_name_prefix=f"{self.kind}-client")
-        return self._pool.submit(self.score, x)
+        return self._pool.submit(self.score, x, traceparent)
 
     def score_stream(self, xs: list[np.ndarray]) -> list[ClientResult]:
         """Score many inputs over the protocol's streaming API where it has one; results in input

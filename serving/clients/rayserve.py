@@ -135,7 +135,7 @@ class RayServeHttpClient(ExternalClient):
         return error_from_status(code, message)
 
     # -- the interface ---------------------------------------------------------------------------
-    def score(self, x: np.ndarray) -> ClientResult:
+    def score(self, x: np.ndarray, traceparent: str | None = None) -> ClientResult:
         body, headers = wire.encode(x)
         headers["Content-Type"] = wire.CONTENT_TYPE
         status, h, data = self._call("POST", self._score_path, body, headers)

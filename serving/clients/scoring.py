@@ -15,6 +15,10 @@ from serving.clients.base import ClientResult, ExternalClient, grpc_channel, reg
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
+def _trace_metadata(traceparent: str | None):
+    return (("traceparent", traceparent),) if traceparent else None
+
+
 @register_client
 class ScoringClient(ExternalClient):
     kind = "scoring"
@@ -37,20 +41,22 @@ class ScoringClient(ExternalClient):
         return ClientResult(output=from_tensor(resp.output), server_inference_ns=resp.inference_ns,
                             server_queue_ns=resp.queue_ns, server=resp.server or ScoringClient.server)
 
-    def score(self, x: np.ndarray) -> ClientResult:
+    def score(self, x: np.ndarray, traceparent: str | None = None) -> ClientResult:
         from serving.errors import error_from_status
 
         try:
-            return self._result(self._stub.Score(self._request(x), timeout=self.timeout_s))
+            return self._result(self._stub.Score(self._request(x), timeout=self.timeout_s,
+                                                 metadata=_trace_metadata(traceparent)))
         except grpc.RpcError as exc:
             raise error_from_status(exc.code(), exc.details()) from None
 
-    def score_async(self, x: np.ndarray) -> cf.Future:
+    def score_async(self, x: np.ndarray, traceparent: str | None = None) -> cf.Future:
         """Native gRPC future, adapted to a concurrent.futures.Future of ClientResult."""
         from serving.errors import error_from_status
 
         out: cf.Future = cf.Future()
-        call = self._stub.Score.future(self._request(x), timeout=self.timeout_s)
+        call = self._stub.Score.future(self._request(x), timeout=self.timeout_s,
+                                       metadata=_trace_metadata(traceparent))
 
         def done(c):
             try:

@@ -128,7 +128,7 @@ class TFServingClient(ExternalClient):
     def _error(self, exc) -> ServingError:
         return error_from_status(exc.code(), exc.details() or "")
 
-    def score(self, x: np.ndarray) -> ClientResult:
+    def score(self, x: np.ndarray, traceparent: str | None = None) -> ClientResult:
         req = self._request(x)
         try:
             resp, call = self._predict.Predict.with_call(req, timeout=self.timeout_s)
@@ -136,7 +136,7 @@ class TFServingClient(ExternalClient):
             raise self._error(exc) from None
         return self._result(resp, call.trailing_metadata())
 
-    def score_async(self, x: np.ndarray) -> cf.Future:
+    def score_async(self, x: np.ndarray, traceparent: str | None = None) -> cf.Future:
         """A native gRPC future, adapted to a concurrent.futures.Future of ClientResult."""
         out: cf.Future = cf.Future()
         try:

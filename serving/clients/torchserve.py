@@ -150,14 +150,14 @@ class TorchServeClient(ExternalClient):
             raise BackendError(f"torchserve: {exc}") from None
         return ClientResult(output=out, server_inference_ns=inference_ns, server=self.server)
 
-    def score(self, x: np.ndarray) -> ClientResult:
+    def score(self, x: np.ndarray, traceparent: str | None = None) -> ClientResult:
         try:
             resp = self._stub.Predictions(self._request(x), timeout=self.timeout_s, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise _map_error(exc) from None
         return self._result(resp)
 
-    def score_async(self, x: np.ndarray) -> cf.Future:
+    def score_async(self, x: np.ndarray, traceparent: str | None = None) -> cf.Future:
         """Native gRPC future, adapted to a concurrent.futures.Future of ClientResult."""
         out: cf.Future = cf.Future()
         call = self._stub.Predictions.future(self._request(x), timeout=self.timeout_s, metadata=self._metadata)

@@ -137,7 +137,7 @@ class TritonClient(ExternalClient):
 
     # -- ExternalClient -----------------------------------------------------------------------
 
-    def score(self, x: np.ndarray) -> ClientResult:
+    def score(self, x: np.ndarray, traceparent: str | None = None) -> ClientResult:
         from tritonclient.utils import InferenceServerException
 
         inputs = self._inputs(x)
@@ -148,7 +148,7 @@ class TritonClient(ExternalClient):
             raise _triton_error(exc) from None
         return self._result(result)
 
-    def score_async(self, x: np.ndarray) -> cf.Future:
+    def score_async(self, x: np.ndarray, traceparent: str | None = None) -> cf.Future:
         """Native: ``async_infer`` (a gRPC future), adapted to a Future of ClientResult."""
         from tritonclient.utils import InferenceServerException
 

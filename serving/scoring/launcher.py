@@ -26,8 +26,9 @@ class RunningServer:
 def start(model: str = "ffnn", instances: int = 1, models_dir: Path | None = None, log_dir: Path = Path("."),
           backend: str = "onnxruntime", backend_options: dict | None = None, batching: dict | None = None,
           python: str | None = None, protocols: list[str] | None = None, timeout_s: float = 120.0,
-          extra_models: list[dict] | None = None, **settings) -> RunningServer:
+          extra_models: list[dict] | None = None, env: dict | None = None, **settings) -> RunningServer:
     """``extra_models``: more ScoringSettings model entries (e.g. a slow twin for deadline tests).
+    ``env``: extra environment of the server process (e.g. OTEL_* / span-file settings).
     Extra keyword arguments are ScoringSettings fields (max_queue, tls, ...)."""
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -41,7 +42,7 @@ def start(model: str = "ffnn", instances: int = 1, models_dir: Path | None = Non
     cfg_path = log_dir / "scoring.json"
     cfg_path.write_text(json.dumps(config, indent=2))
     svc = Service("scoring", ["-m", "serving.scoring", "--config", f"@{cfg_path}"], log_dir / "scoring.log",
-                  python=python)
+                  python=python, env=env)
     try:
         wait_file(ready, [svc], timeout_s, what="Scoring server")
     except BaseException:

@@ -113,26 +113,45 @@ def encode_response(request: scoring_pb2.ScoreRequest, r: ScoreResult) -> scorin
 _END = object()
 
 
+def _traceparent(context: grpc.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "traceparent":
+            return value
+    return None
+
+
 class ScoringServicer(scoring_pb2_grpc.ScoringServicer):
     """``crayfish.v1.Scoring`` over a :class:`ScoringCore` (see the module docstring)."""
 
     def __init__(self, core: ScoringCore, stream_max_in_flight: int = 8,
                  stream_workers: int = 8):
         self.core = core
+        from observability.light import batch_tracing
+
+        # Spans of traced calls (the worker's client span context arrives in the gRPC metadata).
+        self.tracing = batch_tracing("scoring")
+        self._traced = self.tracing.tracer is not None
         self.stream_max_in_flight = stream_max_in_flight
         self._stream_pool = futures.ThreadPoolExecutor(max_workers=stream_workers,
                                                        thread_name_prefix="stream")
 
     def close(self) -> None:
         self._stream_pool.shutdown(wait=False, cancel_futures=True)
+        self.tracing.close()
 
     # -- unary ---------------------------------------------------------------------------------
     def Score(self, request, context):
+        tp = _traceparent(context) if self._traced else None
+        start = time.time_ns() if tp else 0
         try:
             r = self.core.score(request.model, decode_input(request), request_deadline(context))
         except Exception as exc:
             context.abort(*grpc_status(exc))
-        return encode_response(request, r)
+        resp = encode_response(request, r)
+        if tp:
+            self.tracing.record_server(tp, f"/{SCORING_SERVICE}/Score", start, r.queue_ns, r.inference_ns,
+                                       time.time_ns(), request.model)
+        return resp
 
     def DescribeModel(self, request, context):
         try:

@@ -91,10 +91,10 @@ class RemoteClient(ExternalClient):
         # the real client enforces timeout_s; the margin only guards against a dead host
         return fut.result(timeout=self.timeout_s * 4 + 60)
 
-    def score(self, x):
+    def score(self, x, traceparent: str | None = None):
         return self._call("score", x)
 
-    def score_async(self, x) -> cf.Future:
+    def score_async(self, x, traceparent: str | None = None) -> cf.Future:
         return self._call("score_async", x, wait=False)
 
     def score_stream(self, xs):

@@ -154,11 +154,16 @@ def run_instance(settings: WorkerSettings, index: int) -> None:
     produce = producer.produce
     process = op.process
 
-    def emit(partition: int, offset: int, key, res, in_headers=None) -> None:
+    client_kind = ext.client if ext is not None else None
+
+    def emit(partition: int, offset: int, key, res, in_headers=None, trace=None) -> None:
         cb = make_callback(partition, offset)
         if res.value is not None:
             headers = res.headers
-            if traced and res.timing is not None and sampled_traceparent(in_headers):
+            if trace is not None and res.timing is not None:
+                headers = tracing.record_worker(None, input_topic, partition, offset, res.timing, out_topic,
+                                                headers, ctx=trace, client=client_kind)
+            elif traced and res.timing is not None and sampled_traceparent(in_headers):
                 headers = tracing.record_worker(in_headers, input_topic, partition, offset, res.timing,
                                                 out_topic, headers)
             _produce(producer, produce, out_topic, res.value, key, headers or None, cb)
@@ -172,7 +177,7 @@ def run_instance(settings: WorkerSettings, index: int) -> None:
         keys: dict = {}
 
         def emit_prepared(prep, res):
-            emit(prep.partition, prep.offset, keys.pop((prep.partition, prep.offset), None), res)
+            emit(prep.partition, prep.offset, keys.pop((prep.partition, prep.offset), None), res, trace=prep.trace)
 
         stage = ExternalStage(op, client, emit_prepared, mode=ext.call_mode, max_in_flight=ext.max_in_flight,
                               microbatch_max=ext.microbatch_max, retries=ext.retries, backoff_s=ext.backoff_s)
@@ -195,10 +200,13 @@ def run_instance(settings: WorkerSettings, index: int) -> None:
                     emit(partition, offset, m.key(), process(m.value(), headers, ts, input_topic, partition, offset),
                          headers)
                     continue
-                prep = op.prepare(m.value(), m.headers(), ts, input_topic, partition, offset)
+                headers = m.headers()
+                prep = op.prepare(m.value(), headers, ts, input_topic, partition, offset)
                 if isinstance(prep, OpResult):
                     emit(partition, offset, m.key(), prep)
                 else:
+                    if traced and sampled_traceparent(headers):
+                        prep.trace = tracing.client_context(headers)
                     keys[(partition, offset)] = m.key()
                     prepared.append(prep)
             if stage is not None:
