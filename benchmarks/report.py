@@ -144,7 +144,7 @@ def rows(bench: dict) -> list[tuple[str, str, str, str, str]]:
                 r.append(("6", f"worker drain, tracing {name} sampled", f"{m.get('drain_rate_bps', 0):,.0f} batches/s,"
                           f" {m.get('cpu_us_per_batch', 0):.0f} µs CPU/batch", "", ""))
             for name, key, goal in (("100%", "throughput_ratio_100pct", "≥ 0.90×"), ("1%", "throughput_ratio_1pct", "≥ 0.98×")):
-                r.append(("6", f"throughput {name} sampled / off", _num(tr.get(key), unit="×"), goal,
+                r.append(("6", f"throughput {name} sampled / off", _num(tr.get(key), "{:.2f}", "×"), goal,
                           _goal((tr.get("goal_met") or {}).get(name))))
             sc = tr.get("side_costs") or {}
             r.append(("6", "generator / collector µs per sampled batch",
