@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from random import getrandbits
+
 SPANS_DIR_ENV = "CRAYFISH_SPANS_DIR"   # the runner points it at the point's folder
 TRACEPARENT = "traceparent"
 
@@ -19,6 +21,25 @@ def sampled_traceparent(headers) -> bool:
             except ValueError:
                 return False
     return False
+
+
+_ODD_HEX = frozenset(b"13579bdfBDF")
+
+
+def worker_context(headers) -> tuple[str, str, int] | None:
+    """(trace id hex, incoming parent span id hex, span-id base) when the headers carry a sampled
+    W3C traceparent, else None. The base gives the worker's span ids of this batch
+    (observability.wiring.worker_span_ids). Costs a header scan and a slice: this runs per batch."""
+    if not headers:
+        return None
+    for k, v in headers:
+        if k == TRACEPARENT:
+            if isinstance(v, str):
+                v = v.encode()
+            if not v or len(v) < 55 or v[54] not in _ODD_HEX:   # 00-<32 hex>-<16 hex>-<flags>
+                return None
+            return v[3:35].decode(), v[36:52].decode(), getrandbits(61) << 3
+    return None
 
 
 class _TracingOff:

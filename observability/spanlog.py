@@ -28,9 +28,18 @@ import time
 from pathlib import Path
 
 FLUSH_S = 0.5
-_LINE = ('{"trace_id":"%032x","span_id":"%016x","parent_id":%s,"name":%s,"kind":"%s","start_ns":%d,'
+_LINE = ('{"trace_id":"%s","span_id":"%s","parent_id":%s,"name":%s,"kind":"%s","start_ns":%d,'
          '"end_ns":%d,"status":"UNSET","attributes":%s,"links":[],"service":%s}\n')
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _hex(v, width: int) -> str:
+    """An id as lower-case hex of ``width`` digits (ids come as ints, or as hex already)."""
+    return v if isinstance(v, str) else format(v, f"0{width}x")
+
+
+def _int(v) -> int:
+    return int(v, 16) if isinstance(v, str) else v
 
 
 def new_span_id() -> int:
@@ -129,23 +138,26 @@ class SpanLog:
                     else:
                         spans.append(item)
             if self._file is not None:
-                lines = [self._compact_line(it) if len(it) == 2 and hasattr(it[0], "compact") else None
-                         for it in items]
+                # Deferred items of a compact expander go out as one line per flush (one C-level
+                # json encode of all their stamps); everything else as one line per span.
+                compact: dict = {}
                 spans = []
-                for it, line in zip(items, lines):
-                    if line is None:
-                        spans.extend(it[0](*it[1]) if len(it) == 2 else (it,))
-                self._file.write("".join(line for line in lines if line is not None)
+                for it in items:
+                    if len(it) == 2:
+                        name = getattr(it[0], "compact", None)
+                        if name is not None:
+                            compact.setdefault(name, []).append(it[1])
+                        else:
+                            spans.extend(it[0](*it[1]))
+                    else:
+                        spans.append(it)
+                self._file.write("".join('{"compact":"%s","service":%s,"vs":%s}\n' % (name, self._service_json,
+                                                                                      _dumps(vs))
+                                         for name, vs in compact.items())
                                  + "".join(self._json_line(s) for s in spans))
                 self._file.flush()
             elif self._otlp is not None:
                 self._otlp.export([self._readable(s) for s in spans])
-
-    def _compact_line(self, item) -> str:
-        # One line for all spans of an expander (e.g. the worker's five per batch); readers expand
-        # it with expand_compact (observability.hops.read_spans does).
-        fn, args = item
-        return '{"compact":"%s","service":%s,"v":%s}\n' % (fn.compact, self._service_json, _dumps(args))
 
     def _json_line(self, s: tuple) -> str:
         # Hand-formatted (json.dumps of the whole record costs ~4x more); same fields and JSON as
@@ -154,7 +166,8 @@ class SpanLog:
         enc = self._names.get(name)
         if enc is None:
             enc = self._names[name] = json.dumps(name)
-        return _LINE % (trace_id, span_id, f'"{parent_id:016x}"' if parent_id else "null", enc, kind, start, end,
+        return _LINE % (_hex(trace_id, 32), _hex(span_id, 16), f'"{_hex(parent_id, 16)}"' if parent_id else "null",
+                        enc, kind, start, end,
                         attrs if attrs.__class__ is str else (_dumps(attrs) if attrs else "{}"), self._service_json)
 
     def _readable(self, s: tuple):
@@ -165,6 +178,8 @@ class SpanLog:
         trace_id, span_id, parent_id, name, kind, start, end, attrs = s
         if isinstance(attrs, str):
             attrs = json.loads(attrs)
+        trace_id, span_id = _int(trace_id), _int(span_id)
+        parent_id = _int(parent_id) if parent_id else None
         flags = TraceFlags(TraceFlags.SAMPLED)
         parent = SpanContext(trace_id, parent_id, is_remote=True, trace_flags=flags) if parent_id else None
         return ReadableSpan(name=name, context=SpanContext(trace_id, span_id, is_remote=False, trace_flags=flags),
@@ -185,14 +200,16 @@ class SpanLog:
 
 
 def expand_compact(record: dict) -> list[dict]:
-    """The span records (as observability.tracing.span_to_dict writes them) of one compact line."""
+    """The span records (as observability.tracing.span_to_dict writes them) of one compact line:
+    ``{"compact": <expander name>, "service": ..., "vs": [<arguments of one expander call>, ...]}``."""
     from observability.wiring import COMPACT_EXPANDERS
 
     fn = COMPACT_EXPANDERS[record["compact"]]
     out = []
-    for trace_id, span_id, parent_id, name, kind, start, end, attrs in fn(*record["v"]):
-        out.append({"trace_id": f"{trace_id:032x}", "span_id": f"{span_id:016x}",
-                    "parent_id": f"{parent_id:016x}" if parent_id else None, "name": name, "kind": kind,
+    spans = [span for v in record["vs"] for span in fn(*v)]
+    for trace_id, span_id, parent_id, name, kind, start, end, attrs in spans:
+        out.append({"trace_id": _hex(trace_id, 32), "span_id": _hex(span_id, 16),
+                    "parent_id": _hex(parent_id, 16) if parent_id else None, "name": name, "kind": kind,
                     "start_ns": int(start), "end_ns": int(end), "status": "UNSET",
                     "attributes": json.loads(attrs) if isinstance(attrs, str) else (attrs or {}),
                     "links": [], "service": record.get("service", "")})

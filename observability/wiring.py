@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import json
 import os
-import random
 
 from observability.hops import HOP
 from observability.kafka_context import (BATCH_ID, DESTINATION, MESSAGING_SYSTEM, OFFSET, OPERATION,
                                          OPERATION_TYPE, PARTITION)
-from observability.light import SPANS_DIR_ENV, TRACEPARENT, sampled_traceparent  # noqa: F401
+from observability.light import SPANS_DIR_ENV, TRACEPARENT, sampled_traceparent, worker_context  # noqa: F401
 from observability.spanlog import (SpanLog, header_value, new_span_id, new_trace_id, parse_traceparent,
                                    root_sampler, sample_root, traceparent)
 from observability.tracing import tracing_enabled
@@ -38,8 +37,9 @@ def worker_span_ids(base: int) -> tuple[int, int, int, int, int]:
     return base | 1, base | 2, base | 3, base | 4, base | 5
 
 
-def new_worker_base() -> int:
-    return random.getrandbits(61) << 3
+def client_traceparent(ctx: tuple[str, str, int]) -> str:
+    """traceparent of the worker's score (client) span, for the call's gRPC metadata / HTTP header."""
+    return f"00-{ctx[0]}-{ctx[2] | 3:016x}-01"
 
 
 _HOP_JSON = {h: json.dumps({HOP: h}, separators=(",", ":")) for h in ("decode", "score", "encode")}
@@ -50,7 +50,8 @@ _SEND_ATTRS = ('{"%s":"kafka","%s":%%s,"%s":"publish","%s":"send","%s":%%s}'
 
 
 def _worker_spans(trace_id, parent, base, topic, partition, offset, timing, out_topic, client) -> list[tuple]:
-    """The worker's five spans of one batch, built at flush time from the stamps recorded."""
+    """The worker's five spans of one batch, built at flush time from the stamps recorded
+    (trace and parent ids as hex strings, as they came in the traceparent header)."""
     batch_id, received, decode_ns, inference_ns, encode_ns, send = timing
     process, decode, score, encode, send_id = worker_span_ids(base)
     t1 = received + decode_ns
@@ -130,34 +131,17 @@ class BatchTracing:
         return list(headers or []) + [(TRACEPARENT, traceparent(span.trace_id, span.span_id).encode())]
 
     # -- worker ---------------------------------------------------------------------------------
-    @staticmethod
-    def client_context(headers) -> tuple[int, int, int] | None:
-        """For an external call of a sampled batch: (trace_id, incoming parent span, id base); the
-        gRPC metadata then carries :meth:`client_traceparent` (the worker's score span)."""
-        parsed = parse_traceparent(header_value(headers)) if sampled_traceparent(headers) else None
-        if parsed is None:
-            return None
-        return parsed[0], parsed[1], new_worker_base()
-
-    @staticmethod
-    def client_traceparent(ctx: tuple[int, int, int]) -> str:
-        return traceparent(ctx[0], worker_span_ids(ctx[2])[2])
-
-    def record_worker(self, headers, topic: str, partition: int, offset: int, timing, out_topic: str,
-                      out_headers: list, ctx: tuple[int, int, int] | None = None, client: str | None = None) -> list:
-        """Record the worker's spans of one sampled batch (after the fact, from its stamps) and
-        return the output headers carrying the trace on. ``timing``: OpResult.timing; ``ctx``: from
-        :meth:`client_context` when the batch was scored by an external server (``client`` kind)."""
-        if ctx is None:
-            parsed = parse_traceparent(header_value(headers))
-            if parsed is None:
-                return out_headers
-            ctx = (parsed[0], parsed[1], new_worker_base())
-        trace_id, parent, base = ctx
-        self.log.add_deferred(_worker_spans, trace_id, parent, base, topic, partition, offset, timing, out_topic,
-                              client)
-        send_id = base | 5
-        return list(out_headers or []) + [(TRACEPARENT, traceparent(trace_id, send_id).encode())]
+    def record_worker(self, ctx: tuple[str, str, int], topic: str, partition: int, offset: int, timing,
+                      out_topic: str, out_headers: list, client: str | None = None) -> list:
+        """Record the worker's spans of one sampled batch and return the output headers carrying
+        the trace on. ``ctx``: observability.light.worker_context of the input headers (taken
+        before an external call, whose metadata then carries :func:`client_traceparent`);
+        ``timing``: OpResult.timing; ``client``: the external client kind, None when embedded.
+        Recording is one tuple append: the spans are built when the log is flushed."""
+        self.log.add_deferred(_worker_spans, ctx[0], ctx[1], ctx[2], topic, partition, offset, timing,
+                              out_topic, client)
+        tp = b"00-%s-%016x-01" % (ctx[0].encode(), ctx[2] | 5)
+        return [*out_headers, (TRACEPARENT, tp)] if out_headers else [(TRACEPARENT, tp)]
 
     # -- scoring server -------------------------------------------------------------------------
     def record_server(self, tp, method: str, start_ns: int, queue_ns: int, inference_ns: int, end_ns: int,

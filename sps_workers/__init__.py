@@ -39,4 +39,6 @@ class EngineSpec:
 
 ENGINES: dict[str, EngineSpec] = {
     "kafka": EngineSpec(name="kafka", module="sps_workers.kafka"),
+    "faust": EngineSpec(name="faust", module="sps_workers.faust", environment="faust"),
+    "bytewax": EngineSpec(name="bytewax", module="sps_workers.bytewax", environment="bytewax", joins_consumer_group=False),
 }

@@ -33,12 +33,6 @@ from sps_workers.scoring_op import BAD_SHAPE, SCORING_ERROR, UNKNOWN_MODEL, OpRe
 CALL_MODES = ("blocking", "pipelined", "microbatch")
 
 
-def client_traceparent(ctx: tuple) -> str:
-    """traceparent of the worker's score (client) span: see observability.wiring.worker_span_ids."""
-    trace_id, _parent, base = ctx
-    return f"00-{trace_id:032x}-{base | 3:016x}-01"
-
-
 @dataclass
 class _Unit:
     """One server call: one prepared batch, or several concatenated (micro-batch)."""
@@ -109,7 +103,7 @@ class ExternalStage:
         self.calls += 1
         x = unit.x()
         traced = next((p.trace for p in unit.preps if p.trace is not None), None)
-        tp = client_traceparent(traced) if traced is not None else None
+        tp = f"00-{traced[0]}-{traced[2] | 3:016x}-01" if traced is not None else None  # the score span
         if self.mode == "blocking":
             try:
                 res, exc = self.client.score(x, tp), None

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crayfish.codec import get_codec
-from observability.light import batch_tracing, sampled_traceparent
+from observability.light import batch_tracing, worker_context
 from sps_workers.scoring_op import OpResult, ScoringOperator
 from sps_workers.settings import WorkerSettings
 
@@ -86,8 +86,8 @@ class EngineInstance:
             if isinstance(prep, OpResult):
                 res = prep
             else:
-                if self._traced and sampled_traceparent(headers):
-                    prep.trace = self.tracing.client_context(headers)
+                if self._traced:
+                    prep.trace = worker_context(headers)
                 self.stage.submit([prep])
                 self.stage.drain()
                 res = self._done.pop()
@@ -95,12 +95,12 @@ class EngineInstance:
         if res.value is None:
             return Emit(s.dead_letter_topic, res.dead_letter, None, dead=True, reason=res.reason)
         out_headers = res.headers or None
-        if self._traced and res.timing is not None and sampled_traceparent(headers):
-            ext = s.external
-            out_headers = self.tracing.record_worker(
-                headers, topic, partition, offset, res.timing, s.output_topic, res.headers,
-                ctx=prep.trace if self.stage is not None else None,
-                client=ext.client if ext is not None else None) or None
+        if self._traced and res.timing is not None:
+            ctx = prep.trace if self.stage is not None else worker_context(headers)
+            if ctx is not None:
+                ext = s.external
+                out_headers = self.tracing.record_worker(ctx, topic, partition, offset, res.timing, s.output_topic,
+                                                         res.headers, client=ext.client if ext is not None else None)
         return Emit(s.output_topic, res.value, out_headers)
 
     def close(self) -> None:

@@ -102,7 +102,7 @@ def run_instance(settings: WorkerSettings, index: int) -> None:
                                max_in_flight=ext.max_in_flight, **ext.client_options)
         op = ScoringOperator(codec, None, settings.model, spec.input_shape, worker_id, engine="kafka",
                              backend=ext.client)
-    from observability.light import batch_tracing, sampled_traceparent
+    from observability.light import batch_tracing, worker_context
 
     tracing = batch_tracing(f"{settings.worker_id}-worker")
     traced = tracing.tracer is not None
@@ -160,12 +160,11 @@ def run_instance(settings: WorkerSettings, index: int) -> None:
         cb = make_callback(partition, offset)
         if res.value is not None:
             headers = res.headers
-            if trace is not None and res.timing is not None:
-                headers = tracing.record_worker(None, input_topic, partition, offset, res.timing, out_topic,
-                                                headers, ctx=trace, client=client_kind)
-            elif traced and res.timing is not None and sampled_traceparent(in_headers):
-                headers = tracing.record_worker(in_headers, input_topic, partition, offset, res.timing,
-                                                out_topic, headers)
+            if traced and res.timing is not None:
+                ctx = trace if trace is not None else worker_context(in_headers)
+                if ctx is not None:
+                    headers = tracing.record_worker(ctx, input_topic, partition, offset, res.timing, out_topic,
+                                                    headers, client=client_kind)
             _produce(producer, produce, out_topic, res.value, key, headers or None, cb)
         else:
             _produce(producer, produce, dlq_topic, res.dead_letter, key, None, cb)
@@ -205,8 +204,8 @@ def run_instance(settings: WorkerSettings, index: int) -> None:
                 if isinstance(prep, OpResult):
                     emit(partition, offset, m.key(), prep)
                 else:
-                    if traced and sampled_traceparent(headers):
-                        prep.trace = tracing.client_context(headers)
+                    if traced:
+                        prep.trace = worker_context(headers)
                     keys[(partition, offset)] = m.key()
                     prepared.append(prep)
             if stage is not None:

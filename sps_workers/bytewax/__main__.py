@@ -1,0 +1,3 @@
+from sps_workers.bytewax.worker import main
+
+main()

@@ -1,0 +1,3 @@
+from sps_workers.faust.worker import main
+
+main()

@@ -1,0 +1,162 @@
+"""Bytewax engine specifics (sps_workers/bytewax), beyond the shared suite in test_engines.py: options
+validation, a clean SIGTERM stop of a multi-process cluster whose TCP ports bind loopback only,
+worker threads as distinct workers, and the delivery guarantee without recovery (at-least-once: a
+restart reads the input topic again from the start)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from crayfish.codec import get_codec
+from crayfish.kafka import RunTopics, consumer_config, create_topics, delete_topics, producer_config
+from crayfish.tensor import to_tensor
+from crayfish.v1 import batch_pb2
+from services.runner.processes import Service, wait_engine_ready
+from sps_workers import ENGINES
+from sps_workers.bytewax.options import parse_options
+from sps_workers.settings import WorkerSettings
+
+ENGINE = "bytewax"
+
+
+def test_options_are_validated_naming_the_field():
+    assert parse_options({}).workers_per_process == 1
+    assert parse_options({"workers_per_process": 2}, parallelism=4).workers_per_process == 2
+    with pytest.raises(ValueError, match=r"engine_options\.workers: unknown option of the bytewax engine"):
+        parse_options({"workers": 2})
+    with pytest.raises(ValueError, match=r"engine_options\.epoch_interval_s: Input should be greater than 0"):
+        parse_options({"epoch_interval_s": 0})
+    with pytest.raises(ValueError, match=r"engine_options\.workers_per_process: 2 does not divide parallelism 3"):
+        parse_options({"workers_per_process": 2}, parallelism=3)
+
+
+def test_worker_rejects_a_bad_option_before_starting():
+    from services.runner.environments import python_for
+
+    ws = WorkerSettings(bootstrap="127.0.0.1:1", input_topic="i", output_topic="o", dead_letter_topic="d",
+                       consumer_group="g", model="ffnn", worker_id=ENGINE, parallelism=3,
+                       engine_options={"workers_per_process": 2})
+    proc = subprocess.run([python_for(ENGINES[ENGINE].environment), "-m", ENGINES[ENGINE].module,
+                           "--config", ws.model_dump_json()], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "engine_options.workers_per_process: 2 does not divide parallelism 3" in proc.stderr
+
+
+def _send(bootstrap, topic, run_id, seqs):
+    codec = get_codec("protobuf")
+    p = Producer(producer_config(bootstrap))
+    for i in seqs:
+        b = batch_pb2.DataBatch(batch_id=f"{run_id}-{i}", run_id=run_id, sequence=i, intended_ns=time.time_ns(),
+                                created_ns=time.time_ns(), model="ffnn")
+        to_tensor(np.zeros((1, 1, 784), dtype=np.float32), b.input)
+        value, h = codec.encode_batch(b)
+        p.produce(topic, value, f"{run_id}-{i}".encode(), partition=i % 2, headers=h or None)
+    p.flush(10)
+
+
+def _scored(bootstrap, topic, n, timeout_s=90, settle_s=0.0):
+    """The ScoredBatches of ``topic`` once ``n`` are there (plus ``settle_s`` to catch extras)."""
+    c = Consumer(consumer_config(bootstrap, f"t-{uuid.uuid4().hex[:6]}", **{"enable.auto.commit": False}))
+    md = c.list_topics(topic, timeout=10)
+    c.assign([TopicPartition(topic, p, 0) for p in md.topics[topic].partitions])
+    out = []
+    deadline = time.monotonic() + timeout_s
+    while len(out) < n and time.monotonic() < deadline:
+        out += [m for m in c.consume(100, timeout=0.2) if not m.error()]
+    end = time.monotonic() + settle_s
+    while time.monotonic() < end:
+        out += [m for m in c.consume(100, timeout=0.2) if not m.error()]
+    c.close()
+    codec = get_codec("protobuf")
+    return [codec.decode_scored(m.value(), m.headers()) for m in out]
+
+
+@pytest.fixture
+def bytewax_worker(kafka_bootstrap, models_dir, tmp_path):
+    from services.runner.environments import python_for
+
+    started, made = [], []
+
+    def start(parallelism=1, engine_options=None, run_id=None):
+        fresh = run_id is None
+        run_id = run_id or uuid.uuid4().hex[:8]
+        topics = RunTopics.for_run(run_id)
+        if fresh:
+            create_topics(kafka_bootstrap, topics, partitions=2)
+            made.append(topics)
+        n = len(started)
+        ws = WorkerSettings(bootstrap=kafka_bootstrap, input_topic=topics.input, output_topic=topics.output,
+                            dead_letter_topic=topics.dead_letter, consumer_group=f"w-{run_id}", model="ffnn",
+                            models_dir=str(models_dir), parallelism=parallelism, worker_id=ENGINE,
+                            engine_options=engine_options or {}, ready_file=str(tmp_path / f"ready-{run_id}-{n}"))
+        cfg = tmp_path / f"worker-{run_id}-{n}.json"
+        cfg.write_text(ws.model_dump_json())
+        spec = ENGINES[ENGINE]
+        svc = Service(f"{ENGINE}-worker", ["-m", spec.module, "--config", f"@{cfg}"],
+                      tmp_path / f"worker-{run_id}-{n}.log", python=python_for(spec.environment))
+        started.append(svc)
+        wait_engine_ready(spec, ws, 2, [svc], timeout_s=240)
+        assert Path(ws.ready_file).exists()
+        return svc, topics, run_id
+
+    yield start
+    for svc in started:
+        svc.stop()
+    for topics in made:
+        delete_topics(kafka_bootstrap, topics)
+
+
+def _listening(pid):
+    found = []
+    for p in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+        try:
+            found += [c.laddr for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+        except psutil.Error:
+            pass
+    return found
+
+
+def test_cluster_binds_loopback_only_and_stops_cleanly_on_sigterm(kafka_bootstrap, bytewax_worker):
+    svc, topics, run_id = bytewax_worker(parallelism=2)
+    children = [c for c in psutil.Process(svc.proc.pid).children() if "spawn_main" in " ".join(c.cmdline())]
+    assert len(children) == 2, "parallelism 2 = two Bytewax processes"
+    addrs = _listening(svc.proc.pid)
+    assert all(a.ip == "127.0.0.1" for a in addrs), addrs
+    _send(kafka_bootstrap, topics.input, run_id, range(20))
+    scored = _scored(kafka_bootstrap, topics.output, 20)
+    assert {s.facts.worker_id for s in scored} == {"bytewax-0", "bytewax-1"}
+    t0 = time.monotonic()
+    code = svc.stop()
+    stop_s = time.monotonic() - t0
+    assert code == 0, svc.log_tail()
+    assert stop_s < 20, f"stop took {stop_s:.1f}s"
+    assert "panicked" not in svc.log_tail(20000)
+
+
+def test_worker_threads_are_distinct_workers_in_one_process(kafka_bootstrap, bytewax_worker):
+    svc, topics, run_id = bytewax_worker(parallelism=2, engine_options={"workers_per_process": 2})
+    assert psutil.Process(svc.proc.pid).children() == []
+    assert _listening(svc.proc.pid) == [], "one process needs no network"
+    _send(kafka_bootstrap, topics.input, run_id, range(20))
+    scored = _scored(kafka_bootstrap, topics.output, 20, settle_s=1)
+    assert sorted(s.batch_id for s in scored) == sorted(f"{run_id}-{i}" for i in range(20))
+    assert {s.facts.worker_id for s in scored} == {"bytewax-0", "bytewax-1"}
+
+
+def test_without_recovery_a_restart_reads_the_topic_again(kafka_bootstrap, bytewax_worker):
+    """The documented guarantee: at-least-once. Nothing is committed; a restart re-scores everything."""
+    svc, topics, run_id = bytewax_worker()
+    _send(kafka_bootstrap, topics.input, run_id, range(6))
+    assert len(_scored(kafka_bootstrap, topics.output, 6)) == 6
+    assert svc.stop() == 0, svc.log_tail()
+    bytewax_worker(run_id=run_id)
+    ids = [s.batch_id for s in _scored(kafka_bootstrap, topics.output, 12, settle_s=1)]
+    assert sorted(ids) == sorted([f"{run_id}-{i}" for i in range(6)] * 2)
