@@ -26,7 +26,7 @@ ENGINE_NAMES = ("kafka", "flink", "kafka-streams", "spark", "ray", "faust", "byt
 MODEL_NAMES = ("ffnn", "resnet50")
 CODEC_NAMES = ("protobuf", "crayfish-json")
 SWEEPABLE = ("batch_size", "parallelism", "codec", "rate", "outstanding", "delay_ms", "threads", "call_mode",
-             "server", "instances", "max_in_flight", "serving", "engine")
+             "server", "instances", "max_in_flight", "serving", "engine", "engine_options")
 
 
 class Strict(BaseModel):
@@ -184,7 +184,7 @@ class Experiment(Strict):
         data["sweep"] = None
         data["search"] = None
         for key, value in overrides.items():
-            if key in ("batch_size", "parallelism", "codec", "engine"):
+            if key in ("batch_size", "parallelism", "codec", "engine", "engine_options"):
                 data[key] = value
             elif key in ("rate", "outstanding"):
                 data["workload"][key] = value
