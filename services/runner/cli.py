@@ -30,7 +30,11 @@ def _fail(message: str) -> None:
 @app.command()
 def run(file: Path = typer.Argument(..., help="Experiment YAML file."),
         out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/<name>-<time>)."),
-        bootstrap: Optional[str] = typer.Option(None, help="Use this Kafka cluster instead of starting one.")):
+        bootstrap: Optional[str] = typer.Option(None, help="Use this Kafka cluster instead of starting one."),
+        stack: Optional[Path] = typer.Option(None, "--stack", metavar="STATE_FILE",
+                                             help="Run against the native stack of `make up` (its state file or "
+                                                  "folder, e.g. .cache/stack/stack.json): its Kafka, and spans "
+                                                  "over OTLP to its Jaeger.")):
     """Run an experiment and write summary.json, batches.parquet and manifest.json."""
     from services.runner.experiment import ExperimentError, load_experiment
     from services.runner.experiments import run_experiment
@@ -42,6 +46,17 @@ def run(file: Path = typer.Argument(..., help="Experiment YAML file."),
         _fail(str(exc))
     if bootstrap:
         exp.kafka.bootstrap = bootstrap
+    if stack:
+        import os
+
+        from services.stack import StackError, stack_endpoints
+
+        try:
+            endpoints = stack_endpoints(stack)
+        except StackError as exc:
+            _fail(str(exc))
+        exp.kafka.bootstrap = bootstrap or endpoints["kafka_bootstrap"]
+        os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoints["otlp_grpc"]  # inherited by every service started
     out = out or Path("runs") / f"{exp.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     from services.broker.launcher import BrokerError
     from services.runner.processes import ServiceError
@@ -79,12 +94,45 @@ def hops(run_dir: Path = typer.Argument(..., help="A run folder written by `cray
             src = h.get("source", {}).get(hop)
             t.add_row(hop, f"{v.get('p50', 0):.3f}", f"{v.get('p99', 0):.3f}", f"{v.get('mean', 0):.3f}",
                       "spans" if src and src.get("spans") else ("broker+worker stamps" if hop != "e2e" else ""))
+            if hop == "score":
+                parts = h.get("score_parts_ms") or {}
+                for part in ("client", "server_queue", "inference"):
+                    pv = parts.get(part)
+                    if pv:
+                        t.add_row(f"  score.{part}", f"{pv['p50']:.3f}", f"{pv['p99']:.3f}", f"{pv['mean']:.3f}",
+                                  "server spans" if parts.get("source", {}).get("spans") else "server-reported")
         console.print(t)
         sc = h.get("sum_check", {})
         console.print(f"hops sum to {sc.get('hops_sum_mean_ms', 0):.3f} ms vs e2e {sc.get('e2e_mean_ms', 0):.3f} ms "
                       f"(residual {100 * sc.get('residual_frac', 0):.2f} %, {'ok' if sc.get('ok') else 'NOT within 5 %'})")
     if not shown:
         _fail(f"{run_dir}: no traced batches (set trace_sample in the experiment, or OTEL_TRACES_SAMPLER)")
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A run folder written by `crayfish run`."),
+           out: Optional[Path] = typer.Option(None, "--out", help="HTML file (default RUN_DIR/report.html).")):
+    """Write the run's self-contained HTML report (charts, tables, verdicts, resources, manifest)."""
+    from services.report import write_report
+
+    if not (run_dir / "summary.json").exists():
+        _fail(f"{run_dir}: no summary.json (not a run folder?)")
+    console.print(f"report: [bold]{write_report(run_dir, out)}[/]")
+
+
+@app.command()
+def compare(run_a: Path = typer.Argument(..., help="Run folder A (the reference)."),
+            run_b: Path = typer.Argument(..., help="Run folder B (ratios are B/A)."),
+            out: Optional[Path] = typer.Option(None, "--out", help="HTML file (default RUN_B/compare-<A name>.html).")):
+    """Differences per matching point (throughput, latency percentiles, per-hop medians, validity; B/A)."""
+    from services.report.compare import compare_runs, default_out, print_comparison, write_comparison_html
+
+    for d in (run_a, run_b):
+        if not (d / "summary.json").exists():
+            _fail(f"{d}: no summary.json (not a run folder?)")
+    result = compare_runs(run_a, run_b)
+    print_comparison(result, console)
+    console.print(f"comparison: [bold]{write_comparison_html(result, out or default_out(run_a, run_b))}[/]")
 
 
 @app.command()

@@ -29,6 +29,8 @@ from services.generator.workloads import build_schedule, parse_workload
 from services.runner.experiment import Experiment
 from services.runner.manifest import json_safe, write_manifest
 from services.runner.orchestrator import PointRun, Stack, open_stack, run_point
+from services.report import write_report_safely
+from services.runner.resources import resource_summary
 
 
 def run_experiment(exp: Experiment, out: Path, console: Console | None = None,
@@ -66,6 +68,7 @@ def run_experiment(exp: Experiment, out: Path, console: Console | None = None,
     _write_batches(out, runs)
     write_manifest(out, exp, runs, source_file)
     (out / "summary.json").write_text(json.dumps(json_safe(summary), indent=2))
+    write_report_safely(out, console)  # report.html (services/report)
     return summary
 
 
@@ -166,7 +169,8 @@ def summarize_run(exp: Experiment, run: PointRun, params: dict) -> dict:
                             "checked predictions differ from the reference model"]
     kept = max(1, accounting["scored"])
     point["resources"] = {"worker_cpu_s": run.worker_cpu_s,
-                          "worker_cpu_per_batch_us": run.worker_cpu_s / kept * 1e6}
+                          "worker_cpu_per_batch_us": run.worker_cpu_s / kept * 1e6,
+                          **resource_summary(run.dir)}  # {service: {cpu_mean_pct, cpu_max_pct, rss_max_mb}}
     point["hops_ms"] = hop_breakdown(sent_rows)
     point["hops_traced"] = traced_hops(run.dir)
     # Which server actually answered (external serving), as the worker recorded it per batch.

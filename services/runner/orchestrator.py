@@ -23,7 +23,8 @@ from services.broker import launcher
 from services.collector.collector import CollectorSettings
 from services.generator.settings import GeneratorSettings
 from services.runner.experiment import Experiment
-from services.runner.processes import Service, wait_file, wait_group_assigned
+from services.runner.processes import Service, wait_engine_ready, wait_file
+from services.runner.resources import ResourceSampler
 from sps_workers import ENGINES
 from sps_workers.settings import WorkerSettings
 
@@ -91,10 +92,12 @@ def run_point(stack: Stack, exp: Experiment, point_dir: Path, python: str | None
                         dead_letter_topic=topics.dead_letter, consumer_group=group, codec=exp.codec,
                         model=exp.model, backend=exp.serving.backend,
                         backend_options=exp.serving.backend_options(), models_dir=str(stack.models_dir),
-                        parallelism=exp.parallelism, worker_id=exp.engine)
+                        parallelism=exp.parallelism, worker_id=exp.engine,
+                        ready_file=str(point_dir / "worker.ready"), engine_options=exp.engine_options)
     services: list[Service] = []
     worker = collector = None
     server = None
+    sampler = ResourceSampler(point_dir, services, broker=stack.broker)  # -> resources.parquet
     from serving.external import backend_env
 
     worker_env = engine.environment if exp.serving.kind == "external" else (
@@ -110,7 +113,7 @@ def run_point(stack: Stack, exp: Experiment, point_dir: Path, python: str | None
         worker = Service(f"{exp.engine}-worker", ["-m", engine.module, "--config", f"@{point_dir / 'worker.json'}"],
                          point_dir / "worker.log", python=python or python_for(worker_env), env=tenv)
         services.append(worker)
-        wait_group_assigned(stack.bootstrap, group, exp.parallelism, partitions, services)
+        wait_engine_ready(engine, ws, partitions, services)
         timings["worker_ready_s"] = time.monotonic() - t
 
         from serving.models import MODELS
@@ -133,10 +136,11 @@ def run_point(stack: Stack, exp: Experiment, point_dir: Path, python: str | None
         t = time.monotonic()
         collector = Service("collector", ["-m", "services.collector", "--config",
                                           f"@{point_dir / 'collector.json.in'}", "--out", str(point_dir)],
-                            point_dir / "collector.log")
+                            point_dir / "collector.log", env=tenv)
         services.append(collector)
         wait_file(point_dir / "collector.ready", services, timeout_s=60)
         timings["collector_ready_s"] = time.monotonic() - t
+        sampler.start(server)  # CPU/RSS of every service tree (+ the generator once it starts)
 
         t = time.monotonic()
         cpu_before = worker.cpu_seconds()
@@ -166,6 +170,7 @@ def run_point(stack: Stack, exp: Experiment, point_dir: Path, python: str | None
         worker_cpu = worker.cpu_seconds() - cpu_before
         worker.check_alive()
     finally:
+        sampler.stop()
         worker_exit = None
         for s in reversed(services):
             code = s.stop()
@@ -215,7 +220,7 @@ def _external_serving(exp: Experiment, stack: Stack, point_dir: Path, timings: d
 
             options = {"backend": sv.backend, "backend_options": sv.backend_options(),
                        "batching": sv.batching.model_dump() if sv.batching else None,
-                       "python": python_for(backend_env(sv.backend))}
+                       "python": python_for(backend_env(sv.backend)), "env": trace_env(exp, point_dir)}
         handle = start_server(sv.server, model=exp.model, instances=sv.instances or exp.parallelism,
                               models_dir=stack.models_dir, log_dir=point_dir, **options)
         # A server speaking several protocols (Ray Serve: HTTP and gRPC) lists a target per client kind.
