@@ -3,6 +3,7 @@
 #   make test    the test suite (real Kafka broker, real onnxruntime)
 #   make bench   harness/worker/codec benchmarks -> bench-results/<stamp>/
 #   make protos  regenerate the Python stubs from protos/ and lint the contracts with buf
+#   make up      the native stack (Kafka, Jaeger, Scoring, kafka-worker, collector); make down|ps|logs
 
 PYTHON_BOOT ?= python3.11
 VENV        := .venv
@@ -13,10 +14,10 @@ EXPERIMENT  ?= experiments/default.yaml
 STAMP       := $(shell date +%Y%m%d-%H%M%S)
 OUT         ?= runs/$(STAMP)
 
-.PHONY: setup run test bench protos protos-check lint-protos kafka models clean help envs
+.PHONY: setup run test bench protos protos-check lint-protos kafka models clean help envs up down ps logs jaeger
 
 help:
-	@sed -n '1,6p' Makefile
+	@sed -n '1,7p' Makefile
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON_BOOT) -m venv $(VENV)
@@ -51,7 +52,7 @@ protos/node_modules/.installed: protos/package.json protos/package-lock.json
 envs: setup
 	$(VENV)/bin/crayfish env build all
 
-test: setup protos/node_modules/.installed envs
+test: setup protos/node_modules/.installed envs jaeger
 	$(PY) -m pytest -q
 
 bench: setup
@@ -74,3 +75,26 @@ clean:
 # Per-service environments (.envs/<name>, from envs/<name>/requirements.txt), e.g. make env-triton
 env-%: setup
 	$(VENV)/bin/crayfish env build $*
+
+# The native stack (services/stack, compose/native/stack.yaml; docs/stack.md): local processes on
+# 127.0.0.1, state in .cache/stack/stack.json. `make logs SERVICE=kafka-worker FOLLOW=1`.
+# Jaeger v2 is built once from the Go module proxy into .cache/jaeger/bin (long the first time).
+JAEGER_BIN  := $(CACHE)/jaeger/bin/jaeger
+STACK       := $(PY) -m services.stack
+
+$(JAEGER_BIN): observability/jaeger/build.py | $(VENV)/.installed
+	$(PY) observability/jaeger/build.py
+
+jaeger: $(JAEGER_BIN)
+
+up: setup jaeger
+	$(STACK) up
+
+down: $(VENV)/.installed
+	$(STACK) down
+
+ps: $(VENV)/.installed
+	$(STACK) ps
+
+logs: $(VENV)/.installed
+	$(STACK) logs $(SERVICE) $(if $(FOLLOW),--follow)
