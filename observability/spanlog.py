@@ -7,8 +7,9 @@ spans every ``FLUSH_S``:
 
 - with ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``) set: OpenTelemetry SDK
   ``ReadableSpan`` objects handed to the SDK's OTLP/gRPC exporter (standard OTEL_EXPORTER_OTLP_* env);
-- else: JSON lines in ``<dir>/spans/<service>-<pid>.jsonl`` with exactly the fields of
-  :func:`observability.tracing.span_to_dict` (what observability.hops reads).
+- with a spans folder (the runner sets one per point): JSON lines in
+  ``<dir>/spans/<service>-<pid>.jsonl`` with exactly the fields of
+  :func:`observability.tracing.span_to_dict` (what observability.hops reads) — as well, when both.
 
 Span and trace ids are W3C ids (random 128/64-bit); the sampling decision of a root span follows
 the standard ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` (the SDK's own sampler object);
@@ -95,15 +96,15 @@ class SpanLog:
         self._otlp = None
         self._file = None
         choice = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
-        if choice == "none":
-            pass
-        elif endpoint:
+        if choice != "none" and endpoint:
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
             from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 
             self._otlp = OTLPSpanExporter()
             self._resource = Resource.create({SERVICE_NAME: self.service})
-        elif spans_dir is not None:
+        # A run folder gets span files even when spans also go over OTLP (the run's hop breakdown
+        # reads them); a service outside a run (the native stack) exports over OTLP only.
+        if choice != "none" and spans_dir is not None:
             d = Path(spans_dir) / SPANS_DIRNAME
             d.mkdir(parents=True, exist_ok=True)
             self._file = open(d / f"{_safe(self.service)}-{os.getpid()}.jsonl", "a", encoding="utf-8")
@@ -130,13 +131,6 @@ class SpanLog:
             items, self._pending = self._pending, []
             if not items:
                 return
-            if self._file is None:
-                spans = []
-                for item in items:
-                    if len(item) == 2:
-                        spans.extend(item[0](*item[1]))
-                    else:
-                        spans.append(item)
             if self._file is not None:
                 # Deferred items of a compact expander go out as one line per flush (one C-level
                 # json encode of all their stamps); everything else as one line per span.
@@ -156,7 +150,10 @@ class SpanLog:
                                          for name, vs in compact.items())
                                  + "".join(self._json_line(s) for s in spans))
                 self._file.flush()
-            elif self._otlp is not None:
+            if self._otlp is not None:
+                spans = []
+                for it in items:
+                    spans.extend(it[0](*it[1]) if len(it) == 2 else (it,))
                 self._otlp.export([self._readable(s) for s in spans])
 
     def _json_line(self, s: tuple) -> str:
