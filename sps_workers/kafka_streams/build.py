@@ -1,0 +1,117 @@
+"""Build the Java worker with Maven, once per version of its sources, into .cache/kafka-streams/.
+
+The build is keyed by a hash of pom.xml, src/main/** and protos/crayfish/v1/*.proto: a fresh
+clone builds on first use (Maven Central: Kafka Streams, protobuf-java + protoc, gRPC-Java,
+ONNX Runtime, OpenTelemetry), later starts reuse ``.cache/kafka-streams/<hash>/``, and any
+change to those files builds a new one. Concurrent starts wait on one file lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+MODULE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = MODULE_DIR.parents[1]
+PROTOS_DIR = REPO_ROOT / "protos"
+CACHE_DIR = Path(os.environ.get("CRAYFISH_KSTREAMS_CACHE", REPO_ROOT / ".cache" / "kafka-streams"))
+JAR_NAME = "crayfish-kafka-streams.jar"
+KEEP_BUILDS = 2  # this one and the one before (a worker started earlier may still run from it)
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+def source_files(module_dir: Path = MODULE_DIR, protos_dir: Path = PROTOS_DIR) -> list[tuple[str, Path]]:
+    """(stable name, path) of every input of the build."""
+    files = [("pom.xml", module_dir / "pom.xml")]
+    files += sorted((f"src/{p.relative_to(module_dir / 'src').as_posix()}", p)
+                    for p in (module_dir / "src" / "main").rglob("*") if p.is_file())
+    files += sorted((f"protos/{p.name}", p) for p in (protos_dir / "crayfish" / "v1").glob("*.proto"))
+    return files
+
+
+def source_hash(module_dir: Path = MODULE_DIR, protos_dir: Path = PROTOS_DIR) -> str:
+    h = hashlib.sha256()
+    for name, path in source_files(module_dir, protos_dir):
+        data = path.read_bytes()
+        h.update(f"{name}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()[:16]
+
+
+def build_dir(digest: str | None = None) -> Path:
+    return CACHE_DIR / (digest or source_hash())
+
+
+def is_built(digest: str | None = None) -> bool:
+    return (build_dir(digest) / ".built").is_file()
+
+
+def ensure_built(log=None, force: bool = False) -> Path:
+    """Path of the worker's jar (its lib/ beside it), building it first when the sources changed."""
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    digest = source_hash()
+    out = build_dir(digest)
+    if is_built(digest) and not force:
+        return out / JAR_NAME
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(CACHE_DIR / ".lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if is_built(digest) and not force:
+            return out / JAR_NAME
+        _build(digest, out, log)
+        _prune(keep=out)
+    return out / JAR_NAME
+
+
+def _build(digest: str, out: Path, log) -> None:
+    work = CACHE_DIR / f"build-{digest}"
+    shutil.rmtree(work, ignore_errors=True)
+    log_path = CACHE_DIR / f"build-{digest}.log"
+    log(f"kafka-streams: building the Java worker ({digest}) with Maven; log: {log_path}")
+    t0 = time.monotonic()
+    rc = maven(["-Dcrayfish.build.dir=" + str(work), "-DskipTests", "package"], log_path)
+    if rc != 0 or not (work / JAR_NAME).is_file():
+        tail = log_path.read_text(errors="replace")[-4000:]
+        raise BuildError(f"kafka-streams: Maven build failed (exit {rc}); {log_path}:\n{tail}")
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    shutil.move(str(work / JAR_NAME), out / JAR_NAME)
+    shutil.move(str(work / "lib"), out / "lib")
+    shutil.rmtree(work, ignore_errors=True)
+    (out / ".built").write_text(f"{digest}\n")
+    log(f"kafka-streams: built in {time.monotonic() - t0:.0f}s -> {out / JAR_NAME}")
+
+
+def maven(args: list[str], log_path: Path) -> int:
+    """Run Maven on the module: offline first (everything cached: no repository round trips),
+    online when something is missing."""
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise BuildError("kafka-streams: Maven (mvn) is needed to build the Java worker; install Maven 3.8+ "
+                         "and a JDK 17+")
+    base = [mvn, "-B", "-q", "-f", str(MODULE_DIR / "pom.xml")]
+    with open(log_path, "wb") as f:
+        rc = subprocess.run([*base, "-o", *args], stdout=f, stderr=subprocess.STDOUT, cwd=MODULE_DIR).returncode
+    if rc != 0:
+        with open(log_path, "wb") as f:
+            rc = subprocess.run([*base, *args], stdout=f, stderr=subprocess.STDOUT, cwd=MODULE_DIR).returncode
+    return rc
+
+
+def _prune(keep: Path) -> None:
+    builds = sorted((d for d in CACHE_DIR.iterdir() if d.is_dir() and (d / ".built").is_file() and d != keep),
+                    key=lambda d: d.stat().st_mtime, reverse=True)
+    for d in builds[KEEP_BUILDS - 1:]:
+        shutil.rmtree(d, ignore_errors=True)
+    for log in CACHE_DIR.glob("build-*.log"):
+        if not (CACHE_DIR / log.stem[len("build-"):]).is_dir():
+            log.unlink(missing_ok=True)

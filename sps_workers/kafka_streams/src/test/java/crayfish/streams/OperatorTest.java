@@ -1,0 +1,207 @@
+package crayfish.streams;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.google.protobuf.ByteString;
+import crayfish.v1.Batch.DataBatch;
+import crayfish.v1.Batch.DeadLetter;
+import crayfish.v1.Batch.ScoredBatch;
+import crayfish.v1.TensorOuterClass.DType;
+import crayfish.v1.TensorOuterClass.Tensor;
+import io.grpc.Status;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.charset.StandardCharsets;
+import org.apache.kafka.common.header.internals.RecordHeaders;
+import org.junit.jupiter.api.Test;
+
+/** The operator's contract with the Python side: stamps, reasons and detail strings. */
+class OperatorTest {
+    private static final ModelSpec FFNN = ModelSpec.get("ffnn");
+
+    private static Tensor tensor(DType dtype, int item, long... shape) {
+        long n = 1;
+        for (long d : shape) {
+            n *= d;
+        }
+        Tensor.Builder b = Tensor.newBuilder().setDtype(dtype).setData(ByteString.copyFrom(new byte[(int) (n * item)]));
+        for (long d : shape) {
+            b.addShape(d);
+        }
+        return b.build();
+    }
+
+    private static byte[] batch(String id, String model, Tensor t) {
+        return DataBatch.newBuilder().setBatchId(id).setRunId("r").setSequence(7).setCreatedNs(11).setIntendedNs(10)
+                .setModel(model).setInput(t).putAttributes("k", "v").build().toByteArray();
+    }
+
+    private static Operator noop() {
+        return new Operator(FFNN, "ks-0", new Scorers.Zeros("noop", FFNN, 0, 0));
+    }
+
+    private static DeadLetter dead(Operator.Result r) throws Exception {
+        assertNull(r.value());
+        return DeadLetter.parseFrom(r.deadLetter());
+    }
+
+    @Test
+    void scoresWithTheSameFactsAsThePythonOperator() throws Exception {
+        Operator.Result r = noop().process(batch("b1", "ffnn", tensor(DType.DTYPE_FLOAT32, 4, 2, 1, 784)), 1234, "in", 1, 5);
+        ScoredBatch s = ScoredBatch.parseFrom(r.value());
+        assertEquals("b1", s.getBatchId());
+        assertEquals(7, s.getSequence());
+        assertEquals(11, s.getCreatedNs());
+        assertEquals(10, s.getIntendedNs());
+        assertEquals(1234, s.getInputAppendMs());
+        assertEquals("v", s.getAttributesMap().get("k"));
+        assertEquals(DType.DTYPE_FLOAT32, s.getOutput().getDtype());
+        assertEquals(java.util.List.of(2L, 10L), s.getOutput().getShapeList());
+        assertEquals("noop", s.getFacts().getBackend());
+        assertEquals("kafka-streams", s.getFacts().getEngine());
+        assertEquals("ks-0", s.getFacts().getWorkerId());
+        assertTrue(s.getFacts().getWorkerSendNs() >= s.getFacts().getWorkerReceiveNs());
+        assertEquals("b1", r.timing().batchId());
+    }
+
+    @Test
+    void emptyBatchIdAndModelAreFilledIn() throws Exception {
+        Operator.Result r = noop().process(batch("", "", tensor(DType.DTYPE_FLOAT32, 4, 1, 1, 784)), 1, "in", 0, 42);
+        ScoredBatch s = ScoredBatch.parseFrom(r.value());
+        assertEquals("in/0/42", s.getBatchId());
+        assertEquals("ffnn", s.getModel());
+    }
+
+    @Test
+    void deadLettersCarryPythonReasonsAndDetails() throws Exception {
+        Operator op = noop();
+        byte[] garbage = "\u00ff\u0000 this is not protobuf".getBytes(StandardCharsets.ISO_8859_1);
+        DeadLetter d = dead(op.process(garbage, 5, "in", 0, 1));
+        assertEquals("decode_error", d.getReason());
+        assertTrue(d.getDetail().startsWith("not a crayfish.v1.DataBatch: "), d.getDetail());
+        assertArrayEquals(garbage, d.getPayload().toByteArray());
+        assertEquals("", d.getBatchId());
+        assertEquals(5, d.getInputAppendMs());
+
+        d = dead(op.process(batch("s", "ffnn", tensor(DType.DTYPE_FLOAT32, 4, 1, 1, 783)), 5, "in", 1, 2));
+        assertEquals("bad_shape", d.getReason());
+        assertEquals("expected shape [batch, 1, 784], got [1, 1, 783]", d.getDetail());
+        assertEquals("s", d.getBatchId());
+        assertEquals("in", d.getSourceTopic());
+        assertEquals(1, d.getSourcePartition());
+        assertEquals(2, d.getSourceOffset());
+        assertEquals("kafka-streams", d.getFacts().getEngine());
+        assertEquals(d.getDetail(), d.getFacts().getError());
+
+        d = dead(op.process(batch("t", "ffnn", tensor(DType.DTYPE_FLOAT64, 8, 1, 1, 784)), 5, "in", 1, 3));
+        assertEquals("bad_dtype", d.getReason());
+        assertEquals("expected float32 input, got float64", d.getDetail());
+
+        d = dead(op.process(batch("u", "gpt", tensor(DType.DTYPE_FLOAT32, 4, 1, 1, 784)), 5, "in", 1, 4));
+        assertEquals("unknown_model", d.getReason());
+        assertEquals("model 'gpt' is not served here (serving 'ffnn')", d.getDetail());
+
+        Tensor shortData = tensor(DType.DTYPE_FLOAT32, 4, 1, 1, 784).toBuilder().setData(ByteString.copyFrom(new byte[3])).build();
+        d = dead(op.process(batch("v", "ffnn", shortData), 5, "in", 1, 5));
+        assertEquals("decode_error", d.getReason());
+        assertEquals("tensor data has 3 bytes, shape (1, 1, 784) of float32 needs 3136", d.getDetail());
+        assertEquals("", d.getBatchId());
+
+        d = dead(op.process(batch("w", "ffnn", Tensor.newBuilder().setDtypeValue(99).addShape(5).build()), 5, "in", 1, 6));
+        assertEquals("unknown tensor dtype code 99", d.getDetail());
+
+        d = dead(op.process(null, 5, "in", 1, 7));
+        assertEquals("unknown tensor dtype code 0", d.getDetail());
+    }
+
+    @Test
+    void scorerFailuresAreDeadLettered() throws Exception {
+        Scorer broken = new Scorer() {
+            public String name() {
+                return "onnxruntime";
+            }
+
+            public Tensor score(Tensor input, long[] shape) {
+                throw new IllegalStateException("boom");
+            }
+
+            public void close() {
+            }
+        };
+        DeadLetter d = dead(new Operator(FFNN, "w", broken).process(batch("x", "ffnn", tensor(DType.DTYPE_FLOAT32, 4, 1, 1, 784)), 1, "in", 0, 0));
+        assertEquals("scoring_error", d.getReason());
+        assertEquals("IllegalStateException: boom", d.getDetail());
+    }
+
+    @Test
+    void grpcStatusesMapLikeServingErrors() {
+        ScoringClient.CallError e = ScoringClient.fromStatus(Status.RESOURCE_EXHAUSTED.withDescription("full"));
+        assertEquals("OverloadedError", e.pyType);
+        assertTrue(e.retriable);
+        e = ScoringClient.fromStatus(Status.INVALID_ARGUMENT.withDescription("bad"));
+        assertEquals("bad_shape", e.reason);
+        assertFalse(e.retriable);
+        e = ScoringClient.fromStatus(Status.NOT_FOUND.withDescription("nope"));
+        assertEquals("unknown_model", e.reason);
+        e = ScoringClient.fromStatus(Status.CANCELLED.withDescription("x"));
+        assertEquals("ServingError", e.pyType);
+        assertEquals("CANCELLED: x", e.getMessage());
+        assertFalse(e.retriable);
+    }
+
+    @Test
+    void pythonTextForms() {
+        assertEquals("'gpt'", Py.repr("gpt"));
+        assertEquals("\"it's\"", Py.repr("it's"));
+        assertEquals("'a\\nb'", Py.repr("a\nb"));
+        assertEquals("(5,)", Py.tuple(new long[] {5}));
+        assertEquals("()", Py.tuple(new long[] {}));
+        assertEquals("(1, 784)", Py.tuple(new long[] {1, 784}));
+        assertEquals("[]", Py.list(new long[] {}));
+    }
+
+    @Test
+    void sampledTraceparentFlag() {
+        RecordHeaders h = new RecordHeaders();
+        assertFalse(Tracing.sampled(h));
+        h.add("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".getBytes());
+        assertTrue(Tracing.sampled(h));
+        RecordHeaders off = new RecordHeaders();
+        off.add("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00".getBytes());
+        assertFalse(Tracing.sampled(off));
+    }
+
+    @Test
+    void settingsErrorsNameTheField() {
+        String base = "{\"bootstrap\":\"h:1\",\"input_topic\":\"i\",\"output_topic\":\"o\",\"dead_letter_topic\":\"d\","
+                + "\"consumer_group\":\"g\",\"model\":\"ffnn\"";
+        assertEquals(1, Settings.parse(base + "}").parallelism);
+        assertTrue(assertThrows(ConfigError.class, () -> Settings.parse(base + ",\"codec\":\"crayfish-json\"}"))
+                .getMessage().startsWith("codec: "));
+        assertTrue(assertThrows(ConfigError.class, () -> Settings.parse(base + ",\"engine_options\":{\"x\":1}}"))
+                .getMessage().startsWith("engine_options: unknown key(s) 'x'"));
+        assertTrue(assertThrows(ConfigError.class, () -> Settings.parse(base + ",\"model\":\"bert\"}"))
+                .getMessage().startsWith("model: unknown model 'bert'"));
+        assertTrue(assertThrows(ConfigError.class, () -> Settings.parse("{\"bootstrap\":\"h:1\"}"))
+                .getMessage().startsWith("input_topic: Field required"));
+        assertTrue(assertThrows(ConfigError.class,
+                () -> Settings.parse(base + ",\"external\":{\"client\":\"scoring\",\"target\":\"h:1\",\"call_mode\":\"pipelined\"}}"))
+                .getMessage().startsWith("external.call_mode: "));
+        Settings s = Settings.parse(base + ",\"engine_options\":{\"commit_interval_ms\":5,\"streams_config\":{\"poll.ms\":7}}}");
+        assertEquals(5, s.commitIntervalMs);
+        assertEquals("7", s.streamsConfig.get("poll.ms"));
+    }
+
+    @Test
+    void float32TensorIsLittleEndian() throws Exception {
+        ByteBuffer b = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN).putFloat(1.5f).putFloat(-2f);
+        Tensor t = Tensors.float32(new long[] {1, 2}, ByteString.copyFrom(b.array()));
+        assertArrayEquals(new long[] {1, 2}, Tensors.check(t));
+        assertEquals(0x3f, t.getData().byteAt(3) & 0xff);
+    }
+}

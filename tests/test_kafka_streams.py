@@ -1,0 +1,304 @@
+"""Kafka Streams engine (Java) beyond the shared conformance suite: its build cache, its Java unit
+tests, config errors, byte-for-byte agreement with the Python scoring operator, a clean SIGTERM
+stop with offsets committed, and external-serving failures dead-lettered after retries."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import numpy as np
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from crayfish.codec import get_codec
+from crayfish.kafka import RunTopics, consumer_config, create_topics, delete_topics, producer_config
+from crayfish.tensor import from_tensor, to_tensor
+from crayfish.v1 import batch_pb2
+from services.runner.processes import Service, wait_engine_ready, wait_file
+from sps_workers import ENGINES
+from sps_workers.kafka_streams import build
+from sps_workers.settings import ExternalSettings, WorkerSettings
+
+pytestmark = pytest.mark.skipif(shutil.which("java") is None or shutil.which("mvn") is None,
+                                reason="needs a JDK and Maven")
+
+SPEC = ENGINES["kafka-streams"]
+
+
+def _launcher(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "sps_workers.kafka_streams", *args], capture_output=True,
+                          text=True, cwd=build.REPO_ROOT, timeout=timeout)
+
+
+# -- build ---------------------------------------------------------------------------------------
+
+def test_build_is_cached_and_keyed_by_its_sources(tmp_path):
+    jar = build.ensure_built()
+    assert jar.is_file() and (jar.parent / "lib").is_dir() and build.is_built()
+    assert jar.parent.name == build.source_hash()
+    stamp = jar.stat().st_mtime
+    t = time.monotonic()
+    assert build.ensure_built() == jar and jar.stat().st_mtime == stamp
+    assert time.monotonic() - t < 2, "a current build must not run Maven again"
+
+    # The key covers the pom, the Java sources and the .proto contracts, nothing else.
+    mod, protos = tmp_path / "mod", tmp_path / "protos"
+    shutil.copytree(build.MODULE_DIR / "src", mod / "src")
+    shutil.copy(build.MODULE_DIR / "pom.xml", mod / "pom.xml")
+    shutil.copytree(build.PROTOS_DIR / "crayfish", protos / "crayfish")
+    base = build.source_hash(mod, protos)
+    assert base == build.source_hash()
+    (mod / "README.md").write_text("docs do not rebuild")
+    assert build.source_hash(mod, protos) == base
+    main = mod / "src/main/java/crayfish/streams/Main.java"
+    main.write_text(main.read_text() + "\n// changed\n")
+    changed_src = build.source_hash(mod, protos)
+    assert changed_src != base
+    proto = protos / "crayfish/v1/batch.proto"
+    proto.write_text(proto.read_text() + "\n// changed\n")
+    assert build.source_hash(mod, protos) not in (base, changed_src)
+
+
+def test_java_unit_tests(tmp_path):
+    log = tmp_path / "mvn-test.log"
+    rc = build.maven([f"-Dcrayfish.build.dir={tmp_path / 'build'}", "test"], log)
+    assert rc == 0, log.read_text()[-4000:]
+    reports = list((tmp_path / "build" / "surefire-reports").glob("TEST-*.xml"))
+    assert len(reports) >= 2
+    assert all('failures="0"' in r.read_text() and 'errors="0"' in r.read_text() for r in reports)
+
+
+# -- config --------------------------------------------------------------------------------------
+
+def _settings(**over) -> WorkerSettings:
+    base = dict(bootstrap="127.0.0.1:1", input_topic="i", output_topic="o", dead_letter_topic="d",
+                consumer_group="g", model="ffnn", worker_id="kafka-streams")
+    base.update(over)
+    return WorkerSettings(**base)
+
+
+@pytest.mark.parametrize("over, field", [
+    (dict(codec="crayfish-json"), "codec: 'crayfish-json' is not supported"),
+    (dict(engine_options={"parallelism_per_host": 2}), "engine_options: unknown key(s) 'parallelism_per_host'"),
+    (dict(backend_options={"threads": 2}), "backend_options: backend 'onnxruntime' has no option 'threads'"),
+    (dict(backend="torchscript"), "backend: 'torchscript' is not available"),
+    (dict(external=ExternalSettings(client="triton", target="127.0.0.1:1")), "external.client: 'triton'"),
+    (dict(external=ExternalSettings(client="scoring", target="127.0.0.1:1", call_mode="pipelined")),
+     "external.call_mode: 'pipelined'"),
+])
+def test_bad_config_fails_naming_the_field(models_dir, over, field):
+    r = _launcher("--config", _settings(models_dir=str(models_dir), **over).model_dump_json(), timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert field in r.stderr, r.stderr
+
+
+def test_missing_model_file_is_a_config_error(tmp_path):
+    r = _launcher("--config", _settings(models_dir=str(tmp_path)).model_dump_json(), timeout=300)
+    assert r.returncode == 2 and "no ONNX file at" in r.stderr, r.stderr
+
+
+# -- against the broker --------------------------------------------------------------------------
+
+@pytest.fixture
+def start_worker(kafka_bootstrap, models_dir, tmp_path):
+    started = []
+
+    def start(partitions=2, env=None, **over):
+        run_id = uuid.uuid4().hex[:8]
+        topics = RunTopics.for_run(run_id)
+        create_topics(kafka_bootstrap, topics, partitions=partitions)
+        ws = WorkerSettings(bootstrap=kafka_bootstrap, input_topic=topics.input, output_topic=topics.output,
+                            dead_letter_topic=topics.dead_letter, consumer_group=f"w-{run_id}", model="ffnn",
+                            models_dir=str(models_dir), worker_id="kafka-streams",
+                            ready_file=str(tmp_path / f"{run_id}.ready"), **over)
+        cfg = tmp_path / f"{run_id}.json"
+        cfg.write_text(ws.model_dump_json())
+        svc = Service("kafka-streams-worker", ["-m", SPEC.module, "--config", f"@{cfg}"], tmp_path / f"{run_id}.log",
+                      env=env)
+        started.append((svc, topics))
+        wait_engine_ready(SPEC, ws, partitions, [svc], timeout_s=240)
+        wait_file(tmp_path / f"{run_id}.ready", [svc], timeout_s=60, what="ready file (written on RUNNING)")
+        return svc, topics, ws
+
+    yield start
+    for svc, topics in started:
+        svc.stop()
+        delete_topics(kafka_bootstrap, topics)
+
+
+def _read(bootstrap, topics, n, timeout_s=90):
+    c = Consumer(consumer_config(bootstrap, f"t-{uuid.uuid4().hex[:6]}", **{"enable.auto.commit": False}))
+    parts = []
+    for t in topics:
+        md = c.list_topics(t, timeout=10)
+        parts += [TopicPartition(t, p, 0) for p in md.topics[t].partitions]
+    c.assign(parts)
+    out = []
+    deadline = time.monotonic() + timeout_s
+    while len(out) < n and time.monotonic() < deadline:
+        out += [m for m in c.consume(100, timeout=0.2) if not m.error()]
+    c.close()
+    return out
+
+
+def _batch(run_id, seq, x, model="ffnn", batch_id=None):
+    b = batch_pb2.DataBatch(batch_id=f"{run_id}-{seq}" if batch_id is None else batch_id, run_id=run_id,
+                            sequence=seq, intended_ns=time.time_ns() - 5, created_ns=time.time_ns(), model=model)
+    b.attributes["k"] = "v"
+    to_tensor(x, b.input)
+    return b
+
+
+def test_dead_letters_and_outputs_match_the_python_operator(kafka_bootstrap, start_worker, models_dir):
+    """The Java adapter on the contract: the same DeadLetter (reason, detail, ids, source) as
+    sps_workers.scoring_op for the same record, and the ScoredBatch fields carried over."""
+    from serving.models import model_paths, reference_forward
+    from sps_workers.scoring_op import ScoringOperator
+
+    svc, topics, ws = start_worker(partitions=1)
+    rng = np.random.default_rng(1)
+    run_id = uuid.uuid4().hex[:6]
+    records = {}
+    short = _batch(run_id, 1, rng.random((1, 1, 784), dtype=np.float32))
+    short.input.data = short.input.data[:-3]
+    records["short-data"] = short.SerializeToString()
+    odd = _batch(run_id, 2, rng.random((1, 1, 784), dtype=np.float32))
+    odd.input.dtype = 99
+    records["unknown-dtype"] = odd.SerializeToString()
+    neg = _batch(run_id, 3, rng.random((1, 1, 784), dtype=np.float32))
+    neg.input.shape[:] = [1, -784]
+    records["negative-dim"] = neg.SerializeToString()
+    records["bad-shape"] = _batch(run_id, 4, rng.random((3, 784), dtype=np.float32)).SerializeToString()
+    records["bad-dtype"] = _batch(run_id, 5, np.ones((1, 1, 784), dtype=np.int32)).SerializeToString()
+    records["unknown-model"] = _batch(run_id, 6, rng.random((1, 1, 784), dtype=np.float32),
+                                      model="resnet50").SerializeToString()
+    records["garbage"] = b"\x08\x96\x01\xff\xff"
+    x_good = rng.random((2, 1, 784), dtype=np.float32)
+    records["good-no-id"] = _batch(run_id, 7, x_good, batch_id="").SerializeToString()
+
+    p = Producer(producer_config(kafka_bootstrap))
+    for key, value in records.items():
+        p.produce(topics.input, value, key.encode(), partition=0)
+    p.flush(10)
+    msgs = _read(kafka_bootstrap, [topics.output, topics.dead_letter], len(records))
+    assert len(msgs) == len(records), svc.log_tail()
+
+    py = ScoringOperator(get_codec("protobuf"), None, "ffnn", (1, 784), "py", engine="kafka-streams",
+                         backend="onnxruntime")
+    for m in msgs:
+        key = m.key().decode()
+        _, ts = m.timestamp()
+        if m.topic() == topics.output:
+            assert key == "good-no-id"
+            s = batch_pb2.ScoredBatch.FromString(m.value())
+            assert s.batch_id == f"{topics.input}/0/{len(records) - 1}"  # topic/partition/offset, as Python
+            assert s.run_id == run_id and s.sequence == 7 and dict(s.attributes) == {"k": "v"}
+            assert s.model == "ffnn" and s.input_append_ms > 0
+            assert s.facts.engine == "kafka-streams" and s.facts.worker_id == "kafka-streams-0"
+            assert s.facts.decode_ns > 0 and s.facts.inference_ns > 0 and s.facts.encode_ns > 0
+            ref = reference_forward("ffnn", model_paths("ffnn", models_dir).weights, x_good)
+            np.testing.assert_allclose(from_tensor(s.output), ref, rtol=1e-4, atol=1e-5)
+            continue
+        java = batch_pb2.DeadLetter.FromString(m.value())
+        expected = py.prepare(records[key], None, java.input_append_ms, java.source_topic, java.source_partition,
+                              java.source_offset)
+        want = batch_pb2.DeadLetter.FromString(expected.dead_letter)
+        assert java.reason == want.reason, key
+        if key == "garbage":  # the protobuf libraries word their parse errors differently
+            assert java.detail.startswith("not a crayfish.v1.DataBatch: ")
+        else:
+            assert java.detail == want.detail, key
+            assert java.facts.error == want.facts.error
+        for f in ("batch_id", "run_id", "created_ns", "intended_ns", "payload", "source_topic",
+                  "source_partition", "source_offset"):
+            assert getattr(java, f) == getattr(want, f), (key, f)
+        assert java.input_append_ms > 0 and java.facts.engine == "kafka-streams"
+        assert java.facts.backend == "onnxruntime" and java.facts.worker_send_ns >= java.facts.worker_receive_ns
+
+
+def test_sigterm_stops_cleanly_with_offsets_committed(kafka_bootstrap, start_worker):
+    svc, topics, ws = start_worker(partitions=2, engine_options={"commit_interval_ms": 60000})
+    codec = get_codec("protobuf")
+    p = Producer(producer_config(kafka_bootstrap))
+    n = 30
+    for i in range(n):
+        value, _ = codec.encode_batch(_batch("stop", i, np.zeros((1, 1, 784), dtype=np.float32)))
+        p.produce(topics.input, value, str(i).encode(), partition=i % 2)
+    p.flush(10)
+    assert len(_read(kafka_bootstrap, [topics.output], n)) == n
+    t = time.monotonic()
+    code = svc.stop(timeout_s=30)
+    took = time.monotonic() - t
+    assert code == 0, svc.log_tail()
+    assert took < 20, f"stop took {took:.1f}s"
+    # commit.interval.ms is a minute here: only the close-time commit can have stored these.
+    c = Consumer(consumer_config(kafka_bootstrap, ws.consumer_group))
+    committed = c.committed([TopicPartition(topics.input, 0), TopicPartition(topics.input, 1)], timeout=10)
+    c.close()
+    assert sorted(tp.offset for tp in committed) == [n // 2, n // 2]
+
+
+def test_unreachable_scoring_server_is_dead_lettered_after_retries(kafka_bootstrap, start_worker):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ext = ExternalSettings(client="scoring", target=f"127.0.0.1:{port}", timeout_s=0.5, retries=1, backoff_s=0.01)
+    svc, topics, _ = start_worker(partitions=1, external=ext)
+    codec = get_codec("protobuf")
+    value, _ = codec.encode_batch(_batch("ext", 0, np.zeros((1, 1, 784), dtype=np.float32)))
+    p = Producer(producer_config(kafka_bootstrap))
+    p.produce(topics.input, value, b"ext-0")
+    p.flush(10)
+    msgs = _read(kafka_bootstrap, [topics.dead_letter], 1)
+    assert msgs, svc.log_tail()
+    d = batch_pb2.DeadLetter.FromString(msgs[0].value())
+    assert d.reason == "scoring_error" and d.batch_id == "ext-0"
+    # Refused at once (unavailable), or still reconnecting when the deadline passed: both retried.
+    assert d.detail.startswith((f"scoring at 127.0.0.1:{port} after 2 attempt(s): UnavailableError: ",
+                                f"scoring at 127.0.0.1:{port} after 2 attempt(s): DeadlineExceededError: ")), d.detail
+    assert d.facts.backend == "scoring"
+    assert svc.alive()
+
+
+def test_spans_go_over_otlp_when_an_endpoint_is_set(kafka_bootstrap, start_worker):
+    """OTEL_EXPORTER_OTLP_ENDPOINT set: the worker's hop spans are exported over OTLP/gRPC (to a
+    receiver in this test), not to span files."""
+    from concurrent import futures
+
+    import grpc
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    got = []
+
+    class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request, context):
+            for rs in request.resource_spans:
+                service = next((a.value.string_value for a in rs.resource.attributes if a.key == "service.name"), "")
+                for ss in rs.scope_spans:
+                    got.extend((service, s.trace_id.hex(), s.name) for s in ss.spans)
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Receiver(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}", "OTEL_BSP_SCHEDULE_DELAY": "100"}
+        svc, topics, _ = start_worker(partitions=1, env=env)
+        trace_id = uuid.uuid4().hex
+        value, _ = get_codec("protobuf").encode_batch(_batch("otlp", 0, np.zeros((1, 1, 784), dtype=np.float32)))
+        p = Producer(producer_config(kafka_bootstrap))
+        p.produce(topics.input, value, b"otlp-0", headers=[("traceparent", f"00-{trace_id}-{'ab' * 8}-01".encode())])
+        p.flush(10)
+        out = _read(kafka_bootstrap, [topics.output], 1)
+        assert out and trace_id in dict(out[0].headers())["traceparent"].decode()
+        assert svc.stop() == 0
+        names = {name for service, tid, name in got if tid == trace_id and service == "kafka-streams-worker"}
+        assert {"crayfish.decode", "crayfish.score", "crayfish.encode", f"process {topics.input}"} <= names, got
+    finally:
+        server.stop(0)
