@@ -104,7 +104,7 @@ class SpanLog:
             self._resource = Resource.create({SERVICE_NAME: self.service})
         # A run folder gets span files even when spans also go over OTLP (the run's hop breakdown
         # reads them); a service outside a run (the native stack) exports over OTLP only.
-        if choice != "none" and spans_dir is not None:
+        if choice != "none" and spans_dir:
             d = Path(spans_dir) / SPANS_DIRNAME
             d.mkdir(parents=True, exist_ok=True)
             self._file = open(d / f"{_safe(self.service)}-{os.getpid()}.jsonl", "a", encoding="utf-8")
