@@ -139,9 +139,9 @@ def rows(bench: dict) -> list[tuple[str, str, str, str, str]]:
             r.append(("6", "tracing", "error: " + error_line(tr["error"], 140), "", ""))
         else:
             med = tr.get("median", {})
-            for name in ("off", "1%", "100%"):
+            for name in ("off", "1%", "100%", "headers only"):
                 m = med.get(name) or {}
-                r.append(("6", f"worker drain, tracing {name} sampled", f"{m.get('drain_rate_bps', 0):,.0f} batches/s,"
+                r.append(("6", f"worker drain, sampled: {name}", f"{m.get('drain_rate_bps', 0):,.0f} batches/s,"
                           f" {m.get('cpu_us_per_batch', 0):.0f} µs CPU/batch", "", ""))
             for name, key, goal in (("100%", "throughput_ratio_100pct", "≥ 0.90×"), ("1%", "throughput_ratio_1pct", "≥ 0.98×")):
                 r.append(("6", f"throughput {name} sampled / off", _num(tr.get(key), "{:.2f}", "×"), goal,
