@@ -39,6 +39,8 @@ class EngineSpec:
 
 ENGINES: dict[str, EngineSpec] = {
     "kafka": EngineSpec(name="kafka", module="sps_workers.kafka"),
+    "spark": EngineSpec(name="spark", module="sps_workers.spark", environment="spark", joins_consumer_group=False),
+    "ray": EngineSpec(name="ray", module="sps_workers.ray", environment="ray"),
     "kafka-streams": EngineSpec(name="kafka-streams", module="sps_workers.kafka_streams"),
     "faust": EngineSpec(name="faust", module="sps_workers.faust", environment="faust"),
     "bytewax": EngineSpec(name="bytewax", module="sps_workers.bytewax", environment="bytewax", joins_consumer_group=False),

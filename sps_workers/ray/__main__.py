@@ -1,0 +1,88 @@
+"""``python -m sps_workers.ray --config <json | @file>``: the Ray actor pipeline worker (see the
+package docstring, sps_workers.ray, for how it maps onto Ray and its knobs).
+
+This process is a small supervisor: it checks the configuration, then runs the Ray driver as a
+child in a session of its own and forwards SIGTERM / SIGINT to it. The runner stops a worker by
+signalling the worker's whole process group; a local Ray's processes (GCS, raylet, the actors'
+workers) would get that signal too and die before the driver had drained the pipeline. In its own
+session only the driver gets the signal, and it shuts Ray down after the drain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+
+from sps_workers.ray.options import RayOptionError, parse_options
+from sps_workers.settings import WorkerSettings
+
+CHILD_FLAG = "CRAYFISH_RAY_DRIVER_CHILD"
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this process when its supervisor dies (even by SIGKILL)."""
+    try:
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def _supervise(argv: list[str]) -> int:
+    child = subprocess.Popen([sys.executable, "-m", "sps_workers.ray", *argv],
+                             env={**os.environ, CHILD_FLAG: str(os.getpid())}, start_new_session=True)
+
+    def forward(signum, _frame):
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    code = child.wait()
+    try:
+        # whatever of the driver's session outlived it (Ray's agents, after a driver crash)
+        os.killpg(child.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    return code
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m sps_workers.ray", description="Ray actor scoring worker.")
+    parser.add_argument("--config", required=True, help="WorkerSettings as JSON, or @path to a JSON file")
+    args = parser.parse_args(argv)
+    raw = args.config
+    if raw.startswith("@"):
+        with open(raw[1:]) as f:
+            raw = f.read()
+    settings = WorkerSettings.model_validate(json.loads(raw))
+    try:
+        opts = parse_options(settings)
+    except RayOptionError as exc:
+        sys.exit(f"ray worker: {exc}")
+    if not os.environ.get(CHILD_FLAG):
+        sys.exit(_supervise(argv))
+    _die_with_parent()
+    if os.getppid() != int(os.environ[CHILD_FLAG]):
+        sys.exit("ray worker: supervisor gone before start")
+    logging.basicConfig(level=os.environ.get("CRAYFISH_LOG_LEVEL", "WARNING"),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from sps_workers.ray import driver
+
+    if opts.local:
+        driver.local_ray_env()
+    else:
+        driver.remote_ray_env()
+    driver.run(settings, opts)
+
+
+if __name__ == "__main__":
+    main()

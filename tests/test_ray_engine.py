@@ -1,0 +1,255 @@
+"""Ray engine specifics (sps_workers/ray), beyond the shared suite in test_engines.py: options
+validated naming the field, a bad option failing before Ray starts, and a real run: mp chains of
+actors in one consumer group, every Ray listener on loopback, SIGTERM drains and commits (a
+restart in the same group scores only the new records) and leaves no Ray process behind."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import subprocess
+import time
+import uuid
+
+import numpy as np
+import psutil
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from crayfish.codec import get_codec
+from crayfish.kafka import RunTopics, consumer_config, create_topics, delete_topics, producer_config
+from crayfish.tensor import to_tensor
+from crayfish.v1 import batch_pb2
+from services.runner.processes import Service, wait_engine_ready, wait_file
+from sps_workers import ENGINES
+from sps_workers.ray.options import RayOptionError, parse_options
+from sps_workers.settings import WorkerSettings
+
+ENGINE = "ray"
+
+
+def _ws(**kw) -> WorkerSettings:
+    base = dict(bootstrap="127.0.0.1:1", input_topic="i", output_topic="o", dead_letter_topic="d",
+                consumer_group="g", model="ffnn", worker_id=ENGINE)
+    return WorkerSettings(**{**base, **kw})
+
+
+def test_options_defaults_and_errors_name_the_field():
+    opts = parse_options(_ws())
+    assert opts.local and opts.max_in_flight == 4 and opts.scoring_cpus == 1.0
+    for address in ("ray://127.0.0.1:10001", "head.example:6379", "auto"):
+        assert parse_options(_ws(engine_options={"address": address})).address == address
+    cases = {
+        "engine_options: unknown key(s) 'adress'": {"adress": "ray://h:1"},
+        "engine_options.address: must be ray://host:port": {"address": "http://h:8265"},
+        "engine_options.max_in_flight: must be an integer >= 1": {"max_in_flight": 0},
+        "engine_options.scoring_cpus: must be a number >= 0": {"scoring_cpus": -1},
+        "engine_options.stop_timeout_s: must be a number > 0": {"stop_timeout_s": 0},
+        "engine_options.runtime_env: must be a mapping": {"runtime_env": "py_modules"},
+        "engine_options.num_cpus: only applies to a local Ray": {"address": "ray://h:10001", "num_cpus": 4},
+    }
+    for message, options in cases.items():
+        with pytest.raises(RayOptionError, match=re.escape(message)):
+            parse_options(_ws(engine_options=options))
+
+
+def test_worker_rejects_a_bad_option_before_starting():
+    from services.runner.environments import python_for
+
+    ws = _ws(engine_options={"address": "nowhere"})
+    t0 = time.monotonic()
+    proc = subprocess.run([python_for(ENGINES[ENGINE].environment), "-m", ENGINES[ENGINE].module,
+                           "--config", ws.model_dump_json()], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "engine_options.address: must be ray://host:port" in proc.stderr
+    assert time.monotonic() - t0 < 60   # Ray was not started
+
+
+def _send(bootstrap, topic, run_id, seqs):
+    codec = get_codec("protobuf")
+    p = Producer(producer_config(bootstrap))
+    for i in seqs:
+        b = batch_pb2.DataBatch(batch_id=f"{run_id}-{i}", run_id=run_id, sequence=i, intended_ns=time.time_ns(),
+                                created_ns=time.time_ns(), model="ffnn")
+        to_tensor(np.zeros((1, 1, 784), dtype=np.float32), b.input)
+        value, h = codec.encode_batch(b)
+        p.produce(topic, value, b.batch_id.encode(), partition=i % 2, headers=h or None)
+    p.flush(10)
+
+
+def _read(bootstrap, topic, n, timeout_s=120, settle_s=0.0):
+    """(batch_id, worker_id) of the output records (duplicates kept), once n are there (+ settle_s)."""
+    codec = get_codec("protobuf")
+    c = Consumer(consumer_config(bootstrap, f"t-{uuid.uuid4().hex[:6]}", **{"enable.auto.commit": False}))
+    md = c.list_topics(topic, timeout=10)
+    c.assign([TopicPartition(topic, p, 0) for p in md.topics[topic].partitions])
+    out = []
+    deadline = time.monotonic() + timeout_s
+    end = None
+    while time.monotonic() < (end or deadline):
+        for m in c.consume(100, timeout=0.2):
+            if not m.error():
+                s = codec.decode_scored(m.value(), m.headers())
+                out.append((s.batch_id, s.facts.worker_id))
+        if end is None and len(out) >= n:
+            end = time.monotonic() + settle_s
+    c.close()
+    return out
+
+
+def _committed(bootstrap, group, topic) -> dict[int, int]:
+    c = Consumer(consumer_config(bootstrap, group, **{"enable.auto.commit": False}))
+    md = c.list_topics(topic, timeout=10)
+    got = c.committed([TopicPartition(topic, p) for p in md.topics[topic].partitions], timeout=10)
+    c.close()
+    return {tp.partition: tp.offset for tp in got}
+
+
+@pytest.mark.kafka
+def test_sigterm_drains_commits_and_leaves_nothing_behind(kafka_bootstrap, models_dir, tmp_path):
+    from services.runner.environments import python_for
+
+    run_id = uuid.uuid4().hex[:8]
+    topics = RunTopics.for_run(run_id)
+    create_topics(kafka_bootstrap, topics, partitions=2)
+    group = f"w-{run_id}"
+    python = python_for(ENGINES[ENGINE].environment)
+    started = []
+
+    def start(name, options):
+        ws = WorkerSettings(bootstrap=kafka_bootstrap, input_topic=topics.input, output_topic=topics.output,
+                            dead_letter_topic=topics.dead_letter, consumer_group=group, model="ffnn",
+                            models_dir=str(models_dir), parallelism=2, worker_id=ENGINE,
+                            ready_file=str(tmp_path / f"{name}.ready"), engine_options=options)
+        cfg = tmp_path / f"{name}.json"
+        cfg.write_text(ws.model_dump_json())
+        svc = Service(f"{ENGINE}-worker", ["-m", ENGINES[ENGINE].module, "--config", f"@{cfg}"],
+                      tmp_path / f"{name}.log", python=python)
+        started.append(svc)
+        wait_engine_ready(ENGINES[ENGINE], ws, 2, [svc], timeout_s=240)
+        return svc
+
+    try:
+        svc = start("first", {"max_in_flight": 2})
+        wait_file(tmp_path / "first.ready", [svc], 30)   # the driver also marks readiness (group complete)
+        _send(kafka_bootstrap, topics.input, run_id, range(30))
+        got = _read(kafka_bootstrap, topics.output, 30)
+        assert {b for b, _ in got} == {f"{run_id}-{i}" for i in range(30)}
+        assert {w for _, w in got} == {"ray-0", "ray-1"}
+
+        tree = psutil.Process(svc.proc.pid).children(recursive=True)
+        assert any("raylet" in p.name() for p in tree), [p.name() for p in tree]
+        listening = set()
+        for p in tree:
+            try:
+                listening |= {c.laddr.ip for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
+            except psutil.Error:
+                pass
+        def loopback(ip: str) -> bool:
+            a = ipaddress.ip_address(ip)
+            return (getattr(a, "ipv4_mapped", None) or a).is_loopback
+
+        assert listening and all(loopback(ip) for ip in listening), listening
+
+        t0 = time.monotonic()
+        assert svc.stop(timeout_s=30) == 0, svc.log_tail()
+        assert time.monotonic() - t0 < 20, svc.log_tail()
+        _, alive = psutil.wait_procs(tree, timeout=15)
+        assert not alive, f"left behind: {[(p.pid, p.name()) for p in alive]}"
+        assert _committed(kafka_bootstrap, group, topics.input) == {0: 15, 1: 15}
+
+        # Same group, strictly one batch in flight: only the new records are scored.
+        svc = start("second", {"max_in_flight": 1, "scoring_cpus": 0.5})
+        _send(kafka_bootstrap, topics.input, run_id, range(30, 40))
+        got = _read(kafka_bootstrap, topics.output, 40, settle_s=3.0)
+        ids = [b for b, _ in got]
+        assert set(ids) == {f"{run_id}-{i}" for i in range(40)}
+        assert len(ids) == 40, f"scored twice: {sorted(i for i in set(ids) if ids.count(i) > 1)}"
+        assert svc.stop(timeout_s=30) == 0, svc.log_tail()
+        assert _committed(kafka_bootstrap, group, topics.input) == {0: 20, 1: 20}
+    finally:
+        for svc in started:
+            svc.stop()
+        delete_topics(kafka_bootstrap, topics)
+
+
+@pytest.fixture
+def ray_cluster():
+    """A real Ray head (``ray start --head --block``) on loopback, in a session of its own; yields
+    (gcs host:port, ray:// address, environment a client needs)."""
+    import os
+    import secrets
+    import shutil
+    import signal
+    import socket
+    import tempfile
+
+    from services.runner.environments import env_dir, python_for
+
+    python_for(ENGINES[ENGINE].environment)
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    gcs, client = free_port(), free_port()
+    temp = tempfile.mkdtemp(prefix="crf-ray-", dir="/tmp")   # Ray's socket paths must stay short
+    env = {"RAY_AUTH_TOKEN": secrets.token_hex(16), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    head = subprocess.Popen([str(env_dir(ENGINES[ENGINE].environment) / "bin" / "ray"), "start", "--head", "--block",
+                             "--node-ip-address=127.0.0.1", f"--port={gcs}", f"--ray-client-server-port={client}",
+                             "--include-dashboard=false", "--num-cpus=4", f"--temp-dir={temp}"],
+                            env={**os.environ, **env, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", client), timeout=1).close()
+                break
+            except OSError:
+                assert head.poll() is None and time.monotonic() < deadline, "ray head did not start"
+                time.sleep(0.2)
+        yield f"127.0.0.1:{gcs}", f"ray://127.0.0.1:{client}", env
+    finally:
+        head.send_signal(signal.SIGTERM)   # `ray start --block` stops its node on SIGTERM
+        try:
+            head.wait(30)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(head.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        head.wait(10)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("kind", ["ray-client", "gcs"])
+def test_address_runs_the_chains_on_an_existing_cluster(kafka_bootstrap, models_dir, tmp_path, ray_cluster, kind):
+    from services.runner.environments import python_for
+
+    gcs, client, env = ray_cluster
+    run_id = uuid.uuid4().hex[:8]
+    topics = RunTopics.for_run(run_id)
+    create_topics(kafka_bootstrap, topics, partitions=2)
+    ws = WorkerSettings(bootstrap=kafka_bootstrap, input_topic=topics.input, output_topic=topics.output,
+                        dead_letter_topic=topics.dead_letter, consumer_group=f"w-{run_id}", model="ffnn",
+                        models_dir=str(models_dir), parallelism=2, worker_id=ENGINE,
+                        engine_options={"address": client if kind == "ray-client" else gcs})
+    svc = Service(f"{ENGINE}-worker", ["-m", ENGINES[ENGINE].module, "--config", ws.model_dump_json()],
+                  tmp_path / "worker.log", python=python_for(ENGINES[ENGINE].environment), env=env)
+    try:
+        wait_engine_ready(ENGINES[ENGINE], ws, 2, [svc], timeout_s=180)
+        _send(kafka_bootstrap, topics.input, run_id, range(20))
+        got = _read(kafka_bootstrap, topics.output, 20)
+        assert {b for b, _ in got} == {f"{run_id}-{i}" for i in range(20)}
+        assert {w for _, w in got} == {"ray-0", "ray-1"}
+        assert svc.stop(timeout_s=30) == 0, svc.log_tail()
+        assert "ray up in" in svc.log_tail()
+        assert _committed(kafka_bootstrap, f"w-{run_id}", topics.input) == {0: 10, 1: 10}
+    finally:
+        svc.stop()
+        delete_topics(kafka_bootstrap, topics)

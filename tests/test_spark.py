@@ -1,0 +1,225 @@
+"""Spark engine specifics (sps_workers/spark), beyond the shared suite in test_engines.py: options
+validated naming the field, the Kafka connector jars matched to the pinned pyspark, a bad option
+failing before the JVM starts, and a real run: SIGTERM drains and stops the whole process tree,
+and a restart on the same checkpoint resumes after the committed offsets (nothing scored twice)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from crayfish.codec import get_codec
+from crayfish.kafka import RunTopics, consumer_config, create_topics, delete_topics, producer_config
+from crayfish.tensor import to_tensor
+from crayfish.v1 import batch_pb2
+from services.runner.processes import Service, wait_engine_ready
+from sps_workers import ENGINES
+from sps_workers.settings import WorkerSettings
+from sps_workers.spark.jars import ARTIFACTS, POM, ensure_jars
+from sps_workers.spark.options import SparkOptionError, parse_options
+
+ENGINE = "spark"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _ws(**kw) -> WorkerSettings:
+    base = dict(bootstrap="127.0.0.1:1", input_topic="i", output_topic="o", dead_letter_topic="d",
+                consumer_group="g", model="ffnn", worker_id=ENGINE)
+    return WorkerSettings(**{**base, **kw})
+
+
+def test_options_defaults_and_errors_name_the_field():
+    opts = parse_options(_ws(parallelism=3))
+    assert opts.master == "local[3]" and opts.trigger_ms == 0 and opts.driver_host == "127.0.0.1"
+    for master in ("local[2,3]", "local[*]", "spark://h1:7077,h2:7077", "k8s://https://k:6443", "yarn"):
+        assert parse_options(_ws(engine_options={"master": master})).master == master
+    cases = {
+        "engine_options: unknown key(s) 'mastr'": {"mastr": "local[1]"},
+        "engine_options.master: must be a Spark master URL": {"master": "localhost:7077"},
+        "engine_options.trigger_ms: must be an integer >= 0": {"trigger_ms": -1},
+        "engine_options.arrow_batch_records: must be an integer >= 1": {"arrow_batch_records": 0},
+        "engine_options.async_progress: must be true or false": {"async_progress": "yes"},
+        "engine_options.stop_timeout_s: must be a number > 0": {"stop_timeout_s": 0},
+        "engine_options.conf: keys must be Spark conf keys": {"conf": {"driver.memory": "1g"}},
+    }
+    for message, options in cases.items():
+        with pytest.raises(SparkOptionError, match=re.escape(message)):
+            parse_options(_ws(engine_options=options))
+
+
+def _pinned_pyspark() -> str:
+    text = (REPO / "envs" / "spark" / "requirements.txt").read_text()
+    return re.search(r"^pyspark==(\S+)", text, re.M).group(1)
+
+
+def test_connector_jars_match_the_pinned_pyspark():
+    version = _pinned_pyspark()
+    assert f"<spark.version>{version}</spark.version>" in POM.read_text()
+    jars = ensure_jars(version)
+    names = [j.name for j in jars]
+    assert f"spark-sql-kafka-0-10_2.13-{version}.jar" in names
+    assert f"spark-token-provider-kafka-0-10_2.13-{version}.jar" in names
+    assert all(any(n.startswith(a + "-") for n in names) for a in ARTIFACTS)
+    assert len(jars) == len(ARTIFACTS), names   # Spark's own jars come with pyspark, not twice
+
+
+def test_worker_rejects_a_bad_option_before_starting():
+    from services.runner.environments import python_for
+
+    ws = _ws(engine_options={"master": "nowhere"})
+    t0 = time.monotonic()
+    proc = subprocess.run([python_for(ENGINES[ENGINE].environment), "-m", ENGINES[ENGINE].module,
+                           "--config", ws.model_dump_json()], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "engine_options.master: must be a Spark master URL" in proc.stderr
+    assert time.monotonic() - t0 < 60   # no JVM was started
+
+
+def _loopback(ip: str) -> bool:
+    a = ipaddress.ip_address(ip)
+    return (getattr(a, "ipv4_mapped", None) or a).is_loopback
+
+
+def _cmdline(p: psutil.Process) -> str:
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:
+        return ""
+
+
+def _send(bootstrap, topic, run_id, seqs):
+    codec = get_codec("protobuf")
+    p = Producer(producer_config(bootstrap))
+    for i in seqs:
+        b = batch_pb2.DataBatch(batch_id=f"{run_id}-{i}", run_id=run_id, sequence=i, intended_ns=time.time_ns(),
+                                created_ns=time.time_ns(), model="ffnn")
+        to_tensor(np.zeros((1, 1, 784), dtype=np.float32), b.input)
+        value, h = codec.encode_batch(b)
+        p.produce(topic, value, b.batch_id.encode(), partition=i % 2, headers=h or None)
+    p.flush(10)
+
+
+def _read_ids(bootstrap, topic, n, timeout_s=120, settle_s=0.0):
+    """batch ids of the output records (duplicates kept), once n are there (+ settle_s for extras)."""
+    codec = get_codec("protobuf")
+    c = Consumer(consumer_config(bootstrap, f"t-{uuid.uuid4().hex[:6]}", **{"enable.auto.commit": False}))
+    md = c.list_topics(topic, timeout=10)
+    c.assign([TopicPartition(topic, p, 0) for p in md.topics[topic].partitions])
+    ids = []
+    deadline = time.monotonic() + timeout_s
+    while len(ids) < n and time.monotonic() < deadline:
+        ids += [codec.decode_scored(m.value(), m.headers()).batch_id for m in c.consume(100, timeout=0.2)
+                if not m.error()]
+    end = time.monotonic() + settle_s
+    while time.monotonic() < end:
+        ids += [codec.decode_scored(m.value(), m.headers()).batch_id for m in c.consume(100, timeout=0.2)
+                if not m.error()]
+    c.close()
+    return ids
+
+
+@pytest.mark.kafka
+def test_sigterm_drains_and_a_restart_resumes_from_the_checkpoint(kafka_bootstrap, models_dir, tmp_path):
+    from services.runner.environments import python_for
+
+    run_id = uuid.uuid4().hex[:8]
+    topics = RunTopics.for_run(run_id)
+    create_topics(kafka_bootstrap, topics, partitions=2)
+    checkpoint = tmp_path / "checkpoint"
+    python = python_for(ENGINES[ENGINE].environment)
+    started = []
+
+    def start(name, options):
+        ws = WorkerSettings(bootstrap=kafka_bootstrap, input_topic=topics.input, output_topic=topics.output,
+                            dead_letter_topic=topics.dead_letter, consumer_group=f"w-{run_id}", model="ffnn",
+                            models_dir=str(models_dir), parallelism=2, worker_id=ENGINE,
+                            ready_file=str(tmp_path / f"{name}.ready"),
+                            engine_options={"checkpoint_dir": str(checkpoint), **options})
+        cfg = tmp_path / f"{name}.json"
+        cfg.write_text(ws.model_dump_json())
+        svc = Service(f"{ENGINE}-worker", ["-m", ENGINES[ENGINE].module, "--config", f"@{cfg}"],
+                      tmp_path / f"{name}.log", python=python)
+        started.append(svc)
+        wait_engine_ready(ENGINES[ENGINE], ws, 2, [svc], timeout_s=240)
+        return svc
+
+    try:
+        svc = start("first", {"arrow_batch_records": 4})
+        tree = psutil.Process(svc.proc.pid).children(recursive=True)
+        assert any("java" in p.name() for p in tree), [p.name() for p in tree]
+        listening = set()
+        for p in [psutil.Process(svc.proc.pid), *tree]:
+            try:
+                listening |= {c.laddr.ip for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
+            except psutil.Error:
+                pass
+        assert listening and all(_loopback(ip) for ip in listening), listening
+        _send(kafka_bootstrap, topics.input, run_id, range(20))
+        first = _read_ids(kafka_bootstrap, topics.output, 20)
+        assert set(first) == {f"{run_id}-{i}" for i in range(20)}
+        t0 = time.monotonic()
+        code = svc.stop(timeout_s=30)
+        assert code == 0 and time.monotonic() - t0 < 20, svc.log_tail()
+        gone, alive = psutil.wait_procs(tree, timeout=10)
+        assert not alive, f"left behind: {[(p.pid, p.name()) for p in alive]}"
+        assert "stopped in" in svc.log_tail()
+
+        # Same checkpoint, other knobs: resumes after the committed offsets of the first run.
+        svc = start("second", {"async_progress": True, "warmup": False, "trigger_ms": 50, "master": "local[2,2]"})
+        _send(kafka_bootstrap, topics.input, run_id, range(20, 30))
+        ids = _read_ids(kafka_bootstrap, topics.output, 30, settle_s=3.0)
+        assert set(ids) == {f"{run_id}-{i}" for i in range(30)}
+        assert len(ids) == 30, f"scored twice: {sorted(i for i in set(ids) if ids.count(i) > 1)}"
+        assert svc.stop(timeout_s=30) == 0, svc.log_tail()
+    finally:
+        for svc in started:
+            svc.stop()
+        delete_topics(kafka_bootstrap, topics)
+
+
+@pytest.mark.kafka
+def test_runs_on_a_spark_cluster_master(kafka_bootstrap, models_dir, tmp_path):
+    """master = local-cluster[2,1,1024]: a standalone master and two worker JVMs with one executor
+    each (as on a real cluster: the connector jars and the Python scoring travel to the executors)."""
+    from services.runner.environments import python_for
+
+    run_id = uuid.uuid4().hex[:8]
+    topics = RunTopics.for_run(run_id)
+    create_topics(kafka_bootstrap, topics, partitions=2)
+    ws = WorkerSettings(bootstrap=kafka_bootstrap, input_topic=topics.input, output_topic=topics.output,
+                        dead_letter_topic=topics.dead_letter, consumer_group=f"w-{run_id}", model="ffnn",
+                        models_dir=str(models_dir), parallelism=2, worker_id=ENGINE,
+                        ready_file=str(tmp_path / "worker.ready"),
+                        engine_options={"master": "local-cluster[2,1,1024]"})
+    svc = Service(f"{ENGINE}-worker", ["-m", ENGINES[ENGINE].module, "--config", ws.model_dump_json()],
+                  tmp_path / "worker.log", python=python_for(ENGINES[ENGINE].environment))
+    try:
+        wait_engine_ready(ENGINES[ENGINE], ws, 2, [svc], timeout_s=240)
+        tree = psutil.Process(svc.proc.pid).children(recursive=True)
+        executors = [p for p in tree if "CoarseGrainedExecutorBackend" in _cmdline(p)]
+        assert len(executors) == 2, [_cmdline(p)[:120] for p in tree]
+        listening = set()
+        for p in [psutil.Process(svc.proc.pid), *tree]:
+            try:
+                listening |= {c.laddr.ip for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
+            except psutil.Error:
+                pass
+        assert listening and all(_loopback(ip) for ip in listening), listening
+        _send(kafka_bootstrap, topics.input, run_id, range(20))
+        ids = _read_ids(kafka_bootstrap, topics.output, 20)
+        assert set(ids) == {f"{run_id}-{i}" for i in range(20)}
+        assert svc.stop(timeout_s=30) == 0, svc.log_tail()
+        _, alive = psutil.wait_procs(tree, timeout=15)
+        assert not alive, f"left behind: {[(p.pid, p.name()) for p in alive]}"
+    finally:
+        svc.stop()
+        delete_topics(kafka_bootstrap, topics)
