@@ -39,6 +39,7 @@ class EngineSpec:
 
 ENGINES: dict[str, EngineSpec] = {
     "kafka": EngineSpec(name="kafka", module="sps_workers.kafka"),
+    "flink": EngineSpec(name="flink", module="sps_workers.flink", environment="flink", joins_consumer_group=False),
     "spark": EngineSpec(name="spark", module="sps_workers.spark", environment="spark", joins_consumer_group=False),
     "ray": EngineSpec(name="ray", module="sps_workers.ray", environment="ray"),
     "kafka-streams": EngineSpec(name="kafka-streams", module="sps_workers.kafka_streams"),
