@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
 
         part("codec", lambda: codec.run(s, log=log))
 
-    needs_broker = any(x in s.parts for x in ("efficiency", "parallelism", "harness", "serving", "tracing"))
+    needs_broker = any(x in s.parts for x in ("efficiency", "parallelism", "harness", "serving", "tracing",
+                                              "flink_standalone"))
     broker = None
     try:
         if needs_broker:
@@ -120,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
             from benchmarks import tracing
 
             part("tracing", lambda: tracing.run(bootstrap, out / "tracing", s, log))
+        if "flink_standalone" in s.parts:
+            from benchmarks import flink_standalone
+
+            part("flink_standalone", lambda: flink_standalone.run(bootstrap, out / "flink_standalone",
+                                                                  count=s.flink_count, repeat=s.flink_repeat,
+                                                                  seed=s.seed, log=log))
     finally:
         if broker is not None:
             from services.broker import launcher

@@ -11,7 +11,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 SEED = 42
-PARTS = ("efficiency", "parallelism", "harness", "codec", "serving", "tracing")
+PARTS = ("efficiency", "parallelism", "harness", "codec", "serving", "tracing", "flink_standalone")
 
 
 @dataclass
@@ -61,6 +61,9 @@ class BenchSettings:
     # 6. tracing cost
     tracing_drain_n: int = 20_000            # records per drain (one drain per setting and round)
     tracing_rounds: int = 3                  # interleaved rounds of off / 100 % / 1 %
+    # 7. Flink with Kafka in the loop vs the same job with an in-job source and sink
+    flink_count: int = 40_000                # batches per mode and repeat
+    flink_repeat: int = 3
     serving_max_points: int = 4
     serving_sleep_start_rate: float = 80.0   # blocking search; pipelined starts at factor x its result
     serving_onnx_start_rate: float = 400.0
@@ -74,7 +77,7 @@ class BenchSettings:
                    base_point_s=1.0, min_point_duration_s=0.5, min_point_count=10, protobuf_reps=5,
                    json_reps=1, serving_unary_calls=300, serving_unary_warmup=50, serving_load_duration_s=1.0,
                    serving_load_warmup_s=0.2, serving_point_duration_s=1.0, serving_max_points=1,
-                   tracing_drain_n=2_000, tracing_rounds=1)
+                   tracing_drain_n=2_000, tracing_rounds=1, flink_count=3_000, flink_repeat=1)
 
     def as_dict(self) -> dict:
         d = asdict(self)

@@ -146,9 +146,20 @@ def rows(bench: dict) -> list[tuple[str, str, str, str, str]]:
             for name, key, goal in (("100%", "throughput_ratio_100pct", "≥ 0.90×"), ("1%", "throughput_ratio_1pct", "≥ 0.98×")):
                 r.append(("6", f"throughput {name} sampled / off", _num(tr.get(key), "{:.2f}", "×"), goal,
                           _goal((tr.get("goal_met") or {}).get(name))))
+            hdr = tr.get("throughput_ratio_headers_only")
+            if hdr is not None:
+                r.append(("6", "throughput, traceparent carried but tracing disabled / off", _num(hdr, "{:.2f}", "×"), "", ""))
             sc = tr.get("side_costs") or {}
             r.append(("6", "generator / collector µs per sampled batch",
                       f"{sc.get('generator_us_per_sampled_batch', 0):.1f} / {sc.get('collector_us_per_sampled_batch', 0):.1f}", "", ""))
+    fl = parts.get("flink_standalone")
+    if fl is not None:
+        if "error" in fl:
+            r.append(("7", "Flink Kafka vs standalone", "error: " + error_line(fl["error"], 140), "", ""))
+        else:
+            r.append(("7", "Flink FFNN bsz 1: Kafka in the loop / standalone (in-job source+sink)",
+                      f"{fl.get('kafka_throughput_bps', 0):,.0f} / {fl.get('standalone_throughput_bps', 0):,.0f} b/s = "
+                      + _num(fl.get("ratio_kafka_to_standalone"), "{:.2f}", "×"), "≥ 0.97×", _goal(fl.get("goal_met"))))
     return r
 
 
