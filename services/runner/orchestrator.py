@@ -104,7 +104,10 @@ def run_point(stack: Stack, exp: Experiment, point_dir: Path, python: str | None
         backend_env(exp.serving.backend) if engine.environment == "core" else engine.environment)
     try:
         if exp.serving.kind == "external":
-            server, ws.external, worker_env = _external_serving(exp, stack, point_dir, timings)
+            server, ws.external, client_env = _external_serving(exp, stack, point_dir, timings)
+            # The baseline worker runs where the client's packages are (e.g. tf-serving: the tensorflow
+            # env); any other engine runs in its own environment, whose requirements carry the clients.
+            worker_env = client_env if engine.environment == "core" else engine.environment
         (point_dir / "worker.json").write_text(ws.model_dump_json(indent=2))
         t = time.monotonic()
         from services.runner.environments import python_for
