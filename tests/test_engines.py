@@ -235,3 +235,19 @@ def test_every_engine_is_registered_with_a_module():
         assert spec.name == name
         assert importlib.util.find_spec(spec.module) is not None, spec.module
         assert os.path.isfile(f"envs/{spec.environment}/requirements.txt") or spec.environment == "core"
+
+
+def test_runner_runs_a_non_core_engine_through_an_external_server(kafka_bootstrap, models_dir, tmp_path):
+    """`crayfish run` with an engine that has its own environment and external serving: the worker
+    runs in the engine's environment (not the client's) and every batch is scored by the server."""
+    from services.runner.experiment import Experiment
+    from services.runner.experiments import run_experiment
+
+    exp = Experiment.model_validate({
+        "name": "engine-ext", "model": "ffnn", "engine": "bytewax", "kafka": {"bootstrap": kafka_bootstrap},
+        "serving": {"kind": "external", "server": "scoring"},
+        "workload": {"type": "constant", "rate": 50, "duration_s": 2},
+        "validity": {"min_duration_s": 1, "min_count": 20}})
+    point = run_experiment(exp, tmp_path / "run", models_dir=models_dir)["points"][0]
+    assert point["accounting"]["scored"] == point["accounting"]["sent"] == 100
+    assert point["answered_by"] == ["crayfish-scoring"]
