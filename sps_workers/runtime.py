@@ -133,3 +133,51 @@ def mark_ready(settings: WorkerSettings) -> None:
             tmp = path.with_suffix(path.suffix + ".tmp")
             tmp.write_text("ready\n")
             tmp.replace(path)
+
+
+def read_settings(argv: list[str] | None, prog: str, description: str) -> WorkerSettings:
+    """Every engine's command line: ``--config <WorkerSettings JSON | @file>``; also sets up logging
+    (level from CRAYFISH_LOG_LEVEL)."""
+    import argparse
+    import json
+    import logging
+    import os
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", required=True, help="WorkerSettings as JSON, or @path to a JSON file")
+    raw = parser.parse_args(argv).config
+    if raw.startswith("@"):
+        with open(raw[1:]) as f:
+            raw = f.read()
+    settings = WorkerSettings.model_validate(json.loads(raw))
+    logging.basicConfig(level=os.environ.get("CRAYFISH_LOG_LEVEL", "WARNING"),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return settings
+
+
+def run_processes(target, args_per_process: list[tuple], names: list[str], what: str) -> None:
+    """Run ``target(*args)`` in one spawned process each, pass SIGTERM/SIGINT on to them, wait for
+    all, and exit non-zero when any failed (the runner sees one worker service)."""
+    import multiprocessing as mproc
+    import os
+    import signal
+    import sys
+
+    ctx = mproc.get_context("spawn")
+    procs = [ctx.Process(target=target, args=args, name=name) for args, name in zip(args_per_process, names)]
+    for p in procs:
+        p.start()
+
+    def _forward(signum, _frame):
+        for p in procs:
+            if p.is_alive():
+                os.kill(p.pid, signum)
+
+    signal.signal(signal.SIGTERM, _forward)
+    signal.signal(signal.SIGINT, _forward)
+    codes = []
+    for p in procs:
+        p.join()
+        codes.append(p.exitcode)
+    if any(codes):
+        sys.exit(f"{what} exited with codes {codes}")

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import multiprocessing as mproc
 import os
 import signal
 import socket
@@ -13,6 +10,7 @@ import sys
 from datetime import timedelta
 
 from sps_workers.bytewax.options import BytewaxOptions, parse_options
+from sps_workers.runtime import read_settings, run_processes
 from sps_workers.settings import WorkerSettings
 
 log = logging.getLogger("crayfish.worker.bytewax")
@@ -58,15 +56,8 @@ def _free_ports(n: int) -> list[int]:
 
 
 def _load(argv: list[str] | None) -> tuple[WorkerSettings, BytewaxOptions]:
-    parser = argparse.ArgumentParser(prog="python -m sps_workers.bytewax",
-                                     description="Bytewax scoring worker (a local Bytewax cluster).")
-    parser.add_argument("--config", required=True, help="WorkerSettings as JSON, or @path to a JSON file")
-    args = parser.parse_args(argv)
-    raw = args.config
-    if raw.startswith("@"):
-        with open(raw[1:]) as f:
-            raw = f.read()
-    settings = WorkerSettings.model_validate(json.loads(raw))
+    settings = read_settings(argv, "python -m sps_workers.bytewax",
+                             "Bytewax scoring worker (a local Bytewax cluster).")
     try:
         options = parse_options(settings.engine_options, settings.parallelism)
     except ValueError as exc:
@@ -81,22 +72,5 @@ def main(argv: list[str] | None = None) -> None:
         run_process(settings, options, 0, None)
         return
     addresses = [f"127.0.0.1:{p}" for p in _free_ports(n_proc)]
-    ctx = mproc.get_context("spawn")
-    procs = [ctx.Process(target=run_process, args=(settings, options, i, addresses),
-                         name=f"{settings.worker_id}-p{i}") for i in range(n_proc)]
-    for p in procs:
-        p.start()
-
-    def _forward(signum, _frame):
-        for p in procs:
-            if p.is_alive():
-                os.kill(p.pid, signum)
-
-    signal.signal(signal.SIGTERM, _forward)
-    signal.signal(signal.SIGINT, _forward)
-    codes = []
-    for p in procs:
-        p.join()
-        codes.append(p.exitcode)
-    if any(codes):
-        sys.exit(f"bytewax worker processes exited with codes {codes}")
+    run_processes(run_process, [(settings, options, i, addresses) for i in range(n_proc)],
+                  [f"{settings.worker_id}-p{i}" for i in range(n_proc)], "bytewax worker processes")

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import logging
-import multiprocessing as mproc
 import os
 import shutil
 import signal
@@ -14,6 +11,7 @@ import sys
 import tempfile
 
 from sps_workers.faust.options import FaustOptions, parse_options
+from sps_workers.runtime import read_settings, run_processes
 from sps_workers.settings import WorkerSettings
 
 log = logging.getLogger("crayfish.worker.faust")
@@ -126,15 +124,7 @@ def run_instance(settings: WorkerSettings, options: FaustOptions, index: int) ->
 
 
 def _load(argv: list[str] | None) -> tuple[WorkerSettings, FaustOptions]:
-    parser = argparse.ArgumentParser(prog="python -m sps_workers.faust",
-                                     description="Faust scoring worker (faust-streaming).")
-    parser.add_argument("--config", required=True, help="WorkerSettings as JSON, or @path to a JSON file")
-    args = parser.parse_args(argv)
-    raw = args.config
-    if raw.startswith("@"):
-        with open(raw[1:]) as f:
-            raw = f.read()
-    settings = WorkerSettings.model_validate(json.loads(raw))
+    settings = read_settings(argv, "python -m sps_workers.faust", "Faust scoring worker (faust-streaming).")
     try:
         options = parse_options(settings.engine_options)
     except ValueError as exc:
@@ -144,27 +134,9 @@ def _load(argv: list[str] | None) -> tuple[WorkerSettings, FaustOptions]:
 
 def main(argv: list[str] | None = None) -> None:
     settings, options = _load(argv)
-    logging.basicConfig(level=os.environ.get("CRAYFISH_LOG_LEVEL", "WARNING"),
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if settings.parallelism == 1:
         run_instance(settings, options, 0)
         return
-    ctx = mproc.get_context("spawn")
-    procs = [ctx.Process(target=run_instance, args=(settings, options, i), name=f"{settings.worker_id}-{i}")
-             for i in range(settings.parallelism)]
-    for p in procs:
-        p.start()
-
-    def _forward(signum, _frame):
-        for p in procs:
-            if p.is_alive():
-                os.kill(p.pid, signum)
-
-    signal.signal(signal.SIGTERM, _forward)
-    signal.signal(signal.SIGINT, _forward)
-    codes = []
-    for p in procs:
-        p.join()
-        codes.append(p.exitcode)
-    if any(codes):
-        sys.exit(f"faust worker processes exited with codes {codes}")
+    n = settings.parallelism
+    run_processes(run_instance, [(settings, options, i) for i in range(n)],
+                  [f"{settings.worker_id}-{i}" for i in range(n)], "faust worker processes")

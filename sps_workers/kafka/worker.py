@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import collections
-import json
 import logging
-import multiprocessing as mproc
-import os
 import signal
-import sys
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from crayfish.codec import get_codec
 from crayfish.kafka import consumer_config, poll_batch, producer_config
-from sps_workers.runtime import mark_ready
+from sps_workers.runtime import mark_ready, read_settings, run_processes
 from sps_workers.scoring_op import OpResult, ScoringOperator
 from sps_workers.settings import WorkerSettings
 
@@ -238,39 +233,13 @@ def _produce(producer, produce, topic, value, key, headers, cb) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sps_workers.kafka",
-                                     description="Baseline confluent-kafka scoring worker.")
-    parser.add_argument("--config", required=True, help="WorkerSettings as JSON, or @path to a JSON file")
-    args = parser.parse_args(argv)
-    raw = args.config
-    if raw.startswith("@"):
-        with open(raw[1:]) as f:
-            raw = f.read()
-    settings = WorkerSettings.model_validate(json.loads(raw))
-    logging.basicConfig(level=os.environ.get("CRAYFISH_LOG_LEVEL", "WARNING"),
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = read_settings(argv, "python -m sps_workers.kafka", "Baseline confluent-kafka scoring worker.")
     if settings.parallelism == 1:
         run_instance(settings, 0)
         return
-    ctx = mproc.get_context("spawn")
-    procs = [ctx.Process(target=run_instance, args=(settings, i), name=f"{settings.worker_id}-{i}")
-             for i in range(settings.parallelism)]
-    for p in procs:
-        p.start()
-
-    def _forward(signum, _frame):
-        for p in procs:
-            if p.is_alive():
-                os.kill(p.pid, signum)
-
-    signal.signal(signal.SIGTERM, _forward)
-    signal.signal(signal.SIGINT, _forward)
-    codes = []
-    for p in procs:
-        p.join()
-        codes.append(p.exitcode)
-    if any(codes):
-        sys.exit(f"worker instances exited with codes {codes}")
+    n = settings.parallelism
+    run_processes(run_instance, [(settings, i) for i in range(n)], [f"{settings.worker_id}-{i}" for i in range(n)],
+                  "worker instances")
 
 
 if __name__ == "__main__":

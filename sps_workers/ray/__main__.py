@@ -10,16 +10,13 @@ session only the driver gets the signal, and it shuts Ray down after the drain.
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
 import os
 import signal
 import subprocess
 import sys
 
 from sps_workers.ray.options import RayOptionError, parse_options
-from sps_workers.settings import WorkerSettings
+from sps_workers.runtime import read_settings
 
 CHILD_FLAG = "CRAYFISH_RAY_DRIVER_CHILD"
 
@@ -56,14 +53,7 @@ def _supervise(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="python -m sps_workers.ray", description="Ray actor scoring worker.")
-    parser.add_argument("--config", required=True, help="WorkerSettings as JSON, or @path to a JSON file")
-    args = parser.parse_args(argv)
-    raw = args.config
-    if raw.startswith("@"):
-        with open(raw[1:]) as f:
-            raw = f.read()
-    settings = WorkerSettings.model_validate(json.loads(raw))
+    settings = read_settings(argv, "python -m sps_workers.ray", "Ray actor scoring worker.")
     try:
         opts = parse_options(settings)
     except RayOptionError as exc:
@@ -73,8 +63,6 @@ def main(argv: list[str] | None = None) -> None:
     _die_with_parent()
     if os.getppid() != int(os.environ[CHILD_FLAG]):
         sys.exit("ray worker: supervisor gone before start")
-    logging.basicConfig(level=os.environ.get("CRAYFISH_LOG_LEVEL", "WARNING"),
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from sps_workers.ray import driver
 
     if opts.local:

@@ -3,8 +3,6 @@ until SIGTERM. See the package docstring (sps_workers.spark) for the whole pictu
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
 import shutil
@@ -170,17 +168,9 @@ def _shutdown(spark, query, opts: SparkOptions) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sps_workers.spark",
-                                     description="Spark Structured Streaming scoring worker.")
-    parser.add_argument("--config", required=True, help="WorkerSettings as JSON, or @path to a JSON file")
-    args = parser.parse_args(argv)
-    raw = args.config
-    if raw.startswith("@"):
-        with open(raw[1:]) as f:
-            raw = f.read()
-    settings = WorkerSettings.model_validate(json.loads(raw))
-    logging.basicConfig(level=os.environ.get("CRAYFISH_LOG_LEVEL", "WARNING"),
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from sps_workers.runtime import read_settings
+
+    settings = read_settings(argv, "python -m sps_workers.spark", "Spark Structured Streaming scoring worker.")
     try:
         parse_options(settings)
     except SparkOptionError as exc:
