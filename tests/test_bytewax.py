@@ -10,15 +10,11 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import psutil
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
 
-from crayfish.codec import get_codec
-from crayfish.kafka import RunTopics, consumer_config, create_topics, delete_topics, producer_config
-from crayfish.tensor import to_tensor
-from crayfish.v1 import batch_pb2
+from tests.kafka_io import read_scored, send_batches
+from crayfish.kafka import RunTopics, create_topics, delete_topics
 from services.runner.processes import Service, wait_engine_ready
 from sps_workers import ENGINES
 from sps_workers.bytewax.options import parse_options
@@ -50,33 +46,6 @@ def test_worker_rejects_a_bad_option_before_starting():
     assert "engine_options.workers_per_process: 2 does not divide parallelism 3" in proc.stderr
 
 
-def _send(bootstrap, topic, run_id, seqs):
-    codec = get_codec("protobuf")
-    p = Producer(producer_config(bootstrap))
-    for i in seqs:
-        b = batch_pb2.DataBatch(batch_id=f"{run_id}-{i}", run_id=run_id, sequence=i, intended_ns=time.time_ns(),
-                                created_ns=time.time_ns(), model="ffnn")
-        to_tensor(np.zeros((1, 1, 784), dtype=np.float32), b.input)
-        value, h = codec.encode_batch(b)
-        p.produce(topic, value, f"{run_id}-{i}".encode(), partition=i % 2, headers=h or None)
-    p.flush(10)
-
-
-def _scored(bootstrap, topic, n, timeout_s=90, settle_s=0.0):
-    """The ScoredBatches of ``topic`` once ``n`` are there (plus ``settle_s`` to catch extras)."""
-    c = Consumer(consumer_config(bootstrap, f"t-{uuid.uuid4().hex[:6]}", **{"enable.auto.commit": False}))
-    md = c.list_topics(topic, timeout=10)
-    c.assign([TopicPartition(topic, p, 0) for p in md.topics[topic].partitions])
-    out = []
-    deadline = time.monotonic() + timeout_s
-    while len(out) < n and time.monotonic() < deadline:
-        out += [m for m in c.consume(100, timeout=0.2) if not m.error()]
-    end = time.monotonic() + settle_s
-    while time.monotonic() < end:
-        out += [m for m in c.consume(100, timeout=0.2) if not m.error()]
-    c.close()
-    codec = get_codec("protobuf")
-    return [codec.decode_scored(m.value(), m.headers()) for m in out]
 
 
 @pytest.fixture
@@ -130,8 +99,8 @@ def test_cluster_binds_loopback_only_and_stops_cleanly_on_sigterm(kafka_bootstra
     assert len(children) == 2, "parallelism 2 = two Bytewax processes"
     addrs = _listening(svc.proc.pid)
     assert all(a.ip == "127.0.0.1" for a in addrs), addrs
-    _send(kafka_bootstrap, topics.input, run_id, range(20))
-    scored = _scored(kafka_bootstrap, topics.output, 20)
+    send_batches(kafka_bootstrap, topics.input, run_id, range(20))
+    scored = read_scored(kafka_bootstrap, topics.output, 20)
     assert {s.facts.worker_id for s in scored} == {"bytewax-0", "bytewax-1"}
     t0 = time.monotonic()
     code = svc.stop()
@@ -145,8 +114,8 @@ def test_worker_threads_are_distinct_workers_in_one_process(kafka_bootstrap, byt
     svc, topics, run_id = bytewax_worker(parallelism=2, engine_options={"workers_per_process": 2})
     assert psutil.Process(svc.proc.pid).children() == []
     assert _listening(svc.proc.pid) == [], "one process needs no network"
-    _send(kafka_bootstrap, topics.input, run_id, range(20))
-    scored = _scored(kafka_bootstrap, topics.output, 20, settle_s=1)
+    send_batches(kafka_bootstrap, topics.input, run_id, range(20))
+    scored = read_scored(kafka_bootstrap, topics.output, 20, settle_s=1)
     assert sorted(s.batch_id for s in scored) == sorted(f"{run_id}-{i}" for i in range(20))
     assert {s.facts.worker_id for s in scored} == {"bytewax-0", "bytewax-1"}
 
@@ -154,9 +123,9 @@ def test_worker_threads_are_distinct_workers_in_one_process(kafka_bootstrap, byt
 def test_without_recovery_a_restart_reads_the_topic_again(kafka_bootstrap, bytewax_worker):
     """The documented guarantee: at-least-once. Nothing is committed; a restart re-scores everything."""
     svc, topics, run_id = bytewax_worker()
-    _send(kafka_bootstrap, topics.input, run_id, range(6))
-    assert len(_scored(kafka_bootstrap, topics.output, 6)) == 6
+    send_batches(kafka_bootstrap, topics.input, run_id, range(6))
+    assert len(read_scored(kafka_bootstrap, topics.output, 6)) == 6
     assert svc.stop() == 0, svc.log_tail()
     bytewax_worker(run_id=run_id)
-    ids = [s.batch_id for s in _scored(kafka_bootstrap, topics.output, 12, settle_s=1)]
+    ids = [s.batch_id for s in read_scored(kafka_bootstrap, topics.output, 12, settle_s=1)]
     assert sorted(ids) == sorted([f"{run_id}-{i}" for i in range(6)] * 2)

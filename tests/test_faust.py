@@ -10,15 +10,14 @@ import time
 import urllib.request
 import uuid
 
-import numpy as np
 import psutil
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from crayfish.codec import get_codec
-from crayfish.kafka import RunTopics, consumer_config, create_topics, delete_topics, producer_config
-from crayfish.tensor import to_tensor
+from tests.kafka_io import read_records, send_batches
+from crayfish.kafka import RunTopics, create_topics, delete_topics, producer_config
 from crayfish.v1 import batch_pb2
 from services.runner.processes import Service, wait_engine_ready
 from sps_workers import ENGINES
@@ -47,38 +46,6 @@ def test_worker_rejects_a_bad_option_before_starting(tmp_path):
                            "--config", ws.model_dump_json()], capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "engine_options.concurency: unknown option of the faust engine" in proc.stderr
-
-
-def _batch(run_id, seq):
-    b = batch_pb2.DataBatch(batch_id=f"{run_id}-{seq}", run_id=run_id, sequence=seq, intended_ns=time.time_ns(),
-                            created_ns=time.time_ns(), model="ffnn")
-    to_tensor(np.zeros((1, 1, 784), dtype=np.float32), b.input)
-    return b
-
-
-def _send(bootstrap, topic, run_id, seqs):
-    codec = get_codec("protobuf")
-    p = Producer(producer_config(bootstrap))
-    for i in seqs:
-        value, h = codec.encode_batch(_batch(run_id, i))
-        p.produce(topic, value, f"{run_id}-{i}".encode(), partition=i % 2, headers=h or None)
-    p.flush(10)
-
-
-def _read_all(bootstrap, topic, n, timeout_s=90, settle_s=0.0):
-    """Every record of ``topic`` once ``n`` are there (plus ``settle_s`` to catch extras)."""
-    c = Consumer(consumer_config(bootstrap, f"t-{uuid.uuid4().hex[:6]}", **{"enable.auto.commit": False}))
-    md = c.list_topics(topic, timeout=10)
-    c.assign([TopicPartition(topic, p, 0) for p in md.topics[topic].partitions])
-    out = []
-    deadline = time.monotonic() + timeout_s
-    while len(out) < n and time.monotonic() < deadline:
-        out += [m for m in c.consume(100, timeout=0.2) if not m.error()]
-    end = time.monotonic() + settle_s
-    while time.monotonic() < end:
-        out += [m for m in c.consume(100, timeout=0.2) if not m.error()]
-    c.close()
-    return out
 
 
 @pytest.fixture
@@ -148,12 +115,12 @@ def test_no_listener_by_default_and_web_server_only_on_loopback(faust_worker):
 
 def test_sigterm_commits_offsets_and_a_restart_resumes_after_them(kafka_bootstrap, faust_worker):
     svc, topics, run_id = faust_worker()
-    _send(kafka_bootstrap, topics.input, run_id, range(20))
+    send_batches(kafka_bootstrap, topics.input, run_id, range(20))
     p = Producer(producer_config(kafka_bootstrap))
     p.produce(topics.input, None, b"tombstone", partition=0)   # a null value: dead-lettered, not skipped
     p.flush(10)
-    assert len(_read_all(kafka_bootstrap, topics.output, 20)) == 20
-    dead = _read_all(kafka_bootstrap, topics.dead_letter, 1)
+    assert len(read_records(kafka_bootstrap, topics.output, 20)) == 20
+    dead = read_records(kafka_bootstrap, topics.dead_letter, 1)
     d = batch_pb2.DeadLetter()
     d.ParseFromString(dead[0].value())
     assert d.reason == "decode_error"
@@ -173,8 +140,8 @@ def test_sigterm_commits_offsets_and_a_restart_resumes_after_them(kafka_bootstra
     assert not [t for t in names if t.startswith(f"w-{run_id}")], names
     # ... so the same group started again scores only what is new.
     svc2, _, _ = faust_worker(run_id=run_id)
-    _send(kafka_bootstrap, topics.input, run_id, range(20, 25))
-    msgs = _read_all(kafka_bootstrap, topics.output, 25, settle_s=3)
+    send_batches(kafka_bootstrap, topics.input, run_id, range(20, 25))
+    msgs = read_records(kafka_bootstrap, topics.output, 25, settle_s=3)
     ids = [get_codec("protobuf").decode_scored(m.value(), m.headers()).batch_id for m in msgs]
     assert sorted(ids) == sorted(f"{run_id}-{i}" for i in range(25)), "re-scored or lost batches"
     assert svc2.alive()
@@ -182,8 +149,8 @@ def test_sigterm_commits_offsets_and_a_restart_resumes_after_them(kafka_bootstra
 
 def test_agent_concurrency_spreads_records_over_actors(kafka_bootstrap, faust_worker):
     svc, topics, run_id = faust_worker(engine_options={"concurrency": 2})
-    _send(kafka_bootstrap, topics.input, run_id, range(40))
-    msgs = _read_all(kafka_bootstrap, topics.output, 40, settle_s=2)
+    send_batches(kafka_bootstrap, topics.input, run_id, range(40))
+    msgs = read_records(kafka_bootstrap, topics.output, 40, settle_s=2)
     scored = [get_codec("protobuf").decode_scored(m.value(), m.headers()) for m in msgs]
     assert sorted(s.batch_id for s in scored) == sorted(f"{run_id}-{i}" for i in range(40)), "duplicated or lost"
     assert {s.facts.worker_id for s in scored} == {"faust-0.0", "faust-0.1"}, svc.log_tail()

@@ -11,15 +11,12 @@ import subprocess
 import time
 import uuid
 
-import numpy as np
 import psutil
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
-from crayfish.codec import get_codec
-from crayfish.kafka import RunTopics, consumer_config, create_topics, delete_topics, producer_config
-from crayfish.tensor import to_tensor
-from crayfish.v1 import batch_pb2
+from tests.kafka_io import read_scored, send_batches
+from crayfish.kafka import RunTopics, consumer_config, create_topics, delete_topics
 from services.runner.processes import Service, wait_engine_ready, wait_file
 from sps_workers import ENGINES
 from sps_workers.ray.options import RayOptionError, parse_options
@@ -65,38 +62,6 @@ def test_worker_rejects_a_bad_option_before_starting():
     assert time.monotonic() - t0 < 60   # Ray was not started
 
 
-def _send(bootstrap, topic, run_id, seqs):
-    codec = get_codec("protobuf")
-    p = Producer(producer_config(bootstrap))
-    for i in seqs:
-        b = batch_pb2.DataBatch(batch_id=f"{run_id}-{i}", run_id=run_id, sequence=i, intended_ns=time.time_ns(),
-                                created_ns=time.time_ns(), model="ffnn")
-        to_tensor(np.zeros((1, 1, 784), dtype=np.float32), b.input)
-        value, h = codec.encode_batch(b)
-        p.produce(topic, value, b.batch_id.encode(), partition=i % 2, headers=h or None)
-    p.flush(10)
-
-
-def _read(bootstrap, topic, n, timeout_s=120, settle_s=0.0):
-    """(batch_id, worker_id) of the output records (duplicates kept), once n are there (+ settle_s)."""
-    codec = get_codec("protobuf")
-    c = Consumer(consumer_config(bootstrap, f"t-{uuid.uuid4().hex[:6]}", **{"enable.auto.commit": False}))
-    md = c.list_topics(topic, timeout=10)
-    c.assign([TopicPartition(topic, p, 0) for p in md.topics[topic].partitions])
-    out = []
-    deadline = time.monotonic() + timeout_s
-    end = None
-    while time.monotonic() < (end or deadline):
-        for m in c.consume(100, timeout=0.2):
-            if not m.error():
-                s = codec.decode_scored(m.value(), m.headers())
-                out.append((s.batch_id, s.facts.worker_id))
-        if end is None and len(out) >= n:
-            end = time.monotonic() + settle_s
-    c.close()
-    return out
-
-
 def _committed(bootstrap, group, topic) -> dict[int, int]:
     c = Consumer(consumer_config(bootstrap, group, **{"enable.auto.commit": False}))
     md = c.list_topics(topic, timeout=10)
@@ -132,8 +97,8 @@ def test_sigterm_drains_commits_and_leaves_nothing_behind(kafka_bootstrap, model
     try:
         svc = start("first", {"max_in_flight": 2})
         wait_file(tmp_path / "first.ready", [svc], 30)   # the driver also marks readiness (group complete)
-        _send(kafka_bootstrap, topics.input, run_id, range(30))
-        got = _read(kafka_bootstrap, topics.output, 30)
+        send_batches(kafka_bootstrap, topics.input, run_id, range(30))
+        got = [(s.batch_id, s.facts.worker_id) for s in read_scored(kafka_bootstrap, topics.output, 30)]
         assert {b for b, _ in got} == {f"{run_id}-{i}" for i in range(30)}
         assert {w for _, w in got} == {"ray-0", "ray-1"}
 
@@ -160,8 +125,8 @@ def test_sigterm_drains_commits_and_leaves_nothing_behind(kafka_bootstrap, model
 
         # Same group, strictly one batch in flight: only the new records are scored.
         svc = start("second", {"max_in_flight": 1, "scoring_cpus": 0.5})
-        _send(kafka_bootstrap, topics.input, run_id, range(30, 40))
-        got = _read(kafka_bootstrap, topics.output, 40, settle_s=3.0)
+        send_batches(kafka_bootstrap, topics.input, run_id, range(30, 40))
+        got = [(s.batch_id, s.facts.worker_id) for s in read_scored(kafka_bootstrap, topics.output, 40, settle_s=3.0)]
         ids = [b for b, _ in got]
         assert set(ids) == {f"{run_id}-{i}" for i in range(40)}
         assert len(ids) == 40, f"scored twice: {sorted(i for i in set(ids) if ids.count(i) > 1)}"
@@ -243,8 +208,8 @@ def test_address_runs_the_chains_on_an_existing_cluster(kafka_bootstrap, models_
                   tmp_path / "worker.log", python=python_for(ENGINES[ENGINE].environment), env=env)
     try:
         wait_engine_ready(ENGINES[ENGINE], ws, 2, [svc], timeout_s=180)
-        _send(kafka_bootstrap, topics.input, run_id, range(20))
-        got = _read(kafka_bootstrap, topics.output, 20)
+        send_batches(kafka_bootstrap, topics.input, run_id, range(20))
+        got = [(s.batch_id, s.facts.worker_id) for s in read_scored(kafka_bootstrap, topics.output, 20)]
         assert {b for b, _ in got} == {f"{run_id}-{i}" for i in range(20)}
         assert {w for _, w in got} == {"ray-0", "ray-1"}
         assert svc.stop(timeout_s=30) == 0, svc.log_tail()

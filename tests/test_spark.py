@@ -12,15 +12,11 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import psutil
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
 
-from crayfish.codec import get_codec
-from crayfish.kafka import RunTopics, consumer_config, create_topics, delete_topics, producer_config
-from crayfish.tensor import to_tensor
-from crayfish.v1 import batch_pb2
+from tests.kafka_io import read_scored, send_batches
+from crayfish.kafka import RunTopics, create_topics, delete_topics
 from services.runner.processes import Service, wait_engine_ready
 from sps_workers import ENGINES
 from sps_workers.settings import WorkerSettings
@@ -96,35 +92,6 @@ def _cmdline(p: psutil.Process) -> str:
         return ""
 
 
-def _send(bootstrap, topic, run_id, seqs):
-    codec = get_codec("protobuf")
-    p = Producer(producer_config(bootstrap))
-    for i in seqs:
-        b = batch_pb2.DataBatch(batch_id=f"{run_id}-{i}", run_id=run_id, sequence=i, intended_ns=time.time_ns(),
-                                created_ns=time.time_ns(), model="ffnn")
-        to_tensor(np.zeros((1, 1, 784), dtype=np.float32), b.input)
-        value, h = codec.encode_batch(b)
-        p.produce(topic, value, b.batch_id.encode(), partition=i % 2, headers=h or None)
-    p.flush(10)
-
-
-def _read_ids(bootstrap, topic, n, timeout_s=120, settle_s=0.0):
-    """batch ids of the output records (duplicates kept), once n are there (+ settle_s for extras)."""
-    codec = get_codec("protobuf")
-    c = Consumer(consumer_config(bootstrap, f"t-{uuid.uuid4().hex[:6]}", **{"enable.auto.commit": False}))
-    md = c.list_topics(topic, timeout=10)
-    c.assign([TopicPartition(topic, p, 0) for p in md.topics[topic].partitions])
-    ids = []
-    deadline = time.monotonic() + timeout_s
-    while len(ids) < n and time.monotonic() < deadline:
-        ids += [codec.decode_scored(m.value(), m.headers()).batch_id for m in c.consume(100, timeout=0.2)
-                if not m.error()]
-    end = time.monotonic() + settle_s
-    while time.monotonic() < end:
-        ids += [codec.decode_scored(m.value(), m.headers()).batch_id for m in c.consume(100, timeout=0.2)
-                if not m.error()]
-    c.close()
-    return ids
 
 
 @pytest.mark.kafka
@@ -163,8 +130,8 @@ def test_sigterm_drains_and_a_restart_resumes_from_the_checkpoint(kafka_bootstra
             except psutil.Error:
                 pass
         assert listening and all(_loopback(ip) for ip in listening), listening
-        _send(kafka_bootstrap, topics.input, run_id, range(20))
-        first = _read_ids(kafka_bootstrap, topics.output, 20)
+        send_batches(kafka_bootstrap, topics.input, run_id, range(20))
+        first = [s.batch_id for s in read_scored(kafka_bootstrap, topics.output, 20)]
         assert set(first) == {f"{run_id}-{i}" for i in range(20)}
         t0 = time.monotonic()
         code = svc.stop(timeout_s=30)
@@ -175,8 +142,8 @@ def test_sigterm_drains_and_a_restart_resumes_from_the_checkpoint(kafka_bootstra
 
         # Same checkpoint, other knobs: resumes after the committed offsets of the first run.
         svc = start("second", {"async_progress": True, "warmup": False, "trigger_ms": 50, "master": "local[2,2]"})
-        _send(kafka_bootstrap, topics.input, run_id, range(20, 30))
-        ids = _read_ids(kafka_bootstrap, topics.output, 30, settle_s=3.0)
+        send_batches(kafka_bootstrap, topics.input, run_id, range(20, 30))
+        ids = [s.batch_id for s in read_scored(kafka_bootstrap, topics.output, 30, settle_s=3.0)]
         assert set(ids) == {f"{run_id}-{i}" for i in range(30)}
         assert len(ids) == 30, f"scored twice: {sorted(i for i in set(ids) if ids.count(i) > 1)}"
         assert svc.stop(timeout_s=30) == 0, svc.log_tail()
@@ -214,8 +181,8 @@ def test_runs_on_a_spark_cluster_master(kafka_bootstrap, models_dir, tmp_path):
             except psutil.Error:
                 pass
         assert listening and all(_loopback(ip) for ip in listening), listening
-        _send(kafka_bootstrap, topics.input, run_id, range(20))
-        ids = _read_ids(kafka_bootstrap, topics.output, 20)
+        send_batches(kafka_bootstrap, topics.input, run_id, range(20))
+        ids = [s.batch_id for s in read_scored(kafka_bootstrap, topics.output, 20)]
         assert set(ids) == {f"{run_id}-{i}" for i in range(20)}
         assert svc.stop(timeout_s=30) == 0, svc.log_tail()
         _, alive = psutil.wait_procs(tree, timeout=15)
