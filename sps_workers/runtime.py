@@ -128,11 +128,15 @@ def _normalize(headers) -> list | None:
 def mark_ready(settings: WorkerSettings) -> None:
     """Tell the runner the pipeline runs (engines that do not join the consumer group). Idempotent."""
     if settings.ready_file:
+        import os
+        import threading
+
         path = Path(settings.ready_file)
         if not path.exists():
-            tmp = path.with_suffix(path.suffix + ".tmp")
+            # Several instances may say it at once: each writes its own temporary file.
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
             tmp.write_text("ready\n")
-            tmp.replace(path)
+            os.replace(tmp, path)
 
 
 def read_settings(argv: list[str] | None, prog: str, description: str) -> WorkerSettings:

@@ -251,3 +251,30 @@ def test_runner_runs_a_non_core_engine_through_an_external_server(kafka_bootstra
     point = run_experiment(exp, tmp_path / "run", models_dir=models_dir)["points"][0]
     assert point["accounting"]["scored"] == point["accounting"]["sent"] == 100
     assert point["answered_by"] == ["crayfish-scoring"]
+
+
+def test_ready_file_written_by_many_instances_at_once(tmp_path):
+    """Every parallel instance may mark the pipeline ready at the same moment; none may fail."""
+    import threading
+
+    from sps_workers.runtime import mark_ready
+
+    ws = WorkerSettings(bootstrap="127.0.0.1:9", input_topic="i", output_topic="o", dead_letter_topic="d",
+                        consumer_group="g", model="ffnn", ready_file=str(tmp_path / "worker.ready"))
+    errors = []
+
+    def mark():
+        try:
+            for _ in range(50):
+                mark_ready(ws)
+        except Exception as exc:  # noqa: BLE001 - collected for the assert
+            errors.append(exc)
+
+    threads = [threading.Thread(target=mark) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert (tmp_path / "worker.ready").read_text() == "ready\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["worker.ready"]
