@@ -251,6 +251,11 @@ def test_runner_runs_a_non_core_engine_through_an_external_server(kafka_bootstra
     point = run_experiment(exp, tmp_path / "run", models_dir=models_dir)["points"][0]
     assert point["accounting"]["scored"] == point["accounting"]["sent"] == 100
     assert point["answered_by"] == ["crayfish-scoring"]
+    # Bytewax commits no group offsets: sustainability is judged on the backlog, not on commits.
+    import pyarrow.parquet as pq
+
+    lag = pq.read_table(next((tmp_path / "run").glob("points/*/rep-0/lag.parquet"))).to_pydict()
+    assert lag["lag"] and set(lag["committed_lag"]) == {-1}
 
 
 def test_ready_file_written_by_many_instances_at_once(tmp_path):

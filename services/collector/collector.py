@@ -64,7 +64,8 @@ class Collector:
         self.out = out_dir
         self.codec = get_codec(s.codec)
         self.rows: list[dict] = []
-        self.lag: list[tuple[int, int]] = []
+        self.lag: list[tuple[int, int, int]] = []   # (t_ns, backlog, committed lag or -1)
+        self.completed = 0   # distinct input records seen finished (output or dead letter)
         self.stop = threading.Event()
         self.skew = None
         self.undecodable = 0
@@ -91,8 +92,7 @@ class Collector:
             parts += [TopicPartition(t, p, 0) for p in md.topics[t].partitions]
         consumer.assign(parts)
         lag_thread = threading.Thread(target=self._sample_lag, daemon=True)
-        if s.worker_group:
-            lag_thread.start()
+        lag_thread.start()
         (self.out / "collector.ready").write_text("ready\n")
 
         expect: set[str] | None = None
@@ -110,8 +110,11 @@ class Collector:
                 row["order"] = order
                 order += 1
                 self.rows.append(row)
-                if row["batch_id"]:
+                if not row["batch_id"]:
+                    self.completed += 1
+                elif row["batch_id"] not in seen:
                     seen.add(row["batch_id"])
+                    self.completed += 1
                 last_new = now
             if expect is None and expect_path.exists():
                 expect = set(pq.read_table(expect_path, columns=["batch_id"]).column(0).to_pylist())
@@ -121,8 +124,7 @@ class Collector:
                     break
         self.stop.set()
         consumer.close()
-        if s.worker_group:
-            lag_thread.join(timeout=10)
+        lag_thread.join(timeout=10)
         self.tracing.close()
         return self._write()
 
@@ -165,8 +167,12 @@ class Collector:
                 "engine": f.engine, "server": f.server}
 
     def _sample_lag(self) -> None:
+        """Every ``lag_interval_s``: the backlog (records appended to the input topic minus records
+        seen finished on the output and dead-letter topics) and, where the engine commits group
+        offsets, the group's committed lag. The backlog judges every engine alike: Bytewax and
+        Spark commit no group offsets, Flink only on checkpoints."""
         s = self.s
-        c = Consumer({**admin_config(s.bootstrap), "group.id": s.worker_group,
+        c = Consumer({**admin_config(s.bootstrap), "group.id": s.worker_group or f"collector-{s.input_topic}",
                       "enable.auto.commit": False})
         try:
             md = c.list_topics(s.input_topic, timeout=10)
@@ -174,15 +180,16 @@ class Collector:
             while not self.stop.wait(s.lag_interval_s):
                 t = time.time_ns()
                 try:
-                    committed = c.committed(parts, timeout=5)
-                    lag = 0
-                    for tp in committed:
-                        _, high = c.get_watermark_offsets(TopicPartition(s.input_topic, tp.partition),
-                                                          timeout=5, cached=False)
-                        lag += high - max(tp.offset, 0)
+                    highs = {tp.partition: c.get_watermark_offsets(tp, timeout=5, cached=False)[1] for tp in parts}
+                    backlog = sum(highs.values()) - self.completed
+                    committed_lag = -1
+                    if s.worker_group:
+                        committed = c.committed(parts, timeout=5)
+                        if any(tp.offset >= 0 for tp in committed):
+                            committed_lag = sum(highs[tp.partition] - max(tp.offset, 0) for tp in committed)
                 except Exception:  # noqa: BLE001 - a missed sample is not fatal
                     continue
-                self.lag.append((t, lag))
+                self.lag.append((t, max(backlog, 0), committed_lag))
         finally:
             c.close()
 
@@ -190,8 +197,9 @@ class Collector:
         sent = pq.read_table(self.s.expect_file) if Path(self.s.expect_file).exists() else None
         table = build_batches_table(sent, self.rows)
         pq.write_table(table, self.out / "batches.parquet")
-        pq.write_table(pa.table({"t_ns": np.array([t for t, _ in self.lag], dtype=np.int64),
-                                 "lag": np.array([v for _, v in self.lag], dtype=np.int64)}),
+        pq.write_table(pa.table({"t_ns": np.array([t for t, _, _ in self.lag], dtype=np.int64),
+                                 "lag": np.array([v for _, v, _ in self.lag], dtype=np.int64),
+                                 "committed_lag": np.array([v for _, _, v in self.lag], dtype=np.int64)}),
                        self.out / "lag.parquet")
         status = table.column("status").to_pylist()
         report = {
