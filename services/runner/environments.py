@@ -91,9 +91,20 @@ def build_env(name: str, force: bool = False, log=print) -> Path:
         log(f"building environment {name!r} in {target} (once; cached afterwards) ...")
         subprocess.run([boot, "-m", "venv", str(target)], check=True)
         py = str(target / "bin" / "python")
-        pip = [py, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        # Big wheels (TensorFlow 572 MB, torch's CUDA libraries) over a flaky link: pip retries and
+        # resumes a broken download; a failed install is tried again from the partial cache.
+        pip = [py, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--retries", "10",
+               "--timeout", "60"]
         subprocess.run(pip + ["--upgrade", "pip"], check=True)
-        subprocess.run(pip + ["-r", str(ENVS_SPEC / name / "requirements.txt")], check=True)
+        pip.append("--resume-retries=20")  # an option of the upgraded pip (>= 25.1)
+        for attempt in range(1, 4):
+            try:
+                subprocess.run(pip + ["-r", str(ENVS_SPEC / name / "requirements.txt")], check=True)
+                break
+            except subprocess.CalledProcessError:
+                if attempt == 3:
+                    raise
+                log(f"environment {name!r}: pip failed (attempt {attempt}/3), trying again ...")
         subprocess.run(pip + ["--no-deps", "-e", str(REPO_ROOT)], check=True)
         (target / ".crayfish-built").write_text(_fingerprint(name) + "\n")
         log(f"environment {name!r} ready")
