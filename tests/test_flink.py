@@ -10,7 +10,6 @@ import os
 import re
 import subprocess
 import time
-import urllib.request
 import uuid
 
 import numpy as np
@@ -217,28 +216,3 @@ def test_standalone_job_scores_the_expected_count(flink_python, models_dir, tmp_
     assert res["throughput_bps"] > 0 and res["window_s"] > 0
     assert len(res["subtasks"]) == 2 and all(s["count"] > 0 for s in res["subtasks"])
     assert len({s["pid"] for s in res["subtasks"]}) == 2  # one Python worker process per subtask
-
-
-# ---------------------------------------------------------------------------- a running Flink cluster
-
-@pytest.mark.skipif(not os.environ.get("CRAYFISH_TEST_FLINK_JOBMANAGER"),
-                    reason="set CRAYFISH_TEST_FLINK_JOBMANAGER=host:port (REST) of a Flink 2.2 session cluster "
-                           "whose lib/ holds flink-python and whose TaskManagers see this repo and .envs/flink")
-def test_job_runs_on_a_remote_jobmanager(kafka_bootstrap, models_dir, tmp_path, flink_python):
-    jm = os.environ["CRAYFISH_TEST_FLINK_JOBMANAGER"]
-    svc, ws, topics, run_id = _start(kafka_bootstrap, models_dir, tmp_path, flink_python, parallelism=2,
-                                     engine_options={"jobmanager": jm})
-    try:
-        graph = _job_graph(svc)
-        assert graph["rest"] == jm
-        n = 20
-        _produce(kafka_bootstrap, topics.input, run_id, n, partitions=2)
-        scored = _read_scored(kafka_bootstrap, topics.output, n)
-        assert {s.batch_id for s in scored} == {f"{run_id}-{i}" for i in range(n)}
-        assert {s.facts.worker_id for s in scored} == {"flink-0", "flink-1"}
-        assert svc.stop() == 0, svc.log_tail()
-        with urllib.request.urlopen(f"http://{jm}/jobs/{graph['job_id']}", timeout=5) as resp:
-            assert json.loads(resp.read())["state"] == "FINISHED"  # stopped with a savepoint, not cancelled
-    finally:
-        svc.stop()
-        delete_topics(kafka_bootstrap, topics)
