@@ -10,22 +10,20 @@ import os
 import re
 import subprocess
 import time
+import urllib.request
 import uuid
 
-import numpy as np
 import psutil
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
 
-from crayfish.codec import get_codec
-from crayfish.kafka import RunTopics, consumer_config, consumer_lag, create_topics, delete_topics, producer_config
-from crayfish.tensor import to_tensor
-from crayfish.v1 import batch_pb2
+from crayfish.kafka import RunTopics, consumer_lag, create_topics, delete_topics
 from services.runner.processes import Service, wait_engine_ready
 from sps_workers import ENGINES
 from sps_workers.flink.job import load_settings
 from sps_workers.flink.options import FlinkOptionsError, parse_options
 from sps_workers.settings import WorkerSettings
+from tests.kafka_io import read_scored, send_batches
+from tests.procs import is_loopback, listening
 
 BASE = {"bootstrap": "127.0.0.1:9", "input_topic": "in", "output_topic": "out", "dead_letter_topic": "dlq",
         "consumer_group": "g", "model": "ffnn", "worker_id": "flink"}
@@ -77,35 +75,6 @@ def test_worker_rejects_a_bad_jobmanager_before_starting_anything(flink_python, 
 
 # ---------------------------------------------------------------------------- against the broker
 
-def _batch(run_id, seq):
-    now = time.time_ns()
-    b = batch_pb2.DataBatch(batch_id=f"{run_id}-{seq}", run_id=run_id, sequence=seq, intended_ns=now,
-                            created_ns=now, model="ffnn")
-    to_tensor(np.full((1, 1, 784), seq / 100, dtype=np.float32), b.input)
-    return b
-
-
-def _produce(bootstrap, topic, run_id, n, partitions):
-    codec = get_codec("protobuf")
-    p = Producer(producer_config(bootstrap))
-    for i in range(n):
-        value, h = codec.encode_batch(_batch(run_id, i))
-        p.produce(topic, value, f"{run_id}-{i}".encode(), partition=i % partitions, headers=h or None)
-    p.flush(10)
-
-
-def _read_scored(bootstrap, topic, n, timeout_s=120):
-    codec = get_codec("protobuf")
-    c = Consumer(consumer_config(bootstrap, f"t-{uuid.uuid4().hex[:6]}", **{"enable.auto.commit": False}))
-    md = c.list_topics(topic, timeout=10)
-    c.assign([TopicPartition(topic, p, 0) for p in md.topics[topic].partitions])
-    out, deadline = [], time.monotonic() + timeout_s
-    while len(out) < n and time.monotonic() < deadline:
-        out += [codec.decode_scored(m.value(), m.headers()) for m in c.consume(100, timeout=0.2) if not m.error()]
-    c.close()
-    return out
-
-
 def _start(bootstrap, models_dir, tmp_path, flink_python, parallelism=1, partitions=2, engine_options=None):
     run_id = uuid.uuid4().hex[:8]
     topics = RunTopics.for_run(run_id)
@@ -148,8 +117,8 @@ def test_operator_parallelism_is_applied_with_chaining_disabled(kafka_bootstrap,
         # chaining disabled: source, scoring and sink are separate vertices, each at its own parallelism
         assert by_role == {"source": 3, "scoring": 2, "sink": 1}, graph
         n = 30
-        _produce(kafka_bootstrap, topics.input, run_id, n, partitions=3)
-        scored = _read_scored(kafka_bootstrap, topics.output, n)
+        send_batches(kafka_bootstrap, topics.input, run_id, range(n), partitions=3)
+        scored = read_scored(kafka_bootstrap, topics.output, n)
         assert {s.batch_id for s in scored} == {f"{run_id}-{i}" for i in range(n)}
         assert {s.facts.worker_id for s in scored} == {"flink-0", "flink-1"}
     finally:
@@ -163,9 +132,14 @@ def test_sigterm_stops_cleanly_commits_offsets_and_leaves_no_process(kafka_boots
     driver_pid = int(re.search(r"by driver pid (\d+)", svc.log_tail(100_000)).group(1))
     try:
         n = 25
-        _produce(kafka_bootstrap, topics.input, run_id, n, partitions=2)
-        assert len({s.batch_id for s in _read_scored(kafka_bootstrap, topics.output, n)}) == n
-        assert any("java" in p.name() for p in _session(driver_pid)), "the mini-cluster JVM runs in the driver's session"
+        send_batches(kafka_bootstrap, topics.input, run_id, range(n), partitions=2)
+        assert len({s.batch_id for s in read_scored(kafka_bootstrap, topics.output, n)}) == n
+        session = _session(driver_pid)
+        assert any("java" in p.name() for p in session), "the mini-cluster JVM runs in the driver's session"
+        # every listener of the job (JVM: JobManager, TaskManager, REST, blob server, Beam gRPC servers
+        # of the Python workers; the Python workers themselves) is on loopback
+        addrs = [(p.name(), p.pid, a) for p in session for a in listening(p.pid, tree=False)]
+        assert len(addrs) >= 4 and all(is_loopback(a.ip) for _, _, a in addrs), (addrs, [p.cmdline() for p in session])
         t0 = time.monotonic()
         code = svc.stop()
         took = time.monotonic() - t0
@@ -216,3 +190,69 @@ def test_standalone_job_scores_the_expected_count(flink_python, models_dir, tmp_
     assert res["throughput_bps"] > 0 and res["window_s"] > 0
     assert len(res["subtasks"]) == 2 and all(s["count"] > 0 for s in res["subtasks"])
     assert len({s["pid"] for s in res["subtasks"]}) == 2  # one Python worker process per subtask
+
+
+# ---------------------------------------------------------------------------- a Flink session cluster
+
+def _java_children(pid):
+    return [p.pid for p in psutil.Process(pid).children(recursive=True) if "java" in p.name()]
+
+
+def test_job_runs_on_a_session_cluster(kafka_bootstrap, models_dir, tmp_path, flink_python):
+    """engine_options.jobmanager: the job goes to a running cluster (JobManager + TaskManager started
+    from the wheel's own scripts by sps_workers.flink.cluster), not to a mini-cluster in the driver."""
+    ready = tmp_path / "cluster.ready"
+    cluster = Service("flink-cluster", ["-m", "sps_workers.flink.cluster", "--slots", "2", "--dir",
+                                        str(tmp_path / "cluster"), "--ready-file", str(ready)],
+                      tmp_path / "cluster.log", python=flink_python)
+    try:
+        deadline = time.monotonic() + 180
+        while not ready.exists() and time.monotonic() < deadline:
+            cluster.check_alive()
+            time.sleep(0.5)
+        assert ready.exists(), cluster.log_tail()
+        jm = ready.read_text()
+        cluster_jvms = _java_children(cluster.proc.pid)
+        assert len(cluster_jvms) == 2, cluster_jvms  # JobManager and TaskManager
+        listeners = {tuple(a) for pid in cluster_jvms for a in listening(pid, tree=False)}
+        assert int(jm.rsplit(":", 1)[1]) in {port for _, port in listeners}, listeners  # REST
+        # the JobManager process listens on loopback only (REST, RPC, blob server)
+        jm_pid = next(p for p in cluster_jvms if "StandaloneSessionClusterEntrypoint" in " ".join(psutil.Process(p).cmdline()))
+        assert all(is_loopback(a.ip) for a in listening(jm_pid, tree=False)), listening(jm_pid, tree=False)
+
+        svc, ws, topics, run_id = _start(kafka_bootstrap, models_dir, tmp_path, flink_python, parallelism=2,
+                                         engine_options={"jobmanager": jm})
+        try:
+            graph = _job_graph(svc)
+            assert graph["rest"] == jm
+            n = 20
+            send_batches(kafka_bootstrap, topics.input, run_id, range(n), partitions=2)
+            scored = read_scored(kafka_bootstrap, topics.output, n)
+            assert {s.batch_id for s in scored} == {f"{run_id}-{i}" for i in range(n)}
+            assert {s.facts.worker_id for s in scored} == {"flink-0", "flink-1"}
+            # the scoring subtasks' Python workers are children of the cluster's TaskManager
+            tm_pid = next(p for p in cluster_jvms if "TaskManagerRunner" in " ".join(psutil.Process(p).cmdline()))
+            workers = [p for p in psutil.Process(tm_pid).children(recursive=True) if _scoring_worker(p)]
+            assert len(workers) >= 2, [p.cmdline() for p in psutil.Process(tm_pid).children(recursive=True)]
+            # the TaskManager's Beam gRPC servers for those workers listen on loopback too
+            tm_addrs = listening(tm_pid)
+            assert len(tm_addrs) >= 4 and all(is_loopback(a.ip) for a in tm_addrs), tm_addrs
+            # ... and none under the driver: it runs no mini-cluster
+            driver_tree = psutil.Process(svc.proc.pid).children(recursive=True)
+            assert not [p for p in driver_tree if _scoring_worker(p)]
+            assert svc.stop() == 0, svc.log_tail()
+            with urllib.request.urlopen(f"http://{jm}/jobs/{graph['job_id']}", timeout=5) as resp:
+                assert json.loads(resp.read())["state"] == "FINISHED"  # stopped with a savepoint, not cancelled
+        finally:
+            svc.stop()
+            delete_topics(kafka_bootstrap, topics)
+    finally:
+        assert cluster.stop() == 0, cluster.log_tail()
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in cluster_jvms)
+
+
+def _scoring_worker(p) -> bool:
+    try:
+        return "pyflink.fn_execution" in " ".join(p.cmdline())
+    except psutil.Error:
+        return False

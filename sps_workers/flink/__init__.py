@@ -65,17 +65,21 @@ RemoteStreamEnvironment: the job graph, the connector jar and the pickled Python
 the cluster; each TaskManager host needs this repository and the ``flink`` environment at the same
 paths (``python.executable`` points at it) and reach to Kafka and, for external serving, to the
 model server. Parallelism beyond one machine is then ``parallelism`` / ``operator_parallelism``;
-Kafka partitions bound the useful source parallelism. Tried here with a session cluster started
-from the wheel's own ``bin/jobmanager.sh`` / ``taskmanager.sh`` (tests/test_flink.py,
-``CRAYFISH_TEST_FLINK_JOBMANAGER=host:port``).
+Kafka partitions bound the useful source parallelism. To try it on one machine,
+``.envs/flink/bin/python -m sps_workers.flink.cluster --slots 2`` starts a session cluster from the
+wheel's own ``bin/jobmanager.sh`` / ``taskmanager.sh`` (everything on 127.0.0.1, flink-python on
+its class path) and prints its REST address; tests/test_flink.py runs a job on one.
 
 Limits (measured on the 2-core development host)
 -------------------------------------------------
 - PyFlink's process mode talks to each Python worker over Beam gRPC servers in the JVM (control,
-  data, state, logging, ...). Beam's ServerFactory builds them with ``NettyServerBuilder.forPort``,
-  so they listen on every interface (ephemeral ports) whatever Flink's bind-host settings say; no
-  configuration changes that short of Java code. Everything else binds 127.0.0.1. PyFlink's
-  ``thread`` mode (no gRPC) is not offered: its embedded interpreter does not see the virtualenv
+  data, state, logging, provisioning). Beam's ServerFactory builds them with
+  ``NettyServerBuilder.forPort``, i.e. on every interface, whatever Flink's bind-host settings
+  say. :mod:`.loopback` replaces that one class (compiled on first use against the installed
+  flink-python, put before it on the class path of the local gateway and of
+  :mod:`.cluster`), so they bind 127.0.0.1 like everything else; on a cluster of your own put
+  ``.cache/flink/loopback/<key>/crayfish-beam-loopback.jar`` into ``lib/`` for the same effect.
+  PyFlink's ``thread`` mode (no gRPC) is not offered: its embedded interpreter does not see the virtualenv
   (``No module named 'pemja'``) and one interpreter per JVM would serialise the subtasks on the GIL.
 - Latency: a record waits for its bundle and crosses two gRPC hops; at a low rate the median
   end-to-end latency of the FFNN was ~15 ms (input append -> Python ~8 ms, scoring 0.2 ms, Python

@@ -55,6 +55,9 @@ def make_env(settings: WorkerSettings, opts: FlinkOptions, jars: list[Path] = ()
              checkpointing: bool = True, rest_port: int | None = None):
     """StreamExecutionEnvironment + StreamTableEnvironment: local mini-cluster or the remote
     cluster of engine_options.jobmanager, this environment's interpreter for the Python workers."""
+    from sps_workers.flink.loopback import use_in_gateway
+
+    use_in_gateway()  # before the first JVM call: Beam's gRPC servers for the Python workers on loopback
     from pyflink.common import Configuration
     from pyflink.datastream import StreamExecutionEnvironment
     from pyflink.table import StreamTableEnvironment
@@ -74,8 +77,7 @@ def make_env(settings: WorkerSettings, opts: FlinkOptions, jars: list[Path] = ()
         "restart-strategy.type": "fixed-delay",
         "restart-strategy.fixed-delay.attempts": "3",
         "restart-strategy.fixed-delay.delay": "1 s",
-        # the mini-cluster's JobManager, TaskManager, REST and blob server on loopback (the Beam
-        # gRPC servers for the Python workers bind every interface: see the package docstring)
+        # the mini-cluster's JobManager, TaskManager, REST and blob server on loopback
         "rest.bind-address": "127.0.0.1",
         "rest.address": "127.0.0.1",
         "jobmanager.bind-host": "127.0.0.1",
