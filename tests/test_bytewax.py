@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from tests.kafka_io import read_scored, send_batches
+from tests.procs import listening
 from crayfish.kafka import RunTopics, create_topics, delete_topics
 from services.runner.processes import Service, wait_engine_ready
 from sps_workers import ENGINES
@@ -83,21 +84,11 @@ def bytewax_worker(kafka_bootstrap, models_dir, tmp_path):
         delete_topics(kafka_bootstrap, topics)
 
 
-def _listening(pid):
-    found = []
-    for p in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
-        try:
-            found += [c.laddr for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
-        except psutil.Error:
-            pass
-    return found
-
-
 def test_cluster_binds_loopback_only_and_stops_cleanly_on_sigterm(kafka_bootstrap, bytewax_worker):
     svc, topics, run_id = bytewax_worker(parallelism=2)
     children = [c for c in psutil.Process(svc.proc.pid).children() if "spawn_main" in " ".join(c.cmdline())]
     assert len(children) == 2, "parallelism 2 = two Bytewax processes"
-    addrs = _listening(svc.proc.pid)
+    addrs = listening(svc.proc.pid)
     assert all(a.ip == "127.0.0.1" for a in addrs), addrs
     send_batches(kafka_bootstrap, topics.input, run_id, range(20))
     scored = read_scored(kafka_bootstrap, topics.output, 20)
@@ -113,7 +104,7 @@ def test_cluster_binds_loopback_only_and_stops_cleanly_on_sigterm(kafka_bootstra
 def test_worker_threads_are_distinct_workers_in_one_process(kafka_bootstrap, bytewax_worker):
     svc, topics, run_id = bytewax_worker(parallelism=2, engine_options={"workers_per_process": 2})
     assert psutil.Process(svc.proc.pid).children() == []
-    assert _listening(svc.proc.pid) == [], "one process needs no network"
+    assert listening(svc.proc.pid) == [], "one process needs no network"
     send_batches(kafka_bootstrap, topics.input, run_id, range(20))
     scored = read_scored(kafka_bootstrap, topics.output, 20, settle_s=1)
     assert sorted(s.batch_id for s in scored) == sorted(f"{run_id}-{i}" for i in range(20))

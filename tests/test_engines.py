@@ -22,22 +22,15 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from crayfish.codec import get_codec
 from crayfish.kafka import RunTopics, consumer_config, create_topics, delete_topics, producer_config
-from crayfish.tensor import from_tensor, to_tensor
+from crayfish.tensor import from_tensor
 from crayfish.v1 import batch_pb2
 from services.runner.processes import Service, wait_engine_ready
 from sps_workers import ENGINES
 from sps_workers.settings import ExternalSettings, WorkerSettings
+from tests.kafka_io import make_batch
 
 ALL_ENGINES = sorted(ENGINES)
 TRACEPARENT = "00-{trace}-{span}-01"
-
-
-def _batch(run_id, seq, x, model="ffnn"):
-    now = time.time_ns()
-    b = batch_pb2.DataBatch(batch_id=f"{run_id}-{seq}", run_id=run_id, sequence=seq, intended_ns=now,
-                            created_ns=now, model=model)
-    to_tensor(x, b.input)
-    return b
 
 
 def _read(bootstrap, topics, until, timeout_s=120):
@@ -112,24 +105,24 @@ def test_engine_scores_dead_letters_and_traces(kafka_bootstrap, engine_factory, 
     good = {}
     for i in range(10):
         good[f"{run_id}-{i}"] = rng.random((2, 1, 784), dtype=np.float32)
-        send(_batch(run_id, i, good[f"{run_id}-{i}"]), partition=i % 2)
+        send(make_batch(run_id, i, good[f"{run_id}-{i}"]), partition=i % 2)
     trace_id, parent_span = uuid.uuid4().hex, uuid.uuid4().hex[:16]
     traced_id = f"{run_id}-traced"
-    b = _batch(run_id, 50, rng.random((1, 1, 784), dtype=np.float32))
+    b = make_batch(run_id, 50, rng.random((1, 1, 784), dtype=np.float32))
     b.batch_id = traced_id
     good[traced_id] = from_tensor(b.input)
     send(b, headers=[("traceparent", TRACEPARENT.format(trace=trace_id, span=parent_span).encode())])
     p.produce(topics.input, b"\xff\x00 this is not protobuf", b"garbage", partition=0)
-    bad = {f"{run_id}-wrongshape": _batch(run_id, 100, rng.random((1, 1, 783), dtype=np.float32)),
-           f"{run_id}-wrongdtype": _batch(run_id, 101, rng.random((1, 1, 784)).astype(np.float64)),
-           f"{run_id}-unknownmodel": _batch(run_id, 102, rng.random((1, 1, 784), dtype=np.float32), model="gpt")}
+    bad = {f"{run_id}-wrongshape": make_batch(run_id, 100, rng.random((1, 1, 783), dtype=np.float32)),
+           f"{run_id}-wrongdtype": make_batch(run_id, 101, rng.random((1, 1, 784)).astype(np.float64)),
+           f"{run_id}-unknownmodel": make_batch(run_id, 102, rng.random((1, 1, 784), dtype=np.float32), model="gpt")}
     for key, bb in bad.items():
         bb.batch_id = key
         send(bb, partition=1)
     # Good records after the bad ones: the job must still be running.
     for i in range(10, 14):
         good[f"{run_id}-{i}"] = rng.random((1, 1, 784), dtype=np.float32)
-        send(_batch(run_id, i, good[f"{run_id}-{i}"]), partition=i % 2)
+        send(make_batch(run_id, i, good[f"{run_id}-{i}"]), partition=i % 2)
     p.flush(10)
 
     n_expected = len(good) + len(bad) + 1
@@ -190,7 +183,7 @@ def test_engine_runs_mp_instances_in_parallel(kafka_bootstrap, engine_factory, e
     x = np.zeros((1, 1, 784), dtype=np.float32)
     n = 40
     for i in range(n):
-        value, h = codec.encode_batch(_batch(run_id, i, x))
+        value, h = codec.encode_batch(make_batch(run_id, i, x))
         p.produce(topics.input, value, f"{run_id}-{i}".encode(), partition=i % 2, headers=h or None)
     p.flush(10)
     msgs = _read(kafka_bootstrap, [topics.output], lambda got: len(got) >= n)
@@ -213,7 +206,7 @@ def test_engine_scores_through_the_scoring_service(kafka_bootstrap, engine_facto
         rng = np.random.default_rng(3)
         xs = {f"{run_id}-{i}": rng.random((1, 1, 784), dtype=np.float32) for i in range(10)}
         for i, (bid, x) in enumerate(xs.items()):
-            value, h = codec.encode_batch(_batch(run_id, i, x))
+            value, h = codec.encode_batch(make_batch(run_id, i, x))
             p.produce(topics.input, value, bid.encode(), partition=i % 2, headers=h or None)
         p.flush(10)
         msgs = _read(kafka_bootstrap, [topics.output], lambda got: len(got) >= len(xs))

@@ -10,13 +10,13 @@ import time
 import urllib.request
 import uuid
 
-import psutil
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from crayfish.codec import get_codec
 from tests.kafka_io import read_records, send_batches
+from tests.procs import listening
 from crayfish.kafka import RunTopics, create_topics, delete_topics, producer_config
 from crayfish.v1 import batch_pb2
 from services.runner.processes import Service, wait_engine_ready
@@ -81,17 +81,6 @@ def faust_worker(kafka_bootstrap, models_dir, tmp_path):
         delete_topics(kafka_bootstrap, topics)
 
 
-def _listening(pid):
-    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    found = []
-    for p in procs:
-        try:
-            found += [c.laddr for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
-        except psutil.Error:
-            pass
-    return found
-
-
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -100,13 +89,13 @@ def _free_port():
 
 def test_no_listener_by_default_and_web_server_only_on_loopback(faust_worker):
     svc, _, _ = faust_worker()
-    assert _listening(svc.proc.pid) == [], "Faust's web server must be off by default"
+    assert listening(svc.proc.pid) == [], "Faust's web server must be off by default"
     port = _free_port()
     svc2, _, _ = faust_worker(engine_options={"web_port": port})
     deadline = time.monotonic() + 60
-    while not _listening(svc2.proc.pid) and time.monotonic() < deadline:
+    while not listening(svc2.proc.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    addrs = _listening(svc2.proc.pid)
+    addrs = listening(svc2.proc.pid)
     assert addrs and all(a.ip == "127.0.0.1" for a in addrs), addrs
     assert any(a.port == port for a in addrs)
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:

@@ -11,20 +11,12 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from crayfish.codec import get_codec
 from crayfish.kafka import RunTopics, consumer_config, create_topics, delete_topics, producer_config
-from crayfish.tensor import to_tensor
 from crayfish.v1 import batch_pb2
 from services.runner.processes import Service, wait_group_assigned
 from sps_workers.settings import WorkerSettings
+from tests.kafka_io import make_batch
 
 ENGINES_UNDER_TEST = ["kafka"]
-
-
-def _batch(run_id, seq, x, model="ffnn"):
-    now = time.time_ns()
-    b = batch_pb2.DataBatch(batch_id=f"{run_id}-{seq}", run_id=run_id, sequence=seq, intended_ns=now,
-                            created_ns=now, model=model)
-    to_tensor(x, b.input)
-    return b
 
 
 def _read_all(bootstrap, topics, expected, timeout_s=60, done=None):
@@ -83,11 +75,11 @@ def test_bad_records_go_to_dead_letter_with_reasons_and_worker_keeps_going(kafka
     codec = get_codec("protobuf")
     rng = np.random.default_rng(0)
     p = Producer(producer_config(kafka_bootstrap))
-    good = [_batch(run_id, i, rng.random((1, 1, 784), dtype=np.float32)) for i in range(5)]
+    good = [make_batch(run_id, i, rng.random((1, 1, 784), dtype=np.float32)) for i in range(5)]
     bad = {
-        f"{run_id}-wrongshape": _batch(run_id, 100, rng.random((1, 1, 783), dtype=np.float32)),
-        f"{run_id}-wrongdtype": _batch(run_id, 101, rng.random((1, 1, 784)).astype(np.float64)),
-        f"{run_id}-unknownmodel": _batch(run_id, 102, rng.random((1, 1, 784), dtype=np.float32), model="gpt"),
+        f"{run_id}-wrongshape": make_batch(run_id, 100, rng.random((1, 1, 783), dtype=np.float32)),
+        f"{run_id}-wrongdtype": make_batch(run_id, 101, rng.random((1, 1, 784)).astype(np.float64)),
+        f"{run_id}-unknownmodel": make_batch(run_id, 102, rng.random((1, 1, 784), dtype=np.float32), model="gpt"),
     }
     for key, b in bad.items():
         b.batch_id = key
@@ -131,7 +123,7 @@ def test_offsets_are_committed_after_delivery(kafka_bootstrap, worker_factory):
     p = Producer(producer_config(kafka_bootstrap))
     x = np.zeros((1, 1, 784), dtype=np.float32)
     for i in range(50):
-        value, _ = codec.encode_batch(_batch(run_id, i, x))
+        value, _ = codec.encode_batch(make_batch(run_id, i, x))
         p.produce(topics.input, value, f"{run_id}-{i}".encode())
     p.flush(10)
     assert len(_read_all(kafka_bootstrap, [topics.output], expected=50)) == 50
@@ -158,7 +150,7 @@ def test_killed_worker_loses_nothing_at_least_once(kafka_bootstrap, worker_facto
     x = np.zeros((1, 1, 784), dtype=np.float32)
     n = 1500
     for i in range(n):
-        value, _ = codec.encode_batch(_batch(run_id, i, x))
+        value, _ = codec.encode_batch(make_batch(run_id, i, x))
         p.produce(topics.input, value, f"{run_id}-{i}".encode())
     p.flush(10)
     # Let it score a part, then kill it without any chance to flush or commit.
