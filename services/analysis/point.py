@@ -25,6 +25,7 @@ import numpy as np
 from services.analysis.stats import (
     column,
     latency_stats,
+    output_rate_bps,
     throughput_bps,
     timeline,
     warmup_mask,
@@ -121,7 +122,7 @@ def summarize_point(table: Any, params: Mapping[str, Any] | None = None, *,
 
     Returns the point schema::
 
-        {params, throughput_bps, latency_ms{p50 p90 p95 p99 p999 max mean count},
+        {params, throughput_bps, output_rate_bps, latency_ms{p50 p90 p95 p99 p999 max mean count},
          latency_from_schedule_ms{...}, send_delay_ms{...},
          accounting{sent scored dead_lettered missing duplicates},
          measured{count window_s start_ns end_ms input_rate_bps schedule_rate_bps target_rate},
@@ -177,6 +178,7 @@ def summarize_point(table: Any, params: Mapping[str, Any] | None = None, *,
     send_delay = (created[sched_rows] - intended[sched_rows]) / 1e6
     lat_stats = latency_stats(lat)
     thr = throughput_bps(k_created, k_out)
+    out_rate = output_rate_bps(k_out)
     if len(k_created):
         start_ns = int(k_created.min()) if k_created.dtype.kind in "iu" else float(k_created.min())
         end_ms = int(k_out.max()) if k_out.dtype.kind in "iu" else float(k_out.max())
@@ -214,13 +216,14 @@ def summarize_point(table: Any, params: Mapping[str, Any] | None = None, *,
 
     sustain = None
     if target_rate is not None:
-        sustain = is_sustainable(target_rate, thr, lag_samples=lag_used, latency=lat_stats, slo=slo,
+        sustain = is_sustainable(target_rate, out_rate, lag_samples=lag_used, latency=lat_stats, slo=slo,
                                  rate_fraction=rate_fraction,
                                  lag_rel_tolerance=lag_rel_tolerance).as_dict()
 
     return {
         "params": dict(params or {}),
         "throughput_bps": thr,
+        "output_rate_bps": out_rate,
         "latency_ms": lat_stats,
         "latency_from_schedule_ms": latency_stats(lat_sched),
         "send_delay_ms": latency_stats(send_delay),

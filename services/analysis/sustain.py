@@ -9,7 +9,8 @@ Definitions:
   (default rel_tolerance 1 % of the target rate, in batches/s). Fewer than 3 samples (or
   no time spread): not tested, never "rising".
 * **Sustainable at rate r** (:func:`is_sustainable`): over the measured window
-  (1) output rate ≥ 0.98·r, (2) lag trend not rising, (3) for every SLO given,
+  (1) output rate (the pace of the output, not the paper's throughput) ≥ 0.98·r, (2) lag trend
+  not rising, (3) for every SLO given,
   latency pXX ≤ limit. A check whose input is missing (no lag samples, no SLO) is skipped
   and listed in ``skipped``.
 * **Capacity search** (:func:`search_sustainable`): start at ``start_rate``, multiply by
@@ -146,8 +147,9 @@ def is_sustainable(target_rate: float, output_rate: float, *, lag_samples: Any =
                    lag_abs_tolerance: float = 0.0) -> SustainVerdict:
     """Is ``target_rate`` (batches/s) sustained?
 
-    Passes when ``output_rate ≥ rate_fraction × target_rate`` (output_rate = the point's
-    throughput over the measured window), the lag trend of ``lag_samples`` is not rising
+    Passes when ``output_rate ≥ rate_fraction × target_rate`` (output_rate = the pace of the
+    output over the measured window, :func:`services.analysis.stats.output_rate_bps`), the lag
+    trend of ``lag_samples`` is not rising
     (:func:`lag_trend` with tolerance ``lag_rel_tolerance × target_rate``), and every SLO
     stat in ``latency`` (a :func:`latency_stats` dict) is ≤ its limit. A missing or NaN
     SLO statistic fails the SLO check.

@@ -178,7 +178,6 @@ def summarize_run(exp: Experiment, run: PointRun, params: dict) -> dict:
     point["run_id"] = run.run_id
     point["dir"] = str(run.dir)
     if target_rate:
-        point["output_rate_bps"] = point.get("throughput_bps")
         point["search_ok"] = bool(point.get("valid")) and bool((point.get("sustainable") or {}).get("ok"))
     if wl.type == "bursty":
         point["bursts"] = bursts_recovery(exp, sent_rows, gen)
