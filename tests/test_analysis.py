@@ -251,28 +251,50 @@ def test_summarize_point_invalid_reasons():
     assert p2["latency_from_schedule_ms"]["mean"] == p2["latency_ms"]["mean"]
 
 
-def test_sustainability_judges_the_output_pace_not_the_latency():
+def _with_outputs(t, out_ms):
+    return t.set_column(t.column_names.index("output_append_ms"), "output_append_ms", pa.array(out_ms))
+
+
+def test_sustainability_judges_keeping_up_not_the_latency():
     # 100/s for 8 s, every batch 300 ms late: the engine keeps up. The paper's throughput
-    # (span from the first creation) reads 100·6/6.3 ≈ 95/s, under 0.98·r; the output pace reads 100/s.
+    # (span from the first creation) reads 100·6/6.3 ≈ 95/s, under 0.98·r; the output rate reads 100/s.
     kept_up = summarize_point(_run_table(n=800, rate=100.0, latency_ms=300.0), target_rate=100.0, sent=800,
                               min_duration_s=1, min_count=10)
     assert kept_up["throughput_bps"] == pytest.approx(100 * 6 / 6.3, rel=0.01)
     assert kept_up["output_rate_bps"] == pytest.approx(100.0, rel=0.005)
     assert kept_up["sustainable"]["ok"], kept_up["sustainable"]["reasons"]
-    # fed at 100/s but emitting at 90/s (latency grows 1.1 ms per batch): not sustained
+
+
+def test_sustainability_fails_a_pipeline_that_falls_behind():
+    # fed at 100/s, emitting at 90/s: latency grows 1.1 ms per batch
     t = _run_table(n=800, rate=100.0, latency_ms=5.0)
     created = np.asarray(t.column("created_ns"))
-    out = (created + 5_000_000 + np.arange(800) * 1_111_111) // 1_000_000
-    t = t.set_column(t.column_names.index("output_append_ms"), "output_append_ms", pa.array(out))
-    behind = summarize_point(t, target_rate=100.0, sent=800, min_duration_s=1, min_count=10)
+    behind = summarize_point(_with_outputs(t, (created + 5_000_000 + np.arange(800) * 1_111_111) // 1_000_000),
+                             target_rate=100.0, sent=800, min_duration_s=1, min_count=10)
     assert behind["output_rate_bps"] == pytest.approx(90.0, rel=0.01)
     assert not behind["sustainable"]["ok"]
     assert "output rate 90" in " ".join(behind["sustainable"]["reasons"])
 
 
+def test_sustainability_fails_a_pipeline_that_drains_its_backlog_after_the_generator_stops():
+    # fed at 100/s for 8 s, emitting at 50/s while fed, then the rest in a burst at 1000/s once the
+    # generator (sharing the cores) has stopped: the outputs' own pace is high, latency ends low
+    t = _run_table(n=800, rate=100.0, latency_ms=5.0)
+    created_ms = np.asarray(t.column("created_ns")) // 1_000_000
+    t0 = created_ms[0]
+    i = np.arange(800)
+    out = np.where(i < 400, t0 + i * 20, t0 + 8000 + (i - 400))
+    drained = summarize_point(_with_outputs(t, out), target_rate=100.0, sent=800, min_duration_s=1, min_count=10)
+    kept_out = out[np.argsort(out)][200:]
+    assert (len(kept_out) - 1) / ((kept_out[-1] - kept_out[0]) / 1e3) > 100  # the output pace alone would pass
+    assert drained["output_rate_bps"] < 80
+    assert not drained["sustainable"]["ok"]
+
+
 def test_output_rate_of_too_few_records_is_nan():
-    assert math.isnan(output_rate_bps([])) and math.isnan(output_rate_bps([5])) and math.isnan(output_rate_bps([5, 5]))
-    assert output_rate_bps([0, 500, 1000]) == pytest.approx(2.0)
+    assert math.isnan(output_rate_bps([], [])) and math.isnan(output_rate_bps([5_000_000], [7]))
+    # 3 batches 0.5 s apart, 2 ms latency each: 2 intervals over 1 s
+    assert output_rate_bps([0, 500_000_000, 1_000_000_000], [2, 502, 1002]) == pytest.approx(2.0)
 
 
 def test_point_result_from_summary():

@@ -45,6 +45,7 @@ def flink_python():
     ({"operator_parallelism": [2, 1]}, "engine_options.operator_parallelism"),
     ({"operator_parallelism": [2, 0, 2]}, "engine_options.operator_parallelism"),
     ({"bundle_time_ms": 0}, "engine_options.bundle_time_ms"),
+    ({"buffer_timeout_ms": -1}, "engine_options.buffer_timeout_ms"),
     ({"checkpoint_interval": 5}, "engine_options.checkpoint_interval"),
 ])
 def test_bad_options_name_the_field(options, field):
@@ -56,6 +57,7 @@ def test_good_options():
     o = parse_options({"jobmanager": "jm.example:8081", "operator_parallelism": [4, 2, 4]})
     assert o.host_port == ("jm.example", 8081) and o.parallelisms(2) == (4, 2, 4)
     assert parse_options({}).parallelisms(3) == (3, 3, 3)
+    assert parse_options({}).buffer_timeout_ms == 5  # not Flink's 100 ms: see the package docstring
 
 
 def test_scoring_parallelism_must_equal_mp():

@@ -176,3 +176,35 @@ def test_prediction_checker_counts_a_wrong_output(models_dir):
     assert checker.check(5, bad) is False
     assert checker.check(6, good) is False  # another batch's input
     assert checker.report()["checked"] == 3 and checker.report()["wrong"] == 2
+
+
+def test_sigterm_to_the_runner_stops_every_service_it_started(models_dir, tmp_path):
+    """``crayfish run`` killed with SIGTERM tears down like Ctrl-C: worker, generator, collector and
+    its own Kafka broker are gone, nothing is left running."""
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    path = tmp_path / "long.yaml"
+    path.write_text("name: long\nmodel: ffnn\nengine: kafka\nworkload: {type: constant, rate: 20, duration_s: 120}\n")
+    out = tmp_path / "run"
+    env = {**os.environ, "CRAYFISH_MODELS_DIR": str(models_dir)}
+    runner = subprocess.Popen([sys.executable, "-m", "services.runner.cli", "run", str(path), "--out", str(out)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    me = psutil.Process(runner.pid)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any("services.generator" in " ".join(p.cmdline())
+                                                  for p in me.children(recursive=True)):
+        assert runner.poll() is None, runner.stdout.read().decode()[-3000:]
+        time.sleep(0.5)
+    started = me.children(recursive=True)
+    names = " ".join(" ".join(p.cmdline()) for p in started)
+    assert "sps_workers.kafka" in names and "services.collector" in names and "kafka.Kafka" in names, names
+    runner.send_signal(signal.SIGTERM)
+    runner.wait(90)
+    _, alive = psutil.wait_procs(started, timeout=30)
+    for p in alive:  # do not leave them to the rest of the suite
+        p.kill()
+    assert not alive, [" ".join(p.cmdline())[:120] for p in alive]

@@ -27,6 +27,17 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _stop_cleanly_on_sigterm() -> None:
+    """SIGTERM (kill, a CI timeout, systemd) unwinds like Ctrl-C: every ``finally`` of the run stops
+    its worker, generator, collector, model server and broker instead of leaving them running."""
+    import signal
+
+    def stop(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 @app.command()
 def run(file: Path = typer.Argument(..., help="Experiment YAML file."),
         out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/<name>-<time>)."),
@@ -61,6 +72,7 @@ def run(file: Path = typer.Argument(..., help="Experiment YAML file."),
     from services.broker.launcher import BrokerError
     from services.runner.processes import ServiceError
 
+    _stop_cleanly_on_sigterm()
     try:
         summary = run_experiment(exp, out, console=console, source_file=file)
     except (BrokerError, ServiceError, RuntimeError) as exc:
