@@ -72,6 +72,7 @@ def make_env(settings: WorkerSettings, opts: FlinkOptions, jars: list[Path] = ()
         "python.client.executable": sys.executable,
         "python.fn-execution.bundle.size": str(opts.bundle_size),
         "python.fn-execution.bundle.time": str(opts.bundle_time_ms),
+        "execution.buffer-timeout.interval": f"{opts.buffer_timeout_ms} ms",
         "parallelism.default": str(src_p),
         "pipeline.name": name or f"crayfish-{settings.worker_id}",
         "restart-strategy.type": "fixed-delay",
