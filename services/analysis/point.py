@@ -178,7 +178,7 @@ def summarize_point(table: Any, params: Mapping[str, Any] | None = None, *,
     send_delay = (created[sched_rows] - intended[sched_rows]) / 1e6
     lat_stats = latency_stats(lat)
     thr = throughput_bps(k_created, k_out)
-    out_rate = output_rate_bps(k_created, k_out)
+    out_rate = output_rate_bps(k_created, k_out, created[usable], out_ms[usable])
     if len(k_created):
         start_ns = int(k_created.min()) if k_created.dtype.kind in "iu" else float(k_created.min())
         end_ms = int(k_out.max()) if k_out.dtype.kind in "iu" else float(k_out.max())
