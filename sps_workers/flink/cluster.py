@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,13 +32,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from sps_workers.flink.job import free_port
 from sps_workers.flink.loopback import ensure_jar, flink_home, flink_python_jar
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cluster_config(rest_port: int, rpc_port: int, slots: int) -> dict[str, str]:
@@ -89,8 +83,8 @@ class SessionCluster:
     def __init__(self, work: Path, slots: int, rest_port: int | None = None):
         self.home = flink_home()
         self.slots = slots
-        self.rest = f"127.0.0.1:{rest_port or _free_port()}"
-        self.env = prepare(self.home, work, cluster_config(int(self.rest.rsplit(":", 1)[1]), _free_port(), slots))
+        self.rest = f"127.0.0.1:{rest_port or free_port()}"
+        self.env = prepare(self.home, work, cluster_config(int(self.rest.rsplit(":", 1)[1]), free_port(), slots))
         self.log_dir = work / "log"
         self.procs: list[subprocess.Popen] = []
 
