@@ -26,3 +26,14 @@ def is_loopback(ip: str) -> bool:
     addr = ipaddress.ip_address(ip)
     mapped = getattr(addr, "ipv4_mapped", None)
     return addr.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def loopback_listeners(pid: int, tree: bool = True, at_least: int = 1) -> list:
+    """The listening addresses of ``pid`` (and its tree), after asserting that there are at least
+    ``at_least`` of them and that every one is loopback. A check that passes when nothing listens
+    proves nothing, so an empty list fails here."""
+    found = listening(pid, tree=tree)
+    assert len(found) >= at_least, f"expected >= {at_least} listening socket(s) under pid {pid}, found {found}"
+    outside = [a for a in found if not is_loopback(a.ip)]
+    assert not outside, f"listening beyond loopback: {outside} (all: {found})"
+    return found
