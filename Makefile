@@ -14,7 +14,7 @@ EXPERIMENT  ?= experiments/default.yaml
 STAMP       := $(shell date +%Y%m%d-%H%M%S)
 OUT         ?= runs/$(STAMP)
 
-.PHONY: setup run test bench protos protos-check lint-protos kafka models clean help envs up down ps logs jaeger
+.PHONY: setup run test test-deps bench protos protos-check lint-protos kafka models clean help envs up down ps logs jaeger
 
 help:
 	@sed -n '1,7p' Makefile
@@ -52,7 +52,26 @@ protos/node_modules/.installed: protos/package.json protos/package-lock.json
 envs: setup
 	$(VENV)/bin/crayfish env build all
 
-test: setup protos/node_modules/.installed envs jaeger
+# What the tests need from the system besides Python: a JDK 17+ and Maven (the broker's jars, the
+# Kafka Streams worker) and a headless Chromium (the report tests). Missing ones are installed with
+# apt-get (Debian's openjdk-17-jdk-headless, maven, chromium) when make runs as root; otherwise make
+# stops here with one line naming what to install. The tests never skip for a missing tool: they fail.
+test-deps:
+	@missing=""; \
+	java -version 2>&1 | grep -qE 'version "(1[7-9]|[2-9][0-9])' || missing="$$missing openjdk-17-jdk-headless"; \
+	command -v mvn >/dev/null 2>&1 || missing="$$missing maven"; \
+	command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "make test: installing$$missing (apt-get)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	else \
+	  echo "make test: missing$$missing: install them (Debian: sudo apt-get install$$missing) or run make test as root" >&2; \
+	  exit 1; \
+	fi
+
+test: test-deps setup protos/node_modules/.installed envs jaeger
 	$(PY) -m pytest -q
 
 bench: setup

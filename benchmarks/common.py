@@ -58,6 +58,7 @@ class BenchSettings:
     serving_sleep_instances: int = 8
     serving_max_in_flight: int = 8           # pipelined calls outstanding per worker instance
     serving_point_duration_s: float = 5.0    # x 0.75 (warm-up cut) must be >= min_point_duration_s
+    serving_sleep_accuracy_calls: int = 200  # timed calls of the sleep backend per delay (5d)
     # 6. tracing cost
     tracing_drain_n: int = 20_000            # records per drain (one drain per setting and round)
     tracing_rounds: int = 3                  # interleaved rounds of off / 100 % / 1 %
@@ -77,6 +78,7 @@ class BenchSettings:
                    base_point_s=1.0, min_point_duration_s=0.5, min_point_count=10, protobuf_reps=5,
                    json_reps=1, serving_unary_calls=300, serving_unary_warmup=50, serving_load_duration_s=1.0,
                    serving_load_warmup_s=0.2, serving_point_duration_s=1.0, serving_max_points=1,
+                   serving_sleep_accuracy_calls=20,
                    tracing_drain_n=2_000, tracing_rounds=1, flink_count=3_000, flink_repeat=1)
 
     def as_dict(self) -> dict:

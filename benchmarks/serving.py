@@ -35,6 +35,12 @@ c. **Pipelined vs blocking external calls**, end to end through Kafka: sustainab
    bracket from the searches' ``[sustainable, lowest failed)`` intervals; goal for sleep: >= 4x
    (>> 1; ideal 8x), judged only when both searches found a failing rate. A search that errors is
    retried once, the error kept.
+d. **Accuracy of the ``sleep`` backend** (the calibration backend of the experiments: a
+   ``delay_ms`` model must take exactly that long), in this process, no server: for each delay of
+   ``SLEEP_ACCURACY_DELAYS_MS``, ``serving_sleep_accuracy_calls`` timed ``score(x)`` calls
+   (``perf_counter_ns`` around each); **overshoot** = measured - delay (min, p50, p99, max, us)
+   and ``never_early`` (min overshoot >= 0). Moved here from the unit tests, which no longer
+   judge wall-clock durations.
 """
 
 from __future__ import annotations
@@ -307,10 +313,44 @@ def pipelining(bootstrap: str, out_dir: Path, s: BenchSettings, console=None, lo
     return res
 
 
+# ----------------------------------------------------------------------------------------------
+# 5d. accuracy of the sleep backend
+# ----------------------------------------------------------------------------------------------
+
+SLEEP_ACCURACY_DELAYS_MS = (0.3, 5.0, 50.0)
+
+
+def sleep_accuracy(s: BenchSettings, log=print) -> dict:
+    """How closely ``create_scorer("sleep", "ffnn", delay_ms=d)`` takes ``d`` per call."""
+    from serving.embedded import create_scorer
+    from serving.models import MODELS
+
+    x = np.zeros((1, *MODELS[MODEL].input_shape), dtype=np.float32)
+    res: dict = {"calls": s.serving_sleep_accuracy_calls, "delays": {}}
+    for delay in SLEEP_ACCURACY_DELAYS_MS:
+        log(f"serving: sleep backend, delay {delay:g} ms, {s.serving_sleep_accuracy_calls} calls")
+        scorer = create_scorer("sleep", MODEL, delay_ms=delay)
+        try:
+            took = []
+            for _ in range(s.serving_sleep_accuracy_calls):
+                t0 = time.perf_counter_ns()
+                scorer.score(x)
+                took.append(time.perf_counter_ns() - t0)
+        finally:
+            scorer.close()
+        over_us = (np.asarray(took, dtype=np.float64) - delay * 1e6) / 1e3
+        res["delays"][f"{delay:g}"] = {
+            "delay_ms": delay, "overshoot_us": {"min": float(over_us.min()), "p50": percentile(over_us, 50),
+                                                "p99": percentile(over_us, 99), "max": float(over_us.max())},
+            "never_early": bool(over_us.min() >= 0)}
+    return res
+
+
 def run(bootstrap: str, out_dir: Path, s: BenchSettings, console=None, log=print) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     res: dict = {}
-    for key, fn in (("unary", lambda: unary(out_dir, s, log)),
+    for key, fn in (("sleep_accuracy", lambda: sleep_accuracy(s, log)),
+                    ("unary", lambda: unary(out_dir, s, log)),
                     ("batching", lambda: batching(out_dir, s, log)),
                     ("pipelining", lambda: pipelining(bootstrap, out_dir, s, console, log))):
         try:

@@ -148,6 +148,7 @@ def test_published_ports_bind_loopback_only_and_do_not_clash():
                 assert published not in seen, f"port {published}: {seen.get(published)} and {name}"
                 seen[published] = name
             assert "network_mode" not in svc or svc["network_mode"] != "host", f"{name}: host network"
+    assert seen, "no published port found in the compose layers: the loopback check would prove nothing"
 
 
 def test_one_name_per_service():

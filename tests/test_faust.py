@@ -15,8 +15,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from crayfish.codec import get_codec
-from tests.kafka_io import read_records, send_batches
-from tests.procs import listening
+from tests.kafka_io import read_records, read_to_end, send_batches, wait_committed
+from tests.procs import listening, loopback_listeners
 from crayfish.kafka import RunTopics, create_topics, delete_topics, producer_config
 from crayfish.v1 import batch_pb2
 from services.runner.processes import Service, wait_engine_ready
@@ -93,10 +93,10 @@ def test_no_listener_by_default_and_web_server_only_on_loopback(faust_worker):
     port = _free_port()
     svc2, _, _ = faust_worker(engine_options={"web_port": port})
     deadline = time.monotonic() + 60
-    while not listening(svc2.proc.pid) and time.monotonic() < deadline:
+    while not listening(svc2.proc.pid) and time.monotonic() < deadline:   # the web server binds after the join
         time.sleep(0.2)
-    addrs = listening(svc2.proc.pid)
-    assert addrs and all(a.ip == "127.0.0.1" for a in addrs), addrs
+    addrs = loopback_listeners(svc2.proc.pid)   # fails when nothing listens
+    assert all(a.ip == "127.0.0.1" for a in addrs), addrs
     assert any(a.port == port for a in addrs)
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
         assert r.status == 200
@@ -113,11 +113,8 @@ def test_sigterm_commits_offsets_and_a_restart_resumes_after_them(kafka_bootstra
     d = batch_pb2.DeadLetter()
     d.ParseFromString(dead[0].value())
     assert d.reason == "decode_error"
-    t0 = time.monotonic()
-    code = svc.stop()
-    stop_s = time.monotonic() - t0
+    code = svc.stop()   # a stop that needs SIGKILL returns -9
     assert code == 0, svc.log_tail()
-    assert stop_s < 20, f"stop took {stop_s:.1f}s"
     # Every scored input offset is committed ...
     c = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"w-{run_id}"})
     committed = c.committed([TopicPartition(topics.input, p) for p in (0, 1)], timeout=10)
@@ -130,16 +127,27 @@ def test_sigterm_commits_offsets_and_a_restart_resumes_after_them(kafka_bootstra
     # ... so the same group started again scores only what is new.
     svc2, _, _ = faust_worker(run_id=run_id)
     send_batches(kafka_bootstrap, topics.input, run_id, range(20, 25))
-    msgs = read_records(kafka_bootstrap, topics.output, 25, settle_s=3)
+    assert len(read_records(kafka_bootstrap, topics.output, 25)) >= 25
+    # Drained: the group committed the whole input (every record consumed and answered), then the
+    # output topic read up to its high-water mark holds each batch once: a re-scored old batch
+    # cannot arrive after the window we look at.
+    wait_committed(kafka_bootstrap, f"w-{run_id}", topics.input)
+    assert svc2.alive(), svc2.log_tail()
+    assert svc2.stop() == 0, svc2.log_tail()
+    msgs = read_to_end(kafka_bootstrap, topics.output)
     ids = [get_codec("protobuf").decode_scored(m.value(), m.headers()).batch_id for m in msgs]
     assert sorted(ids) == sorted(f"{run_id}-{i}" for i in range(25)), "re-scored or lost batches"
-    assert svc2.alive()
 
 
 def test_agent_concurrency_spreads_records_over_actors(kafka_bootstrap, faust_worker):
     svc, topics, run_id = faust_worker(engine_options={"concurrency": 2})
     send_batches(kafka_bootstrap, topics.input, run_id, range(40))
-    msgs = read_records(kafka_bootstrap, topics.output, 40, settle_s=2)
+    assert len(read_records(kafka_bootstrap, topics.output, 40)) >= 40
+    # Drained (whole input committed, the worker stopped cleanly), then the whole output topic:
+    # a record scored by both actors shows up twice, however late the second copy.
+    wait_committed(kafka_bootstrap, f"w-{run_id}", topics.input)
+    assert svc.stop() == 0, svc.log_tail()
+    msgs = read_to_end(kafka_bootstrap, topics.output)
     scored = [get_codec("protobuf").decode_scored(m.value(), m.headers()) for m in msgs]
     assert sorted(s.batch_id for s in scored) == sorted(f"{run_id}-{i}" for i in range(40)), "duplicated or lost"
     assert {s.facts.worker_id for s in scored} == {"faust-0.0", "faust-0.1"}, svc.log_tail()

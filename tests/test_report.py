@@ -3,7 +3,10 @@
 The HTML is rendered by a real headless Chromium driven over the DevTools protocol (the
 ``--remote-debugging-pipe`` transport: JSON messages on fds 3/4, no extra package): the checks are on
 what the browser laid out — every SVG chart has a non-zero rendered size, its series drew, the burst
-marks are there, and each number cell shows the summary.json value.
+marks are there, and each number cell shows the summary.json value. Without Chromium those tests
+fail saying what to install (`make test` installs Debian's ``chromium`` when run as root); that the
+pages carry no script and load nothing from outside is checked on the HTML text by a test of its own,
+which needs no browser.
 """
 
 from __future__ import annotations
@@ -12,13 +15,14 @@ import base64
 import fcntl
 import json
 import math
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -30,7 +34,8 @@ from services.runner.experiments import run_experiment
 pytestmark = pytest.mark.kafka
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (.ci/run installs Debian's)")
+CHROMIUM_HINT = ("headless Chromium not found (chromium or chromium-browser on PATH): install it "
+                 "(Debian: apt-get install chromium; `make test` does this when run as root)")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--hide-scrollbars", "--remote-debugging-pipe"]
@@ -144,7 +149,7 @@ class Browser:
 @pytest.fixture(scope="module")
 def browser():
     if CHROMIUM is None:
-        pytest.skip("chromium not installed")
+        pytest.fail(CHROMIUM_HINT, pytrace=False)
     b = Browser()
     try:
         yield b
@@ -184,16 +189,73 @@ def _shown(text: str) -> float | None:
     return None if t in ("–", "") else float(t)
 
 
+class _Assets(HTMLParser):
+    """What a page would run or fetch: script elements, and every src/href/srcset/data/poster/
+    action attribute, @import and url(...) of its inline CSS."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.scripts, self.refs, self.tags = 0, [], 0
+        self._in_style = False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags += 1
+        self.scripts += tag == "script"
+        self._in_style = tag == "style"
+        for name, value in attrs:
+            if name in ("src", "href", "srcset", "data", "poster", "action", "xlink:href", "formaction"):
+                self.refs.append((tag, name, value or ""))
+            if name == "style":
+                self._css(value or "")
+
+    handle_startendtag = handle_starttag
+
+    def handle_endtag(self, tag):
+        if tag == "style":
+            self._in_style = False
+
+    def handle_data(self, data):
+        if self._in_style:
+            self._css(data)
+
+    def _css(self, css):
+        self.refs += [("css", "url", u.strip("'\" ")) for u in re.findall(r"url\(([^)]*)\)", css)]
+        self.refs += [("css", "@import", "@import")] * len(re.findall(r"@import", css, re.I))
+
+
+def _assets(path: Path) -> _Assets:
+    parser = _Assets()
+    parser.feed(path.read_text())
+    parser.close()
+    return parser
+
+
 # ---- tests ---------------------------------------------------------------------------------------
 
-@needs_chromium
+def test_pages_carry_no_script_and_no_external_asset(runs, tmp_path):
+    """report.html and the compare page are self-contained and inert: no <script>, and nothing
+    fetched from anywhere (only in-page #links). Checked on the HTML text, no browser needed."""
+    a, b = runs
+    cmp_html = tmp_path / "cmp.html"
+    r = subprocess.run([sys.executable, "-m", "services.runner.cli", "compare", str(a), str(b), "--out",
+                        str(cmp_html)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    for page in (a / "report.html", b / "report.html", cmp_html):
+        assert page.exists(), page
+        text = page.read_text()
+        assert "<script" not in text.lower() and " src=" not in text, page
+        found = _assets(page)
+        assert found.tags > 100, (page, found.tags)  # a parsed page, not an empty one
+        assert found.scripts == 0, page
+        outside = [ref for ref in found.refs if not ref[2].startswith("#")]   # in-page links only
+        assert outside == [], (page, outside)
+    assert {h[0] for h in re.findall(r'href="([^"]*)"', (a / "report.html").read_text())} == {"#"}  # it has links
+
+
 def test_report_renders_charts_and_the_summary_numbers(runs, browser, tmp_path):
     a, _ = runs
     html = a / "report.html"
     assert html.exists(), "crayfish run writes report.html at the end"
-    text = html.read_text()
-    assert "<script" not in text and " src=" not in text
-    assert {h[0] for h in re.findall(r'href="([^"]*)"', text)} == {"#"}  # in-page links only
     summary = json.loads((a / "summary.json").read_text())
     points = summary["points"]
     assert len(points) == 2
@@ -268,15 +330,16 @@ def test_resources_sampled_per_service(runs):
         assert set(t) >= {"t_s", "service", "cpu_percent", "rss_mb"}
         services = set(t["service"])
         assert {"kafka-worker", "collector", "generator"} <= services, services
-        gen = json.loads((rep / "generator.json").read_text())
-        t0 = gen["t0_ns"] / 1e9
-        assert all(t0 - 30 < x < t0 + 60 for x in t["t_s"])
+        # The generator's send stamps (Unix time, ns): the samples share that clock and were taken
+        # while the load ran (ordering of stamps, no duration threshold).
+        created = pq.read_table(rep / "sent.parquet", columns=["created_ns"]).column(0).to_pylist()
+        first_send, last_send = min(created) / 1e9, max(created) / 1e9
         for name in ("kafka-worker", "collector"):
             rows = [i for i, s in enumerate(t["service"]) if s == name]
             assert len(rows) >= 8  # 0.5 s sampling over a >= 6 s point
             ts = [t["t_s"][i] for i in rows]
-            gaps = [b - a_ for a_, b in zip(ts, ts[1:])]
-            assert sorted(gaps)[len(gaps) // 2] == pytest.approx(0.5, abs=0.15) and max(gaps) < 3, gaps
+            assert all(b > a_ for a_, b in zip(ts, ts[1:])), ts   # one row per sample, in order
+            assert ts[0] < last_send and ts[-1] > first_send, (ts, first_send, last_send)
             assert all(0 <= t["cpu_percent"][i] < 400 for i in rows)
             assert all(20 < t["rss_mb"][i] < 4000 for i in rows)  # a Python process with numpy/onnxruntime
         worker_cpu = [t["cpu_percent"][i] for i, s in enumerate(t["service"]) if s == "kafka-worker"]
@@ -323,7 +386,6 @@ def test_compare_two_runs(runs):
     assert any(k.startswith("hop score p50") for k in lines) and "valid" in lines
 
 
-@needs_chromium
 def test_compare_html_renders(runs, browser, tmp_path):
     a, b = runs
     out = tmp_path / "cmp.html"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import statistics
 import time
 
 import numpy as np
@@ -125,28 +124,20 @@ def test_sleep_shapes(tmp_path, name):
     assert y.shape == (3, *MODELS[name].output_shape) and y.dtype == np.float32 and not y.any()
 
 
-def test_sleep_takes_its_delay():
-    s = create_scorer("sleep", "ffnn", delay_ms=50)
+# How close the sleep backend gets to its delay (its overshoot) is a performance figure of the host:
+# `make bench` measures it (benchmarks/serving.py, part 5d). What is checked here cannot be broken by
+# a slow or loaded machine: the call never returns before its delay (a busy host only makes it later).
+
+@pytest.mark.parametrize("delay_ms, calls", [(50, 5), ("0.3", 20)])
+def test_sleep_never_returns_before_its_delay(delay_ms, calls):
+    s = create_scorer("sleep", "ffnn", delay_ms=delay_ms)
     x = _x("ffnn", 1)
-    took = []
-    for _ in range(5):
+    took_ns = []
+    for _ in range(calls):
         t0 = time.perf_counter_ns()
         s.score(x)
-        took.append((time.perf_counter_ns() - t0) / 1e6)
-    assert min(took) >= 50.0
-    assert statistics.median(took) < 60.0, took
-
-
-def test_sleep_sub_millisecond():
-    s = create_scorer("sleep", "ffnn", delay_ms="0.3")
-    x = _x("ffnn", 1)
-    took = []
-    for _ in range(20):
-        t0 = time.perf_counter_ns()
-        s.score(x)
-        took.append((time.perf_counter_ns() - t0) / 1e6)
-    assert min(took) >= 0.3
-    assert statistics.median(took) < 1.3, took
+        took_ns.append(time.perf_counter_ns() - t0)
+    assert min(took_ns) >= float(delay_ms) * 1e6, took_ns
 
 
 # ------------------------------------------------------------------------- config errors

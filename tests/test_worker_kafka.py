@@ -14,7 +14,7 @@ from crayfish.kafka import RunTopics, consumer_config, create_topics, delete_top
 from crayfish.v1 import batch_pb2
 from services.runner.processes import Service, wait_group_assigned
 from sps_workers.settings import WorkerSettings
-from tests.kafka_io import make_batch
+from tests.kafka_io import end_offsets, make_batch, wait_committed
 
 ENGINES_UNDER_TEST = ["kafka"]
 
@@ -127,13 +127,12 @@ def test_offsets_are_committed_after_delivery(kafka_bootstrap, worker_factory):
         p.produce(topics.input, value, f"{run_id}-{i}".encode())
     p.flush(10)
     assert len(_read_all(kafka_bootstrap, [topics.output], expected=50)) == 50
-    deadline = time.monotonic() + 20
-    lag = None
-    while time.monotonic() < deadline:
-        lag = consumer_lag(kafka_bootstrap, group, topics.input)
-        if lag == 0:
-            break
-    assert lag == 0
+    ends = end_offsets(kafka_bootstrap, topics.input)
+    assert sum(ends.values()) == 50
+    # waits for the group to commit the high-water mark of every input partition (fails naming
+    # what it committed instead)
+    assert wait_committed(kafka_bootstrap, group, topics.input, ends) == ends
+    assert consumer_lag(kafka_bootstrap, group, topics.input) == 0
 
 
 def test_killed_worker_loses_nothing_at_least_once(kafka_bootstrap, worker_factory, tmp_path):
