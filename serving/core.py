@@ -123,7 +123,7 @@ class ScoreResult:
 
 _STAT_KEYS = ("requests", "completed", "rows", "backend_calls", "rejected_overloaded",
               "deadline_exceeded", "bad_input", "backend_errors", "max_batch_rows",
-              "peak_busy_instances")
+              "peak_busy_instances", "peak_in_flight")
 
 
 def _backend_error(model: str, backend: str, exc: Exception) -> ServingError:
@@ -146,6 +146,8 @@ class _Pool:
         self.lock = threading.Lock()
         self.closed = False
         self.stats = dict.fromkeys(_STAT_KEYS, 0)
+        self.in_flight = 0  # admitted requests not answered yet (queued or scoring), all callers
+        self.request_rows: dict[int, int] = {}  # batch dimension of each request -> how many
 
     def score(self, x: np.ndarray, deadline: float | None) -> ScoreResult:  # pragma: no cover
         raise NotImplementedError
@@ -607,7 +609,18 @@ class ScoringCore:
                 pool.stats["bad_input"] += 1
             raise BadInputError(f"model {model!r}: expected float32 [b>=1, "
                                 f"{', '.join(map(str, item))}], got {dt} {list(shape)}")
-        return pool.score(x, deadline)
+        rows = shape[0]
+        with pool.lock:
+            pool.in_flight += 1
+            stats = pool.stats
+            stats["peak_in_flight"] = max(stats["peak_in_flight"], pool.in_flight)
+            hist = pool.request_rows
+            hist[rows] = hist.get(rows, 0) + 1
+        try:
+            return pool.score(x, deadline)
+        finally:
+            with pool.lock:
+                pool.in_flight -= 1
 
     def describe(self, model: str) -> dict[str, Any]:
         """Inputs/outputs (name, dtype, shape with -1 for the batch axis), backend and serving
@@ -633,17 +646,22 @@ class ScoringCore:
             "scorer": pool.scorers[0].describe() if pool is not None and not self._closed else None,
         }
 
-    def stats(self) -> dict[str, dict[str, int]]:
+    def stats(self) -> dict[str, dict[str, Any]]:
         """Per model: requests (validated and admitted or rejected), completed, rows,
         backend_calls, rejected_overloaded, deadline_exceeded, bad_input, backend_errors,
-        max_batch_rows, peak_busy_instances, and the current queue_depth and busy_instances.
-        A snapshot; counters only grow."""
-        out: dict[str, dict[str, int]] = {}
+        max_batch_rows (rows of the largest backend call, after any dynamic batching),
+        peak_busy_instances, peak_in_flight (most requests inside the server at once: waiting
+        or scoring, from every caller together); the current queue_depth, busy_instances and
+        in_flight; and request_rows, ``{batch dimension: requests}`` of the requests as they
+        arrived (before dynamic batching). A snapshot; counters and peaks only grow."""
+        out: dict[str, dict[str, Any]] = {}
         for m, pool in self._pools.items():
             with pool.lock:
-                d = dict(pool.stats)
+                d: dict[str, Any] = dict(pool.stats)
                 d["queue_depth"] = pool.queue_depth()
                 d["busy_instances"] = pool.busy()
+                d["in_flight"] = pool.in_flight
+                d["request_rows"] = dict(sorted(pool.request_rows.items()))
             out[m] = d
         return out
 

@@ -38,6 +38,8 @@ from serving.errors import (
 from serving.models import build_model, default_models_dir, reference_forward
 from serving.scoring import ScoringSettings
 from serving.scoring.server import REQUEST_ID_METADATA, SCORING_SERVICE, build_server
+from tests.conformance_serving import wait_until
+from tests.procs import loopback_listeners
 
 REPO = Path(__file__).resolve().parents[1]
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -158,7 +160,8 @@ def test_score_stream_scores_concurrently():
         got = [r.request_id for r in s.stub.ScoreStream((req(rand(1, i), request_id=rid)
                                                          for i, rid in enumerate(ids)), timeout=20)]
         assert sorted(got) == sorted(ids)
-        assert s.core.stats()["ffnn"]["peak_busy_instances"] >= 2
+        st = s.core.stats()["ffnn"]
+        assert st["peak_busy_instances"] >= 2 and st["peak_in_flight"] >= 2, st
 
 
 def test_score_stream_error_ends_stream_with_request_id(srv):
@@ -202,11 +205,9 @@ def test_bad_inputs_and_unknown_model(srv):
 def test_hung_twin_model_deadline_then_real_model_answers(srv, ffnn):
     d = srv.stub.DescribeModel(scoring_pb2.DescribeModelRequest(model="ffnn-hung"), timeout=5)
     assert d.backend == "sleep" and list(d.inputs[0].shape) == [-1, 1, 784]
-    t0 = time.monotonic()
     with pytest.raises(grpc.RpcError) as ei:
         srv.stub.Score(req(rand(1, 0), model="ffnn-hung"), timeout=0.3)
     assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert time.monotonic() - t0 < 1.5
     x = rand(1, 9)
     r = srv.stub.Score(req(x), timeout=5)
     assert r.backend == "onnxruntime"
@@ -232,26 +233,21 @@ def test_overloaded_resource_exhausted():
 def test_deadline_on_hung_call_and_server_stays_healthy():
     with running(sleep_settings(2000, instances=1)) as s:
         for _ in range(2):  # first: stuck in the backend; second: waits behind it in the queue
-            t0 = time.monotonic()
             with pytest.raises(grpc.RpcError) as ei:
                 s.stub.Score(req(rand(1, 0)), timeout=0.2)
             assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            assert time.monotonic() - t0 < 1.5
         check = health_pb2.HealthCheckRequest(service=SCORING_SERVICE)
         assert s.health.Check(check, timeout=1).status == SERVING
         s.stub.DescribeModel(scoring_pb2.DescribeModelRequest(model="ffnn"), timeout=1)
-        end = time.monotonic() + 2
-        while s.core.stats()["ffnn"]["deadline_exceeded"] < 1 and time.monotonic() < end:
-            time.sleep(0.02)
         # the queued call gave up on the server too, without reaching the backend
-        assert s.core.stats()["ffnn"]["deadline_exceeded"] >= 1
+        wait_until(lambda: s.core.stats()["ffnn"]["deadline_exceeded"] >= 1, 10, "the queued call's deadline")
 
 
 def test_core_deadline_and_bad_input_errors():
     with ScoringCore(sleep_settings(300, instances=1)) as core:
         with futures.ThreadPoolExecutor(1) as ex:
             busy = ex.submit(core.score, "ffnn", rand(1, 0))
-            time.sleep(0.05)
+            wait_until(lambda: core.stats()["ffnn"]["busy_instances"] == 1, 10, "the only instance busy")
             with pytest.raises(DeadlineExceededError):
                 core.score("ffnn", rand(1, 1), deadline=time.monotonic() + 0.05)
             assert busy.result().output.shape == (1, 10)
@@ -406,12 +402,14 @@ def test_cli_ready_file_health_and_sigterm(ffnn, tmp_path):
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        end = time.monotonic() + 30
-        while not ready.exists():
+        def ready_or_dead() -> bool:
             assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < end, "no ready file after 30 s"
-            time.sleep(0.05)
+            return ready.exists()
+
+        wait_until(ready_or_dead, 30, "the server's ready file")
         port = int(ready.read_text())
+        # the default host: the one listener is the served port, on loopback
+        assert {a.port for a in loopback_listeners(proc.pid)} == {port}
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
             r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
             assert r.status == SERVING

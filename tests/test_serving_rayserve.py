@@ -15,8 +15,12 @@ import pytest
 from serving.clients.base import create_client
 from serving.rayserve import launcher
 from tests.conformance_serving import processes_in_session
+from tests.procs import loopback_listeners
 
 KINDS = ["ray-serve", "ray-serve-grpc"]
+# exactly who answers, over both proxies: the deployment inside Ray Serve names it in every answer
+# (envs/ray/requirements.txt pins ray[serve]==2.60.0)
+SERVER_NAME = "ray-serve 2.60.0"
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +49,7 @@ def served(request, rayserve):
         make_client=lambda model, timeout_s: create_client(kind, target, model, timeout_s=timeout_s,
                                                            max_in_flight=4),
         hung_model="ffnn-hung",
-        server_name=rayserve.server,
+        server_name=SERVER_NAME,
     )
 
 
@@ -56,9 +60,34 @@ from tests.conformance_serving import *  # noqa: E402,F401,F403
 def test_both_endpoints_and_server_name(rayserve):
     assert rayserve.kind == "ray-serve" and rayserve.target == rayserve.targets["ray-serve"]
     assert set(rayserve.targets) == set(KINDS)
-    assert rayserve.server.startswith("ray-serve 2.")
+    assert rayserve.server == SERVER_NAME
     for target in rayserve.targets.values():
         assert target.startswith("127.0.0.1:")
+
+
+def test_every_listener_is_loopback(rayserve):
+    """Ray starts many listeners (GCS, raylet's node and object managers, the dashboard head and
+    agent, the runtime-env agent, Serve's controller, its HTTP and gRPC proxy, every replica's
+    gRPC servers, ...): every one in the server's process tree is on loopback, the two proxy
+    endpoints among them, and each of Ray's core processes does listen (so none escaped the check
+    by listening from outside the tree)."""
+    pid = rayserve.service.proc.pid
+    found = loopback_listeners(pid, at_least=8)
+    ports = {a.port for a in found}
+    assert {int(t.rsplit(":", 1)[1]) for t in rayserve.targets.values()} <= ports, (rayserve.targets, found)
+    by_process: dict[str, int] = {}
+    for p in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+        try:
+            n = sum(c.status == psutil.CONN_LISTEN for c in p.net_connections(kind="inet"))
+            name = " ".join(p.cmdline()[:1]) or p.name()
+        except psutil.Error:
+            continue
+        for key in ("gcs_server", "raylet", "ServeController", "ProxyActor", "ServeReplica:ffnn:",
+                    "DashboardAgent"):
+            if key in name and n:
+                by_process[key] = by_process.get(key, 0) + n
+    assert set(by_process) == {"gcs_server", "raylet", "ServeController", "ProxyActor", "ServeReplica:ffnn:",
+                               "DashboardAgent"}, by_process
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -69,7 +98,7 @@ def test_results_carry_server_timings(rayserve, kind):
     finally:
         client.close()
     assert r.output.shape == (4, 10)
-    assert r.server == rayserve.server
+    assert r.server == SERVER_NAME
     assert r.server_inference_ns > 0
 
 

@@ -23,7 +23,10 @@ from serving.tfserving import launcher
 from serving.tfserving.remote_client import ClientHost
 from tests.conformance_serving import Served
 from tests.conformance_serving import *  # noqa: F401,F403
+from tests.procs import loopback_listeners
 
+# exactly who answers: our Scoring server speaking TF Serving's protocol (real TF Serving names
+# nobody, so its answers read "tf-serving")
 SERVER_NAME = "crayfish-scoring (tf-serving protocol)"
 
 
@@ -49,8 +52,14 @@ def served(tfserving):
     return Served(
         make_client=lambda model, timeout_s: host.client(running.kind, running.target, model, timeout_s=timeout_s),
         hung_model="ffnn-hung",
-        server_name=running.server,
+        server_name=SERVER_NAME,
     )
+
+
+def test_listens_on_loopback_only(tfserving):
+    running, _ = tfserving
+    found = loopback_listeners(running.service.proc.pid)
+    assert int(running.target.rsplit(":", 1)[1]) in {a.port for a in found}, (running.target, found)
 
 
 def test_answer_says_which_server_and_timings(served):

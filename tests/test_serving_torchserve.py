@@ -24,6 +24,11 @@ from serving.errors import BadInputError, ServingError
 from serving.models import model_paths, reference_forward
 from serving.torchserve import launcher, wire
 from tests.conformance_serving import processes_in_session
+from tests.procs import loopback_listeners
+
+# exactly who answers (envs/torch/requirements.txt pins torchserve==0.12.0); the handler inside
+# TorchServe's worker names it in every answer frame
+SERVER_NAME = "torchserve 0.12.0"
 
 EXTRA = {**launcher.HUNG_MODELS,
          "ffnn-batched": {"model": "ffnn", "batch_size": 4, "max_batch_delay_ms": 200}}
@@ -54,7 +59,7 @@ def served(torchserve):
         make_client=lambda model, timeout_s: create_client("torchserve", torchserve.target, model,
                                                            timeout_s=timeout_s, max_in_flight=4),
         hung_model="ffnn-hung",
-        server_name=torchserve.server,
+        server_name=SERVER_NAME,
     )
 
 
@@ -71,13 +76,16 @@ def _ref(x: np.ndarray) -> np.ndarray:
 
 # -- TorchServe specifics ----------------------------------------------------------------------
 def test_server_name_and_results(torchserve):
-    assert torchserve.kind == "torchserve" and torchserve.server == "torchserve 0.12.0"
+    assert torchserve.kind == "torchserve" and torchserve.server == SERVER_NAME
     client = create_client("torchserve", torchserve.target, "ffnn", timeout_s=10.0)
     try:
         r = client.score(_x(4))
+        # the name comes from the server's answer, not from the client or the launcher's record
+        raw = client._stub.Predictions(client._request(_x(1)), timeout=10.0, metadata=client._metadata)
     finally:
         client.close()
-    assert r.server == "torchserve 0.12.0" and r.server_inference_ns > 0
+    assert r.server == SERVER_NAME and r.server_inference_ns > 0
+    assert raw.prediction[:4] == wire.OK_SERVER_MAGIC and wire.decode_response(raw.prediction)[2] == SERVER_NAME
 
 
 def test_every_listener_binds_localhost(torchserve):
@@ -86,11 +94,13 @@ def test_every_listener_binds_localhost(torchserve):
         assert f"{key}=http://127.0.0.1:" in cfg
     for key in ("grpc_inference_address", "grpc_management_address"):
         assert f"{key}=127.0.0.1\n" in cfg
-    java = psutil.Process(torchserve.service.proc.pid)
-    listening = [c.laddr for c in java.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
-    assert len(listening) == 5, listening
-    assert all(a.ip == "127.0.0.1" for a in listening), listening
-    assert not {8080, 8081, 8082, 7070, 7071} & {a.port for a in listening}
+    # the whole tree (the Java frontend and its Python workers): loopback only, and exactly the
+    # five endpoints (HTTP inference / management / metrics, gRPC inference / management)
+    found = loopback_listeners(torchserve.service.proc.pid, at_least=5)
+    endpoints = {int(a.rsplit(":", 1)[1]) for a in (torchserve.target, torchserve.management_target,
+                                                   *torchserve.http.values())}
+    assert len(endpoints) == 5 and {a.port for a in found} == endpoints, (endpoints, found)
+    assert not {8080, 8081, 8082, 7070, 7071} & endpoints
 
 
 def test_token_auth_is_on_and_enforced(torchserve, tmp_path):
@@ -149,9 +159,14 @@ def test_wire_roundtrip_and_errors():
     req = wire.encode_request(x)
     assert req["shape"] == b"3,1,784" and len(req["data"]) == x.nbytes
     np.testing.assert_array_equal(wire.decode_request({k: bytearray(v) for k, v in req.items()}), x)
-    y, ns = wire.decode_response(wire.encode_response(x[:, 0, :10], 1234))
-    assert ns == 1234 and y.shape == (3, 10)
+    y, ns, server = wire.decode_response(wire.encode_response(x[:, 0, :10], 1234))
+    assert ns == 1234 and y.shape == (3, 10) and server == ""
     np.testing.assert_array_equal(y, x[:, 0, :10])
+    y, ns, server = wire.decode_response(wire.encode_response(x[:, 0, :10], 99, "torchserve 9.9 (ü)"))
+    assert ns == 99 and server == "torchserve 9.9 (ü)"
+    np.testing.assert_array_equal(y, x[:, 0, :10])
+    with pytest.raises(wire.WireError, match="needs 120 bytes"):
+        wire.decode_response(wire.encode_response(x[:, 0, :10], 1, "ts")[:-3])
     with pytest.raises(wire.WireError, match="needs 9408 bytes"):
         wire.decode_request({"data": b"\0" * 8, "shape": b"3,1,784"})
     with pytest.raises(wire.WireError, match="bad shape"):

@@ -38,8 +38,11 @@ class ScoringClient(ExternalClient):
 
     @staticmethod
     def _result(resp: scoring_pb2.ScoreResponse) -> ClientResult:
+        # `server` is what the server says it is (our server: "crayfish-scoring", Ray Serve's
+        # deployment: "ray-serve <version>"); never filled in here, so an answer from a server
+        # that names nobody (or the wrong one) shows as such in the run record.
         return ClientResult(output=from_tensor(resp.output), server_inference_ns=resp.inference_ns,
-                            server_queue_ns=resp.queue_ns, server=resp.server or ScoringClient.server)
+                            server_queue_ns=resp.queue_ns, server=resp.server)
 
     def score(self, x: np.ndarray, traceparent: str | None = None) -> ClientResult:
         from serving.errors import error_from_status

@@ -107,7 +107,6 @@ class TorchServeClient(ExternalClient):
         info = server_info(target) or {}
         self.key_file = key_file or info.get("key_file")
         self.management_target = management_target or info.get("management_target")
-        self.server = f"torchserve {info.get('version') or self._pb.version}"
         self._keys = self._load_keys()
         opts = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
@@ -139,7 +138,7 @@ class TorchServeClient(ExternalClient):
 
     def _result(self, resp) -> ClientResult:
         try:
-            out, inference_ns = wire.decode_response(resp.prediction)
+            out, inference_ns, server = wire.decode_response(resp.prediction)
         except wire.RemoteError as exc:
             from serving.errors import BackendError, BadInputError
 
@@ -148,7 +147,9 @@ class TorchServeClient(ExternalClient):
             from serving.errors import BackendError
 
             raise BackendError(f"torchserve: {exc}") from None
-        return ClientResult(output=out, server_inference_ns=inference_ns, server=self.server)
+        # who answered, as the handler inside TorchServe names it ("torchserve 0.12.0"); a
+        # handler that names nobody leaves the bare kind, never a version taken on trust
+        return ClientResult(output=out, server_inference_ns=inference_ns, server=server or self.server)
 
     def score(self, x: np.ndarray, traceparent: str | None = None) -> ClientResult:
         try:

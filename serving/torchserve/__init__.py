@@ -35,7 +35,9 @@ Pieces
     The custom handler (function entry point ``handle``): decodes raw tensors
     (:mod:`serving.torchserve.wire`: little-endian float32 bytes + a shape, not the text list the
     original Crayfish sent), scores them with the TorchScript module, returns raw float32 bytes
-    with the model-call time; answers TorchServe's customized describe with the tensor metadata.
+    with the model-call time and the name of the TorchServe it runs in (``torchserve 0.12.0``,
+    what the client reports as the server that answered); answers TorchServe's customized
+    describe with the tensor metadata.
 ``wire.py``
     That encoding (numpy only; shared by handler and client).
 ``grpc_stubs.py``

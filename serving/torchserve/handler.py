@@ -73,6 +73,10 @@ class _Handler:
         if os.environ.get("CRAYFISH_TS_WARMUP", "1") == "1" and self.sleep_s <= 0:
             self.scorer.warmup(batch_size=1)
         self.item_shape = tuple(self.spec.input_shape)
+        # who answers, named in every answer frame: the TorchServe this worker runs in
+        from ts.version import __version__ as ts_version
+
+        self.server = f"torchserve {ts_version}"
         logger.info("crayfish handler ready: %s", json.dumps(self.scorer.describe()))
         if os.environ.get("CRAYFISH_TS_QUIET", "0") == "1":
             # TorchServe's worker logs (INFO) a line per request to stdout, which the frontend
@@ -108,7 +112,7 @@ class _Handler:
                 raise self._prediction_exception(str(exc), 400) from None
             t0 = time.perf_counter_ns()
             y = self.scorer.score(x)
-            return [wire.encode_response(y, time.perf_counter_ns() - t0)]
+            return [wire.encode_response(y, time.perf_counter_ns() - t0, self.server)]
         xs: list[np.ndarray | None] = []
         out: list[bytes | None] = [None] * len(data)
         for i, request in enumerate(data):
@@ -125,7 +129,7 @@ class _Handler:
             pos = 0
             for i, x in enumerate(xs):
                 if x is not None:
-                    out[i] = wire.encode_response(y[pos:pos + x.shape[0]], ns)
+                    out[i] = wire.encode_response(y[pos:pos + x.shape[0]], ns, self.server)
                     pos += x.shape[0]
         return out
 

@@ -13,11 +13,15 @@ Request (``PredictionsRequest.input``)::
 
 Response (``PredictionResponse.prediction``), one of::
 
-    b"CFT1" | u64 inference_ns | u32 ndim | ndim x i64 dims | float32 data   (all little-endian)
+    b"CFT2" | u64 inference_ns | u32 ndim | u32 n | ndim x i64 dims | float32 data | n bytes server
+    b"CFT1" | u64 inference_ns | u32 ndim | ndim x i64 dims | float32 data   (no server named)
     b"CFE1" | u32 code | UTF-8 message
+                                                                    (all little-endian)
 
 ``inference_ns`` is the time the handler spent in the model call (``server_inference_ns`` of a
-``ClientResult``). The ``CFE1`` error frame is used only inside a TorchServe server-side batch
+``ClientResult``); ``server`` (UTF-8) is who answered, as the handler knows it from inside
+TorchServe's worker (``"torchserve 0.12.0"``: the ``ts`` package running it), which the client
+reports as ``ClientResult.server``. The ``CFE1`` error frame is used only inside a TorchServe server-side batch
 (``batch_size`` > 1), where TorchServe cannot fail one request of the batch with its own status;
 a request scored alone fails with a real gRPC status instead (the handler raises TorchServe's
 ``PredictionException`` with ``code``, which TorchServe maps 400 -> INVALID_ARGUMENT, ...).
@@ -33,9 +37,11 @@ DATA_KEY = "data"
 SHAPE_KEY = "shape"
 DTYPE_KEY = "dtype"
 OK_MAGIC = b"CFT1"
+OK_SERVER_MAGIC = b"CFT2"
 ERR_MAGIC = b"CFE1"
 _F32 = np.dtype("<f4")
 _HEAD = struct.Struct("<4sQI")
+_HEAD2 = struct.Struct("<4sQII")
 _ERR = struct.Struct("<4sI")
 
 
@@ -80,32 +86,42 @@ def decode_request(inputs: dict) -> np.ndarray:
     return np.frombuffer(data, dtype=_F32).reshape(shape)
 
 
-def encode_response(y: np.ndarray, inference_ns: int = 0) -> bytes:
+def encode_response(y: np.ndarray, inference_ns: int = 0, server: str = "") -> bytes:
+    """An answer frame: ``CFT2`` naming ``server``, or ``CFT1`` when ``server`` is empty."""
     y = np.ascontiguousarray(y, dtype=_F32)
-    return b"".join((_HEAD.pack(OK_MAGIC, inference_ns, y.ndim),
-                     struct.pack(f"<{y.ndim}q", *y.shape), y.tobytes()))
+    dims = struct.pack(f"<{y.ndim}q", *y.shape)
+    if not server:
+        return b"".join((_HEAD.pack(OK_MAGIC, inference_ns, y.ndim), dims, y.tobytes()))
+    name = server.encode("utf-8")
+    return b"".join((_HEAD2.pack(OK_SERVER_MAGIC, inference_ns, y.ndim, len(name)), dims, y.tobytes(), name))
 
 
 def encode_error(code: int, message: str) -> bytes:
     return _ERR.pack(ERR_MAGIC, code) + message.encode("utf-8", errors="replace")
 
 
-def decode_response(body: bytes) -> tuple[np.ndarray, int]:
-    """``(output, inference_ns)``; an error frame raises ``WireError`` subclass
-    :class:`RemoteError` with its code."""
+def decode_response(body: bytes) -> tuple[np.ndarray, int, str]:
+    """``(output, inference_ns, server)`` (``server`` "" for a ``CFT1`` frame); an error frame
+    raises ``WireError`` subclass :class:`RemoteError` with its code."""
     magic = bytes(body[:4])
     if magic == ERR_MAGIC:
         _, code = _ERR.unpack_from(body)
         raise RemoteError(code, bytes(body[_ERR.size:]).decode("utf-8", errors="replace"))
-    if magic != OK_MAGIC or len(body) < _HEAD.size:
+    if magic == OK_MAGIC and len(body) >= _HEAD.size:
+        _, inference_ns, ndim = _HEAD.unpack_from(body)
+        head, name_len = _HEAD.size, 0
+    elif magic == OK_SERVER_MAGIC and len(body) >= _HEAD2.size:
+        _, inference_ns, ndim, name_len = _HEAD2.unpack_from(body)
+        head = _HEAD2.size
+    else:
         raise WireError(f"not a crayfish tensor response (starts with {bytes(body[:16])!r})")
-    _, inference_ns, ndim = _HEAD.unpack_from(body)
-    off = _HEAD.size + 8 * ndim
-    shape = struct.unpack_from(f"<{ndim}q", body, _HEAD.size)
+    off = head + 8 * ndim
+    shape = struct.unpack_from(f"<{ndim}q", body, head)
     n = int(np.prod(shape)) if shape else 1
-    if len(body) - off != 4 * n:
-        raise WireError(f"response shape {list(shape)} needs {4 * n} bytes, got {len(body) - off}")
-    return np.frombuffer(body, dtype=_F32, offset=off).reshape(shape), inference_ns
+    if len(body) - off - name_len != 4 * n:
+        raise WireError(f"response shape {list(shape)} needs {4 * n} bytes, got {len(body) - off - name_len}")
+    server = bytes(body[len(body) - name_len:]).decode("utf-8", errors="replace") if name_len else ""
+    return np.frombuffer(body, dtype=_F32, count=n, offset=off).reshape(shape), inference_ns, server
 
 
 class RemoteError(WireError):

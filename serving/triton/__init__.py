@@ -40,6 +40,10 @@ Triton's, so ``max_batch_size`` > 0). Backends of an instance's callable (``serv
 ``instances`` (the paper's mp) is Triton's ``instance_group [{count: instances, kind: KIND_CPU}]``:
 PyTriton binds that many callables, so up to ``instances`` requests of the model run at once,
 each on its own ORT session; more wait in Triton's scheduler queue (FIFO).
+``RunningServer.stats()`` says what the callables saw (``server.py`` rewrites ``stats.json`` in
+the work dir every 0.5 s): per model ``executions``, ``rows``, ``max_batch_rows`` (rows of the
+largest execution: requests Triton's dynamic batcher concatenated) and
+``peak_concurrent_executions`` (instances that really ran at once).
 
 Knobs of :func:`serving.triton.launcher.start`
 ----------------------------------------------

@@ -26,6 +26,7 @@ from services.runner.processes import Service, ServiceError, wait_file
 ENV_NAME = "triton"
 KIND = "triton"
 DEFAULT_LOG_DIR = REPO_ROOT / ".cache" / "triton" / "logs"
+STATS_FILE = "stats.json"        # in the work dir: RunningServer.stats()
 POLL_S = 0.05
 
 # A model that sleeps far past any test deadline (the conformance suite's hung_model).
@@ -66,6 +67,17 @@ class RunningServer:
     log_path: Path | None = None
     workdir: Path | None = None     # PyTriton workspace + TMPDIR of the server; removed at stop
     info: dict[str, Any] = field(default_factory=dict)   # the server's ready file (+ stop_timeout_s)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """What each model's instances saw so far, as the server last wrote it (at most 0.5 s
+        old): ``{model: {"executions", "rows", "max_batch_rows", "peak_concurrent_executions",
+        "running"}}`` (see :mod:`serving.triton.server`); ``{}`` once stopped."""
+        if self.workdir is None:
+            return {}
+        try:
+            return json.loads((self.workdir / STATS_FILE).read_text())
+        except FileNotFoundError:
+            return {}
 
     def stop(self) -> None:
         """SIGTERM ``server.py`` (PyTriton stops Triton and cleans up), SIGKILL what is left of
@@ -206,6 +218,7 @@ def start(model: str = "ffnn", instances: int = 1, models_dir: Path | None = Non
         "log_verbose": int(opt["log_verbose"]),
         "exit_timeout_s": int(opt["exit_timeout_s"]),
         "ready_file": str(ready_file),
+        "stats_file": str(workdir / STATS_FILE),
         "workspace": str(workdir / "workspace"),
         "models": models,
     }

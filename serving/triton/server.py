@@ -15,6 +15,13 @@ loopback ports -> ``Triton(config=...).bind(...)`` every model with ``instances`
 ``triton.run()`` (returns when Triton is up and every model is loaded) -> write the ready file
 (ports, versions) -> serve until SIGTERM/SIGINT -> ``triton.stop()`` (stops tritonserver, its
 stubs, removes PyTriton's workspace and shared memory) -> exit 0.
+
+While serving, ``stats_file`` (if configured) is rewritten (atomically, at most every 0.5 s, when
+something changed) with what each model's instances saw: ``{model: {"executions", "rows",
+"max_batch_rows", "peak_concurrent_executions", "running"}}`` -- executions are the instance
+calls after Triton's dynamic batching, so ``max_batch_rows`` shows requests Triton concatenated
+and ``peak_concurrent_executions`` how many instances of the model really ran at once (Triton's
+own statistics endpoint is token-protected by PyTriton and has no concurrency figure).
 """
 
 from __future__ import annotations
@@ -177,18 +184,58 @@ def _make_scorer(spec: dict[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
     raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
 
 
-def _infer_callable(scorer: Callable[[np.ndarray], np.ndarray], input_name: str, output_name: str):
+class _ModelStats:
+    """What the instances of one model saw (shared by them; see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = 0
+        self._d = {"executions": 0, "rows": 0, "max_batch_rows": 0, "peak_concurrent_executions": 0}
+
+    def begin(self, rows: int) -> None:
+        with self._lock:
+            self._running += 1
+            d = self._d
+            d["executions"] += 1
+            d["rows"] += rows
+            d["max_batch_rows"] = max(d["max_batch_rows"], rows)
+            d["peak_concurrent_executions"] = max(d["peak_concurrent_executions"], self._running)
+
+    def end(self) -> None:
+        with self._lock:
+            self._running -= 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return {**self._d, "running": self._running}
+
+
+def _write_json(path: str, data: Any) -> None:
+    tmp = Path(path + ".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+def _infer_callable(scorer: Callable[[np.ndarray], np.ndarray], input_name: str, output_name: str,
+                    stats: _ModelStats | None = None):
     """The PyTriton inference callable of one instance. ``@batch`` concatenates the requests
     Triton hands over at once (more than one only with dynamic batching) and splits the output
     back per request."""
     from pytriton.decorators import batch
+
+    stats = stats or _ModelStats()
 
     @batch
     def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
         x = inputs[input_name]
         if x.dtype != np.float32:       # Triton already checked FP32; keep the scorer's contract
             x = x.astype(np.float32)
-        return {output_name: np.ascontiguousarray(scorer(x), dtype=np.float32)}
+        stats.begin(x.shape[0])
+        try:
+            y = scorer(x)
+        finally:
+            stats.end()
+        return {output_name: np.ascontiguousarray(y, dtype=np.float32)}
 
     return infer
 
@@ -225,6 +272,8 @@ def serve(cfg: dict[str, Any]) -> int:
     )
 
     models: dict[str, dict[str, Any]] = cfg["models"]
+    stats = {name: _ModelStats() for name in models}
+    stats_file = cfg.get("stats_file")
     t0 = time.monotonic()
     triton = Triton(config=triton_cfg, workspace=cfg.get("workspace"))
     stop = threading.Event()
@@ -241,7 +290,8 @@ def serve(cfg: dict[str, Any]) -> int:
     try:
         for name, spec in models.items():
             instances = int(spec.get("instances", 1))
-            callables = [_infer_callable(_make_scorer(spec), spec["input_name"], spec["output_name"])
+            callables = [_infer_callable(_make_scorer(spec), spec["input_name"], spec["output_name"],
+                                         stats[name])
                          for _ in range(instances)]
             db = spec.get("dynamic_batching")
             batcher = (DynamicBatcher(max_queue_delay_microseconds=int(db.get("max_queue_delay_us", 0)),
@@ -269,17 +319,26 @@ def serve(cfg: dict[str, Any]) -> int:
             "models": list(models),
             "startup_s": round(time.monotonic() - t0, 3),
         }
+        last_stats = None
+
+        def write_stats() -> None:
+            nonlocal last_stats
+            snap = {name: st.snapshot() for name, st in stats.items()}
+            if stats_file and snap != last_stats:
+                _write_json(stats_file, snap)
+                last_stats = snap
+
+        write_stats()
         ready = cfg.get("ready_file")
         if ready:
-            tmp = Path(ready + ".tmp")
-            tmp.write_text(json.dumps(info))
-            tmp.replace(ready)
+            _write_json(ready, info)
         serving = True
         LOG.info("serving on %s:%d (gRPC) after %.1fs", host, grpc_port, info["startup_s"])
         while not stop.wait(0.5):
             if not triton.is_alive():
                 LOG.error("tritonserver or a model proxy died")
                 return 1
+            write_stats()
         return 0
     finally:
         try:

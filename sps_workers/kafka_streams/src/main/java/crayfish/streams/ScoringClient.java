@@ -22,7 +22,6 @@ import java.util.concurrent.TimeUnit;
  */
 final class ScoringClient implements AutoCloseable {
     static final String KIND = "scoring";
-    static final String SERVER = "crayfish-scoring";
     private static final int MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 
     final String target;
@@ -84,7 +83,7 @@ final class ScoringClient implements AutoCloseable {
         } catch (Tensors.TensorError e) {
             throw new CallError("TensorError", e.getMessage(), true, Operator.SCORING_ERROR);
         }
-        String server = resp.getServer().isEmpty() ? SERVER : resp.getServer();
+        String server = resp.getServer();  // what the server says it is: never filled in here
         return new Answer(resp.getOutput(), resp.getInferenceNs(), resp.getQueueNs(), server);
     }
 
