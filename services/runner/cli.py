@@ -27,6 +27,93 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _load(file: Path):
+    """The experiment of ``file``, every sweep point of it validated too (a bad sweep value would
+    otherwise fail mid-run, after the broker started); any problem ends the command with one line."""
+    from pydantic import ValidationError
+
+    from services.runner.experiment import ExperimentError, format_validation_error, load_experiment
+
+    try:
+        exp = load_experiment(file)
+    except ExperimentError as exc:
+        _fail(str(exc))
+    except UnicodeDecodeError:
+        _fail(f"{file}: not UTF-8 text (an experiment file is YAML)")
+    except OSError as exc:  # a folder, no permission, ...
+        _fail(f"{file}: cannot read: {exc.strerror or exc}")
+    for params in exp.points():
+        try:
+            exp.with_overrides(params)
+        except ValidationError as exc:
+            point = ", ".join(f"{k}={v}" for k, v in params.items())
+            _fail(f"{file}: sweep point {point}: {format_validation_error(exc)}")
+    return exp
+
+
+def _external_targets(exp) -> set[tuple[str, str]]:
+    """(server, target) of every point that calls an already running model server."""
+    found = set()
+    for params in exp.points():
+        sv = exp.with_overrides(params).serving
+        if sv.kind == "external" and sv.target:
+            found.add((sv.server, sv.target))
+    return found
+
+
+def _check_server(server: str, target: str, timeout_s: float = 10.0) -> None:
+    """Fail in one line unless something listens at ``target`` (else every batch of the run would be
+    dead-lettered with connection errors and the run would still end with exit code 0)."""
+    import socket
+
+    host, sep, port = target.split("://", 1)[-1].rstrip("/").rpartition(":")
+    if not (sep and host and port.isdigit()):
+        return  # not host:port (e.g. a unix socket); the client reports what is wrong
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+                return
+        except OSError as exc:
+            if time.monotonic() >= deadline:
+                _fail(f"model server {server} at {target} does not answer ({exc.strerror or exc}; "
+                      f"waited {timeout_s:.0f} s)")
+        time.sleep(0.2)
+
+
+def _check_bootstrap(bootstrap: str, timeout_s: float = 10.0) -> None:
+    """Fail in one line, within ``timeout_s``, unless a Kafka broker of ``bootstrap`` answers (instead
+    of a traceback from the first topic creation of the run, 30 s later)."""
+    from services.broker.launcher import BrokerError, wait_ready
+
+    servers = [x.strip() for x in bootstrap.split(",")]
+    for server in servers:
+        host, sep, port = server.rpartition(":")
+        if not (sep and host and port.isdigit()):
+            _fail(f"Kafka bootstrap {bootstrap!r}: expected host:port[,host:port ...]")
+    for server in servers:
+        try:
+            wait_ready(server, timeout_s=timeout_s / len(servers))
+            return
+        except BrokerError:
+            continue
+    _fail(f"Kafka at {bootstrap} does not answer (nothing listening there, or not a Kafka broker; "
+          f"waited {timeout_s:.0f} s)")
+
+
+def _summary_of(run_dir: Path) -> dict:
+    """The parsed summary.json of a run folder; a folder without a readable one fails in one line."""
+    import json
+
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        _fail(f"{run_dir}: no summary.json (not a run folder?)")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        _fail(f"{path}: not a readable summary ({str(exc).splitlines()[0]})")
+
+
 def _stop_cleanly_on_sigterm() -> None:
     """SIGTERM (kill, a CI timeout, systemd) unwinds like Ctrl-C: every ``finally`` of the run stops
     its worker, generator, collector, model server and broker instead of leaving them running."""
@@ -47,14 +134,10 @@ def run(file: Path = typer.Argument(..., help="Experiment YAML file."),
                                                   "folder, e.g. .cache/stack/stack.json): its Kafka, and spans "
                                                   "over OTLP to its Jaeger.")):
     """Run an experiment and write summary.json, batches.parquet and manifest.json."""
-    from services.runner.experiment import ExperimentError, load_experiment
     from services.runner.experiments import run_experiment
     from services.runner.report import print_summary
 
-    try:
-        exp = load_experiment(file)
-    except ExperimentError as exc:
-        _fail(str(exc))
+    exp = _load(file)
     if bootstrap:
         exp.kafka.bootstrap = bootstrap
     if stack:
@@ -68,14 +151,20 @@ def run(file: Path = typer.Argument(..., help="Experiment YAML file."),
             _fail(str(exc))
         exp.kafka.bootstrap = bootstrap or endpoints["kafka_bootstrap"]
         os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoints["otlp_grpc"]  # inherited by every service started
+    if exp.kafka.bootstrap:
+        _check_bootstrap(exp.kafka.bootstrap)
+    for server, target in sorted(_external_targets(exp)):
+        _check_server(server, target)
     out = out or Path("runs") / f"{exp.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    from confluent_kafka import KafkaException
+
     from services.broker.launcher import BrokerError
     from services.runner.processes import ServiceError
 
     _stop_cleanly_on_sigterm()
     try:
         summary = run_experiment(exp, out, console=console, source_file=file)
-    except (BrokerError, ServiceError, RuntimeError) as exc:
+    except (BrokerError, ServiceError, RuntimeError, KafkaException, TimeoutError) as exc:
         _fail(f"run failed: {exc}\n(logs of each service are in {out}/points/*/*/*.log)")
     print_summary(summary, console)
     console.print(f"\nrun folder: [bold]{out}[/]  (summary.json, batches.parquet, manifest.json)")
@@ -84,14 +173,9 @@ def run(file: Path = typer.Argument(..., help="Experiment YAML file."),
 @app.command()
 def hops(run_dir: Path = typer.Argument(..., help="A run folder written by `crayfish run`.")):
     """Where the milliseconds went: per-hop p50/p99 of the traced batches of every point."""
-    import json
-
     from rich.table import Table
 
-    summary_path = run_dir / "summary.json"
-    if not summary_path.exists():
-        _fail(f"{run_dir}: no summary.json (not a run folder?)")
-    summary = json.loads(summary_path.read_text())
+    summary = _summary_of(run_dir)
     shown = 0
     for i, p in enumerate(summary.get("points", [])):
         h = p.get("hops_traced")
@@ -115,8 +199,9 @@ def hops(run_dir: Path = typer.Argument(..., help="A run folder written by `cray
                                   "server spans" if parts.get("source", {}).get("spans") else "server-reported")
         console.print(t)
         sc = h.get("sum_check", {})
+        residual = 100 * (sc.get("residual_frac") or 0)  # None when the mean e2e is 0
         console.print(f"hops sum to {sc.get('hops_sum_mean_ms', 0):.3f} ms vs e2e {sc.get('e2e_mean_ms', 0):.3f} ms "
-                      f"(residual {100 * sc.get('residual_frac', 0):.2f} %, {'ok' if sc.get('ok') else 'NOT within 5 %'})")
+                      f"(residual {residual:.2f} %, {'ok' if sc.get('ok') else 'NOT within 5 %'})")
     if not shown:
         _fail(f"{run_dir}: no traced batches (set trace_sample in the experiment, or OTEL_TRACES_SAMPLER)")
 
@@ -127,8 +212,7 @@ def report(run_dir: Path = typer.Argument(..., help="A run folder written by `cr
     """Write the run's self-contained HTML report (charts, tables, verdicts, resources, manifest)."""
     from services.report import write_report
 
-    if not (run_dir / "summary.json").exists():
-        _fail(f"{run_dir}: no summary.json (not a run folder?)")
+    _summary_of(run_dir)
     console.print(f"report: [bold]{write_report(run_dir, out)}[/]")
 
 
@@ -140,8 +224,7 @@ def compare(run_a: Path = typer.Argument(..., help="Run folder A (the reference)
     from services.report.compare import compare_runs, default_out, print_comparison, write_comparison_html
 
     for d in (run_a, run_b):
-        if not (d / "summary.json").exists():
-            _fail(f"{d}: no summary.json (not a run folder?)")
+        _summary_of(d)
     result = compare_runs(run_a, run_b)
     print_comparison(result, console)
     console.print(f"comparison: [bold]{write_comparison_html(result, out or default_out(run_a, run_b))}[/]")
@@ -150,54 +233,98 @@ def compare(run_a: Path = typer.Argument(..., help="Run folder A (the reference)
 @app.command()
 def validate(file: Path = typer.Argument(..., help="Experiment YAML file.")):
     """Check an experiment file without running it."""
-    from services.runner.experiment import ExperimentError, load_experiment
+    exp = _load(file)
+    console.print(f"{file}: ok ({len(exp.points())} point(s){', + search' if exp.search else ''})")
+
+
+def _background_state_dir() -> Path:
+    """Where the background broker's state lives. Not the launcher's default folder (.cache/broker):
+    every broker started there (each `crayfish run` without --bootstrap, the test session, the
+    benchmarks) rewrites that state file, which would hide the background broker from `status` and
+    `stop` and leave it running."""
+    from services.broker import launcher
+
+    return launcher.CACHE_DIR / "broker" / "background"
+
+
+def _broker_alive(handle) -> bool:
+    """Whether the process of ``handle`` still is that broker (not exited, its pid not reused)."""
+    import psutil
 
     try:
-        exp = load_experiment(file)
-    except ExperimentError as exc:
-        _fail(str(exc))
-    console.print(f"{file}: ok ({len(exp.points())} point(s){', + search' if exp.search else ''})")
+        proc = psutil.Process(handle.pid)
+        cmdline = proc.cmdline()
+        zombie = proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+    return not zombie and "kafka.Kafka" in cmdline and str(Path(handle.data_dir) / "server.properties") in cmdline
+
+
+def _forget_broker(handle) -> None:
+    import shutil
+
+    from services.broker import launcher
+
+    launcher.clear_state(_background_state_dir())
+    shutil.rmtree(handle.data_dir, ignore_errors=True)
 
 
 @broker_app.command("start")
 def broker_start():
     """Start a local broker in the background; prints its bootstrap address."""
+    import subprocess
+
     from services.broker import launcher
 
-    existing = launcher.read_state()
+    state = _background_state_dir()
+    existing = launcher.read_state(state)
     if existing is not None:
-        try:
-            launcher.wait_ready(existing.bootstrap, timeout_s=3)
-            console.print(existing.bootstrap)
-            return
-        except launcher.BrokerError:
-            launcher.clear_state()
-    handle = launcher.start()
+        if _broker_alive(existing):
+            try:
+                launcher.wait_ready(existing.bootstrap, timeout_s=3)
+                console.print(existing.bootstrap)
+                return
+            except launcher.BrokerError:
+                launcher.stop(existing)  # running but not answering: replace it
+        _forget_broker(existing)
+    try:
+        handle = launcher.start(state_dir=state)
+    except launcher.BrokerError as exc:
+        _fail(f"the broker did not start: {str(exc).splitlines()[0]} (logs under {state})")
+    except subprocess.CalledProcessError as exc:
+        _fail(f"fetching the Kafka jars failed: {' '.join(map(str, exc.cmd[:2]))} ... exited with {exc.returncode}")
     console.print(handle.bootstrap)
 
 
 @broker_app.command("stop")
 def broker_stop():
-    """Stop the broker started by `crayfish broker start`."""
+    """Stop the broker started by `crayfish broker start` (exit 0 also when none runs)."""
     from services.broker import launcher
 
-    handle = launcher.read_state()
+    handle = launcher.read_state(_background_state_dir())
     if handle is None:
         console.print("no broker running")
         return
+    if not _broker_alive(handle):
+        _forget_broker(handle)
+        console.print(f"no broker running (the one at {handle.bootstrap} had exited)")
+        return
     launcher.stop(handle)
-    launcher.clear_state()
+    launcher.clear_state(_background_state_dir())
     console.print(f"stopped broker at {handle.bootstrap}")
 
 
 @broker_app.command("status")
 def broker_status():
-    """Say whether the background broker answers."""
+    """Say whether the background broker answers (exit 0), or not (exit 1)."""
     from services.broker import launcher
 
-    handle = launcher.read_state()
+    handle = launcher.read_state(_background_state_dir())
     if handle is None:
         console.print("no broker running")
+        raise typer.Exit(1)
+    if not _broker_alive(handle):
+        console.print(f"no broker running (the one at {handle.bootstrap} has exited)")
         raise typer.Exit(1)
     try:
         launcher.wait_ready(handle.bootstrap, timeout_s=3)
@@ -218,7 +345,10 @@ def models_build(model: str = typer.Option("all", help="ffnn | resnet50 | all"),
     for name in names:
         if name not in MODELS:
             _fail(f"unknown model {name!r}; known: {', '.join(MODELS)}")
-        art = build_model(name, Path(dir or default_models_dir()), seed=seed)
+        try:
+            art = build_model(name, Path(dir or default_models_dir()), seed=seed)
+        except OSError as exc:
+            _fail(f"cannot write the models to {dir or default_models_dir()}: {exc.strerror or exc}")
         console.print(f"{name}: {art.onnx}")
 
 
