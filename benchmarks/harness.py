@@ -54,7 +54,7 @@ def generator_alone(bootstrap: str, out_dir: Path, rate: float, s: BenchSettings
         attempts.append({"processes": procs, "target_rate_bps": rep["target_rate_bps"],
                          "achieved_rate_bps": rep["achieved_rate_bps"],
                          "achieved_over_target": rep.get("achieved_over_target"), "sent": rep["sent"],
-                         "acknowledged": rep["acknowledged"], "delivery_failures": rep["delivery_failures"],
+                         "produced": rep["produced"], "delivery_failures": rep["delivery_failures"],
                          "lateness_ms": rep["lateness_ms"], "held": held, "wall_s": round(time.monotonic() - t, 2),
                          "settings": gs.model_dump(mode="json"), "dir": str(d)})
         if held:
@@ -114,7 +114,7 @@ def collector_alone(bootstrap: str, out_dir: Path, s: BenchSettings, log=print) 
                                  "intended_ns": now + seq, "created_ns": now + seq}), out_dir / "sent.parquet")
         cs = CollectorSettings(bootstrap=bootstrap, output_topic=topics.output,
                                dead_letter_topic=topics.dead_letter, input_topic=topics.input,
-                               worker_group=None, probe_topic=None, codec="protobuf",
+                               worker_group=None, codec="protobuf",
                                expect_file=str(out_dir / "sent.parquet"), drain_idle_s=10.0)
         log("harness: collector alone")
         gc.collect()

@@ -1,24 +1,41 @@
-"""Bound the offset between a host's wall clock and the broker's clock (LogAppendTime).
+"""The host's wall clock, and a bound on its offset from the broker's clock (LogAppendTime).
 
-A probe record is sent at t0 (host clock) and read back at t1; the broker stamped it with A (ms,
-truncated), so the true append instant lies in [A, A + 1 ms) of broker time and in [t0, t1] of host
-time. Hence offset = broker − host ∈ [A − t1, A + 1 ms − t0]. Intersecting the intervals of several
-probes tightens the bound. Latencies measured as (broker stamp − host stamp) are exact up to it.
+Latency is ``broker append stamp − generator created stamp``: two clocks. A probe record is sent at
+t0 (host clock) and read back at t1; the broker stamped it with A (ms, truncated), so the true
+append instant lies in [A, A + 1 ms) of broker time and in [t0, t1] of host time. Hence
+offset = broker − host ∈ [A − t1, A + 1 ms − t0]. Intersecting the intervals of several probes
+tightens the bound (:func:`combine`). Latencies measured as (broker stamp − host stamp) are exact
+up to it. On one host the offset is 0, so the bound must contain 0. The probes themselves go through
+the broker: :func:`crayfish.kafka.probe_skew`.
+
+:func:`host_clock` is the clock every stamp of the generator comes from. Its ``offset_ms`` is a
+test setting: it shifts the host clock by a known amount, which the bound must then contain
+(negated) and the latencies must show.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
-from confluent_kafka import Consumer, Producer, TopicPartition
-
-from crayfish.kafka import consumer_config, producer_config
+NS_PER_MS = 1_000_000
 
 
-@dataclass
+def host_clock(offset_ms: float = 0.0) -> Callable[[], int]:
+    """The wall clock in ns, shifted by ``offset_ms`` (a test setting; 0 = the plain clock, with no
+    cost on the hot path)."""
+    if not offset_ms:
+        return time.time_ns
+    shift = round(offset_ms * NS_PER_MS)
+    return lambda: time.time_ns() + shift
+
+
+@dataclass(frozen=True)
 class SkewBound:
+    """``broker_clock − host_clock`` lies in ``[lower_ms, upper_ms]``, from ``probes`` round trips
+    that came back; ``min_round_trip_ms`` is the fastest of them."""
+
     lower_ms: float
     upper_ms: float
     probes: int
@@ -28,6 +45,9 @@ class SkewBound:
     def width_ms(self) -> float:
         return self.upper_ms - self.lower_ms
 
+    def contains(self, offset_ms: float) -> bool:
+        return self.lower_ms <= offset_ms <= self.upper_ms
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["width_ms"] = self.width_ms
@@ -35,40 +55,17 @@ class SkewBound:
         return d
 
 
-def probe_skew(bootstrap: str, topic: str, probes: int = 10, timeout_s: float = 10.0) -> SkewBound:
-    producer = Producer(producer_config(bootstrap, **{"client.id": "skew-probe"}))
-    consumer = Consumer(consumer_config(bootstrap, f"skew-probe-{uuid.uuid4().hex[:8]}",
-                                        **{"enable.auto.commit": False, "fetch.wait.max.ms": 1}))
-    md = consumer.list_topics(topic, timeout=timeout_s)
-    parts = list(md.topics[topic].partitions)
-    # Start reading at the current end so earlier probes are not mistaken for ours.
-    assignment = []
-    for p in parts:
-        _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
-        assignment.append(TopicPartition(topic, p, high))
-    consumer.assign(assignment)
-    lower, upper, rtt = -float("inf"), float("inf"), float("inf")
-    try:
-        for i in range(probes):
-            token = uuid.uuid4().bytes
-            t0 = time.time_ns()
-            producer.produce(topic, token, partition=parts[0])
-            producer.flush(timeout_s)
-            deadline = time.monotonic() + timeout_s
-            got = None
-            while got is None and time.monotonic() < deadline:
-                m = consumer.poll(0.01)
-                if m is not None and not m.error() and m.value() == token:
-                    got = m
-            t1 = time.time_ns()
-            if got is None:
-                continue
-            _, a_ms = got.timestamp()
-            lower = max(lower, (a_ms * 1_000_000 - t1) / 1e6)
-            upper = min(upper, ((a_ms + 1) * 1_000_000 - t0) / 1e6)
-            rtt = min(rtt, (t1 - t0) / 1e6)
-    finally:
-        consumer.close()
-    if lower == -float("inf"):
-        raise RuntimeError(f"no clock probe came back from topic {topic}")
-    return SkewBound(lower_ms=lower, upper_ms=upper, probes=probes, min_round_trip_ms=rtt)
+def probe_interval(t0_ns: int, t1_ns: int, append_ms: int) -> tuple[float, float]:
+    """One round trip -> ``(lower_ms, upper_ms)`` of broker − host: ``[A − t1, A + 1 ms − t0]``."""
+    append_ns = append_ms * NS_PER_MS
+    return (append_ns - t1_ns) / NS_PER_MS, (append_ns + NS_PER_MS - t0_ns) / NS_PER_MS
+
+
+def combine(round_trips: Iterable[tuple[int, int, int]]) -> SkewBound:
+    """The intersection of the intervals of ``(t0_ns, t1_ns, append_ms)`` round trips."""
+    trips = list(round_trips)
+    if not trips:
+        raise ValueError("no probe round trip to bound the clock offset with")
+    intervals = [probe_interval(*trip) for trip in trips]
+    return SkewBound(lower_ms=max(lo for lo, _ in intervals), upper_ms=min(hi for _, hi in intervals),
+                     probes=len(trips), min_round_trip_ms=min(t1 - t0 for t0, t1, _ in trips) / NS_PER_MS)

@@ -1,12 +1,17 @@
-"""Broker-facing helpers every Python service shares: client settings, run topics, headers."""
+"""Broker-facing helpers every Python service shares: client settings, run topics, headers, and the
+clock-skew probes."""
 
 from __future__ import annotations
 
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaException
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from crayfish.clock import SkewBound, combine
 
 POLL_S = 0.05  # readiness polling interval
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -119,10 +124,22 @@ def delete_topics(bootstrap: str, topics: RunTopics, timeout_s: float = 30.0) ->
             pass
 
 
+def high_watermark(consumer, topic: str, partition: int, timeout_s: float = 10.0) -> int:
+    """The partition's high-water mark. Retries while the broker answers "not leader" or times out:
+    a freshly created topic shows a leader in the metadata a moment before that broker serves it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s,
+                                                  cached=False)[1]
+        except KafkaException as exc:
+            if not exc.args[0].retriable() or time.monotonic() > deadline:
+                raise
+            time.sleep(POLL_S)
+
+
 def consumer_lag(bootstrap: str, group_id: str, topic: str, timeout_s: float = 5.0) -> int:
     """Committed-offset lag of a consumer group on a topic (sum over partitions)."""
-    from confluent_kafka import Consumer, TopicPartition
-
     c = Consumer({**admin_config(bootstrap), "group.id": group_id, "enable.auto.commit": False})
     try:
         md = c.list_topics(topic, timeout=timeout_s)
@@ -163,3 +180,44 @@ def poll_batch(consumer, max_records: int, timeout_s: float) -> list:
         if rest:
             return [first, *rest]
     return [first]
+
+
+# --------------------------------------------------------------------- clock-skew probes
+
+
+def probe_skew(bootstrap: str, topic: str, probes: int = 10, timeout_s: float = 10.0,
+               clock: Callable[[], int] = time.time_ns) -> SkewBound:
+    """Send ``probes`` records to ``topic`` (LogAppendTime) and read each back, stamping both ends
+    with ``clock``; the bound of the round trips that came back."""
+    producer = Producer(producer_config(bootstrap, **{"client.id": "skew-probe"}))
+    consumer = Consumer(consumer_config(bootstrap, f"skew-probe-{uuid.uuid4().hex[:8]}",
+                                        **{"enable.auto.commit": False, "fetch.wait.max.ms": 1}))
+    md = consumer.list_topics(topic, timeout=timeout_s)
+    parts = list(md.topics[topic].partitions)
+    # Start reading at the current end so earlier probes are not mistaken for ours.
+    consumer.assign([TopicPartition(topic, p, high_watermark(consumer, topic, p, timeout_s)) for p in parts])
+    trips = []
+    try:
+        for _ in range(probes):
+            token = uuid.uuid4().bytes
+            t0 = clock()
+            producer.produce(topic, token, partition=parts[0])
+            producer.flush(timeout_s)
+            append_ms = _read_back(consumer, token, timeout_s)
+            t1 = clock()
+            if append_ms is not None:
+                trips.append((t0, t1, append_ms))
+    finally:
+        consumer.close()
+    if not trips:
+        raise RuntimeError(f"no clock probe came back from topic {topic}")
+    return combine(trips)
+
+
+def _read_back(consumer, token: bytes, timeout_s: float) -> int | None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        m = consumer.poll(0.01)
+        if m is not None and not m.error() and m.value() == token:
+            return m.timestamp()[1]
+    return None

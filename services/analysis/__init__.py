@@ -1,70 +1,51 @@
-"""Analysis of Crayfish Mesh runs: pure functions over numpy arrays / pyarrow tables.
+"""Analysis of Crayfish Mesh runs: pure functions over the collector's per-batch table.
 
-* :mod:`.stats` — HDR latency statistics, warm-up split, throughput, timeline,
-  mean ± sd over repetitions;
-* :mod:`.point` — validity verdict and the per-point summary (result schema);
-* :mod:`.sustain` — consumer-lag trend, sustainability verdict, capacity search;
-* :mod:`.bursts` — burst recovery time.
+* :mod:`.columns` — column access (pyarrow Table or a mapping of arrays);
+* :mod:`.stats` — latency, HDR statistics, input rate, throughput, output rate, timeline;
+* :mod:`.warmup` — the warm-up cut;
+* :mod:`.accounting` — where every sent batch ended;
+* :mod:`.point` — row classes, validity and the per-point summary (result schema);
+* :mod:`.sustain` — backlog trend, sustainability verdict, capacity search;
+* :mod:`.bursts` — burst recovery time;
+* :mod:`.hops` — per-hop medians from the stamps;
+* :mod:`.repetitions` — mean ± sd over repetitions.
 
-Each module's docstring states the exact definitions.
+Each module's docstring states its exact definitions; docs/results.md collects them and
+tests/test_analysis.py proves each on a constructed case.
 """
 
-from services.analysis.bursts import burst_recovery, burst_recovery_detail
-from services.analysis.point import Verdict, check_validity, input_rate, summarize_point
+from services.analysis.accounting import account, accounting_reasons
+from services.analysis.bursts import burst_recovery, burst_recovery_detail, point_bursts
+from services.analysis.hops import stamp_hops
+from services.analysis.sending import send_report
+from services.analysis.point import PointRules, Rows, check_validity, classify, summarize_point
+from services.analysis.repetitions import aggregate_repetitions, combine_repetitions
 from services.analysis.stats import (
-    HDR_HIGHEST_US,
-    HDR_LOWEST_US,
-    HDR_SIGNIFICANT_DIGITS,
     LATENCY_KEYS,
-    aggregate_repetitions,
-    column,
+    input_rate,
+    latency_ms,
     latency_stats,
     output_rate_bps,
-    split_warmup,
     throughput_bps,
     timeline,
-    warmup_mask,
 )
 from services.analysis.sustain import (
     LagTrend,
     PointResult,
-    SearchPoint,
     SearchResult,
     SustainVerdict,
     is_sustainable,
     lag_trend,
-    normalize_slo,
     point_result_from_summary,
     search_sustainable,
 )
+from services.analysis.warmup import Warmup, split_warmup, warmup_mask
 
 __all__ = [
-    "HDR_HIGHEST_US",
-    "HDR_LOWEST_US",
-    "HDR_SIGNIFICANT_DIGITS",
-    "LATENCY_KEYS",
-    "LagTrend",
-    "PointResult",
-    "SearchPoint",
-    "SearchResult",
-    "SustainVerdict",
-    "Verdict",
-    "aggregate_repetitions",
-    "burst_recovery",
-    "burst_recovery_detail",
-    "check_validity",
-    "column",
-    "input_rate",
-    "is_sustainable",
-    "lag_trend",
-    "latency_stats",
-    "normalize_slo",
-    "point_result_from_summary",
-    "search_sustainable",
-    "split_warmup",
-    "summarize_point",
-    "output_rate_bps",
-    "throughput_bps",
-    "timeline",
+    "LATENCY_KEYS", "LagTrend", "PointResult", "PointRules", "Rows", "SearchResult", "SustainVerdict", "Warmup",
+    "account", "accounting_reasons", "aggregate_repetitions", "burst_recovery", "burst_recovery_detail",
+    "check_validity", "classify", "combine_repetitions", "input_rate", "is_sustainable", "lag_trend",
+    "latency_ms", "latency_stats", "output_rate_bps", "point_bursts", "point_result_from_summary",
+    "search_sustainable", "send_report", "split_warmup", "stamp_hops", "summarize_point", "throughput_bps", "timeline",
     "warmup_mask",
 ]

@@ -9,7 +9,7 @@ Definitions:
   (default rel_tolerance 1 % of the target rate, in batches/s). Fewer than 3 samples (or
   no time spread): not tested, never "rising".
 * **Sustainable at rate r** (:func:`is_sustainable`): over the measured window
-  (1) output rate (the pace of the output, not the paper's throughput) ≥ 0.98·r, (2) lag trend
+  (1) output rate (:func:`services.analysis.stats.output_rate_bps`, not the paper's throughput) ≥ 0.98·r, (2) lag trend
   not rising, (3) for every SLO given,
   latency pXX ≤ limit. A check whose input is missing (no lag samples, no SLO) is skipped
   and listed in ``skipped``.
@@ -46,6 +46,9 @@ __all__ = [
 ]
 
 NAN = float("nan")
+RATE_FRACTION = 0.98       # output rate >= 0.98 x the offered rate
+LAG_REL_TOLERANCE = 0.01   # a backlog slope within 1 % of the offered rate is not "rising"
+GROWTH = 2.0               # the search doubles the rate until one fails
 
 
 # --------------------------------------------------------------------------------------
@@ -71,16 +74,16 @@ class LagTrend:
 
 
 def _as_samples(samples: Any) -> tuple[np.ndarray, np.ndarray]:
-    a = np.asarray(samples, dtype=np.float64)
+    a = np.asarray(samples)
     if a.size == 0:
-        return np.zeros(0), np.zeros(0)
+        a = a.reshape(0, 2)
     if a.ndim != 2 or a.shape[1] != 2:
         raise ValueError("lag samples must be a sequence of (t_s, lag) pairs")
     ok = np.isfinite(a).all(axis=1)
     return a[ok, 0], a[ok, 1]
 
 
-def lag_trend(samples: Any, *, rate: float | None = None, rel_tolerance: float = 0.01,
+def lag_trend(samples: Any, *, rate: float | None = None, rel_tolerance: float = LAG_REL_TOLERANCE,
               abs_tolerance: float = 0.0) -> LagTrend:
     """Least-squares slope test of consumer lag against time.
 
@@ -96,7 +99,7 @@ def lag_trend(samples: Any, *, rate: float | None = None, rel_tolerance: float =
     tm = t.mean()
     dt = t - tm
     sxx = float((dt * dt).sum())
-    slope = float((dt * (y - y.mean())).sum() / sxx)
+    slope = float((dt * y).sum() / sxx)  # Σ dt = 0, so Σ dt·(y − ȳ) = Σ dt·y
     if n < 3:
         return LagTrend(slope, NAN, tol, NAN, False, n, "fewer than 3 lag samples: not tested")
     resid = y - (y.mean() + slope * dt)
@@ -138,17 +141,17 @@ class SustainVerdict:
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "reasons": list(self.reasons), "target_rate": self.target_rate,
                 "output_rate": self.output_rate, "required_rate": self.required_rate,
-                "lag": self.lag.as_dict() if self.lag else None, "skipped": list(self.skipped)}
+                "lag": self.lag.as_dict() if self.lag is not None else None, "skipped": list(self.skipped)}
 
 
 def is_sustainable(target_rate: float, output_rate: float, *, lag_samples: Any = None,
                    latency: Mapping[str, float] | None = None, slo: Any = None,
-                   rate_fraction: float = 0.98, lag_rel_tolerance: float = 0.01,
+                   rate_fraction: float = RATE_FRACTION, lag_rel_tolerance: float = LAG_REL_TOLERANCE,
                    lag_abs_tolerance: float = 0.0) -> SustainVerdict:
     """Is ``target_rate`` (batches/s) sustained?
 
-    Passes when ``output_rate ≥ rate_fraction × target_rate`` (output_rate = the pace of the
-    output over the measured window, :func:`services.analysis.stats.output_rate_bps`), the lag
+    Passes when ``output_rate ≥ rate_fraction × target_rate`` (output_rate: the rate the pipeline
+    kept up with, :func:`services.analysis.stats.output_rate_bps`), the lag
     trend of ``lag_samples`` is not rising
     (:func:`lag_trend` with tolerance ``lag_rel_tolerance × target_rate``), and every SLO
     stat in ``latency`` (a :func:`latency_stats` dict) is ≤ its limit. A missing or NaN
@@ -245,8 +248,8 @@ def _coerce(res: Any) -> PointResult:
     raise TypeError(f"evaluate() must return PointResult, bool or a point dict, not {type(res).__name__}")
 
 
-def search_sustainable(evaluate: Callable[[float], Any], start_rate: float, max_rate: float,
-                       precision: float = 0.05, max_points: int = 30, *, growth: float = 2.0,
+def search_sustainable(evaluate: Callable[[float], Any], start_rate: float, max_rate: float, *,
+                       precision: float, max_points: int, growth: float = GROWTH,
                        min_rate: float | None = None) -> SearchResult:
     """Find the highest sustainable rate with exponential growth then bisection.
 
@@ -313,14 +316,11 @@ def point_result_from_summary(point: Mapping[str, Any], require_valid: bool = Tr
     ``sustainable.ok`` is true and (with ``require_valid``) the point is valid. Reasons
     merge both lists."""
     sus = point.get("sustainable")
-    reasons: list[str] = []
     if not isinstance(sus, Mapping):
-        ok = False
-        reasons.append("no sustainability verdict (summarize_point needs target_rate)")
+        ok, reasons = False, ["no sustainability verdict (summarize_point needs target_rate)"]
     else:
-        ok = bool(sus.get("ok"))
-        reasons.extend(sus.get("reasons", []))
-    if require_valid and not point.get("valid", False):
+        ok, reasons = bool(sus["ok"]), list(sus["reasons"])
+    if require_valid and not point["valid"]:
         ok = False
-        reasons.extend(f"invalid: {r}" for r in point.get("reasons", []))
+        reasons.extend(f"invalid: {r}" for r in point["reasons"])
     return PointResult(ok, reasons, dict(point))

@@ -1,8 +1,7 @@
 """Collector: one record per batch from the output and dead-letter topics.
 
 Protocol with the runner (no fixed sleeps):
-1. start; bound the clock skew with probes; assign output + dead-letter partitions from offset 0;
-   write ``collector.ready``.
+1. start; assign output + dead-letter partitions from offset 0; write ``collector.ready``.
 2. collect; sample the worker group's consumer lag on the input topic every ``lag_interval_s``.
 3. when ``expect_file`` (the generator's sent.parquet) appears, stop as soon as every sent batch is
    accounted for, or after ``drain_idle_s`` without new records, or on SIGTERM.
@@ -16,6 +15,7 @@ import json
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +24,11 @@ import pyarrow.parquet as pq
 from confluent_kafka import Consumer, TopicPartition
 from pydantic import BaseModel, Field
 
-from crayfish.clock import probe_skew
 from crayfish.codec import CodecError, get_codec
 from observability.light import sampled_traceparent
 from crayfish.kafka import admin_config, consumer_config, poll_batch
 from crayfish.v1 import batch_pb2
+from services.collector.batches import DEAD, SCORED, build_batches_table
 
 
 class CollectorSettings(BaseModel):
@@ -37,8 +37,6 @@ class CollectorSettings(BaseModel):
     dead_letter_topic: str = Field(description="Topic with DeadLetter records.")
     input_topic: str = Field(description="Input topic; the worker group's lag on it is sampled.")
     worker_group: str | None = Field(None, description="Consumer group of the worker (for lag samples).")
-    probe_topic: str | None = Field(None, description="Topic for clock-skew probes; None skips probing.")
-    probes: int = Field(10, ge=1, description="Number of clock-skew probe round trips.")
     codec: str = Field("protobuf", description="Payload codec of the output topic.")
     expect_file: str = Field(description="sent.parquet of the generator; its appearance starts the drain.")
     drain_idle_s: float = Field(15.0, gt=0, description="Stop draining after this long without new records.")
@@ -47,9 +45,6 @@ class CollectorSettings(BaseModel):
     models_dir: str | None = Field(None, description="Where the built models live (reference weights).")
     backend: str = Field("", description="Backend that scored (calibration backends noop/sleep are not checked).")
     lag_interval_s: float = Field(0.5, gt=0, description="Seconds between consumer-lag samples.")
-
-
-SCORED, DEAD = "scored", "dead_lettered"
 
 
 def _unchecked() -> set[str]:
@@ -67,7 +62,6 @@ class Collector:
         self.lag: list[tuple[int, int, int]] = []   # (t_ns, backlog, committed lag or -1)
         self.completed = 0   # distinct input records seen finished (output or dead letter)
         self.stop = threading.Event()
-        self.skew = None
         self.undecodable = 0
         from observability.light import batch_tracing
 
@@ -82,8 +76,6 @@ class Collector:
 
     def run(self) -> dict:
         s = self.s
-        if s.probe_topic:
-            self.skew = probe_skew(s.bootstrap, s.probe_topic, s.probes).to_dict()
         consumer = Consumer(consumer_config(s.bootstrap, f"collector-{s.output_topic}",
                                             **{"enable.auto.commit": False}))
         parts = []
@@ -167,9 +159,20 @@ class Collector:
                 "engine": f.engine, "server": f.server}
 
     def _sample_lag(self) -> None:
-        """Every ``lag_interval_s``: the backlog (records appended to the input topic minus records
-        seen finished on the output and dead-letter topics) and, where the engine commits group
-        offsets, the group's committed lag. The backlog judges every engine alike: Bytewax and
+        """Every ``lag_interval_s``, one :meth:`backlog_sample`; a missed sample is not fatal."""
+        with self.backlog_probe() as sample:
+            while not self.stop.wait(self.s.lag_interval_s):
+                try:
+                    self.lag.append(sample())
+                except Exception:  # noqa: BLE001 - e.g. a broker slow to answer: try again next tick
+                    continue
+
+    @contextmanager
+    def backlog_probe(self):
+        """A function returning ``(t_ns, backlog, committed_lag)`` now: the backlog is the records
+        appended to the input topic minus the records seen finished on the output and dead-letter
+        topics (distinct batches); the committed lag is the worker group's committed-offset lag, or
+        −1 where the group has committed nothing. The backlog judges every engine alike: Bytewax and
         Spark commit no group offsets, Flink only on checkpoints."""
         s = self.s
         c = Consumer({**admin_config(s.bootstrap), "group.id": s.worker_group or f"collector-{s.input_topic}",
@@ -177,19 +180,18 @@ class Collector:
         try:
             md = c.list_topics(s.input_topic, timeout=10)
             parts = [TopicPartition(s.input_topic, p) for p in md.topics[s.input_topic].partitions]
-            while not self.stop.wait(s.lag_interval_s):
+
+            def sample() -> tuple[int, int, int]:
                 t = time.time_ns()
-                try:
-                    highs = {tp.partition: c.get_watermark_offsets(tp, timeout=5, cached=False)[1] for tp in parts}
-                    backlog = sum(highs.values()) - self.completed
-                    committed_lag = -1
-                    if s.worker_group:
-                        committed = c.committed(parts, timeout=5)
-                        if any(tp.offset >= 0 for tp in committed):
-                            committed_lag = sum(highs[tp.partition] - max(tp.offset, 0) for tp in committed)
-                except Exception:  # noqa: BLE001 - a missed sample is not fatal
-                    continue
-                self.lag.append((t, max(backlog, 0), committed_lag))
+                highs = {tp.partition: c.get_watermark_offsets(tp, timeout=5, cached=False)[1] for tp in parts}
+                committed_lag = -1
+                if s.worker_group:
+                    committed = c.committed(parts, timeout=5)
+                    if any(tp.offset >= 0 for tp in committed):
+                        committed_lag = sum(highs[tp.partition] - max(tp.offset, 0) for tp in committed)
+                return t, max(sum(highs.values()) - self.completed, 0), committed_lag
+
+            yield sample
         finally:
             c.close()
 
@@ -208,71 +210,12 @@ class Collector:
             "scored": status.count(SCORED),
             "dead_lettered": status.count(DEAD),
             "missing": status.count("missing"),
-            "clock_skew": self.skew,
             "predictions": self.checker.report() if self.checker else {"checked": 0, "wrong": 0,
                                                                        "note": "not checked"},
             "lag_samples": len(self.lag),
         }
         (self.out / "collector.json").write_text(json.dumps(report, indent=2))
         return report
-
-
-COLUMNS = {
-    "batch_id": pa.string(), "sequence": pa.int64(), "status": pa.string(), "reason": pa.string(),
-    "detail": pa.string(), "sent": pa.bool_(), "duplicates": pa.int64(), "order": pa.int64(),
-    "intended_ns": pa.int64(), "created_ns": pa.int64(), "input_append_ms": pa.int64(),
-    "worker_receive_ns": pa.int64(), "worker_send_ns": pa.int64(), "output_append_ms": pa.int64(),
-    "decode_ns": pa.int64(), "inference_ns": pa.int64(), "encode_ns": pa.int64(),
-    "server_inference_ns": pa.int64(), "server_queue_ns": pa.int64(), "backend": pa.string(),
-    "worker_id": pa.string(), "engine": pa.string(), "server": pa.string(), "topic": pa.string(),
-    "partition": pa.int64(), "offset": pa.int64(), "correct": pa.bool_(),
-}
-
-
-def build_batches_table(sent: pa.Table | None, rows: list[dict]) -> pa.Table:
-    """One row per batch: every sent batch (scored, dead_lettered or missing) plus records the
-    generator did not send (e.g. injected malformed input), with ``sent`` false.
-
-    A batch scored twice (at-least-once redelivery) keeps its first output for latency and counts
-    the extra copies in ``duplicates``. A batch both dead-lettered and scored counts as scored."""
-    first: dict[str, dict] = {}
-    dupes: dict[str, int] = {}
-    extra: list[dict] = []
-    for r in rows:
-        bid = r.get("batch_id") or ""
-        if not bid:
-            extra.append(r)
-            continue
-        prev = first.get(bid)
-        if prev is None:
-            first[bid] = r
-        elif prev["status"] == DEAD and r["status"] == SCORED:
-            first[bid] = r
-        elif r["status"] == prev["status"]:
-            dupes[bid] = dupes.get(bid, 0) + 1
-    out: list[dict] = []
-    sent_ids: set[str] = set()
-    if sent is not None:
-        cols = sent.to_pydict()
-        for bid, seq, intended, created in zip(cols["batch_id"], cols["sequence"], cols["intended_ns"],
-                                                cols["created_ns"]):
-            sent_ids.add(bid)
-            r = first.get(bid)
-            row = {"batch_id": bid, "sequence": seq, "intended_ns": intended, "created_ns": created,
-                   "sent": True, "duplicates": dupes.get(bid, 0)}
-            if r is None:
-                row["status"] = "missing"
-            else:
-                row.update({k: v for k, v in r.items() if k not in ("intended_ns", "created_ns", "sequence")})
-                row["sent"] = True
-            out.append(row)
-    for bid, r in first.items():
-        if bid not in sent_ids:
-            out.append({**r, "sent": False, "duplicates": dupes.get(bid, 0)})
-    for r in extra:
-        out.append({**r, "sent": False, "duplicates": 0})
-    data = {name: [row.get(name) for row in out] for name in COLUMNS}
-    return pa.table({name: pa.array(vals, type=COLUMNS[name]) for name, vals in data.items()})
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,8 +9,12 @@ processes share the slots round-robin when one process cannot hold the rate.
 Closed loop: N batches outstanding; the next one is sent when the output (or dead-letter) record of
 an outstanding one is read back. ``intended_ns == created_ns`` there.
 
-Writes ``sent.parquet`` (one row per acknowledged batch) and ``generator.json`` (achieved vs target
-rate, lateness against the slots).
+Before the workload, the clock-skew probes run with the generator's own clock: the one that stamps
+``intended_ns`` and ``created_ns``, so the bound is the one latencies need.
+
+Writes ``sent.parquet`` (one row per batch the broker acknowledged: a batch whose delivery failed was
+never sent) and ``generator.json`` (achieved vs target rate, lateness against the slots, the skew
+bound, delivery failures).
 """
 
 from __future__ import annotations
@@ -27,10 +31,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from crayfish.clock import host_clock
 from crayfish.codec import get_codec
-from crayfish.kafka import consumer_config, poll_batch, producer_config
+from crayfish.kafka import consumer_config, poll_batch, probe_skew, producer_config
 from crayfish.tensor import to_tensor
 from crayfish.v1 import batch_pb2
+from services.analysis.sending import send_report
 from services.generator.settings import GeneratorSettings
 from services.generator.workloads import build_schedule, load_replay, synthetic_pool
 
@@ -87,6 +93,30 @@ def _new_producer(s: GeneratorSettings, name: str) -> Producer:
     return Producer(producer_config(s.bootstrap, **{"client.id": name}))
 
 
+class _Deliveries:
+    """Delivery reports of one producer: the keys the broker acknowledged, and the errors."""
+
+    def __init__(self):
+        self.acked: list[bytes] = []
+        self.failed: list[str] = []
+
+    def __call__(self, err, msg) -> None:
+        if err is None:
+            self.acked.append(msg.key())
+        else:
+            self.failed.append(str(err))
+
+    def result(self, run_id: str) -> dict:
+        prefix = len(run_id) + 1
+        return {"acked_seq": sorted(int(k[prefix:]) for k in self.acked), "failed": self.failed[:20],
+                "n_failed": len(self.failed)}
+
+
+def _stall(s: GeneratorSettings, seq: int) -> None:
+    if s.stall is not None and seq == s.stall.before_sequence:
+        time.sleep(s.stall.ms / 1e3)
+
+
 def _produce(producer: Producer, topic: str, key: bytes, value: bytes, headers, cb) -> None:
     while True:
         try:
@@ -106,35 +136,27 @@ def _open_loop_worker(s: GeneratorSettings, offsets: np.ndarray, proc_index: int
     producer.list_topics(s.topic, timeout=10)  # metadata fetched before the first slot
     mine = np.arange(proc_index, len(offsets), nprocs)
     seqs, intended, created = [], [], []
-    acked = []
-    failed = []
-
-    def cb(err, msg):
-        if err is None:
-            acked.append(1)
-        else:
-            failed.append(str(err))
-
-    time_ns, sleep = time.time_ns, time.sleep
+    deliveries = _Deliveries()
+    time_ns, sleep = host_clock(s.clock_offset_ms), time.sleep
     for i in mine:
         slot = t0_ns + int(offsets[i])
         wait = slot - time_ns()
         if wait > 0:
             sleep(wait / 1e9)
+        _stall(s, int(i))
         c = time_ns()
         span = tracing.start_send(s.topic, f"{s.run_id}-{i}") if tracing.tracer is not None else None
         key, value, headers = factory.build(int(i), slot, c)
         if span is not None:
             headers = tracing.headers_for(span, headers)
-        _produce(producer, s.topic, key, value, headers, cb)
+        _produce(producer, s.topic, key, value, headers, deliveries)
         if span is not None:
             span.end()
         seqs.append(int(i)); intended.append(slot); created.append(c)
         producer.poll(0)
     producer.flush(60)
     tracing.close()
-    out_queue.put({"seq": seqs, "intended": intended, "created": created, "acked": len(acked),
-                   "failed": failed[:20], "n_failed": len(failed)})
+    out_queue.put({"seq": seqs, "intended": intended, "created": created, **deliveries.result(s.run_id)})
 
 
 def _closed_loop(s: GeneratorSettings) -> dict:
@@ -152,10 +174,11 @@ def _closed_loop(s: GeneratorSettings) -> dict:
     codec = get_codec(s.codec)
     outstanding: set[str] = set()
     seqs, intended, created = [], [], []
-    failed = []
+    deliveries = _Deliveries()
+    clock = host_clock(s.clock_offset_ms)
     count = getattr(wl, "count", None)
     duration_ns = int((getattr(wl, "duration_s", None) or 1e9) * 1e9)
-    start = time.time_ns()
+    start = clock()
     seq = 0
 
     from observability.light import batch_tracing
@@ -164,12 +187,13 @@ def _closed_loop(s: GeneratorSettings) -> dict:
 
     def send():
         nonlocal seq
-        c = time.time_ns()
+        _stall(s, seq)
+        c = clock()
         span = tracing.start_send(s.topic, f"{s.run_id}-{seq}") if tracing.tracer is not None else None
         key, value, headers = factory.build(seq, c, c)
         if span is not None:
             headers = tracing.headers_for(span, headers)
-        _produce(producer, s.topic, key, value, headers, lambda e, m: e and failed.append(str(e)))
+        _produce(producer, s.topic, key, value, headers, deliveries)
         if span is not None:
             span.end()
         producer.poll(0)
@@ -178,7 +202,7 @@ def _closed_loop(s: GeneratorSettings) -> dict:
         seq += 1
 
     def more() -> bool:
-        return (count is None or seq < count) and time.time_ns() - start < duration_ns
+        return (count is None or seq < count) and clock() - start < duration_ns
 
     for _ in range(wl.outstanding):
         if more():
@@ -201,8 +225,8 @@ def _closed_loop(s: GeneratorSettings) -> dict:
     producer.flush(60)
     consumer.close()
     tracing.close()
-    return {"seq": seqs, "intended": intended, "created": created, "acked": len(seqs) - len(failed),
-            "failed": failed[:20], "n_failed": len(failed), "stuck_outstanding": len(outstanding)}
+    return {"seq": seqs, "intended": intended, "created": created, **deliveries.result(s.run_id),
+            "stuck_outstanding": len(outstanding)}
 
 
 def _feedback_batch_id(codec, m) -> str:
@@ -221,66 +245,57 @@ def _feedback_batch_id(codec, m) -> str:
 
 def run(s: GeneratorSettings, out_dir: Path) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
-    wl = s.workload
-    t0 = 0
-    if wl.type == "closed_loop":
-        results = [_closed_loop(s)]
-        target_rate = None
-        nprocs = 1
-    else:
-        schedule = build_schedule(wl, s.seed)
-        offsets = np.asarray(schedule.times_ns(), dtype=np.int64)
-        if len(offsets) == 0:
-            raise ValueError("the workload schedule has no events")
-        peak = _peak_rate(offsets)
-        nprocs = s.processes or max(1, math.ceil(peak / s.per_process_rate))
-        target_rate = schedule.mean_rate
-        ctx = mproc.get_context("fork")
-        q = ctx.Queue()
-        t0 = time.time_ns() + START_LEAD_NS + 100_000_000 * nprocs
-        procs = [ctx.Process(target=_open_loop_worker, args=(s, offsets, j, nprocs, t0, q))
-                 for j in range(nprocs)]
-        for p in procs:
-            p.start()
-        results = [q.get() for _ in procs]
-        for p in procs:
-            p.join()
-    seq = np.concatenate([np.asarray(r["seq"], dtype=np.int64) for r in results])
-    intended = np.concatenate([np.asarray(r["intended"], dtype=np.int64) for r in results])
-    created = np.concatenate([np.asarray(r["created"], dtype=np.int64) for r in results])
-    order = np.argsort(seq, kind="stable")
-    seq, intended, created = seq[order], intended[order], created[order]
-    batch_ids = [f"{s.run_id}-{i}" for i in seq]
+    clock = host_clock(s.clock_offset_ms)
+    skew = probe_skew(s.bootstrap, s.probe_topic, s.probes, clock=clock).to_dict() if s.probe_topic else None
+    results, target_rate, nprocs, t0 = _drive(s, clock)
+    seq, intended, created = (np.concatenate([np.asarray(r[k], dtype=np.int64) for r in results])
+                              for k in ("seq", "intended", "created"))
+    acked = np.isin(seq, np.concatenate([np.asarray(r["acked_seq"], dtype=np.int64) for r in results]))
+    order = np.argsort(seq[acked], kind="stable")
+    seq, intended, created = seq[acked][order], intended[acked][order], created[acked][order]
     # Written atomically: the collector starts its drain the moment sent.parquet exists.
     tmp = out_dir / "sent.parquet.tmp"
-    pq.write_table(pa.table({"batch_id": batch_ids, "sequence": seq, "intended_ns": intended,
-                             "created_ns": created}), tmp)
+    pq.write_table(pa.table({"batch_id": [f"{s.run_id}-{i}" for i in seq], "sequence": seq,
+                             "intended_ns": intended, "created_ns": created}), tmp)
     os.replace(tmp, out_dir / "sent.parquet")
-    lateness_ms = (created - intended) / 1e6
-    span_s = (created.max() - created.min()) / 1e9 if len(created) > 1 else 0.0
-    n_failed = sum(r["n_failed"] for r in results)
     report = {
-        "sent": int(len(seq)),
-        "acknowledged": int(sum(r["acked"] for r in results)),
-        "delivery_failures": int(n_failed),
+        "produced": int(len(acked)),
+        **send_report(intended, created, target_rate),
+        "delivery_failures": int(sum(r["n_failed"] for r in results)),
         "delivery_errors": sum((r["failed"] for r in results), [])[:20],
         "processes": nprocs,
-        "target_rate_bps": target_rate,
-        "achieved_rate_bps": (len(seq) - 1) / span_s if span_s > 0 else None,
-        "lateness_ms": {
-            "p50": float(np.percentile(lateness_ms, 50)) if len(seq) else None,
-            "p99": float(np.percentile(lateness_ms, 99)) if len(seq) else None,
-            "max": float(lateness_ms.max()) if len(seq) else None,
-        },
         "stuck_outstanding": sum(r.get("stuck_outstanding", 0) for r in results),
-        # Schedule origin (open loop) or first send (closed loop), host wall clock, ns.
-        "t0_ns": int(t0) if wl.type != "closed_loop" else (int(created.min()) if len(created) else None),
+        # Schedule origin (open loop) or first send (closed loop), generator clock, ns.
+        "t0_ns": int(t0) if _is_open_loop(s) else (int(created.min()) if len(created) else None),
+        "clock_skew": skew,
     }
-    if target_rate:
-        # Achieved rate over the schedule's own span, comparable to the target.
-        report["achieved_over_target"] = (report["achieved_rate_bps"] or 0) / target_rate
     (out_dir / "generator.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def _is_open_loop(s: GeneratorSettings) -> bool:
+    return s.workload.type != "closed_loop"
+
+
+def _drive(s: GeneratorSettings, clock) -> tuple[list[dict], float | None, int, int]:
+    """Run the workload -> (per-process results, target rate, processes, schedule origin t0)."""
+    if not _is_open_loop(s):
+        return [_closed_loop(s)], None, 1, 0
+    schedule = build_schedule(s.workload, s.seed)
+    offsets = np.asarray(schedule.times_ns(), dtype=np.int64)
+    if len(offsets) == 0:
+        raise ValueError("the workload schedule has no events")
+    nprocs = s.processes or max(1, math.ceil(_peak_rate(offsets) / s.per_process_rate))
+    ctx = mproc.get_context("fork")
+    q = ctx.Queue()
+    t0 = clock() + START_LEAD_NS + 100_000_000 * nprocs
+    procs = [ctx.Process(target=_open_loop_worker, args=(s, offsets, j, nprocs, t0, q)) for j in range(nprocs)]
+    for p in procs:
+        p.start()
+    results = [q.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return results, schedule.mean_rate, nprocs, t0
 
 
 def _peak_rate(offsets: np.ndarray, window_ns: int = 1_000_000_000) -> float:

@@ -7,6 +7,13 @@ from pydantic import BaseModel, Field
 from services.generator.workloads import WorkloadConfig
 
 
+class Stall(BaseModel):
+    """A known pause of the sender (test setting)."""
+
+    before_sequence: int = Field(ge=0, description="The batch (sequence number) the sender waits before.")
+    ms: float = Field(gt=0, description="How long it waits, ms.")
+
+
 class GeneratorSettings(BaseModel):
     bootstrap: str = Field(description="Kafka bootstrap servers.")
     topic: str = Field(description="Input topic the DataBatch records go to.")
@@ -23,3 +30,8 @@ class GeneratorSettings(BaseModel):
     pool_size: int = Field(64, ge=1, description="Distinct pre-built batches reused cyclically.")
     processes: int | None = Field(None, ge=1, description="Producer processes; None = ceil(peak rate / per_process_rate).")
     per_process_rate: float = Field(4000.0, gt=0, description="Batches/s one producer process is trusted to hold (auto mode).")
+    probe_topic: str | None = Field(None, description="Topic for the clock-skew probes, sent with this generator's clock before the workload; None skips probing.")
+    probes: int = Field(10, ge=1, description="Clock-skew probe round trips.")
+    # Test settings: they inject a known fault so that the measurement can be proven on it.
+    clock_offset_ms: float = Field(0.0, description="Test setting: shift this generator's wall clock by this many ms (the skew bound must contain minus it, latencies shrink by it).")
+    stall: Stall | None = Field(None, description="Test setting: pause the sender before one batch (its lateness, send delay and latency from schedule must show the pause).")

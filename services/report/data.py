@@ -1,8 +1,8 @@
 """Read a run folder for the report: summary, manifest, and per repetition the raw files
 (batches, lag, resources, generator facts), reduced to what the charts draw.
 
-Kept rows, warm-up and latencies follow docs/results.md exactly (the same functions as the
-summary: :func:`services.analysis.stats.warmup_mask`, sent rows only, scored, not duplicate)."""
+Kept rows, warm-up and latencies follow docs/results.md exactly: the same row classes as the
+summary (:func:`services.analysis.classify`)."""
 
 from __future__ import annotations
 
@@ -114,56 +114,33 @@ class Rep:
 
 
 def load_rep(dir: Path, point: dict) -> Rep:
-    from services.analysis.stats import column, warmup_mask
+    from services.analysis import Warmup, classify
+    from services.analysis.columns import column, take
 
     summary = _json(dir / "point.json") or point
     gen = _json(dir / "generator.json")
     rep = Rep(dir=dir, summary=summary, t0_ns=gen.get("t0_ns"))
     table = _read(dir / "batches.parquet")
     if table is not None and table.num_rows:
-        import pyarrow.compute as pc
-
-        if "sent" in table.column_names:
-            table = table.filter(pc.equal(table.column("sent"), True))
+        table = take(table, column(table, "sent")[0])
     if table is not None and table.num_rows:
         rep.has_batches = True
-        created, c_ok = column(table, "created_ns")
-        out_ms, o_ok = column(table, "output_append_ms")
-        if "intended_ns" in table.column_names:
-            intended, i_ok = column(table, "intended_ns")
-            i_ok &= intended > 0
-        else:
-            intended, i_ok = np.zeros(len(created), dtype=np.int64), np.zeros(len(created), dtype=bool)
-        status, s_ok = column(table, "status", default="scored")
-        dup, d_ok = column(table, "duplicate", default=False)
-        scored = (status == "scored") & s_ok & ~(dup.astype(bool) & d_ok)
         wu = summary.get("warmup") or {}
-        window = wu.get("window_s") if wu.get("policy") == "window" else None
-        fraction = wu.get("fraction") if window is None else None
-        if window is None and fraction is None and wu.get("policy") is None:
-            fraction = 0.25
-        warm = warmup_mask(table, fraction if window is None else None, window)
-        usable = c_ok & o_ok & scored
-        kept = usable & ~warm
+        rows = classify(table, Warmup(fraction=wu.get("fraction", 0.25), window_s=wu.get("window_s")))
+        kept, scored = rows.kept, rows.scored
         if rep.t0_ns is None:
-            rep.t0_ns = int(created[c_ok].min()) if c_ok.any() else None
+            rep.t0_ns = int(rows.created_ns[rows.has_created].min()) if rows.has_created.any() else None
         t0 = rep.t0_ns or 0
-
-        def lat(rows, start):
-            return (out_ms[rows].astype(np.int64) * 1_000_000 - start[rows].astype(np.int64)) / 1e6
-
-        rep.latency = lat(kept, created)
-        rep.latency_sched = lat(kept & i_ok, intended)
-        rep.out_s = (out_ms[usable].astype(np.int64) * 1_000_000 - t0) / 1e9
-        rep.lat_all = lat(usable, created)
-        sched = np.full(int(usable.sum()), np.nan)
-        ok_sched = i_ok[usable]
-        sched[ok_sched] = lat(usable & i_ok, intended)
+        rep.latency = rows.latency(kept)
+        rep.latency_sched = rows.latency_from_schedule(kept & rows.has_slot)
+        rep.out_s = (rows.output_ms[scored] * 1_000_000 - t0) / 1e9
+        rep.lat_all = rows.latency(scored)
+        sched = np.full(int(scored.sum()), np.nan)
+        sched[rows.has_slot[scored]] = rows.latency_from_schedule(scored & rows.has_slot)
         rep.sched_all = sched
-        rep.created_s = (created[c_ok].astype(np.int64) - t0) / 1e9
-        measured_out = out_ms[kept]
-        if warm.any() and len(measured_out):
-            rep.warmup_end_s = (int(measured_out.min()) * 1_000_000 - t0) / 1e9
+        rep.created_s = (rows.created_ns[rows.has_created] - t0) / 1e9
+        if rows.warm.any() and kept.any():
+            rep.warmup_end_s = (int(rows.output_ms[kept].min()) * 1_000_000 - t0) / 1e9
     lag = _read(dir / "lag.parquet")
     if lag is not None and lag.num_rows and rep.t0_ns is not None:
         t = (np.asarray(lag.column("t_ns"), dtype=np.int64) - rep.t0_ns) / 1e9

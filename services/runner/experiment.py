@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from services.generator.settings import Stall
 from services.generator.workloads import WorkloadConfig
 
 # Engines named in experiment files. Only those with a worker in sps_workers.ENGINES can run;
@@ -128,6 +129,14 @@ class BurstConfig(Strict):
     baseline_s: float = Field(10.0, gt=0, description="The baseline is the latency median over this long before each burst.")
 
 
+class InjectConfig(Strict):
+    """Known faults injected on purpose, to prove a measurement on a known case: each must come back
+    in the results as exactly what was injected (docs/results.md, "Proving a measurement")."""
+
+    clock_offset_ms: float = Field(0.0, description="Shift the generator's clock by this many ms: the clock-skew bound must contain minus it, and every latency shrinks by it.")
+    generator_stall: Stall | None = Field(None, description="Pause the generator before one batch ({before_sequence, ms}): its lateness, the send delay and the latency from schedule show the pause.")
+
+
 class Experiment(Strict):
     name: str = Field(description="Name of the experiment (used in the run folder name).")
     model: Literal[MODEL_NAMES] = Field("ffnn", description="Model: ffnn | resnet50.")
@@ -148,6 +157,7 @@ class Experiment(Strict):
     trace_sample: float = Field(0.01, ge=0, le=1, description="Share of batches traced end to end (spans per hop), unless OTEL_TRACES_SAMPLER is set in the environment.")
     check_predictions: float = Field(0.01, ge=0, le=1, description="Share of scored batches whose predictions the collector checks against the reference model (accounting: checked, wrong).")
     generator_processes: int | None = Field(None, ge=1, description="Producer processes of the generator (default: by rate).")
+    inject: InjectConfig = Field(default_factory=InjectConfig, description="Known faults to inject (proving the measurement; default: none).")
     engine_options: dict = Field(default_factory=dict, description="Engine-specific options passed to the worker (see sps_workers/<engine>/README or module docstring), e.g. flink: operator_parallelism [source, scoring, sink], jobmanager; spark: master; ray: address.")
 
     @field_validator("engine")

@@ -17,14 +17,21 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from services.analysis import aggregate_repetitions, summarize_point
-from services.analysis.bursts import burst_recovery_detail
-from services.analysis.sustain import point_result_from_summary, search_sustainable
+from services.analysis import (
+    PointRules,
+    Warmup,
+    combine_repetitions,
+    point_bursts,
+    point_result_from_summary,
+    search_sustainable,
+    stamp_hops,
+    summarize_point,
+)
+from services.analysis.sustain import RATE_FRACTION
 from services.generator.workloads import build_schedule, parse_workload
 from services.runner.experiment import Experiment
 from services.runner.manifest import json_safe, write_manifest
@@ -119,105 +126,69 @@ class _PointRunner:
         self.progress.update(task, total=len(summaries), completed=len(summaries))
         d = result.as_dict()
         return {"sustainable_rate": result.sustainable_rate, "upper": result.upper, "status": result.status,
-                "precision": sc.precision, "criteria": {"rate_fraction": 0.98, "lag": "slope not rising",
+                "precision": sc.precision, "criteria": {"rate_fraction": RATE_FRACTION, "lag": "slope not rising",
                                                         "slo": {sc.slo_percentile: sc.slo_ms} if sc.slo_ms else None},
                 "tried": [{"rate": p["rate"], "sustainable": p["sustainable"], "phase": p["phase"]}
                           for p in d.get("points", [])],
                 "point_summaries": summaries}
 
 
+def point_rules(exp: Experiment) -> PointRules:
+    """The rules a repetition of ``exp`` is judged by (its validity, warm-up, constant rate, SLO)."""
+    wl = exp.workload
+    target_rate = None
+    if wl.type == "constant":
+        target_rate = wl.rate if wl.rate is not None else 1.0 / wl.period_s
+    slo = {exp.search.slo_percentile: exp.search.slo_ms} if exp.search is not None and exp.search.slo_ms else None
+    return PointRules(min_duration_s=exp.validity.min_duration_s, min_count=exp.validity.min_count,
+                      rate_tolerance=exp.validity.rate_tolerance,
+                      warmup=Warmup(fraction=exp.warmup.fraction, window_s=exp.warmup.window_s),
+                      target_rate=target_rate, slo=slo)
+
+
 def summarize_run(exp: Experiment, run: PointRun, params: dict) -> dict:
     """One repetition of one point: percentiles, throughput, accounting, validity, verdicts."""
     table = pq.read_table(run.dir / "batches.parquet")
-    gen = run.generator
-    wl = exp.workload
-    target_rate = getattr(wl, "rate", None) if wl.type == "constant" else None
-    if wl.type == "constant" and target_rate is None and getattr(wl, "period_s", None):
-        target_rate = 1.0 / wl.period_s
     lag = pq.read_table(run.dir / "lag.parquet")
-    lag_samples = list(zip((np.asarray(lag.column("t_ns")) / 1e9).tolist(), lag.column("lag").to_pylist()))
-    slo = None
-    if exp.search is not None and exp.search.slo_ms:
-        slo = {exp.search.slo_percentile: exp.search.slo_ms}
-    sent_rows = table.filter(pc.equal(table.column("sent"), True))
-    status = sent_rows.column("status").to_pylist()
-    accounting = {"sent": len(status), "scored": status.count("scored"),
-                  "dead_lettered": status.count("dead_lettered"), "missing": status.count("missing"),
-                  "duplicates": int(pc.sum(sent_rows.column("duplicates")).as_py() or 0),
-                  "not_sent": table.num_rows - sent_rows.num_rows,
-                  "checked": int((run.collector.get("predictions") or {}).get("checked", 0)),
-                  "wrong": int((run.collector.get("predictions") or {}).get("wrong", 0))}
-    point = summarize_point(
-        sent_rows, {**params, "model": exp.model, "engine": exp.engine, "backend": exp.serving.backend,
-                    "batch_size": exp.batch_size, "parallelism": exp.parallelism, "codec": exp.codec,
-                    "workload": wl.type, "serving_kind": exp.serving.kind,
-                    **({"server": exp.serving.server, "call_mode": exp.serving.call_mode,
-                        "instances": exp.serving.instances or exp.parallelism}
-                       if exp.serving.kind == "external" else {})},
-        target_rate=target_rate, warmup=exp.warmup.fraction if exp.warmup.window_s is None else None,
-        warmup_window_s=exp.warmup.window_s, min_duration_s=exp.validity.min_duration_s,
-        min_count=exp.validity.min_count, rate_tolerance=exp.validity.rate_tolerance, slo=slo,
-        lag_samples=lag_samples, accounting=accounting)
-    point["params"] = {**params, **point.get("params", {})}
+    lag_samples = np.c_[np.asarray(lag.column("t_ns"), dtype=np.float64) / 1e9,
+                        np.asarray(lag.column("lag"), dtype=np.float64)]
+    rules = point_rules(exp)
+    gen = run.generator
+    point = summarize_point(table, rules, params={**params, **_point_params(exp)}, lag_samples=lag_samples,
+                            predictions=run.collector.get("predictions"))
     point["generator"] = {k: gen.get(k) for k in ("target_rate_bps", "achieved_rate_bps", "processes",
                                                   "lateness_ms", "delivery_failures")}
-    point["clock_skew_ms"] = run.collector.get("clock_skew")
+    point["clock_skew_ms"] = gen.get("clock_skew")
     point["predictions"] = run.collector.get("predictions")
-    if accounting["wrong"]:
-        point["valid"] = False
-        point["reasons"] = [*point.get("reasons", []), f"{accounting['wrong']} of {accounting['checked']} "
-                            "checked predictions differ from the reference model"]
-    kept = max(1, accounting["scored"])
     point["resources"] = {"worker_cpu_s": run.worker_cpu_s,
-                          "worker_cpu_per_batch_us": run.worker_cpu_s / kept * 1e6,
+                          "worker_cpu_per_batch_us": run.worker_cpu_s / max(1, point["accounting"]["scored"]) * 1e6,
                           **resource_summary(run.dir)}  # {service: {cpu_mean_pct, cpu_max_pct, rss_max_mb}}
-    point["hops_ms"] = hop_breakdown(sent_rows)
+    point["hops_ms"] = stamp_hops(table)
     point["hops_traced"] = traced_hops(run.dir)
     # Which server actually answered (external serving), as the worker recorded it per batch.
-    point["answered_by"] = sorted({v for v in sent_rows.column("server").to_pylist() if v})
+    point["answered_by"] = sorted({v for v in table.column("server").to_pylist() if v})
     point["run_id"] = run.run_id
     point["dir"] = str(run.dir)
-    if target_rate:
-        point["search_ok"] = bool(point.get("valid")) and bool((point.get("sustainable") or {}).get("ok"))
-    if wl.type == "bursty":
-        point["bursts"] = bursts_recovery(exp, sent_rows, gen)
-        point["recovery_s"] = [b["recovery_s"] for b in point["bursts"]]
+    if rules.target_rate:
+        point["search_ok"] = bool(point["valid"]) and bool(point["sustainable"]["ok"])
+    if exp.workload.type == "bursty":
+        b = exp.bursts
+        point["bursts"] = point_bursts(table, build_schedule(exp.workload, exp.seed).bursts,
+                                       origin_ms=(gen.get("t0_ns") or 0) / 1e6, window_s=b.window_s,
+                                       hold_s=b.hold_s, tolerance=b.tolerance, baseline_s=b.baseline_s,
+                                       abs_tolerance_ms=b.abs_tolerance_ms)
+        point["recovery_s"] = [x["recovery_s"] for x in point["bursts"]]
     return point
 
 
-def bursts_recovery(exp: Experiment, rows: pa.Table, gen: dict) -> list:
-    schedule = build_schedule(exp.workload, exp.seed)
-    ok = np.array([s == "scored" for s in rows.column("status").to_pylist()])
-    out_ms = np.asarray(rows.column("output_append_ms").fill_null(0))[ok].astype(np.float64)
-    created = np.asarray(rows.column("created_ns").fill_null(0))[ok].astype(np.float64)
-    order = np.argsort(out_ms, kind="stable")
-    latency = out_ms - created / 1e6
-    return burst_recovery_detail(out_ms[order], latency[order], schedule.bursts,
-                                 window_s=exp.bursts.window_s, hold_s=exp.bursts.hold_s,
-                                 tolerance=exp.bursts.tolerance, abs_tolerance_ms=exp.bursts.abs_tolerance_ms,
-                                 baseline_s=exp.bursts.baseline_s, one_sided=True, origin_ms=(gen.get("t0_ns") or 0) / 1e6)
-
-
-def hop_breakdown(rows: pa.Table) -> dict:
-    """Median per-hop times (ms) from the broker stamps and the worker's own stamps.
-
-    produce = input append - created; wait = worker receive - input append;
-    decode / score / encode from the worker's perf counters; publish = output append - worker send.
-    Broker stamps have 1 ms resolution, so produce/wait/publish are +-1 ms each; the per-hop medians
-    need not add up to the e2e median (the per-hop spans of the tracing layer do)."""
-    ok = np.array([s == "scored" for s in rows.column("status").to_pylist()])
-    if not ok.any():
-        return {}
-
-    def col(name):
-        return np.asarray(rows.column(name).fill_null(0))[ok].astype(np.float64)
-
-    created, inp = col("created_ns") / 1e6, col("input_append_ms")
-    recv, send, outp = col("worker_receive_ns") / 1e6, col("worker_send_ns") / 1e6, col("output_append_ms")
-    hops = {"produce": inp - created, "wait": recv - inp, "decode": col("decode_ns") / 1e6,
-            "score": col("inference_ns") / 1e6, "encode": col("encode_ns") / 1e6,
-            "publish": outp - send, "e2e": outp - created}
-    return {k: {"p50": float(np.median(v)), "mean": float(np.mean(v))} for k, v in hops.items()}
+def _point_params(exp: Experiment) -> dict:
+    params = {"model": exp.model, "engine": exp.engine, "backend": exp.serving.backend,
+              "batch_size": exp.batch_size, "parallelism": exp.parallelism, "codec": exp.codec,
+              "workload": exp.workload.type, "serving_kind": exp.serving.kind}
+    if exp.serving.kind == "external":
+        params.update(server=exp.serving.server, call_mode=exp.serving.call_mode,
+                      instances=exp.serving.instances or exp.parallelism)
+    return params
 
 
 def traced_hops(point_dir: Path) -> dict | None:
@@ -230,43 +201,6 @@ def traced_hops(point_dir: Path) -> dict | None:
         return traced(point_dir)
     except Exception as exc:  # noqa: BLE001 - the breakdown is extra; the point stays valid
         return {"error": f"{type(exc).__name__}: {exc}"}
-
-
-def combine_repetitions(reps: list[dict]) -> dict:
-    """The point entry: the repetition itself when there is one; else means, with ``sd`` beside."""
-    if len(reps) == 1:
-        point = dict(reps[0])
-        point["repetitions"] = 1
-        return point
-    agg = aggregate_repetitions(reps)
-    mean, sd = _split_mean_sd(agg)
-    point = {**mean, "params": reps[0]["params"], "sd": sd, "repetitions": len(reps),
-             "valid": all(r.get("valid") for r in reps),
-             "reasons": sorted({x for r in reps for x in r.get("reasons", [])}),
-             "per_repetition": reps}
-    if any("search_ok" in r for r in reps):
-        point["search_ok"] = all(r.get("search_ok") for r in reps)
-        point["sustainable"] = {"ok": point["search_ok"],
-                                "reasons": sorted({x for r in reps for x in (r.get("sustainable") or {}).get("reasons", [])})}
-    if any("recovery_s" in r for r in reps):
-        point["recovery_s"] = [r.get("recovery_s") for r in reps]
-    return point
-
-
-def _split_mean_sd(node):
-    if isinstance(node, dict) and set(node) >= {"mean", "sd", "n"} and not isinstance(node["mean"], dict):
-        return node["mean"], node["sd"]
-    if isinstance(node, dict):
-        m, s = {}, {}
-        for k, v in node.items():
-            if k in ("params", "reasons", "repetitions", "used", "valid", "valid_count"):
-                continue
-            mv, sv = _split_mean_sd(v)
-            m[k] = mv
-            if sv is not None:
-                s[k] = sv
-        return m, s
-    return node, None
 
 
 def _write_batches(out: Path, runs: list[tuple[int, int, PointRun]]) -> None:

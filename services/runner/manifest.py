@@ -117,7 +117,7 @@ def write_manifest(out: Path, exp, runs, source_file: Path | None) -> dict:
         "git": git_state(),
         "host": host_facts(),
         "points": [{"point": i, "repetition": r, "run_id": run.run_id, "dir": str(run.dir),
-                    "clock_skew_ms": run.collector.get("clock_skew"), "timings_s": run.timings}
+                    "clock_skew_ms": run.generator.get("clock_skew"), "timings_s": run.timings}
                    for i, r, run in runs],
         "definitions": {
             "latency_ms": "output LogAppendTime - created_ns (paper)",

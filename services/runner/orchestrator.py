@@ -2,7 +2,7 @@
 
 Order and readiness (never fixed sleeps):
   topics created and led -> worker started, consumer group Stable with all partitions assigned ->
-  collector started, clock skew probed, ``collector.ready`` -> generator runs the workload ->
+  collector started, ``collector.ready`` -> generator probes the clock skew, runs the workload ->
   generator writes ``sent.parquet`` -> collector drains until every sent batch is accounted for
   (or ``drain_idle_s`` passes without news) -> worker stopped (its CPU time read first).
 """
@@ -126,11 +126,12 @@ def run_point(stack: Stack, exp: Experiment, point_dir: Path, python: str | None
                                feedback_topics=[topics.output, topics.dead_letter], run_id=run_id,
                                model=exp.model, item_shape=list(spec.input_shape), dtype=spec.input_dtype,
                                batch_size=exp.batch_size, codec=exp.codec, workload=exp.workload,
-                               seed=exp.seed, processes=exp.generator_processes)
+                               seed=exp.seed, processes=exp.generator_processes, probe_topic=topics.probe,
+                               clock_offset_ms=exp.inject.clock_offset_ms, stall=exp.inject.generator_stall)
         (point_dir / "generator.json.in").write_text(gs.model_dump_json(indent=2))
         cs = CollectorSettings(bootstrap=stack.bootstrap, output_topic=topics.output,
                                dead_letter_topic=topics.dead_letter, input_topic=topics.input,
-                               worker_group=group, probe_topic=topics.probe, codec=exp.codec,
+                               worker_group=group, codec=exp.codec,
                                expect_file=str(point_dir / "sent.parquet"),
                                check_sample=exp.check_predictions, models_dir=str(stack.models_dir),
                                generator_settings=str(point_dir / "generator.json.in"),

@@ -11,7 +11,7 @@ of its own, health-checked with real calls, recorded in a state file.
          kafka          its port accepts connections and an admin metadata call lists a broker
          scoring        the bound port is announced (ready file) and grpc.health.v1 says SERVING
          kafka-worker   its consumer group is Stable with every input partition assigned
-         collector      it wrote ``collector.ready`` (partitions assigned, clock skew probed)
+         collector      it wrote ``collector.ready`` (partitions assigned)
          =============  ====================================================================
 
          The state file (``<dir>/stack.json``) is written before the first process starts and
@@ -511,7 +511,7 @@ def up(s: StackSettings, config_path: Path | None = None, log=print) -> dict:
         collector_dir.mkdir(parents=True, exist_ok=True)
         (collector_dir / "collector.ready").unlink(missing_ok=True)
         cs = CollectorSettings(bootstrap=bootstrap, output_topic=t.output, dead_letter_topic=t.dead_letter,
-                               input_topic=t.input, worker_group=s.consumer_group, probe_topic=t.probe,
+                               input_topic=t.input, worker_group=s.consumer_group,
                                codec=s.codec, expect_file=str(collector_dir / "sent.parquet"), check_sample=0.0)
         (cfg_dir / "collector.json").write_text(cs.model_dump_json(indent=2))
         args = ["-m", "services.collector", "--config", f"@{cfg_dir / 'collector.json'}", "--out", str(collector_dir)]
