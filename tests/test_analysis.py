@@ -337,6 +337,22 @@ def test_lag_slope_of_a_known_line():
     assert lag_trend(np.c_[t, 0.5 * t], rate=None, abs_tolerance=0.4).rising   # no rate: the absolute floor
 
 
+def test_one_record_entering_the_pipeline_is_not_a_rising_backlog():
+    # the backlog of a 20/s point with a 20 ms scorer, sampled every 0.5 s (a real run): one record
+    # in flight from the sixth sample on. The fitted slope is significant (0.454/s > 2·se 0.307/s and
+    # > 1 % of 20/s), but the rise over the window is 0.454 × 4 s = 1.8 records: not rising
+    y = [0, 0, 0, 0, 0, 1, 1, 1, 1]
+    t = np.arange(9) * 0.5
+    tr = lag_trend(np.c_[t, y], rate=20)
+    assert tr.slope > tr.threshold and tr.rise == pytest.approx(tr.slope * 4.0) and tr.rise < 2
+    assert not tr.rising
+    # the same slope held 10 s: a rise of 4.5 records is a backlog that grows
+    assert lag_trend(np.c_[np.arange(21) * 0.5, np.floor(np.arange(21) * 0.5 * 0.45)], rate=20).rising
+    # the floor can be set: exactly at it is not rising, just above is
+    line = np.c_[np.arange(5.0), np.arange(5.0)]     # rise 4
+    assert not lag_trend(line, min_rise=4.0).rising and lag_trend(line, min_rise=3.99).rising
+
+
 def test_lag_slope_needs_significance_against_its_standard_error():
     # t = 0..3, y = 0 2 0 2: Sxx = 5, slope = 2/5 = 0.4; residuals −0.4 1.2 −1.2 0.4, SSR = 3.2,
     # se = sqrt(3.2 / 2 / 5) = sqrt(0.32); 2·se = 1.131 beats the 1 % tolerance (0.1 at 10/s)
@@ -621,7 +637,8 @@ def test_lag_trend_edges_and_its_record():
     assert math.isnan(two.stderr) and math.isnan(two.threshold) and two.tolerance == 0.1 and two.n == 2
     assert two.rising is False
     assert lag_trend(np.c_[t, 3 + 2.5 * t], rate=100).as_dict() == {
-        "slope": 2.5, "stderr": 0.0, "tolerance": 1.0, "threshold": 1.0, "rising": True, "n": 10, "note": ""}
+        "slope": 2.5, "stderr": 0.0, "tolerance": 1.0, "threshold": 1.0, "rise": 22.5, "rising": True, "n": 10,
+        "note": ""}
     with pytest.raises(ValueError, match=r"^lag samples must be a sequence of \(t_s, lag\) pairs$"):
         lag_trend([1, 2, 3])
 
@@ -630,7 +647,8 @@ def test_sustainability_record_and_its_inputs():
     t = np.arange(10.0)
     v = is_sustainable(10, 9.9, lag_samples=np.c_[t, 0.5 * t], latency={"p99": 3.0}, slo={"p99": 5})
     assert v.as_dict() == {"ok": False, "reasons": [
-        "consumer lag rising: slope 0.500/s > threshold 0.100/s (2·se 0.000, tolerance 0.100)"],
+        "consumer lag rising: slope 0.500/s > threshold 0.100/s (2·se 0.000, tolerance 0.100), "
+        "4.5 records over the window"],
         "target_rate": 10.0, "output_rate": 9.9, "required_rate": 9.8,
         "lag": lag_trend(np.c_[t, 0.5 * t], rate=10).as_dict(), "skipped": []}
     # the tolerances can be set: half the rate per second is not "rising" then; an absolute floor too
@@ -640,7 +658,8 @@ def test_sustainability_record_and_its_inputs():
     one = is_sustainable(10, 10.0, lag_samples=[(0.0, 5.0)])
     assert one.ok and one.skipped[0] == "lag trend (fewer than 2 distinct lag sample times: not tested)"
     noisy = is_sustainable(10, 10.0, lag_samples=np.c_[np.arange(4.0), [0.0, 3.0, 2.0, 5.0]])
-    assert noisy.reasons == ["consumer lag rising: slope 1.400/s > threshold 1.131/s (2·se 1.131, tolerance 0.100)"]
+    assert noisy.reasons == ["consumer lag rising: slope 1.400/s > threshold 1.131/s (2·se 1.131, tolerance 0.100), "
+                             "4.2 records over the window"]
     missing = is_sustainable(10, None)
     assert missing.reasons == ["no output rate (no kept records)"] and math.isnan(missing.output_rate)
     assert is_sustainable(10, 10.0).as_dict()["lag"] is None

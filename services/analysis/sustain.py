@@ -6,8 +6,11 @@ Definitions:
   samples ``(t_s, lag)`` (lag in records = batches, t in seconds). Slope b in batches/s,
   its standard error ``se = sqrt(SSR / (n − 2) / Sxx)``. The lag is **rising** when
   ``b > max(tolerance, 2·se)`` with ``tolerance = max(abs_tolerance, rel_tolerance × rate)``
-  (default rel_tolerance 1 % of the target rate, in batches/s). Fewer than 3 samples (or
-  no time spread): not tested, never "rising".
+  (default rel_tolerance 1 % of the target rate, in batches/s) *and* the fitted rise over the
+  samples, ``b × (t_last − t_first)``, exceeds ``min_rise`` (2 records): the backlog counts the
+  records in flight, so at a low rate a single record entering the pipeline is a step of 1 that a
+  short window would fit as a significant slope. Fewer than 3 samples (or no time spread): not
+  tested, never "rising".
 * **Sustainable at rate r** (:func:`is_sustainable`): over the measured window
   (1) output rate (:func:`services.analysis.stats.output_rate_bps`, not the paper's throughput) ≥ 0.98·r, (2) lag trend
   not rising, (3) for every SLO given,
@@ -48,6 +51,7 @@ __all__ = [
 NAN = float("nan")
 RATE_FRACTION = 0.98       # output rate >= 0.98 x the offered rate
 LAG_REL_TOLERANCE = 0.01   # a backlog slope within 1 % of the offered rate is not "rising"
+MIN_RISE = 2.0             # nor is a backlog that rose by 2 records or fewer over the window
 GROWTH = 2.0               # the search doubles the rate until one fails
 
 
@@ -58,7 +62,8 @@ GROWTH = 2.0               # the search doubles the rate until one fails
 
 @dataclass(frozen=True)
 class LagTrend:
-    """Result of :func:`lag_trend`. slope / stderr / tolerance / threshold in batches/s."""
+    """Result of :func:`lag_trend`. slope / stderr / tolerance / threshold in batches/s; rise (the
+    slope times the samples' time span) in batches."""
 
     slope: float
     stderr: float
@@ -67,10 +72,12 @@ class LagTrend:
     rising: bool
     n: int
     note: str = ""
+    rise: float = NAN
 
     def as_dict(self) -> dict[str, Any]:
         return {"slope": self.slope, "stderr": self.stderr, "tolerance": self.tolerance,
-                "threshold": self.threshold, "rising": self.rising, "n": self.n, "note": self.note}
+                "threshold": self.threshold, "rise": self.rise, "rising": self.rising, "n": self.n,
+                "note": self.note}
 
 
 def _as_samples(samples: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -84,12 +91,13 @@ def _as_samples(samples: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def lag_trend(samples: Any, *, rate: float | None = None, rel_tolerance: float = LAG_REL_TOLERANCE,
-              abs_tolerance: float = 0.0) -> LagTrend:
+              abs_tolerance: float = 0.0, min_rise: float = MIN_RISE) -> LagTrend:
     """Least-squares slope test of consumer lag against time.
 
     ``samples``: sequence of ``(t_s, lag)`` (any time origin). Rising when
     ``slope > max(tolerance, 2·stderr)``, ``tolerance = max(abs_tolerance,
-    rel_tolerance·rate)`` (rate in batches/s; without a rate only abs_tolerance applies).
+    rel_tolerance·rate)`` (rate in batches/s; without a rate only abs_tolerance applies), and
+    ``slope × span(t) > min_rise`` (records).
     """
     t, y = _as_samples(samples)
     n = int(len(t))
@@ -106,7 +114,8 @@ def lag_trend(samples: Any, *, rate: float | None = None, rel_tolerance: float =
     ssr = float((resid * resid).sum())
     stderr = math.sqrt(ssr / (n - 2) / sxx)
     threshold = max(tol, 2.0 * stderr)
-    return LagTrend(slope, stderr, tol, threshold, bool(slope > threshold), n)
+    rise = slope * float(np.ptp(t))
+    return LagTrend(slope, stderr, tol, threshold, slope > threshold and rise > min_rise, n, rise=rise)
 
 
 # --------------------------------------------------------------------------------------
@@ -174,7 +183,8 @@ def is_sustainable(target_rate: float, output_rate: float, *, lag_samples: Any =
             skipped.append(f"lag trend ({trend.note})")
         elif trend.rising:
             reasons.append(f"consumer lag rising: slope {trend.slope:.3f}/s > threshold "
-                           f"{trend.threshold:.3f}/s (2·se {2 * trend.stderr:.3f}, tolerance {trend.tolerance:.3f})")
+                           f"{trend.threshold:.3f}/s (2·se {2 * trend.stderr:.3f}, tolerance {trend.tolerance:.3f}), "
+                           f"{trend.rise:.1f} records over the window")
     slos = normalize_slo(slo)
     if not slos:
         skipped.append("latency SLO (none given)")
