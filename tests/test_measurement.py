@@ -232,3 +232,34 @@ def test_a_model_that_disagrees_with_the_reference_makes_the_point_invalid(kafka
     run = run_point(Stack(bootstrap=kafka_bootstrap, models_dir=Path(models_dir)), exp, tmp_path / "right")
     point = summarize_run(exp, run, {})
     assert (point["accounting"]["checked"], point["accounting"]["wrong"]) == (40, 0) and point["valid"], point["reasons"]
+
+
+# ------------------------------------------------------------------ the harness's own start
+
+
+def test_the_generator_producer_is_warm_before_the_first_slot(kafka_bootstrap, models_dir, tmp_path):
+    """The idempotent producer gets its id from the broker on its first send; the generator sends a
+    warm-up record to the probe topic and flushes it before the schedule starts, so no batch waits
+    in the client for that (it did: 12 batches appended 378 ms after their creation). The warm-up
+    record is appended before the first batch is created, and it is the probe topic's last record."""
+    from services.runner.orchestrator import Stack, run_point
+
+    exp = _exp(kafka_bootstrap, workload={"type": "constant", "rate": 50, "duration_s": 1})
+    run = run_point(Stack(bootstrap=kafka_bootstrap, models_dir=Path(models_dir)), exp, tmp_path / "point",
+                    keep_topics=True)
+    topics = RunTopics.for_run(run.run_id)
+    try:
+        c = Consumer(consumer_config(kafka_bootstrap, f"t-{uuid.uuid4().hex[:6]}", **{"enable.auto.commit": False}))
+        c.assign([TopicPartition(topics.probe, 0, 0)])
+        records = []
+        while not records or records[-1].value() != b"generator warm-up":
+            got = c.consume(100, timeout=2.0)
+            assert got, [m.value()[:20] for m in records]
+            records += [m for m in got if not m.error()]
+        c.close()
+        warm_ms = records[-1].timestamp()[1]
+        first_created_ms = min(pq.read_table(run.dir / "sent.parquet").column("created_ns").to_pylist()) / 1e6
+        assert warm_ms <= first_created_ms + 1   # broker stamps are truncated to the ms
+        assert len(records) == 11   # 10 clock probes, then the warm-up
+    finally:
+        delete_topics(kafka_bootstrap, topics)
