@@ -9,7 +9,7 @@
 PYTHON_BOOT ?= python3.11
 VENV        := .venv
 PY          := $(VENV)/bin/python
-CACHE       := .cache
+CACHE       := $(or $(CRAYFISH_CACHE_DIR),.cache)
 KAFKA_STAMP := $(CACHE)/kafka/.fetched
 EXPERIMENT  ?= experiments/default.yaml
 STAMP       := $(shell date +%Y%m%d-%H%M%S)

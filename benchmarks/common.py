@@ -114,7 +114,7 @@ def prefill(bootstrap: str, topic: str, records: Iterable[tuple[bytes, bytes]],
     returns how many were acknowledged. Raises when any delivery failed."""
     from confluent_kafka import Producer
 
-    from crayfish.kafka import producer_config
+    from crayfish.kafka import produce, producer_config
 
     p = Producer(producer_config(bootstrap, **{"linger.ms": 20, "batch.size": 4_000_000,
                                                "queue.buffering.max.messages": 1_000_000,
@@ -127,14 +127,8 @@ def prefill(bootstrap: str, topic: str, records: Iterable[tuple[bytes, bytes]],
         else:
             failed.append(str(err))
 
-    kw = {} if partition is None else {"partition": partition}
     for key, value in records:
-        while True:
-            try:
-                p.produce(topic, value, key, on_delivery=cb, **kw)
-                break
-            except BufferError:
-                p.poll(0.01)
+        produce(p, topic, value, key, on_delivery=cb, partition=partition)
         p.poll(0)
     remaining = p.flush(120)
     if failed or remaining:

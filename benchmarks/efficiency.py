@@ -131,7 +131,8 @@ def run(bootstrap: str, out_dir: Path, s: BenchSettings, log=print) -> dict:
     from crayfish.tensor import to_tensor
     from crayfish.v1 import batch_pb2
     from serving.models import build_model, default_models_dir, model_paths
-    from services.runner.processes import Service, wait_group_assigned
+    from crayfish.host.procs import Service
+    from crayfish.kafka import wait_group_assigned
     from sps_workers import ENGINES
     from sps_workers.settings import WorkerSettings
 

@@ -57,8 +57,8 @@ def kafka_drain(bootstrap: str, out_dir: Path, count: int, parallelism: int, eng
     from crayfish.codec import get_codec
     from crayfish.kafka import RunTopics, create_topics, delete_topics
     from serving.models import default_models_dir
-    from services.runner.environments import python_for
-    from services.runner.processes import Service, wait_engine_ready
+    from crayfish.host.envs import python_for
+    from crayfish.host.procs import Service
     from sps_workers import ENGINES
     from sps_workers.flink.standalone import build_records, throughput
 
@@ -81,7 +81,7 @@ def kafka_drain(bootstrap: str, out_dir: Path, count: int, parallelism: int, eng
         svc = Service("flink-worker", ["-m", ENGINES["flink"].module, "--config", f"@{cfg}"],
                       out_dir / f"{run_id}.log", python=python_for("flink"))
         try:
-            wait_engine_ready(ENGINES["flink"], ws, parallelism, [svc], timeout_s=300)
+            ENGINES["flink"].wait_ready(ws, parallelism, [svc], timeout_s=300)
             wait_until(lambda: counter.count() >= count, timeout_s=max(300.0, count / 50), interval_s=0.2,
                        check=svc.check_alive, what=f"{count} output records")
         finally:
@@ -122,7 +122,7 @@ def _read_all(bootstrap: str, topic: str, n: int, timeout_s: float = 120.0) -> l
 def standalone(out_dir: Path, count: int, parallelism: int, engine_options: dict, seed: int,
                backend: str = "onnxruntime", backend_options: dict | None = None, log=print) -> dict:
     from serving.models import default_models_dir
-    from services.runner.environments import python_for
+    from crayfish.host.envs import python_for
 
     cfg = {"model": MODEL, "backend": backend,
            "backend_options": ORT_OPTIONS if backend_options is None else backend_options,

@@ -21,7 +21,7 @@ import time
 import uuid
 from pathlib import Path
 
-from benchmarks.common import BenchSettings, TopicCounter, prefill, ratio, wait_until
+from benchmarks.common import BenchSettings, TopicCounter, ratio, wait_until
 
 MODEL = "ffnn"
 # (name, share of records with a sampled traceparent, tracing enabled in the worker). The last one
@@ -49,17 +49,12 @@ def _records(run_id: str, n: int, share: float, x):
 def _prefill_with_headers(bootstrap, topic, records) -> None:
     from confluent_kafka import Producer
 
-    from crayfish.kafka import producer_config
+    from crayfish.kafka import produce, producer_config
 
     p = Producer(producer_config(bootstrap, **{"linger.ms": 20, "batch.size": 4_000_000,
                                                "queue.buffering.max.messages": 1_000_000}))
     for key, value, headers in records:
-        while True:
-            try:
-                p.produce(topic, value, key, partition=0, headers=headers)
-                break
-            except BufferError:
-                p.poll(0.01)
+        produce(p, topic, value, key, partition=0, headers=headers)
     if p.flush(120):
         raise RuntimeError(f"pre-fill of {topic} incomplete")
 
@@ -68,7 +63,8 @@ def _drain(bootstrap: str, out_dir: Path, n: int, share: float, models_dir: Path
            tracing_on: bool = True) -> dict:
     from benchmarks.efficiency import ORT_OPTIONS, _thread_times
     from crayfish.kafka import RunTopics, create_topics, delete_topics
-    from services.runner.processes import Service, wait_group_assigned
+    from crayfish.host.procs import Service
+    from crayfish.kafka import wait_group_assigned
     from sps_workers import ENGINES
     from sps_workers.settings import WorkerSettings
 

@@ -87,6 +87,21 @@ def consumer_config(bootstrap: str, group_id: str, **overrides) -> dict:
     return conf
 
 
+def produce(producer: Producer, topic: str, value: bytes | None, key: bytes | None = None, *, headers=None,
+            on_delivery=None, partition: int | None = None, wait_s: float = 0.01) -> None:
+    """``producer.produce(...)``, waiting while the client's queue is full (``BufferError``) and
+    serving delivery reports meanwhile: a record is never dropped for want of room."""
+    kw = {"on_delivery": on_delivery, "headers": headers or None}
+    if partition is not None:
+        kw["partition"] = partition
+    while True:
+        try:
+            producer.produce(topic, value, key, **kw)
+            return
+        except BufferError:
+            producer.poll(wait_s)
+
+
 def create_topics(bootstrap: str, topics: RunTopics, partitions: int = 2, timeout_s: float = 30.0) -> None:
     """Create the run's topics, LogAppendTime on all of them (the broker stamps both ends of the
     worker hop), replication factor 1, message size limit large enough for ResNet50 batches."""
@@ -221,3 +236,28 @@ def _read_back(consumer, token: bytes, timeout_s: float) -> int | None:
         if m is not None and not m.error() and m.value() == token:
             return m.timestamp()[1]
     return None
+
+
+def wait_group_assigned(bootstrap: str, group: str, members: int, partitions: int, services: list = (),
+                        timeout_s: float = 90.0) -> None:
+    """Ready = the consumer group is Stable with ``members`` members holding all ``partitions``.
+    ``services`` (each with ``check_alive()``) are checked meanwhile, so a dead worker fails fast."""
+    from confluent_kafka import ConsumerGroupState
+
+    admin = AdminClient(admin_config(bootstrap))
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        for s in services:
+            s.check_alive()
+        try:
+            desc = admin.describe_consumer_groups([group], request_timeout=5)[group].result(timeout=5)
+            assigned = sum(len(m.assignment.topic_partitions) for m in desc.members if m.assignment)
+            last = f"state={desc.state}, members={len(desc.members)}, assigned partitions={assigned}"
+            if (desc.state == ConsumerGroupState.STABLE and len(desc.members) >= members
+                    and assigned >= partitions):
+                return
+        except Exception as exc:  # noqa: BLE001 - group not known yet
+            last = str(exc)
+        time.sleep(POLL_S)
+    raise TimeoutError(f"consumer group {group} not ready after {timeout_s:.0f}s ({last})")

@@ -54,7 +54,7 @@ def export_for_backend(backend: str, model: str, models_dir, seed: int = 42, log
     module = BACKEND_EXPORTERS.get(backend)
     if module is None:
         return
-    from services.runner.environments import python_for
+    from crayfish.host.envs import python_for
 
     log(f"model {model}: {backend} export (in the {backend_env(backend)} environment)")
     subprocess.run([python_for(backend_env(backend), log=log), "-m", module, "--model", model,

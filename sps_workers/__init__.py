@@ -19,13 +19,14 @@ How to add an engine
 4. Engine-specific knobs (cluster address, operator parallelism, ...) come in
    ``WorkerSettings.engine_options``; reject unknown keys with a message naming them.
 5. Register it below with the environment it runs in (``core`` or ``envs/<name>/requirements.txt``,
-   built on demand by services.runner.environments) and pass the conformance suite in
+   built on demand by crayfish.host.envs) and pass the conformance suite in
    ``tests/test_engines.py``, which runs every registered engine unchanged.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,24 @@ class EngineSpec:
     environment: str = "core"
     # Whether the engine honours WorkerSettings.consumer_group (the runner waits for assignment).
     joins_consumer_group: bool = True
+
+    def wait_ready(self, settings, partitions: int, services: list, timeout_s: float = 180.0) -> None:
+        """Ready = the worker's consumer group holds every partition (engines that join the group),
+        or the engine wrote ``settings.ready_file`` (engines that assign partitions themselves:
+        Flink, Spark, Bytewax). ``services``: the processes to watch meanwhile."""
+        from crayfish.host.procs import ServiceError, wait_file
+        from crayfish.kafka import wait_group_assigned
+
+        if self.joins_consumer_group:
+            try:
+                wait_group_assigned(settings.bootstrap, settings.consumer_group, settings.parallelism, partitions,
+                                    services, timeout_s=timeout_s)
+            except TimeoutError as exc:
+                raise ServiceError(str(exc)) from None
+            return
+        if not settings.ready_file:
+            raise ServiceError(f"engine {self.name} does not join the consumer group and no ready_file is set")
+        wait_file(Path(settings.ready_file), services, timeout_s=timeout_s, what=f"{self.name} worker")
 
 
 ENGINES: dict[str, EngineSpec] = {

@@ -15,7 +15,7 @@ import pytest
 from tests.kafka_io import read_scored, read_scored_to_end, send_batches
 from tests.procs import is_loopback, listening
 from crayfish.kafka import RunTopics, create_topics, delete_topics
-from services.runner.processes import Service, wait_engine_ready
+from crayfish.host.procs import Service
 from sps_workers import ENGINES
 from sps_workers.bytewax.options import parse_options
 from sps_workers.settings import WorkerSettings
@@ -35,7 +35,7 @@ def test_options_are_validated_naming_the_field():
 
 
 def test_worker_rejects_a_bad_option_before_starting():
-    from services.runner.environments import python_for
+    from crayfish.host.envs import python_for
 
     ws = WorkerSettings(bootstrap="127.0.0.1:1", input_topic="i", output_topic="o", dead_letter_topic="d",
                        consumer_group="g", model="ffnn", worker_id=ENGINE, parallelism=3,
@@ -50,7 +50,7 @@ def test_worker_rejects_a_bad_option_before_starting():
 
 @pytest.fixture
 def bytewax_worker(kafka_bootstrap, models_dir, tmp_path):
-    from services.runner.environments import python_for
+    from crayfish.host.envs import python_for
 
     started, made = [], []
 
@@ -72,7 +72,7 @@ def bytewax_worker(kafka_bootstrap, models_dir, tmp_path):
         svc = Service(f"{ENGINE}-worker", ["-m", spec.module, "--config", f"@{cfg}"],
                       tmp_path / f"worker-{run_id}-{n}.log", python=python_for(spec.environment))
         started.append(svc)
-        wait_engine_ready(spec, ws, 2, [svc], timeout_s=240)
+        spec.wait_ready(ws, 2, [svc], timeout_s=240)
         assert Path(ws.ready_file).exists()
         return svc, topics, run_id
 

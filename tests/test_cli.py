@@ -373,7 +373,7 @@ def env_list(env: dict | None = None) -> dict[str, str]:
 
 
 def test_env_list_shows_every_environment_and_whether_it_is_built():
-    from services.runner import environments
+    from crayfish.host import envs as environments
 
     expected = ["core"] + sorted(p.parent.name for p in (REPO / "envs").glob("*/requirements.txt"))
     states = env_list()

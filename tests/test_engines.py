@@ -24,7 +24,7 @@ from crayfish.codec import get_codec
 from crayfish.kafka import RunTopics, consumer_config, create_topics, delete_topics, producer_config
 from crayfish.tensor import from_tensor
 from crayfish.v1 import batch_pb2
-from services.runner.processes import Service, wait_engine_ready
+from crayfish.host.procs import Service
 from sps_workers import ENGINES
 from sps_workers.settings import ExternalSettings, WorkerSettings
 from tests.kafka_io import make_batch
@@ -53,7 +53,7 @@ def _read(bootstrap, topics, until, timeout_s=120):
 def engine_factory(kafka_bootstrap, models_dir, tmp_path):
     """Start an engine's worker as the runner does (its environment's interpreter, readiness by
     consumer group or ready file) on fresh topics."""
-    from services.runner.environments import python_for
+    from crayfish.host.envs import python_for
 
     started = []
 
@@ -72,7 +72,7 @@ def engine_factory(kafka_bootstrap, models_dir, tmp_path):
         svc = Service(f"{engine}-worker", ["-m", spec.module, "--config", f"@{cfg}"],
                       tmp_path / f"worker-{run_id}.log", python=python_for(spec.environment), env=env)
         started.append((svc, topics))
-        wait_engine_ready(spec, ws, partitions, [svc], timeout_s=240)
+        spec.wait_ready(ws, partitions, [svc], timeout_s=240)
         return svc, topics, run_id
 
     yield start

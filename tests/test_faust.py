@@ -19,7 +19,7 @@ from tests.kafka_io import read_records, read_to_end, send_batches, wait_committ
 from tests.procs import listening, loopback_listeners
 from crayfish.kafka import RunTopics, create_topics, delete_topics, producer_config
 from crayfish.v1 import batch_pb2
-from services.runner.processes import Service, wait_engine_ready
+from crayfish.host.procs import Service
 from sps_workers import ENGINES
 from sps_workers.faust.options import parse_options
 from sps_workers.settings import WorkerSettings
@@ -38,7 +38,7 @@ def test_options_are_validated_naming_the_field():
 
 
 def test_worker_rejects_a_bad_option_before_starting(tmp_path):
-    from services.runner.environments import python_for
+    from crayfish.host.envs import python_for
 
     ws = WorkerSettings(bootstrap="127.0.0.1:1", input_topic="i", output_topic="o", dead_letter_topic="d",
                        consumer_group="g", model="ffnn", worker_id=ENGINE, engine_options={"concurency": 2})
@@ -50,7 +50,7 @@ def test_worker_rejects_a_bad_option_before_starting(tmp_path):
 
 @pytest.fixture
 def faust_worker(kafka_bootstrap, models_dir, tmp_path):
-    from services.runner.environments import python_for
+    from crayfish.host.envs import python_for
 
     started, made = [], []
 
@@ -71,7 +71,7 @@ def faust_worker(kafka_bootstrap, models_dir, tmp_path):
         svc = Service(f"{ENGINE}-worker", ["-m", spec.module, "--config", f"@{cfg}"],
                       tmp_path / f"worker-{run_id}-{len(started)}.log", python=python_for(spec.environment))
         started.append(svc)
-        wait_engine_ready(spec, ws, 2, [svc], timeout_s=240)
+        spec.wait_ready(ws, 2, [svc], timeout_s=240)
         return svc, topics, run_id
 
     yield start

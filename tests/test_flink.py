@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from crayfish.kafka import RunTopics, consumer_lag, create_topics, delete_topics
-from services.runner.processes import Service, wait_engine_ready
+from crayfish.host.procs import Service
 from sps_workers import ENGINES
 from sps_workers.flink.job import load_settings
 from sps_workers.flink.options import FlinkOptionsError, parse_options
@@ -31,7 +31,7 @@ BASE = {"bootstrap": "127.0.0.1:9", "input_topic": "in", "output_topic": "out", 
 
 @pytest.fixture(scope="module")
 def flink_python():
-    from services.runner.environments import python_for
+    from crayfish.host.envs import python_for
 
     return python_for("flink")
 
@@ -90,7 +90,7 @@ def _start(bootstrap, models_dir, tmp_path, flink_python, parallelism=1, partiti
     svc = Service("flink-worker", ["-m", "sps_workers.flink", "--config", f"@{cfg}"], tmp_path / f"{run_id}.log",
                   python=flink_python)
     try:
-        wait_engine_ready(ENGINES["flink"], ws, partitions, [svc], timeout_s=240)
+        ENGINES["flink"].wait_ready(ws, partitions, [svc], timeout_s=240)
     except Exception:
         svc.stop()
         delete_topics(bootstrap, topics)

@@ -26,7 +26,7 @@ from crayfish.codec import get_codec
 from crayfish.kafka import RunTopics, consumer_config, create_topics, delete_topics, producer_config
 from crayfish.tensor import from_tensor, to_tensor
 from crayfish.v1 import batch_pb2
-from services.runner.processes import Service, wait_engine_ready, wait_file
+from crayfish.host.procs import Service, wait_file
 from tests.procs import listening
 from sps_workers import ENGINES
 from sps_workers.kafka_streams import build
@@ -163,7 +163,7 @@ def start_worker(kafka_bootstrap, models_dir, tmp_path):
         svc = Service("kafka-streams-worker", ["-m", SPEC.module, "--config", f"@{cfg}"], tmp_path / f"{run_id}.log",
                       env=env)
         started.append((svc, topics))
-        wait_engine_ready(SPEC, ws, partitions, [svc], timeout_s=240)
+        SPEC.wait_ready(ws, partitions, [svc], timeout_s=240)
         wait_file(tmp_path / f"{run_id}.ready", [svc], timeout_s=60, what="ready file (written on RUNNING)")
         return svc, topics, ws
 

@@ -168,7 +168,7 @@ time.sleep(600)
 def test_resource_figures_of_a_process_with_a_known_load(tmp_path):
     """A process holding 256 MiB and burning 1.5 s of CPU after the sampler's first sample: the CPU
     the samples add up to is that 1.5 s, and the resident memory is at least the 256 MiB."""
-    from services.runner.processes import Service
+    from crayfish.host.procs import Service
     from services.runner.resources import ResourceSampler, resource_summary
 
     ready, go, done = tmp_path / "ready", tmp_path / "go", tmp_path / "done"

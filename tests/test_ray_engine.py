@@ -19,7 +19,7 @@ from confluent_kafka import Consumer, TopicPartition
 from tests.kafka_io import read_scored, read_scored_to_end, send_batches
 from tests.procs import loopback_listeners
 from crayfish.kafka import RunTopics, consumer_config, create_topics, delete_topics
-from services.runner.processes import Service, wait_engine_ready, wait_file
+from crayfish.host.procs import Service, wait_file
 from sps_workers import ENGINES
 from sps_workers.ray.options import RayOptionError, parse_options
 from sps_workers.settings import WorkerSettings
@@ -63,7 +63,7 @@ def _is_ray(p: psutil.Process) -> bool:
 
 
 def test_worker_rejects_a_bad_option_before_starting(tmp_path):
-    from services.runner.environments import python_for
+    from crayfish.host.envs import python_for
 
     ws = _ws(engine_options={"address": "nowhere"})
     # Watch the worker's process tree while it runs: a started Ray shows up there (its GCS server
@@ -103,7 +103,7 @@ def _committed(bootstrap, group, topic) -> dict[int, int]:
 
 @pytest.mark.kafka
 def test_sigterm_drains_commits_and_leaves_nothing_behind(kafka_bootstrap, models_dir, tmp_path):
-    from services.runner.environments import python_for
+    from crayfish.host.envs import python_for
 
     run_id = uuid.uuid4().hex[:8]
     topics = RunTopics.for_run(run_id)
@@ -122,7 +122,7 @@ def test_sigterm_drains_commits_and_leaves_nothing_behind(kafka_bootstrap, model
         svc = Service(f"{ENGINE}-worker", ["-m", ENGINES[ENGINE].module, "--config", f"@{cfg}"],
                       tmp_path / f"{name}.log", python=python)
         started.append(svc)
-        wait_engine_ready(ENGINES[ENGINE], ws, 2, [svc], timeout_s=240)
+        ENGINES[ENGINE].wait_ready(ws, 2, [svc], timeout_s=240)
         return svc
 
     try:
@@ -172,7 +172,7 @@ def ray_cluster():
     import socket
     import tempfile
 
-    from services.runner.environments import env_dir, python_for
+    from crayfish.host.envs import env_dir, python_for
 
     python_for(ENGINES[ENGINE].environment)
 
@@ -217,7 +217,7 @@ def ray_cluster():
 @pytest.mark.kafka
 @pytest.mark.parametrize("kind", ["ray-client", "gcs"])
 def test_address_runs_the_chains_on_an_existing_cluster(kafka_bootstrap, models_dir, tmp_path, ray_cluster, kind):
-    from services.runner.environments import python_for
+    from crayfish.host.envs import python_for
 
     gcs, client, env = ray_cluster
     run_id = uuid.uuid4().hex[:8]
@@ -230,7 +230,7 @@ def test_address_runs_the_chains_on_an_existing_cluster(kafka_bootstrap, models_
     svc = Service(f"{ENGINE}-worker", ["-m", ENGINES[ENGINE].module, "--config", ws.model_dump_json()],
                   tmp_path / "worker.log", python=python_for(ENGINES[ENGINE].environment), env=env)
     try:
-        wait_engine_ready(ENGINES[ENGINE], ws, 2, [svc], timeout_s=180)
+        ENGINES[ENGINE].wait_ready(ws, 2, [svc], timeout_s=180)
         send_batches(kafka_bootstrap, topics.input, run_id, range(20))
         got = [(s.batch_id, s.facts.worker_id) for s in read_scored(kafka_bootstrap, topics.output, 20)]
         assert {b for b, _ in got} == {f"{run_id}-{i}" for i in range(20)}

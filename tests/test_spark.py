@@ -19,7 +19,7 @@ import pytest
 from tests.kafka_io import read_scored, read_scored_to_end, send_batches
 from tests.procs import loopback_listeners
 from crayfish.kafka import RunTopics, create_topics, delete_topics
-from services.runner.processes import Service, wait_engine_ready
+from crayfish.host.procs import Service
 from sps_workers import ENGINES
 from sps_workers.settings import WorkerSettings
 from sps_workers.spark.jars import ARTIFACTS, POM, ensure_jars
@@ -71,7 +71,7 @@ def test_connector_jars_match_the_pinned_pyspark():
 
 
 def test_worker_rejects_a_bad_option_before_starting(tmp_path):
-    from services.runner.environments import python_for
+    from crayfish.host.envs import python_for
 
     ws = _ws(engine_options={"master": "nowhere"})
     # Watch the worker's process tree while it runs: a started JVM (spark-submit's java) shows up
@@ -113,7 +113,7 @@ def _cmdline(p: psutil.Process) -> str:
 
 @pytest.mark.kafka
 def test_sigterm_drains_and_a_restart_resumes_from_the_checkpoint(kafka_bootstrap, models_dir, tmp_path):
-    from services.runner.environments import python_for
+    from crayfish.host.envs import python_for
 
     run_id = uuid.uuid4().hex[:8]
     topics = RunTopics.for_run(run_id)
@@ -133,7 +133,7 @@ def test_sigterm_drains_and_a_restart_resumes_from_the_checkpoint(kafka_bootstra
         svc = Service(f"{ENGINE}-worker", ["-m", ENGINES[ENGINE].module, "--config", f"@{cfg}"],
                       tmp_path / f"{name}.log", python=python)
         started.append(svc)
-        wait_engine_ready(ENGINES[ENGINE], ws, 2, [svc], timeout_s=240)
+        ENGINES[ENGINE].wait_ready(ws, 2, [svc], timeout_s=240)
         return svc
 
     try:
@@ -172,7 +172,7 @@ def test_sigterm_drains_and_a_restart_resumes_from_the_checkpoint(kafka_bootstra
 def test_runs_on_a_spark_cluster_master(kafka_bootstrap, models_dir, tmp_path):
     """master = local-cluster[2,1,1024]: a standalone master and two worker JVMs with one executor
     each (as on a real cluster: the connector jars and the Python scoring travel to the executors)."""
-    from services.runner.environments import python_for
+    from crayfish.host.envs import python_for
 
     run_id = uuid.uuid4().hex[:8]
     topics = RunTopics.for_run(run_id)
@@ -185,7 +185,7 @@ def test_runs_on_a_spark_cluster_master(kafka_bootstrap, models_dir, tmp_path):
     svc = Service(f"{ENGINE}-worker", ["-m", ENGINES[ENGINE].module, "--config", ws.model_dump_json()],
                   tmp_path / "worker.log", python=python_for(ENGINES[ENGINE].environment))
     try:
-        wait_engine_ready(ENGINES[ENGINE], ws, 2, [svc], timeout_s=240)
+        ENGINES[ENGINE].wait_ready(ws, 2, [svc], timeout_s=240)
         tree = psutil.Process(svc.proc.pid).children(recursive=True)
         executors = [p for p in tree if "CoarseGrainedExecutorBackend" in _cmdline(p)]
         assert len(executors) == 2, [_cmdline(p)[:120] for p in tree]

@@ -83,10 +83,10 @@ def stack(tmp_path_factory, jaeger_binary):
 @pytest.mark.timeout(3600)   # a clean machine builds Jaeger here (the whole OTel collector: long on 2 cores)
 def test_jaeger_binary(jaeger_binary):
     """Built from the Go module proxy (or cached in .cache/jaeger/bin): `make jaeger` does the same."""
-    from observability.jaeger.build import VERSION, VERSION_FILE
+    from observability.jaeger.build import VERSION, version_file
 
     assert jaeger_binary.exists() and os.access(jaeger_binary, os.X_OK)
-    assert VERSION_FILE.read_text().strip() == VERSION
+    assert version_file().read_text().strip() == VERSION
 
 
 def test_up_is_healthy_and_loopback_only(stack):

@@ -14,7 +14,8 @@ import subprocess
 
 import pytest
 
-from services.runner.environments import REPO_ROOT, python_for
+from crayfish.host.paths import REPO_ROOT
+from crayfish.host.envs import python_for
 
 TOLERANCE = 1e-4
 

@@ -15,7 +15,8 @@ import pytest
 
 from serving.embedded import BACKENDS, ScorerConfigError, create_scorer
 from serving.models import build_model, default_models_dir
-from services.runner.environments import REPO_ROOT, python_for
+from crayfish.host.paths import REPO_ROOT
+from crayfish.host.envs import python_for
 
 TOLERANCE = 1e-4
 

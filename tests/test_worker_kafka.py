@@ -12,7 +12,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from crayfish.codec import get_codec
 from crayfish.kafka import RunTopics, consumer_config, create_topics, delete_topics, producer_config
 from crayfish.v1 import batch_pb2
-from services.runner.processes import Service, wait_group_assigned
+from crayfish.host.procs import Service
+from crayfish.kafka import wait_group_assigned
 from sps_workers.settings import WorkerSettings
 from tests.kafka_io import end_offsets, make_batch, wait_committed
 

@@ -24,7 +24,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from crayfish.host.paths import REPO_ROOT
+
+REPO = REPO_ROOT
 PROTO_ROOT = REPO / "protos"
 PACKAGE_DIR = Path("crayfish") / "v1"  # relative to both the proto root and the output root
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")

@@ -19,9 +19,10 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from crayfish.host.paths import REPO_ROOT
+
+ROOT = REPO_ROOT
 DOC = ROOT / "docs" / "mutation.md"
 MUTMUT = [sys.executable, "-m", "mutmut"]
 

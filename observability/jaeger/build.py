@@ -28,12 +28,20 @@ import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CACHE_DIR = Path(os.environ.get("CRAYFISH_CACHE_DIR", REPO_ROOT / ".cache"))
-JAEGER_DIR = CACHE_DIR / "jaeger"
-BINARY = JAEGER_DIR / "bin" / "jaeger"
-VERSION_FILE = JAEGER_DIR / "bin" / "jaeger.version"
-MODULE_DIR = JAEGER_DIR / "mod"
+from crayfish.host.paths import cache_dir
+
+
+def binary() -> Path:
+    return cache_dir("jaeger", "bin", "jaeger")
+
+
+def version_file() -> Path:
+    return cache_dir("jaeger", "bin", "jaeger.version")
+
+
+def _module_dir() -> Path:
+    return cache_dir("jaeger", "mod")
+
 
 PACKAGE = "github.com/jaegertracing/jaeger/cmd/jaeger"
 VERSION = "v1.76.0"           # = Jaeger v2.13.0; the Go proxy lists it (see the module docstring)
@@ -55,40 +63,40 @@ def go_binary() -> str:
 
 
 def is_built(version: str = VERSION) -> bool:
-    return BINARY.exists() and os.access(BINARY, os.X_OK) and VERSION_FILE.exists() \
-        and VERSION_FILE.read_text().strip() == version
+    return binary().exists() and os.access(binary(), os.X_OK) and version_file().exists() \
+        and version_file().read_text().strip() == version
 
 
 def ensure_jaeger(version: str = VERSION, force: bool = False, log=print, jobs: int | None = None) -> Path:
     """Return the path of the Jaeger binary, building it first when missing (or ``force``)."""
     if is_built(version) and not force:
-        return BINARY
+        return binary()
     go = go_binary()
-    MODULE_DIR.mkdir(parents=True, exist_ok=True)
-    BINARY.parent.mkdir(parents=True, exist_ok=True)
+    _module_dir().mkdir(parents=True, exist_ok=True)
+    binary().parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
     env["PATH"] = os.pathsep.join([str(Path(go).parent), env.get("PATH", "")])
 
     def step(*args: str) -> None:
         log(f"[jaeger build] {' '.join(args)}")
         # niced: the first build is long and the machine is shared
-        res = subprocess.run([go, *args], cwd=MODULE_DIR, env=env, preexec_fn=lambda: os.nice(10))
+        res = subprocess.run([go, *args], cwd=_module_dir(), env=env, preexec_fn=lambda: os.nice(10))
         if res.returncode != 0:
-            raise BuildError(f"`go {' '.join(args)}` failed (exit {res.returncode}) in {MODULE_DIR}")
+            raise BuildError(f"`go {' '.join(args)}` failed (exit {res.returncode}) in {_module_dir()}")
 
     t0 = time.monotonic()
-    if not (MODULE_DIR / "go.mod").exists():
+    if not (_module_dir() / "go.mod").exists():
         step("mod", "init", "crayfish.local/jaeger-build")
     step("get", "-tool", f"{PACKAGE}@{version}")
-    tmp = BINARY.with_suffix(".tmp")
+    tmp = binary().with_suffix(".tmp")
     build = ["build", "-trimpath", "-ldflags", "-s -w", "-o", str(tmp)]
     if jobs:
         build[1:1] = ["-p", str(jobs)]
     step(*build, PACKAGE)
-    os.replace(tmp, BINARY)
-    VERSION_FILE.write_text(version + "\n")
-    log(f"[jaeger build] {BINARY} ({version}) built in {time.monotonic() - t0:.0f} s")
-    return BINARY
+    os.replace(tmp, binary())
+    version_file().write_text(version + "\n")
+    log(f"[jaeger build] {binary()} ({version}) built in {time.monotonic() - t0:.0f} s")
+    return binary()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -21,15 +20,14 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CACHE_DIR = Path(os.environ.get("CRAYFISH_CACHE_DIR", REPO_ROOT / ".cache"))
-KAFKA_LIB = CACHE_DIR / "kafka" / "lib"
+from crayfish.host.paths import cache_dir
+from crayfish.host.ports import free_port
+from crayfish.host.procs import ProcessRecord, stop_tree
+from crayfish.kafka import MAX_MESSAGE_BYTES
+
 POM = Path(__file__).with_name("pom.xml")
 
 POLL_S = 0.1  # readiness polling interval
-
-# Large enough for ResNet50 batches of 8 (8*224*224*3 float32 = 4.8 MB raw; ~13 MB as crayfish-json).
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 LOG4J2_XML = """<?xml version="1.0" encoding="UTF-8"?>
 <Configuration status="WARN">
@@ -60,27 +58,32 @@ class BrokerHandle:
         return json.dumps(asdict(self))
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+
+
+def kafka_lib() -> Path:
+    return cache_dir("kafka", "lib")
+
+
+def default_state_dir() -> Path:
+    return cache_dir("broker")
 
 
 def ensure_jars(quiet: bool = True) -> Path:
     """Fetch the Kafka jars with Maven unless they are cached already."""
-    if KAFKA_LIB.is_dir() and any(KAFKA_LIB.glob("kafka_2.13-*.jar")):
-        return KAFKA_LIB
+    lib = kafka_lib()
+    if lib.is_dir() and any(lib.glob("kafka_2.13-*.jar")):
+        return lib
     mvn = shutil.which("mvn")
     if mvn is None:
         raise BrokerError("Maven (mvn) is needed to fetch the Kafka jars; install it or give kafka.bootstrap")
-    KAFKA_LIB.mkdir(parents=True, exist_ok=True)
+    lib.mkdir(parents=True, exist_ok=True)
     cmd = [mvn, "-B", "-f", str(POM),
            "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies",
-           "-DincludeScope=runtime", f"-DoutputDirectory={KAFKA_LIB}"]
+           "-DincludeScope=runtime", f"-DoutputDirectory={lib}"]
     if quiet:
         cmd.insert(1, "-q")
     subprocess.run(cmd, check=True)
-    return KAFKA_LIB
+    return lib
 
 
 def _java() -> str:
@@ -154,36 +157,42 @@ def wait_ready(bootstrap: str, timeout_s: float = 60.0, proc: subprocess.Popen |
     raise BrokerError(f"Kafka at {bootstrap} not ready after {timeout_s:.0f}s")
 
 
-def start(state_dir: Path | None = None, heap: str = "1g", timeout_s: float = 90.0) -> BrokerHandle:
-    """Format a fresh KRaft log dir and start the broker; returns once it answers."""
+def kafka_command(data_dir: Path, port: int, controller_port: int, heap: str = "1g",
+                  log_file: Path | None = None) -> list[str]:
+    """Prepare a fresh KRaft log dir in ``data_dir`` (server.properties, log4j2.xml, formatted
+    storage) and return the command that runs the broker on 127.0.0.1:``port``: the one way this
+    project runs Kafka (``start`` below, and the native stack)."""
     lib = ensure_jars()
-    state_dir = Path(state_dir or CACHE_DIR / "broker")
-    data_dir = state_dir / f"kafka-{uuid.uuid4().hex[:8]}"
-    data_dir.mkdir(parents=True)
-    port, controller_port = free_port(), free_port()
     props = data_dir / "server.properties"
     props.write_text(_server_properties(data_dir, port, controller_port))
-    log_file = data_dir / "kafka.log"
+    log_file = log_file or data_dir / "kafka.log"
     (data_dir / "log4j2.xml").write_text(LOG4J2_XML.format(log=log_file))
-
-    java = _java()
-    classpath = os.pathsep.join(str(p) for p in sorted(lib.glob("*.jar")))
-    jvm = [java, "-Xms256m", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+    jvm = [_java(), "-Xms256m", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
            "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={data_dir / 'log4j2.xml'}",
-           f"-Dkafka.logs.dir={data_dir}", "-cp", classpath]
-    cluster_id = _random_cluster_id()
-    fmt = subprocess.run(jvm + ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
+           f"-Dkafka.logs.dir={data_dir}", "-cp", os.pathsep.join(str(p) for p in sorted(lib.glob("*.jar")))]
+    fmt = subprocess.run(jvm + ["kafka.tools.StorageTool", "format", "-t", _random_cluster_id(), "-c", str(props),
                                 "--ignore-formatted"], capture_output=True, text=True)
     if fmt.returncode != 0:
         raise BrokerError(f"kafka storage format failed: {fmt.stderr or fmt.stdout}")
+    return jvm + ["kafka.Kafka", str(props)]
+
+
+def start(state_dir: Path | None = None, heap: str = "1g", timeout_s: float = 90.0) -> BrokerHandle:
+    """Format a fresh KRaft log dir and start the broker; returns once it answers."""
+    state_dir = Path(state_dir or default_state_dir())
+    data_dir = state_dir / f"kafka-{uuid.uuid4().hex[:8]}"
+    data_dir.mkdir(parents=True)
+    port, controller_port = free_port(), free_port()
+    log_file = data_dir / "kafka.log"
+    cmd = kafka_command(data_dir, port, controller_port, heap, log_file)
     with open(data_dir / "stdout.log", "wb") as out:
-        proc = subprocess.Popen(jvm + ["kafka.Kafka", str(props)], stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     bootstrap = f"127.0.0.1:{port}"
     try:
         wait_ready(bootstrap, timeout_s, proc, str(log_file))
     except BaseException:
-        _terminate(proc.pid)
+        stop_tree(ProcessRecord.of(proc.pid))
+        proc.wait(10)
         raise
     handle = BrokerHandle(bootstrap=bootstrap, pid=proc.pid, data_dir=str(data_dir), log_file=str(log_file))
     (state_dir / "broker.json").write_text(handle.to_json())
@@ -200,43 +209,29 @@ def _random_cluster_id() -> str:
             return cid
 
 
-def _terminate(pid: int, timeout_s: float = 30.0) -> None:
+def _reap(pid: int) -> None:
+    """Collect the exit status of a broker this process started (else it stays a zombie)."""
     try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            if done:
-                return
-        except ChildProcessError:  # not our child: poll for existence
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-        time.sleep(POLL_S)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:   # not our child (`crayfish broker stop` from another process)
         pass
 
 
 def stop(handle: BrokerHandle, keep_data: bool = False) -> None:
     """Stop the broker cleanly (SIGTERM, SIGKILL after 30 s) and remove its data."""
-    _terminate(handle.pid)
+    stop_tree(ProcessRecord.of(handle.pid))
+    _reap(handle.pid)
     if not keep_data:
         shutil.rmtree(handle.data_dir, ignore_errors=True)
 
 
 def read_state(state_dir: Path | None = None) -> BrokerHandle | None:
-    path = Path(state_dir or CACHE_DIR / "broker") / "broker.json"
+    path = Path(state_dir or default_state_dir()) / "broker.json"
     if not path.exists():
         return None
     return BrokerHandle(**json.loads(path.read_text()))
 
 
 def clear_state(state_dir: Path | None = None) -> None:
-    path = Path(state_dir or CACHE_DIR / "broker") / "broker.json"
+    path = Path(state_dir or default_state_dir()) / "broker.json"
     path.unlink(missing_ok=True)

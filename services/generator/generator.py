@@ -33,7 +33,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from crayfish.clock import host_clock
 from crayfish.codec import get_codec
-from crayfish.kafka import consumer_config, poll_batch, probe_skew, producer_config
+from crayfish.kafka import consumer_config, poll_batch, probe_skew, produce, producer_config
 from crayfish.tensor import to_tensor
 from crayfish.v1 import batch_pb2
 from services.analysis.sending import send_report
@@ -129,15 +129,6 @@ def _stall(s: GeneratorSettings, seq: int) -> None:
         time.sleep(s.stall.ms / 1e3)
 
 
-def _produce(producer: Producer, topic: str, key: bytes, value: bytes, headers, cb) -> None:
-    while True:
-        try:
-            producer.produce(topic, value, key, on_delivery=cb, headers=headers or None)
-            return
-        except BufferError:
-            producer.poll(0.005)
-
-
 def _open_loop_worker(s: GeneratorSettings, offsets: np.ndarray, proc_index: int, nprocs: int,
                       t0_ns: int, out_queue) -> None:
     from observability.light import batch_tracing
@@ -161,7 +152,7 @@ def _open_loop_worker(s: GeneratorSettings, offsets: np.ndarray, proc_index: int
         key, value, headers = factory.build(int(i), slot, c)
         if span is not None:
             headers = tracing.headers_for(span, headers)
-        _produce(producer, s.topic, key, value, headers, deliveries)
+        produce(producer, s.topic, value, key, headers=headers, on_delivery=deliveries)
         if span is not None:
             span.end()
         seqs.append(int(i)); intended.append(slot); created.append(c)
@@ -205,7 +196,7 @@ def _closed_loop(s: GeneratorSettings) -> dict:
         key, value, headers = factory.build(seq, c, c)
         if span is not None:
             headers = tracing.headers_for(span, headers)
-        _produce(producer, s.topic, key, value, headers, deliveries)
+        produce(producer, s.topic, value, key, headers=headers, on_delivery=deliveries)
         if span is not None:
             span.end()
         producer.poll(0)

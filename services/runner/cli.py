@@ -159,7 +159,7 @@ def run(file: Path = typer.Argument(..., help="Experiment YAML file."),
     from confluent_kafka import KafkaException
 
     from services.broker.launcher import BrokerError
-    from services.runner.processes import ServiceError
+    from crayfish.host.procs import ServiceError
 
     _stop_cleanly_on_sigterm()
     try:
@@ -244,7 +244,7 @@ def _background_state_dir() -> Path:
     `stop` and leave it running."""
     from services.broker import launcher
 
-    return launcher.CACHE_DIR / "broker" / "background"
+    return launcher.default_state_dir() / "background"
 
 
 def _broker_alive(handle) -> bool:
@@ -355,7 +355,7 @@ def models_build(model: str = typer.Option("all", help="ffnn | resnet50 | all"),
 @env_app.command("list")
 def env_list():
     """List the environments and whether they are built."""
-    from services.runner import environments as envs
+    from crayfish.host import envs
 
     for name in envs.available():
         state = "built" if envs.is_built(name) else "not built"
@@ -366,7 +366,7 @@ def env_list():
 def env_build(names: list[str] = typer.Argument(..., help="Environment names, or 'all'."),
               force: bool = typer.Option(False, help="Rebuild even when cached.")):
     """Build environments (virtualenv + pinned requirements + this repo, editable)."""
-    from services.runner import environments as envs
+    from crayfish.host import envs
 
     wanted = [n for n in envs.available() if n != "core"] if names == ["all"] else names
     for name in wanted:

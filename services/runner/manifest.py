@@ -9,11 +9,11 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-from services.broker.launcher import KAFKA_LIB
+from crayfish.host.paths import REPO_ROOT
+from services.broker.launcher import kafka_lib
 
 PACKAGES = ("crayfish-mesh", "confluent-kafka", "onnxruntime", "onnx", "numpy", "protobuf", "grpcio",
             "pyarrow", "pydantic", "hdrhistogram")
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def git_state() -> dict:
@@ -35,7 +35,7 @@ def package_versions() -> dict:
             out[name] = None
     out["librdkafka"] = _librdkafka()
     out["kafka"] = next((p.name.removeprefix("kafka_2.13-").removesuffix(".jar")
-                         for p in KAFKA_LIB.glob("kafka_2.13-*.jar")), None)
+                         for p in kafka_lib().glob("kafka_2.13-*.jar")), None)
     out["java"] = _java_version()
     return out
 

@@ -23,7 +23,7 @@ from services.broker import launcher
 from services.collector.collector import CollectorSettings
 from services.generator.settings import GeneratorSettings
 from services.runner.experiment import Experiment
-from services.runner.processes import Service, wait_engine_ready, wait_file
+from crayfish.host.procs import Service, wait_file
 from services.runner.resources import ResourceSampler
 from sps_workers import ENGINES
 from sps_workers.settings import WorkerSettings
@@ -110,13 +110,13 @@ def run_point(stack: Stack, exp: Experiment, point_dir: Path, python: str | None
             worker_env = client_env if engine.environment == "core" else engine.environment
         (point_dir / "worker.json").write_text(ws.model_dump_json(indent=2))
         t = time.monotonic()
-        from services.runner.environments import python_for
+        from crayfish.host.envs import python_for
 
         tenv = trace_env(exp, point_dir)
         worker = Service(f"{exp.engine}-worker", ["-m", engine.module, "--config", f"@{point_dir / 'worker.json'}"],
                          point_dir / "worker.log", python=python or python_for(worker_env), env=tenv)
         services.append(worker)
-        wait_engine_ready(engine, ws, partitions, services)
+        engine.wait_ready(ws, partitions, services)
         timings["worker_ready_s"] = time.monotonic() - t
 
         from serving.models import MODELS
@@ -219,7 +219,7 @@ def _external_serving(exp: Experiment, stack: Stack, point_dir: Path, timings: d
         t = time.monotonic()
         options = {}
         if sv.server == "scoring":
-            from services.runner.environments import python_for
+            from crayfish.host.envs import python_for
             from serving.external import backend_env
 
             options = {"backend": sv.backend, "backend_options": sv.backend_options(),

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - one line for the user, the logs hold the rest
-        from services.runner.processes import ServiceError
+        from crayfish.host.procs import ServiceError
 
         if not isinstance(exc, (sv.StackError, ServiceError, RuntimeError, OSError)):
             raise

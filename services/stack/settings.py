@@ -12,9 +12,9 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from crayfish.host.paths import REPO_ROOT, cache_dir
+
 DEFAULT_CONFIG = REPO_ROOT / "compose" / "native" / "stack.yaml"
-DEFAULT_DIR = REPO_ROOT / ".cache" / "stack"
 HOST = "127.0.0.1"  # every service of the stack listens here only
 
 
@@ -77,7 +77,7 @@ class StackSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     dir: Path = Field(
-        DEFAULT_DIR,
+        default_factory=lambda: cache_dir("stack"),
         description="Folder of the running stack: stack.json (the state file), logs/, config/, "
                     "kafka/ (broker data, removed by `down`), collector/. Relative paths in the "
                     "config file are relative to the repository root.")

@@ -31,14 +31,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import psutil
+
+from crayfish.host import procs as host_procs
+from crayfish.host.ports import free_ports, port_free
+from crayfish.host.procs import ProcessRecord
 
 from services.stack.settings import HOST, StackSettings
 
@@ -81,7 +83,7 @@ def stack_endpoints(path: Path | str) -> dict:
     if state.get("status") != "up":
         raise StackError(f"{p}: the stack is {state.get('status')!r}, not up (`make down` then `make up`)")
     kafka = _service(state, "kafka")
-    if kafka is None or _live(kafka["pid"], kafka["create_time"]) is None:
+    if kafka is None or host_procs.live(kafka["pid"], kafka["create_time"]) is None:
         raise StackError(f"{p}: the stack's Kafka (pid {kafka and kafka['pid']}) is not running; `make down` "
                          f"then `make up`")
     return dict(state["endpoints"])
@@ -93,89 +95,24 @@ def _service(state: dict, name: str) -> dict | None:
 
 # --- processes -------------------------------------------------------------------------------
 
-def _live(pid: int, create_time: float) -> psutil.Process | None:
-    """The process ``pid`` if it is the one recorded (same start time: no reused pid) and not a
-    zombie; else None."""
-    try:
-        p = psutil.Process(pid)
-        if abs(p.create_time() - create_time) > 0.01 or p.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return p
-    except psutil.Error:
-        return None
+def _process_record(rec: dict) -> ProcessRecord:
+    return ProcessRecord(rec["pid"], rec["create_time"], rec["sid"], rec["pgid"])
+
+
+def _known(rec: dict) -> list[tuple[int, float]]:
+    return [(c["pid"], c["create_time"]) for c in rec.get("children", [])]
 
 
 def members(rec: dict) -> list[psutil.Process]:
-    """Every live process of a recorded service: its leader, the leader's descendants, the recorded
-    descendants, and any process of its session or process group started after the leader (a
-    child that was re-parented when its parent died still carries them)."""
-    found: dict[int, psutil.Process] = {}
-    leader = _live(rec["pid"], rec["create_time"])
-    if leader is not None:
-        found[leader.pid] = leader
-        try:
-            for c in leader.children(recursive=True):
-                found[c.pid] = c
-        except psutil.Error:
-            pass
-    for c in rec.get("children", []):
-        p = _live(c["pid"], c["create_time"])
-        if p is not None:
-            found[p.pid] = p
-    for p in psutil.process_iter():
-        if p.pid in found or p.pid == os.getpid():
-            continue
-        try:
-            if ((os.getsid(p.pid) == rec["sid"] or os.getpgid(p.pid) == rec["pgid"])
-                    and p.create_time() >= rec["create_time"] - 0.01):
-                found[p.pid] = p
-        except (OSError, psutil.Error):
-            pass
-    out = []
-    for p in found.values():
-        try:
-            if p.status() != psutil.STATUS_ZOMBIE:
-                out.append(p)
-        except psutil.Error:
-            pass
-    return out
-
-
-def _signal(rec: dict, procs: list[psutil.Process], sig: int) -> None:
-    if _live(rec["pid"], rec["create_time"]) is not None:
-        try:
-            os.killpg(rec["pgid"], sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-    for p in procs:
-        try:
-            p.send_signal(sig)
-        except psutil.Error:
-            pass
-
-
-def _wait_gone(rec: dict, timeout_s: float) -> list[psutil.Process]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        left = members(rec)
-        if not left or time.monotonic() >= deadline:
-            return left
-        time.sleep(POLL_S)
+    """Every live process of a recorded service (:func:`crayfish.host.procs.members`)."""
+    return host_procs.members(_process_record(rec), _known(rec))
 
 
 def stop_service(rec: dict, timeout_s: float, log=print) -> list[psutil.Process]:
-    """SIGTERM the service's process group (and each member), SIGKILL what is left after
-    ``timeout_s``; returns what is still alive after that (normally nothing)."""
-    procs = members(rec)
-    if not procs:
-        return []
-    _signal(rec, procs, signal.SIGTERM)
-    left = _wait_gone(rec, timeout_s)
-    if left:
-        log(f"  {rec['name']}: {len(left)} process(es) still alive {timeout_s:.0f}s after SIGTERM: SIGKILL")
-        _signal(rec, left, signal.SIGKILL)
-        left = _wait_gone(rec, 10.0)
-    return left
+    """Stop a recorded service and everything it started (:func:`crayfish.host.procs.stop_tree`);
+    returns what is still alive after that (normally nothing)."""
+    return host_procs.stop_tree(_process_record(rec), timeout_s, known=_known(rec),
+                           log=lambda m: log(f"  {rec['name']}:{m}"))
 
 
 def listeners(procs: list[psutil.Process]) -> list[str]:
@@ -192,41 +129,18 @@ def listeners(procs: list[psutil.Process]) -> list[str]:
     return sorted(out, key=lambda a: (a.rsplit(":", 1)[0], int(a.rsplit(":", 1)[1])))
 
 
-def port_free(port: int) -> bool:
-    """True when a server could bind 127.0.0.1:``port`` now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((HOST, port))
-            return True
-        except OSError:
-            return False
 
 
 def _assign_ports(wanted: dict[str, int]) -> dict[str, int]:
     """Fixed ports must be free (else StackError naming the setting); 0 gets a distinct free port."""
-    taken = [f"ports.{k}={v}" for k, v in wanted.items() if v and not port_free(v)]
+    taken = [f"ports.{k}={v}" for k, v in wanted.items() if v and not port_free(v, HOST)]
     if taken:
         raise StackError(f"port(s) already in use on {HOST}: {', '.join(taken)} (another stack? `make ps`; "
                          f"or set them to 0 = any free port in compose/native/stack.yaml)")
-    held, out = [], {}
-    try:
-        for k, v in wanted.items():
-            if v:
-                out[k] = v
-                continue
-            while True:
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                s.bind((HOST, 0))
-                held.append(s)
-                port = s.getsockname()[1]
-                if port not in wanted.values():
-                    out[k] = port
-                    break
-    finally:
-        for s in held:
-            s.close()
-    return out
+    fixed = {v for v in wanted.values() if v}
+    auto = [k for k, v in wanted.items() if not v]
+    picked = iter(p for p in free_ports(len(auto) + len(fixed), HOST) if p not in fixed)
+    return {k: v or next(picked) for k, v in wanted.items()}
 
 
 # --- health checks (used by up and ps) --------------------------------------------------------
@@ -330,7 +244,7 @@ def _wait_healthy(name: str, check, svc, timeout_s: float) -> None:
         if not last:
             return
         time.sleep(POLL_S * 2)
-    from services.runner.processes import ServiceError
+    from crayfish.host.procs import ServiceError
 
     raise ServiceError(f"{name} not healthy after {timeout_s:.0f}s ({last}):\n{svc.log_tail()}")
 
@@ -338,9 +252,7 @@ def _wait_healthy(name: str, check, svc, timeout_s: float) -> None:
 # --- up ----------------------------------------------------------------------------------------
 
 def _record(svc, ports: list[int], cmd: list[str], extra_logs: list[Path] = ()) -> dict:
-    pid = svc.proc.pid
-    return {"name": svc.name, "pid": pid, "pgid": os.getpgid(pid), "sid": os.getsid(pid),
-            "create_time": psutil.Process(pid).create_time(), "cmd": cmd,
+    return {"name": svc.name, **svc.record.to_dict(), "cmd": cmd,
             "log": str(svc.log_path), "logs": [str(svc.log_path), *map(str, extra_logs)],
             "ports": ports, "children": []}
 
@@ -366,7 +278,7 @@ def up(s: StackSettings, config_path: Path | None = None, log=print) -> dict:
         running = _is_running(old)
         if running:
             bad = [n for n in ORDER if _service(old, n) is None
-                   or _live(_service(old, n)["pid"], _service(old, n)["create_time"]) is None or health(old, n)]
+                   or host_procs.live(_service(old, n)["pid"], _service(old, n)["create_time"]) is None or health(old, n)]
             if old.get("status") == "up" and not bad:
                 log(f"the stack in {s.dir} is up already")
                 return old
@@ -377,8 +289,9 @@ def up(s: StackSettings, config_path: Path | None = None, log=print) -> dict:
     from observability.jaeger.build import CONFIG as JAEGER_CONFIG
     from observability.jaeger.build import ensure_jaeger, is_built
     from services.broker import launcher
-    from services.runner.environments import python_for
-    from services.runner.processes import Service, wait_file, wait_group_assigned
+    from crayfish.host.envs import python_for
+    from crayfish.host.procs import Service, wait_file
+    from crayfish.kafka import wait_group_assigned
     from serving.external import backend_env
     from serving.models import build_model, default_models_dir
 
@@ -387,7 +300,7 @@ def up(s: StackSettings, config_path: Path | None = None, log=print) -> dict:
     if not is_built():
         log("building Jaeger from the Go module proxy (first time only; long on a small machine) ...")
     jaeger_bin = ensure_jaeger(log=log)
-    kafka_lib = launcher.ensure_jars()
+    launcher.ensure_jars()
     models_dir = default_models_dir()
     build_model(s.model, models_dir)
 
@@ -444,26 +357,15 @@ def up(s: StackSettings, config_path: Path | None = None, log=print) -> dict:
         add(jaeger, [ports[k] for k in ("jaeger_otlp_grpc", "jaeger_otlp_http", "jaeger_query",
                                         "jaeger_query_grpc", "jaeger_health")], [str(jaeger_bin), *args])
 
-        # Kafka: a fresh KRaft log dir each time (removed by down), the broker settings of services/broker.
+        # Kafka: a fresh KRaft log dir each time (removed by down), run as services/broker runs it.
         data = s.dir / "kafka"
         shutil.rmtree(data, ignore_errors=True)
         data.mkdir(parents=True)
-        props = data / "server.properties"
-        props.write_text(launcher._server_properties(data, ports["kafka"], ports["kafka_controller"]))
-        (data / "log4j2.xml").write_text(launcher.LOG4J2_XML.format(log=logs / "kafka.log"))
-        java = launcher._java()
-        jvm = [f"-Xmx{s.kafka_heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
-               f"-Dlog4j2.configurationFile={data / 'log4j2.xml'}", f"-Dkafka.logs.dir={data}",
-               "-cp", os.pathsep.join(str(p) for p in sorted(kafka_lib.glob("*.jar")))]
-        fmt = subprocess.run([java, *jvm, "kafka.tools.StorageTool", "format", "-t", launcher._random_cluster_id(),
-                              "-c", str(props), "--ignore-formatted"], capture_output=True, text=True)
-        if fmt.returncode != 0:
-            raise StackError(f"kafka storage format failed: {fmt.stderr or fmt.stdout}")
         (logs / "kafka.log").write_text("")
-        kafka = Service("kafka", [*jvm, "kafka.Kafka", str(props)], logs / "kafka.out", python=java,
-                        env={"OTEL_EXPORTER_OTLP_ENDPOINT": otlp})
+        cmd = launcher.kafka_command(data, ports["kafka"], ports["kafka_controller"], s.kafka_heap, logs / "kafka.log")
+        kafka = Service("kafka", cmd[1:], logs / "kafka.out", python=cmd[0], env={"OTEL_EXPORTER_OTLP_ENDPOINT": otlp})
         # its log: log4j's kafka.log; kafka.out has the JVM's own stdout/stderr
-        add(kafka, [ports["kafka"], ports["kafka_controller"]], [java, "...", "kafka.Kafka", str(props)],
+        add(kafka, [ports["kafka"], ports["kafka_controller"]], [cmd[0], "...", *cmd[-2:]],
             extra_logs=[logs / "kafka.log"], main_log=logs / "kafka.log")
 
         # Our Scoring server (starts while the broker boots).
@@ -532,7 +434,7 @@ def up(s: StackSettings, config_path: Path | None = None, log=print) -> dict:
         raise
 
     for rec in state["services"]:   # descendants now (worker instances, ...), for down's checks
-        leader = _live(rec["pid"], rec["create_time"])
+        leader = host_procs.live(rec["pid"], rec["create_time"])
         if leader is not None:
             rec["children"] = [{"pid": c.pid, "create_time": c.create_time(), "cmd": " ".join(c.cmdline()[:3])}
                                for c in leader.children(recursive=True)]
@@ -622,7 +524,7 @@ def ps(s: StackSettings, log=print) -> int:
     for name in [n for n in ORDER if _service(state, n)]:
         rec = _service(state, name)
         procs = members(rec)
-        leader = _live(rec["pid"], rec["create_time"])
+        leader = host_procs.live(rec["pid"], rec["create_time"])
         st = "gone" if leader is None else leader.status()
         if leader is not None and len(procs) > 1:
             st += f"+{len(procs) - 1}"

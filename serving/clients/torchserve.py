@@ -40,6 +40,8 @@ import os
 import time
 from pathlib import Path
 
+from crayfish.host.paths import cache_dir
+
 import grpc
 import numpy as np
 
@@ -48,13 +50,12 @@ from serving.torchserve import wire
 
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 STREAM_WINDOW = 32
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def servers_dir() -> Path:
     """Where the launcher records each running server (``<host>_<port>.json``)."""
     env = os.environ.get("CRAYFISH_TORCHSERVE_SERVERS_DIR")
-    return Path(env) if env else REPO_ROOT / ".cache" / "torchserve" / "servers"
+    return Path(env) if env else cache_dir("torchserve", "servers")
 
 
 def server_info(target: str) -> dict | None:

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 import onnx
 
+from crayfish.host.paths import models_dir as host_models_dir
 from serving.models import ffnn, resnet50
 from serving.models.spec import MODELS, ModelSpec, get_spec
 from serving.models.weights import load_weights, param_count, save_npz, sha256_file
@@ -36,7 +37,6 @@ IR_VERSION = 8  # the IR version that goes with opset 17; readable by older runt
 # Bump when the init, graph or file layout changes: cached builds with another version rebuild.
 BUILDER_VERSION = 1
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -76,8 +76,8 @@ class ModelArtifacts:
 
 
 def default_models_dir() -> Path:
-    env = os.environ.get("CRAYFISH_MODELS_DIR")
-    return Path(env).expanduser() if env else REPO_ROOT / ".cache" / "models"
+    """``$CRAYFISH_MODELS_DIR``, else ``<cache>/models`` (:mod:`crayfish.host.paths`)."""
+    return host_models_dir()
 
 
 def model_paths(name: str, models_dir: Path | str | None = None) -> ModelArtifacts:

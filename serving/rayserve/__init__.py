@@ -22,7 +22,7 @@ In an experiment: ``serving.kind: external``, ``serving.backend: ray-serve`` (or
 What runs
 ---------
 :func:`launcher.start` starts ``python -m serving.rayserve.app --config <json>`` with the ``ray``
-environment's interpreter (``services.runner.environments.python_for("ray")``), as its own
+environment's interpreter (``crayfish.host.envs.python_for("ray")``), as its own
 process (own session, log file under ``log_dir``). That *driver* (:mod:`serving.rayserve.app`):
 
 1. ``ray.init(address="local", num_cpus=..., include_dashboard=False, _temp_dir=.cache/ray, ...)``

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from crayfish.host.ports import free_port
 
 from serving.rayserve import wire
 
@@ -254,10 +255,6 @@ class ModelServer:
 # --------------------------------------------------------------------------------------------
 # the driver
 # --------------------------------------------------------------------------------------------
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def run(cfg: dict[str, Any]) -> None:
@@ -272,8 +269,8 @@ def run(cfg: dict[str, Any]) -> None:
     host = cfg.get("host", "127.0.0.1")
     stop = threading.Event()
 
-    http_port = int(cfg.get("http_port") or 0) or _free_port(host)
-    grpc_port = int(cfg.get("grpc_port") or 0) or _free_port(host)
+    http_port = int(cfg.get("http_port") or 0) or free_port(host)
+    grpc_port = int(cfg.get("grpc_port") or 0) or free_port(host)
     os.environ["CRAYFISH_RAY_BIND_HOST"] = host
     t0 = time.monotonic()
     ray.init(

@@ -20,14 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.runner.environments import REPO_ROOT, python_for
-from services.runner.processes import Service, wait_file
+from crayfish.host.paths import cache_dir
+from crayfish.host.envs import python_for
+from crayfish.host.procs import Service, wait_file
 
 ENV_NAME = "ray"
 KINDS = {"http": "ray-serve", "grpc": "ray-serve-grpc"}
-DEFAULT_LOG_DIR = REPO_ROOT / ".cache" / "rayserve" / "logs"
 # Ray's unix socket paths live under its temp dir and must stay under ~107 bytes: keep it short.
-DEFAULT_TEMP_DIR = REPO_ROOT / ".cache" / "ray"
 
 # A model that sleeps far past any test deadline (the conformance suite's hung_model).
 HUNG_MODELS: dict[str, dict[str, Any]] = {
@@ -71,12 +70,9 @@ class RunningServer:
         """SIGTERM the driver (it shuts Serve and Ray down), then SIGKILL whatever of its process
         tree is left after ``stop_timeout_s``. No orphan survives."""
         if self.service is not None:
-            _stop_tree(self.service, float(self.info.get("stop_timeout_s", 30.0)))
+            self.service.stop(float(self.info.get("stop_timeout_s", 30.0)), leader_first=True)
             self.service = None
 
-
-def _stop_tree(service: Service, timeout_s: float) -> None:
-    service.stop_tree(timeout_s)
 
 
 def _model_entry(name: str, m: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
@@ -114,7 +110,7 @@ def _check_backend(name: str, m: dict[str, Any], models_dir) -> None:
 
 
 def start(model: str = "ffnn", instances: int = 1, models_dir: Path | None = None,
-          log_dir: Path = DEFAULT_LOG_DIR, extra_models: dict | None = None, **options) -> RunningServer:
+          log_dir: Path | None = None, extra_models: dict | None = None, **options) -> RunningServer:
     """Launch Ray + Serve hosting ``model`` with ``instances`` replicas (the paper's mp) plus
     ``extra_models`` (served name -> {"model", "backend", "options", "instances", "replica_cpus",
     "max_ongoing_requests", "warmup"}; e.g. :data:`HUNG_MODELS`), wait until every model answers
@@ -147,9 +143,9 @@ def start(model: str = "ffnn", instances: int = 1, models_dir: Path | None = Non
     cpus = sum(float(m["replica_cpus"]) * int(m["instances"]) for m in models.values())
     num_cpus = opt["num_cpus"] or max(os.cpu_count() or 1, int(-(-cpus // 1)))
 
-    log_dir = Path(log_dir)
+    log_dir = Path(log_dir or cache_dir("rayserve", "logs"))
     log_dir.mkdir(parents=True, exist_ok=True)
-    temp_dir = Path(opt["temp_dir"] or DEFAULT_TEMP_DIR)
+    temp_dir = Path(opt["temp_dir"] or cache_dir("ray"))
     temp_dir.mkdir(parents=True, exist_ok=True)
     stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{secrets.token_hex(2)}"
     ready_file = log_dir / f"rayserve-{stamp}.ready.json"

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.runner.processes import Service, wait_file
+from crayfish.host.procs import Service, wait_file
 
 
 

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.runner.environments import REPO_ROOT, python_for
-from services.runner.processes import Service, ServiceError, wait_file
+from crayfish.host.paths import REPO_ROOT, cache_dir
+from crayfish.host.envs import python_for
+from crayfish.host.procs import Service, ServiceError, wait_file
 
 ENV_NAME = "tensorflow"
 SERVER_NAME = "crayfish-scoring (tf-serving protocol)"   # what the client reports for our server
 KIND = "tf-serving"
-DEFAULT_LOG_DIR = REPO_ROOT / ".cache" / "tfserving" / "logs"
 HUNG_MODELS = {"ffnn-hung": {"model": "ffnn", "backend": "sleep", "options": {"delay_ms": 5000}}}
 POLL_S = 0.05
 
@@ -76,7 +76,7 @@ def _health_serving(target: str, timeout_s: float = 2.0) -> bool:
 
 
 def start(model: str = "ffnn", instances: int = 1, models_dir: Path | None = None,
-          log_dir: Path = DEFAULT_LOG_DIR, extra_models: dict | None = None, *,
+          log_dir: Path | None = None, extra_models: dict | None = None, *,
           backend: str = "savedmodel", backend_options: dict | None = None,
           batching: dict | None = None, export: bool = True, timeout_s: float = 300.0,
           **settings: Any) -> RunningServer:
@@ -86,7 +86,7 @@ def start(model: str = "ffnn", instances: int = 1, models_dir: Path | None = Non
 
     if model not in MODELS:
         raise ValueError(f"tf-serving launcher: unknown model {model!r}; known: {', '.join(sorted(MODELS))}")
-    log_dir = Path(log_dir)
+    log_dir = Path(log_dir or cache_dir("tfserving", "logs"))
     log_dir.mkdir(parents=True, exist_ok=True)
     python = python_for(ENV_NAME)
     if backend == "savedmodel" and export:

@@ -122,7 +122,8 @@ class ClientHost:
 
     def __init__(self, env: str = "tensorflow", log_path: Path | None = None,
                  preload: tuple[str, ...] = ("serving.clients.tfserving",), ready_timeout_s: float = 300.0):
-        from services.runner.environments import REPO_ROOT, python_for
+        from crayfish.host.paths import REPO_ROOT
+        from crayfish.host.envs import python_for
 
         self.env = env
         self._log = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL

@@ -33,9 +33,10 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from crayfish.host.paths import cache_dir
 from types import SimpleNamespace
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "torchserve_grpc"
 PROTOS = ("inference.proto", "management.proto", "google/rpc/status.proto")
 GEN_VERSION = 1
@@ -45,7 +46,7 @@ _loaded: SimpleNamespace | None = None
 
 def stubs_root() -> Path:
     env = os.environ.get("CRAYFISH_TORCHSERVE_STUBS_DIR")
-    return Path(env) if env else REPO_ROOT / ".cache" / "torchserve" / "grpc"
+    return Path(env) if env else cache_dir("torchserve", "grpc")
 
 
 def find_ts_home() -> Path:
@@ -55,7 +56,7 @@ def find_ts_home() -> Path:
     spec = importlib.util.find_spec("ts")
     if spec is not None and spec.origin and (Path(spec.origin).parent / "frontend" / "model-server.jar").is_file():
         return Path(spec.origin).parent
-    from services.runner.environments import env_dir
+    from crayfish.host.envs import env_dir
 
     for cand in sorted(glob.glob(str(env_dir("torch") / "lib" / "python3*" / "site-packages" / "ts"))):
         if (Path(cand) / "frontend" / "model-server.jar").is_file():
@@ -82,7 +83,7 @@ def _protoc(proto_dir: Path, out_dir: Path) -> None:
         return
     except ImportError:
         pass
-    from services.runner.environments import python_for
+    from crayfish.host.envs import python_for
 
     py = python_for("torch", build=False)
     code = ("import sys, importlib.resources as r; from grpc_tools import protoc; "

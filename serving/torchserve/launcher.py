@@ -16,8 +16,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -25,14 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.runner.environments import REPO_ROOT, python_for
-from services.runner.processes import Service, ServiceError
+from crayfish.host.ports import free_ports
+
+from crayfish.host.paths import REPO_ROOT, cache_dir
+from crayfish.host.envs import python_for
+from crayfish.host.procs import Service, ServiceError
 
 ENV_NAME = "torch"
 KIND = "torchserve"
-CACHE = REPO_ROOT / ".cache" / "torchserve"
-DEFAULT_LOG_DIR = CACHE / "logs"
-STORE_ROOT = CACHE / "model-store"
 POLL_S = 0.1
 
 # A model that sleeps far past any test deadline (the conformance suite's hung_model).
@@ -90,8 +88,8 @@ class RunningServer:
     stop_timeout_s: float = 10.0
 
     def stop(self) -> None:
-        """SIGTERM the process group (the Java frontend and its Python workers), SIGKILL what is
-        left after ``stop_timeout_s``, then sweep the session for stragglers; removes the key file,
+        """SIGTERM the process group (the Java frontend and its Python workers) and every process of
+        its session, SIGKILL what is left after ``stop_timeout_s``; removes the key file,
         the server record and the worker temp dir. No orphan survives."""
         if self.service is None:
             return
@@ -99,7 +97,6 @@ class RunningServer:
         try:
             svc.stop(timeout_s=self.stop_timeout_s)
         finally:
-            _kill_session(svc.proc.pid)
             for p in (self.info_path, self.key_file):
                 if p is not None:
                     Path(p).unlink(missing_ok=True)
@@ -107,41 +104,12 @@ class RunningServer:
                 shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
 
-def _kill_session(sid: int) -> None:
-    import psutil
 
-    left = []
-    for p in psutil.process_iter(["pid"]):
-        try:
-            if p.pid != os.getpid() and os.getsid(p.pid) == sid:
-                left.append(p)
-        except (ProcessLookupError, PermissionError, psutil.Error):
-            pass
-    for p in left:
-        try:
-            p.send_signal(signal.SIGKILL)
-        except psutil.Error:
-            pass
-    psutil.wait_procs(left, timeout=10)
-
-
-def _free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-            ports.append(s.getsockname()[1])
-    finally:
-        for s in socks:
-            s.close()
-    return ports
 
 
 def _store_for(models_dir: Path) -> Path:
     """One model store per models dir (archives embed that dir's TorchScript files)."""
-    return STORE_ROOT / hashlib.sha256(str(models_dir.resolve()).encode()).hexdigest()[:12]
+    return cache_dir("torchserve", "model-store") / hashlib.sha256(str(models_dir.resolve()).encode()).hexdigest()[:12]
 
 
 def _model_entries(model: str, instances: int, extra: dict | None, opt: dict) -> dict[str, dict]:
@@ -243,7 +211,7 @@ def _log4j_config(ts_home: Path, level: str) -> str:
 
 
 def start(model: str = "ffnn", instances: int = 1, models_dir: Path | None = None,
-          log_dir: Path = DEFAULT_LOG_DIR, extra_models: dict | None = None, **options) -> RunningServer:
+          log_dir: Path | None = None, extra_models: dict | None = None, **options) -> RunningServer:
     """Launch TorchServe hosting ``model`` with ``instances`` workers (the paper's mp) plus
     ``extra_models`` (served name -> {"model", "sleep_s", "instances", "batch_size",
     "max_batch_delay_ms"}; e.g. :data:`HUNG_MODELS`), wait until every model has all its workers
@@ -270,14 +238,14 @@ def start(model: str = "ffnn", instances: int = 1, models_dir: Path | None = Non
     version = grpc_stubs.torchserve_version(ts_home)
     grpc_stubs.load()  # generate the client stubs now, not in the first client
 
-    log_dir = Path(log_dir)
+    log_dir = Path(log_dir or cache_dir("torchserve", "logs"))
     run_dir = log_dir / f"torchserve-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{time.monotonic_ns() % 10**6}"
     run_dir.mkdir(parents=True, exist_ok=True)
     # Worker sockets (.ts.sock.<port>) and extracted archives go to java.io.tmpdir: one short,
     # private dir per server (Unix socket paths must stay under ~107 bytes; 9000+ ports repeat).
     tmp_dir = Path(tempfile.mkdtemp(prefix="ts-"))
     names = ["http_inference", "http_management", "http_metrics", "grpc_inference", "grpc_management"]
-    ports = dict(zip(names, _free_ports(len(names))))
+    ports = dict(zip(names, free_ports(len(names))))
     (run_dir / "config.properties").write_text(_config(ports, store, entries, opt))
     jvm_args = list(opt["jvm_args"])
     if opt["log_level"] != "default":

@@ -14,7 +14,7 @@ What runs
     serving.clients.triton.TritonClient  <======>  gRPC (KServe v2 GRPCInferenceService) on
       (tritonclient.grpc, kind "triton")           127.0.0.1:<free port>
 
-Process tree (one session, started by :class:`services.runner.processes.Service`):
+Process tree (one session, started by :class:`crayfish.host.procs.Service`):
 ``server.py`` -> ``tritonserver`` -> one ``triton_python_backend_stub`` per model instance (each
 forwards its requests to its callable in ``server.py`` over ZeroMQ/shared memory: PyTriton's
 proxy) plus PyTriton's small helper processes. ``RunningServer.stop()`` sends SIGTERM to
@@ -76,7 +76,7 @@ Knobs of :func:`serving.triton.launcher.start`
     endpoints with a random per-launch token; health, metadata and inference are open.
 ``log_verbose`` (0), ``exit_timeout_s`` (5: Triton's wait for in-flight requests at exit),
 ``ready_timeout_s`` (180), ``stop_timeout_s`` (30), ``python`` (interpreter; default: the
-``triton`` environment, built on first use by :func:`services.runner.environments.python_for`)
+``triton`` environment, built on first use by :func:`crayfish.host.envs.python_for`)
 
 The ``triton`` environment
 --------------------------

@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.runner.environments import REPO_ROOT, python_for
-from services.runner.processes import Service, ServiceError, wait_file
+from crayfish.host.paths import cache_dir
+from crayfish.host.envs import python_for
+from crayfish.host.procs import Service, ServiceError, wait_file
 
 ENV_NAME = "triton"
 KIND = "triton"
-DEFAULT_LOG_DIR = REPO_ROOT / ".cache" / "triton" / "logs"
 STATS_FILE = "stats.json"        # in the work dir: RunningServer.stats()
 POLL_S = 0.05
 
@@ -84,7 +84,7 @@ class RunningServer:
         its session after ``stop_timeout_s``, remove the work dir and leftover shared memory."""
         if self.service is not None:
             pid = self.service.proc.pid
-            _stop_tree(self.service, float(self.info.get("stop_timeout_s", 30.0)))
+            self.service.stop(float(self.info.get("stop_timeout_s", 30.0)), leader_first=True)
             _remove_shm(pid)
             self.service = None
         if self.workdir is not None:
@@ -92,9 +92,6 @@ class RunningServer:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
 
-
-def _stop_tree(service: Service, timeout_s: float) -> None:
-    service.stop_tree(timeout_s)
 
 
 def _remove_shm(pid: int) -> None:
@@ -175,7 +172,7 @@ def _model_entry(name: str, m: dict[str, Any], defaults: dict[str, Any], models_
 
 
 def start(model: str = "ffnn", instances: int = 1, models_dir: Path | None = None,
-          log_dir: Path = DEFAULT_LOG_DIR, extra_models: dict | None = None, **options) -> RunningServer:
+          log_dir: Path | None = None, extra_models: dict | None = None, **options) -> RunningServer:
     """Launch Triton (PyTriton) hosting ``model`` with ``instances`` instances (the paper's mp)
     plus ``extra_models`` (served name -> {"model", "backend", "options", "instances",
     "max_batch_size", "batching"}; e.g. :data:`HUNG_MODELS`), wait until every model is ready and
@@ -200,7 +197,7 @@ def start(model: str = "ffnn", instances: int = 1, models_dir: Path | None = Non
 
     python = opt["python"] or python_for(ENV_NAME)     # builds the environment on first use
 
-    log_dir = Path(log_dir)
+    log_dir = Path(log_dir or cache_dir("triton", "logs"))
     log_dir.mkdir(parents=True, exist_ok=True)
     stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{secrets.token_hex(2)}"
     ready_file = log_dir / f"triton-{stamp}.ready.json"

@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import sysconfig
 import threading
@@ -41,6 +40,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from crayfish.host.ports import free_port
 
 LOG = logging.getLogger("serving.triton.server")
 
@@ -65,10 +66,6 @@ def _use_own_libpython() -> None:
         os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([libdir, *current])
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 _HANDSHAKE_NEEDLE = b"def get_config_from_handshake_server(socket_path: pathlib.Path, timeout_s: float = 1.0)"
@@ -251,11 +248,11 @@ def serve(cfg: dict[str, Any]) -> int:
 
     host = cfg.get("host", "127.0.0.1")
     pytriton_version = metadata.version("nvidia-pytriton")
-    grpc_port = int(cfg.get("grpc_port") or 0) or _free_port(host)
+    grpc_port = int(cfg.get("grpc_port") or 0) or free_port(host)
     http = bool(cfg.get("http", False))
     metrics = bool(cfg.get("metrics", False))
-    http_port = (int(cfg.get("http_port") or 0) or _free_port(host)) if http else None
-    metrics_port = (int(cfg.get("metrics_port") or 0) or _free_port(host)) if metrics else None
+    http_port = (int(cfg.get("http_port") or 0) or free_port(host)) if http else None
+    metrics_port = (int(cfg.get("metrics_port") or 0) or free_port(host)) if metrics else None
 
     triton_cfg = TritonConfig(
         # Triton's --id: what ServerMetadata answers as the server's name (no spaces: it is

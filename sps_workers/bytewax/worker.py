@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import sys
 from datetime import timedelta
+
+from crayfish.host.ports import free_ports
 
 from sps_workers.bytewax.options import BytewaxOptions, parse_options
 from sps_workers.runtime import read_settings, run_processes
@@ -42,17 +43,6 @@ def run_process(settings: WorkerSettings, options: BytewaxOptions, proc_id: int,
         instances.close_all()
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _load(argv: list[str] | None) -> tuple[WorkerSettings, BytewaxOptions]:
@@ -71,6 +61,6 @@ def main(argv: list[str] | None = None) -> None:
     if n_proc == 1:
         run_process(settings, options, 0, None)
         return
-    addresses = [f"127.0.0.1:{p}" for p in _free_ports(n_proc)]
+    addresses = [f"127.0.0.1:{p}" for p in free_ports(n_proc)]
     run_processes(run_process, [(settings, options, i, addresses) for i in range(n_proc)],
                   [f"{settings.worker_id}-p{i}" for i in range(n_proc)], "bytewax worker processes")

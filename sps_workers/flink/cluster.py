@@ -32,7 +32,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from sps_workers.flink.job import free_port
+from crayfish.host.ports import free_port
 from sps_workers.flink.loopback import ensure_jar, flink_home, flink_python_jar
 
 

@@ -15,7 +15,6 @@ import os  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
-import socket  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
@@ -23,6 +22,8 @@ import time  # noqa: E402
 import urllib.request  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from crayfish.host.paths import cache_dir  # noqa: E402
+from crayfish.host.ports import free_port  # noqa: E402
 from crayfish.kafka import MAX_MESSAGE_BYTES  # noqa: E402
 from sps_workers.flink.options import FlinkOptions, FlinkOptionsError, parse_options  # noqa: E402
 from sps_workers.settings import WorkerSettings  # noqa: E402
@@ -202,10 +203,6 @@ def submit(settings: WorkerSettings, opts: FlinkOptions, rest_port: int | None =
     return result.get_job_client(), t_env
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def job_status(client) -> str:
@@ -359,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     _die_with_parent()
     protocompat.install()
     if "FLINK_LOG_DIR" not in os.environ:  # the JVM's log: next to the runner's files, one per driver
-        base = Path(settings.ready_file).parent if settings.ready_file else protocompat.CACHE_DIR / "flink" / "log"
+        base = Path(settings.ready_file).parent if settings.ready_file else cache_dir("flink", "log")
         os.environ["FLINK_LOG_DIR"] = str(base / f"flink-{settings.worker_id}-{os.getpid()}")
         log(f"Flink log: {os.environ['FLINK_LOG_DIR']}")
     driver = Driver(settings, opts)

@@ -25,7 +25,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from sps_workers.flink.jars import CACHE_DIR
+from crayfish.host.paths import cache_dir
 
 SOURCE = Path(__file__).with_name("loopback") / "org/apache/beam/sdk/fn/server/ServerFactory.java"
 SHIPPED = "org/apache/beam/sdk/fn/server/ServerFactory$InetSocketAddressServerFactory.class"
@@ -49,7 +49,7 @@ def ensure_jar() -> Path:
     """The jar with the loopback-binding class, built for the installed flink-python (cached)."""
     fp = flink_python_jar()
     key = hashlib.sha256(SOURCE.read_bytes() + fp.name.encode()).hexdigest()[:16]
-    out = CACHE_DIR / "flink" / "loopback" / key
+    out = cache_dir("flink", "loopback", key)
     jar = out / JAR_NAME
     if jar.exists():
         return jar
@@ -76,7 +76,7 @@ def lib_dir(extra: list[Path] = ()) -> Path:
     """A folder of links: the wheel's lib/ jars, our jar and ``extra`` (cached per set of jars)."""
     jars = [*sorted((flink_home() / "lib").glob("*.jar")), ensure_jar(), *extra]
     key = hashlib.sha256("\n".join(str(j) for j in jars).encode()).hexdigest()[:16]
-    d = CACHE_DIR / "flink" / "gateway-lib" / key
+    d = cache_dir("flink", "gateway-lib", key)
     if not d.exists():
         d.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix="tmp-", dir=d.parent))

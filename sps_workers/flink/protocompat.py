@@ -19,7 +19,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import importlib.util
-import os
 import re
 import shutil
 import subprocess
@@ -27,8 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CACHE_DIR = Path(os.environ.get("CRAYFISH_CACHE_DIR", REPO_ROOT / ".cache"))
+from crayfish.host.paths import REPO_ROOT, cache_dir
+
 COMMITTED = REPO_ROOT / "crayfish" / "v1"
 PROTOS = REPO_ROOT / "protos" / "crayfish" / "v1"
 
@@ -68,7 +67,7 @@ def stubs_dir() -> Path:
     for p in sorted(PROTOS.glob("*.proto")):
         h.update(p.name.encode())
         h.update(p.read_bytes())
-    return CACHE_DIR / "flink" / "stubs" / h.hexdigest()[:16]
+    return cache_dir("flink", "stubs", h.hexdigest()[:16])
 
 
 def ensure_generated() -> Path:

@@ -9,7 +9,7 @@ import signal
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from crayfish.codec import get_codec
-from crayfish.kafka import consumer_config, poll_batch, producer_config
+from crayfish.kafka import consumer_config, poll_batch, produce, producer_config
 from sps_workers.runtime import mark_ready, read_settings, run_processes
 from sps_workers.scoring_op import OpResult, ScoringOperator
 from sps_workers.settings import WorkerSettings
@@ -146,7 +146,6 @@ def run_instance(settings: WorkerSettings, index: int) -> None:
         return _cb
 
     out_topic, dlq_topic = settings.output_topic, settings.dead_letter_topic
-    produce = producer.produce
     process = op.process
 
     client_kind = ext.client if ext is not None else None
@@ -160,9 +159,9 @@ def run_instance(settings: WorkerSettings, index: int) -> None:
                 if ctx is not None:
                     headers = tracing.record_worker(ctx, input_topic, partition, offset, res.timing, out_topic,
                                                     headers, client=client_kind)
-            _produce(producer, produce, out_topic, res.value, key, headers or None, cb)
+            produce(producer, out_topic, res.value, key, headers=headers, on_delivery=cb)
         else:
-            _produce(producer, produce, dlq_topic, res.dead_letter, key, None, cb)
+            produce(producer, dlq_topic, res.dead_letter, key, on_delivery=cb)
 
     stage = None
     if client is not None:
@@ -222,14 +221,6 @@ def run_instance(settings: WorkerSettings, index: int) -> None:
             client.close()
         tracing.close()
 
-
-def _produce(producer, produce, topic, value, key, headers, cb) -> None:
-    while True:
-        try:
-            produce(topic, value, key, on_delivery=cb, headers=headers)
-            return
-        except BufferError:
-            producer.poll(0.01)
 
 
 def main(argv: list[str] | None = None) -> None:

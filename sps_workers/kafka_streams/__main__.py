@@ -81,7 +81,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from sps_workers.kafka_streams.build import REPO_ROOT, BuildError, ensure_built
+from crayfish.host.paths import models_dir
+from sps_workers.kafka_streams.build import BuildError, ensure_built
 from sps_workers.settings import WorkerSettings
 
 DEFAULT_JVM_OPTIONS = ["-XX:+ExitOnOutOfMemoryError"]
@@ -100,8 +101,7 @@ def java_executable() -> str:
 def java_command(settings: WorkerSettings, jar: Path) -> list[str]:
     doc = settings.model_dump(mode="json")
     if not doc.get("models_dir"):
-        env = os.environ.get("CRAYFISH_MODELS_DIR")
-        doc["models_dir"] = str(Path(env).expanduser() if env else REPO_ROOT / ".cache" / "models")
+        doc["models_dir"] = str(models_dir())
     jvm = settings.engine_options.get("jvm_options") or []
     if not isinstance(jvm, list) or not all(isinstance(a, str) for a in jvm):
         sys.exit("kafka-streams: engine_options.jvm_options: expected a list of strings")

@@ -10,23 +10,29 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
 import time
+import os
 from pathlib import Path
 
+from crayfish.host.paths import REPO_ROOT, cache_dir
+
 MODULE_DIR = Path(__file__).resolve().parent
-REPO_ROOT = MODULE_DIR.parents[1]
 PROTOS_DIR = REPO_ROOT / "protos"
-CACHE_DIR = Path(os.environ.get("CRAYFISH_KSTREAMS_CACHE", REPO_ROOT / ".cache" / "kafka-streams"))
 JAR_NAME = "crayfish-kafka-streams.jar"
 KEEP_BUILDS = 2  # this one and the one before (a worker started earlier may still run from it)
 
 
 class BuildError(RuntimeError):
     pass
+
+
+def _cache() -> Path:
+    """Where the builds go: ``$CRAYFISH_KSTREAMS_CACHE``, else ``<cache>/kafka-streams``."""
+    env = os.environ.get("CRAYFISH_KSTREAMS_CACHE")
+    return Path(env) if env else cache_dir("kafka-streams")
 
 
 def source_files(module_dir: Path = MODULE_DIR, protos_dir: Path = PROTOS_DIR) -> list[tuple[str, Path]]:
@@ -48,7 +54,7 @@ def source_hash(module_dir: Path = MODULE_DIR, protos_dir: Path = PROTOS_DIR) ->
 
 
 def build_dir(digest: str | None = None) -> Path:
-    return CACHE_DIR / (digest or source_hash())
+    return _cache() / (digest or source_hash())
 
 
 def is_built(digest: str | None = None) -> bool:
@@ -62,8 +68,8 @@ def ensure_built(log=None, force: bool = False) -> Path:
     out = build_dir(digest)
     if is_built(digest) and not force:
         return out / JAR_NAME
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with open(CACHE_DIR / ".lock", "a+") as lock:
+    _cache().mkdir(parents=True, exist_ok=True)
+    with open(_cache() / ".lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if is_built(digest) and not force:
             return out / JAR_NAME
@@ -73,9 +79,9 @@ def ensure_built(log=None, force: bool = False) -> Path:
 
 
 def _build(digest: str, out: Path, log) -> None:
-    work = CACHE_DIR / f"build-{digest}"
+    work = _cache() / f"build-{digest}"
     shutil.rmtree(work, ignore_errors=True)
-    log_path = CACHE_DIR / f"build-{digest}.log"
+    log_path = _cache() / f"build-{digest}.log"
     log(f"kafka-streams: building the Java worker ({digest}) with Maven; log: {log_path}")
     t0 = time.monotonic()
     rc = maven(["-Dcrayfish.build.dir=" + str(work), "-DskipTests", "package"], log_path)
@@ -108,10 +114,10 @@ def maven(args: list[str], log_path: Path) -> int:
 
 
 def _prune(keep: Path) -> None:
-    builds = sorted((d for d in CACHE_DIR.iterdir() if d.is_dir() and (d / ".built").is_file() and d != keep),
+    builds = sorted((d for d in _cache().iterdir() if d.is_dir() and (d / ".built").is_file() and d != keep),
                     key=lambda d: d.stat().st_mtime, reverse=True)
     for d in builds[KEEP_BUILDS - 1:]:
         shutil.rmtree(d, ignore_errors=True)
-    for log in CACHE_DIR.glob("build-*.log"):
-        if not (CACHE_DIR / log.stem[len("build-"):]).is_dir():
+    for log in _cache().glob("build-*.log"):
+        if not (_cache() / log.stem[len("build-"):]).is_dir():
             log.unlink(missing_ok=True)

@@ -64,6 +64,8 @@ class OutputActor:
         return True
 
     def produce(self, emits: list) -> int:
+        from crayfish.kafka import produce
+
         failures: list[str] = []
 
         def on_delivery(err, _msg):
@@ -72,12 +74,7 @@ class OutputActor:
 
         producer = self.producer
         for topic, key, value, headers in emits:
-            while True:
-                try:
-                    producer.produce(topic, value, key, on_delivery=on_delivery, headers=headers or None)
-                    break
-                except BufferError:
-                    producer.poll(0.01)
+            produce(producer, topic, value, key, headers=headers, on_delivery=on_delivery)
         left = producer.flush(30)
         if failures or left:
             raise DeliveryFailed(f"{len(failures)} deliveries failed, {left} undelivered: "

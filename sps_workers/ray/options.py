@@ -9,13 +9,11 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 
+from crayfish.host.paths import cache_dir
 from sps_workers.settings import WorkerSettings
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 # Ray's unix sockets live under its temp dir and must stay under ~107 bytes: keep it short.
-DEFAULT_TEMP_DIR = REPO_ROOT / ".cache" / "ray"
 
 
 class RayOptionError(ValueError):
@@ -31,7 +29,7 @@ class RayOptions:
     num_cpus: int | None = None       # local Ray's logical CPUs [max(cpu count, mp * scoring_cpus)]
     scoring_cpus: float = 1.0         # logical CPUs each scoring actor reserves
     object_store_mb: int = 256        # local Ray's object store
-    temp_dir: str = str(DEFAULT_TEMP_DIR)
+    temp_dir: str = field(default_factory=lambda: str(cache_dir("ray")))
     stop_timeout_s: float = 15.0      # SIGTERM -> drain, commit, close within this
     runtime_env: dict = field(default_factory=dict)
 

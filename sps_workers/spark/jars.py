@@ -13,9 +13,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from crayfish.host.paths import cache_dir as host_cache_dir
+
 POM = Path(__file__).with_name("pom.xml")
-CACHE_DIR = REPO_ROOT / ".cache" / "spark"
 # What the connector needs beyond pyspark's own jars (scala, spark-sql, slf4j, codecs are there).
 ARTIFACTS = ("spark-sql-kafka-0-10_2.13", "spark-token-provider-kafka-0-10_2.13", "kafka-clients", "commons-pool2")
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies"
@@ -31,7 +31,7 @@ def connector_jar(spark_version: str, directory: Path) -> Path:
 
 def ensure_jars(spark_version: str, cache_dir: Path | None = None, quiet: bool = True) -> list[Path]:
     """The connector jars for ``spark_version`` (fetched with Maven on first use, then cached)."""
-    directory = Path(cache_dir or CACHE_DIR) / spark_version
+    directory = Path(cache_dir or host_cache_dir("spark")) / spark_version
     stamp = directory / ".complete"
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory.parent / f".{spark_version}.lock", "w") as lock:

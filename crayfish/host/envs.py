@@ -26,9 +26,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from crayfish.host.paths import REPO_ROOT, envs_dir
+
 ENVS_SPEC = REPO_ROOT / "envs"
-ENVS_DIR = Path(os.environ.get("CRAYFISH_ENVS_DIR", REPO_ROOT / ".envs"))
 BOOT_PYTHON = os.environ.get("CRAYFISH_BOOT_PYTHON", "python3.11")
 
 
@@ -54,7 +54,7 @@ def _fingerprint(name: str) -> str:
 
 
 def env_dir(name: str) -> Path:
-    return ENVS_DIR / name
+    return envs_dir() / name
 
 
 def is_built(name: str) -> bool:
@@ -79,8 +79,8 @@ def python_for(name: str, build: bool = True, log=print) -> str:
 
 def build_env(name: str, force: bool = False, log=print) -> Path:
     """Create .envs/<name> from envs/<name>/requirements.txt (serialized by a file lock)."""
-    ENVS_DIR.mkdir(parents=True, exist_ok=True)
-    with open(ENVS_DIR / f".{name}.lock", "w") as lock:
+    envs_dir().mkdir(parents=True, exist_ok=True)
+    with open(envs_dir() / f".{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if is_built(name) and not force:
             return env_dir(name)
