@@ -10,7 +10,11 @@ import time
 import traceback
 from pathlib import Path
 
+from rich.console import Console
+
+from benchmarks import codec
 from benchmarks.common import PARTS, BenchSettings, Timer, host_facts
+from benchmarks.report import markdown
 from services.runner.manifest import json_safe
 
 
@@ -55,7 +59,6 @@ def main(argv: list[str] | None = None) -> int:
         if not a.quiet:
             print(f"[bench {total.elapsed():7.1f}s] {msg}", file=sys.stderr, flush=True)
 
-    from rich.console import Console
 
     console = Console(quiet=True) if a.quiet else Console(stderr=True)
     bench: dict = {"quick": s.quick, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -79,8 +82,6 @@ def main(argv: list[str] | None = None) -> int:
         save()
 
     def run_codec() -> None:
-        from benchmarks import codec
-
         part("codec", lambda: codec.run(s, log=log))
 
     needs_broker = any(x in s.parts for x in ("efficiency", "parallelism", "harness", "serving", "tracing",
@@ -139,7 +140,6 @@ def main(argv: list[str] | None = None) -> int:
     bench["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     bench["host"]["loadavg_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     save()
-    from benchmarks.report import markdown
 
     md = markdown(bench)
     (out / "bench.md").write_text(md)

@@ -6,12 +6,17 @@ Definitions: see :mod:`benchmarks` (part 4).
 from __future__ import annotations
 
 import gc
+import json
 import statistics
 import time
 
 import numpy as np
 
 from benchmarks.common import BenchSettings, ratio
+from crayfish.codec import get_codec
+from crayfish.tensor import from_tensor, to_tensor
+from crayfish.v1 import batch_pb2
+from services.generator.workloads import synthetic_pool
 
 RATIO_GOAL = 1000.0
 ITEM_SHAPE = (224, 224, 3)
@@ -19,9 +24,6 @@ ITEM_SHAPE = (224, 224, 3)
 
 def resnet_batches(batch: int, count: int, seed: int) -> list:
     """``count`` distinct ResNet50 input batches ``[batch, 224, 224, 3]`` as (array, DataBatch)."""
-    from crayfish.tensor import to_tensor
-    from crayfish.v1 import batch_pb2
-    from services.generator.workloads import synthetic_pool
 
     pool = synthetic_pool(ITEM_SHAPE, "float32", batch, count, seed)
     out = []
@@ -38,8 +40,6 @@ def resnet_batches(batch: int, count: int, seed: int) -> list:
 def measure(name: str, batches: list, reps: int, warmup: int = 0) -> dict:
     """Encode + decode, cycling over ``batches`` (distinct contents: a codec that memoizes by
     content must not be timed on its cache); ``warmup`` untimed rounds first."""
-    from crayfish.codec import get_codec
-    from crayfish.tensor import from_tensor
 
     codec = get_codec(name)
     enc, dec, tot = [], [], []
@@ -77,7 +77,6 @@ def measure(name: str, batches: list, reps: int, warmup: int = 0) -> dict:
 def naive_json_round_trip(x: np.ndarray, created_ms: int) -> tuple[float, float, bool]:
     """The original message done the plain Python way (what the issue's ~1.2 s anchor measures):
     str() of every value joined with commas, json.dumps; json.loads, float() of every value."""
-    import json
 
     t0 = time.perf_counter()
     rows = x.reshape(x.shape[0], -1)

@@ -9,6 +9,12 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Callable, Iterable
 
 import numpy as np
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from crayfish.kafka import produce, producer_config
+from services.runner import manifest
+from services.runner.experiment import Experiment
+from services.runner.experiments import run_experiment
 
 SEED = 42
 PARTS = ("efficiency", "parallelism", "harness", "codec", "serving", "tracing", "flink_standalone")
@@ -98,7 +104,6 @@ class BenchSettings:
 
 def host_facts() -> dict:
     """The runner's host facts plus package versions and git state (services.runner.manifest)."""
-    from services.runner import manifest
 
     return {**manifest.host_facts(), "versions": manifest.package_versions(), "git": manifest.git_state()}
 
@@ -112,9 +117,7 @@ def prefill(bootstrap: str, topic: str, records: Iterable[tuple[bytes, bytes]],
             partition: int | None = None) -> int:
     """Produce ``(key, value)`` records as fast as the client allows (linger for big batches);
     returns how many were acknowledged. Raises when any delivery failed."""
-    from confluent_kafka import Producer
 
-    from crayfish.kafka import produce, producer_config
 
     p = Producer(producer_config(bootstrap, **{"linger.ms": 20, "batch.size": 4_000_000,
                                                "queue.buffering.max.messages": 1_000_000,
@@ -141,8 +144,6 @@ class TopicCounter:
     """Records appended to topics so far (sum of high watermarks), from one long-lived client."""
 
     def __init__(self, bootstrap: str, topics: list[str]):
-        from confluent_kafka import Consumer, TopicPartition
-
         self._c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-counter",
                             "enable.auto.commit": False})
         self._parts = []
@@ -183,7 +184,6 @@ def search_experiment(name: str, serving: dict, parallelism: int, start_rate: fl
                       s: BenchSettings, point_duration_s: float | None = None, max_points: int | None = None):
     """The bench's search Experiment (kafka engine, FFNN, batch size 1, protobuf, constant workload,
     a short closed-loop base point) for ``serving`` (an experiment's ``serving:`` section)."""
-    from services.runner.experiment import Experiment
 
     return Experiment.model_validate({
         "name": name, "model": "ffnn", "engine": "kafka", "serving": serving, "batch_size": 1,
@@ -204,7 +204,6 @@ def search_experiment(name: str, serving: dict, parallelism: int, start_rate: fl
 def run_search(exp, out_dir, console=None) -> dict:
     """Run a search Experiment (``services.runner.experiments.run_experiment``) into
     ``out_dir / exp.name`` and summarize it for bench.json."""
-    from services.runner.experiments import run_experiment
 
     summary = run_experiment(exp, out_dir / exp.name, console=console)
     srch = summary.get("search") or {}

@@ -11,8 +11,34 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
+import psutil
 
-from benchmarks.common import BenchSettings, TopicCounter, percentile, prefill, ratio, wait_until
+from benchmarks.common import (
+    BenchSettings,
+    TopicCounter,
+    percentile,
+    prefill,
+    ratio,
+    wait_until,
+)
+from crayfish.codec import get_codec
+from crayfish.host.procs import Service
+from crayfish.kafka import (
+    RunTopics,
+    consumer_lag,
+    create_topics,
+    delete_topics,
+    wait_group_assigned,
+)
+from crayfish.tensor import to_tensor
+from crayfish.v1 import batch_pb2
+from services.generator.workloads import synthetic_pool
+from serving.embedded import create_scorer
+from serving.models import MODELS, build_model, default_models_dir, model_paths
+from sps_workers import ENGINES
+from sps_workers.scoring_op import ScoringOperator
+from sps_workers.settings import WorkerSettings
 
 MODEL = "ffnn"
 ORT_OPTIONS = {"intra_op_threads": 1, "inter_op_threads": 1}
@@ -20,8 +46,6 @@ ORT_OPTIONS = {"intra_op_threads": 1, "inter_op_threads": 1}
 
 def input_array(seed: int) -> np.ndarray:
     """The first batch of the generator's synthetic pool for the FFNN, batch size 1: [1, 1, 784]."""
-    from serving.models import MODELS
-    from services.generator.workloads import synthetic_pool
 
     spec = MODELS[MODEL]
     return np.ascontiguousarray(synthetic_pool(spec.input_shape, spec.input_dtype, 1, 1, seed)[0])
@@ -54,9 +78,6 @@ def _latency(fn, n: int) -> dict:
 
 def bare_onnxruntime(onnx_path: Path, x: np.ndarray, calls: int, warmup: int) -> dict:
     """A plain InferenceSession with the worker's options on input ``x``."""
-    import onnxruntime as ort
-
-    from serving.models import MODELS
 
     spec = MODELS[MODEL]
     so = ort.SessionOptions()
@@ -84,10 +105,6 @@ def bare_onnxruntime(onnx_path: Path, x: np.ndarray, calls: int, warmup: int) ->
 
 def scorer_and_operator(models_dir: Path, x: np.ndarray, value: bytes, calls: int, warmup: int) -> dict:
     """Breakdown: the serving scorer's ``score`` and the whole scoring operator on one record."""
-    from crayfish.codec import get_codec
-    from serving.embedded import create_scorer
-    from serving.models import MODELS
-    from sps_workers.scoring_op import ScoringOperator
 
     out: dict = {}
     scorer = create_scorer("onnxruntime", MODEL, models_dir=models_dir, **ORT_OPTIONS)
@@ -119,23 +136,12 @@ def scorer_and_operator(models_dir: Path, x: np.ndarray, value: bytes, calls: in
 
 
 def _thread_times(pid: int) -> tuple[float, dict[int, float]]:
-    import psutil
-
     p = psutil.Process(pid)
     t = p.cpu_times()
     return t.user + t.system, {th.id: th.user_time + th.system_time for th in p.threads()}
 
 
 def run(bootstrap: str, out_dir: Path, s: BenchSettings, log=print) -> dict:
-    from crayfish.kafka import RunTopics, consumer_lag, create_topics, delete_topics
-    from crayfish.tensor import to_tensor
-    from crayfish.v1 import batch_pb2
-    from serving.models import build_model, default_models_dir, model_paths
-    from crayfish.host.procs import Service
-    from crayfish.kafka import wait_group_assigned
-    from sps_workers import ENGINES
-    from sps_workers.settings import WorkerSettings
-
     out_dir.mkdir(parents=True, exist_ok=True)
     models_dir = Path(default_models_dir())
     build_model(MODEL, models_dir, seed=s.seed)

@@ -35,6 +35,18 @@ import time
 import uuid
 from pathlib import Path
 
+from confluent_kafka import Consumer, TopicPartition
+
+from benchmarks.common import TopicCounter, prefill, wait_until
+from crayfish.codec import get_codec
+from crayfish.host.envs import python_for
+from crayfish.host.procs import Service
+from crayfish.kafka import RunTopics, consumer_config, create_topics, delete_topics
+from serving.models import build_model, default_models_dir
+from sps_workers import ENGINES
+from sps_workers.flink.standalone import build_records, throughput
+from sps_workers.settings import WorkerSettings
+
 MODEL = "ffnn"
 ORT_OPTIONS = {"intra_op_threads": 1, "inter_op_threads": 1}
 GOAL = 0.97
@@ -42,7 +54,6 @@ GOAL = 0.97
 
 def _settings(bootstrap: str, topics, run_id: str, models_dir: Path, parallelism: int, ready: Path | None,
               engine_options: dict, backend: str, backend_options: dict):
-    from sps_workers.settings import WorkerSettings
 
     return WorkerSettings(bootstrap=bootstrap, input_topic=topics.input, output_topic=topics.output,
                           dead_letter_topic=topics.dead_letter, consumer_group=f"crayfish-{run_id}-flink",
@@ -53,14 +64,6 @@ def _settings(bootstrap: str, topics, run_id: str, models_dir: Path, parallelism
 
 def kafka_drain(bootstrap: str, out_dir: Path, count: int, parallelism: int, engine_options: dict, seed: int,
                 backend: str = "onnxruntime", backend_options: dict | None = None, log=print) -> dict:
-    from benchmarks.common import TopicCounter, prefill, wait_until
-    from crayfish.codec import get_codec
-    from crayfish.kafka import RunTopics, create_topics, delete_topics
-    from serving.models import default_models_dir
-    from crayfish.host.envs import python_for
-    from crayfish.host.procs import Service
-    from sps_workers import ENGINES
-    from sps_workers.flink.standalone import build_records, throughput
 
     run_id = "flinkbench" + uuid.uuid4().hex[:6]
     topics = RunTopics.for_run(run_id)
@@ -105,9 +108,6 @@ def kafka_drain(bootstrap: str, out_dir: Path, count: int, parallelism: int, eng
 
 
 def _read_all(bootstrap: str, topic: str, n: int, timeout_s: float = 120.0) -> list:
-    from confluent_kafka import Consumer, TopicPartition
-
-    from crayfish.kafka import consumer_config
 
     c = Consumer(consumer_config(bootstrap, f"bench-{uuid.uuid4().hex[:6]}", **{"enable.auto.commit": False}))
     md = c.list_topics(topic, timeout=10)
@@ -121,8 +121,6 @@ def _read_all(bootstrap: str, topic: str, n: int, timeout_s: float = 120.0) -> l
 
 def standalone(out_dir: Path, count: int, parallelism: int, engine_options: dict, seed: int,
                backend: str = "onnxruntime", backend_options: dict | None = None, log=print) -> dict:
-    from serving.models import default_models_dir
-    from crayfish.host.envs import python_for
 
     cfg = {"model": MODEL, "backend": backend,
            "backend_options": ORT_OPTIONS if backend_options is None else backend_options,
@@ -144,7 +142,6 @@ def run(bootstrap: str, out_dir: Path, count: int = 20_000, parallelism: int = 1
         repeat: int = 1, seed: int = 42, backend: str = "onnxruntime", delay_ms: float = 1.0, log=print) -> dict:
     """Both modes ``repeat`` times, alternating; backend ``onnxruntime`` (CPU-bound FFNN) or ``sleep``
     (``delay_ms`` per batch, spin 0: waits without CPU, so the host's cores are not the limit)."""
-    from serving.models import build_model, default_models_dir
 
     out_dir.mkdir(parents=True, exist_ok=True)
     build_model(MODEL, default_models_dir(), seed=seed)

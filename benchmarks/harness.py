@@ -15,7 +15,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from benchmarks.common import BenchSettings, prefill, ratio
-from services.collector.collector import Collector
+from crayfish.kafka import RunTopics, create_topics, delete_topics
+from crayfish.tensor import to_tensor
+from crayfish.v1 import batch_pb2
+from services.collector.collector import Collector, CollectorSettings
+from services.generator.generator import run as run_generator
+from services.generator.settings import GeneratorSettings
+from services.generator.workloads import parse_workload
+from serving.models import MODELS
 
 MODEL = "ffnn"
 RATE_TOLERANCE = 0.01  # goal: achieved within 1 % of the target
@@ -23,11 +30,6 @@ RATE_TOLERANCE = 0.01  # goal: achieved within 1 % of the target
 
 def generator_alone(bootstrap: str, out_dir: Path, rate: float, s: BenchSettings, log=print) -> dict:
     """Constant rate ``rate`` into a fresh topic nobody reads; 1, 2, ... processes until one holds."""
-    from crayfish.kafka import RunTopics, create_topics, delete_topics
-    from serving.models import MODELS
-    from services.generator.generator import run as run_generator
-    from services.generator.settings import GeneratorSettings
-    from services.generator.workloads import parse_workload
 
     spec = MODELS[MODEL]
     attempts = []
@@ -80,11 +82,6 @@ class _TimedCollector(Collector):
 
 
 def collector_alone(bootstrap: str, out_dir: Path, s: BenchSettings, log=print) -> dict:
-    from crayfish.kafka import RunTopics, create_topics, delete_topics
-    from crayfish.tensor import to_tensor
-    from crayfish.v1 import batch_pb2
-    from services.collector.collector import CollectorSettings
-
     n = s.collector_n
     out_dir.mkdir(parents=True, exist_ok=True)
     run_id = "benchcol" + uuid.uuid4().hex[:6]

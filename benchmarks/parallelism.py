@@ -5,9 +5,16 @@ Definitions: see :mod:`benchmarks` (part 3).
 
 from __future__ import annotations
 
+from math import floor, log10
 from pathlib import Path
 
-from benchmarks.common import BenchSettings, error_line, ratio, run_search, search_experiment
+from benchmarks.common import (
+    BenchSettings,
+    error_line,
+    ratio,
+    run_search,
+    search_experiment,
+)
 
 SCALING_GOAL_SLEEP = 1.9
 
@@ -24,7 +31,6 @@ def _round_rate(r: float) -> float:
     """Two significant digits (a tidy start rate)."""
     if r <= 0:
         return r
-    from math import floor, log10
 
     digits = 1 - int(floor(log10(r)))
     return float(round(r, digits))

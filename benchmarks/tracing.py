@@ -21,7 +21,26 @@ import time
 import uuid
 from pathlib import Path
 
+from confluent_kafka import Producer
+
 from benchmarks.common import BenchSettings, TopicCounter, ratio, wait_until
+from benchmarks.efficiency import ORT_OPTIONS, _thread_times, input_array
+from crayfish.host.procs import Service
+from crayfish.kafka import (
+    RunTopics,
+    create_topics,
+    delete_topics,
+    produce,
+    producer_config,
+    wait_group_assigned,
+)
+from crayfish.tensor import to_tensor
+from crayfish.v1 import batch_pb2
+from observability.spanlog import new_span_id, new_trace_id, traceparent
+from observability.wiring import BatchTracing
+from serving.models import build_model, default_models_dir
+from sps_workers import ENGINES
+from sps_workers.settings import WorkerSettings
 
 MODEL = "ffnn"
 # (name, share of records with a sampled traceparent, tracing enabled in the worker). The last one
@@ -30,10 +49,6 @@ SETTINGS = (("off", 0.0, True), ("100%", 1.0, True), ("1%", 0.01, True), ("heade
 
 
 def _records(run_id: str, n: int, share: float, x):
-    from crayfish.tensor import to_tensor
-    from crayfish.v1 import batch_pb2
-    from observability.spanlog import new_span_id, new_trace_id, traceparent
-
     tensor_part = batch_pb2.DataBatch(input=to_tensor(x)).SerializeToString()
     now = time.time_ns()
     every = round(1 / share) if share > 0 else 0
@@ -47,9 +62,6 @@ def _records(run_id: str, n: int, share: float, x):
 
 
 def _prefill_with_headers(bootstrap, topic, records) -> None:
-    from confluent_kafka import Producer
-
-    from crayfish.kafka import produce, producer_config
 
     p = Producer(producer_config(bootstrap, **{"linger.ms": 20, "batch.size": 4_000_000,
                                                "queue.buffering.max.messages": 1_000_000}))
@@ -61,12 +73,6 @@ def _prefill_with_headers(bootstrap, topic, records) -> None:
 
 def _drain(bootstrap: str, out_dir: Path, n: int, share: float, models_dir: Path, x, log,
            tracing_on: bool = True) -> dict:
-    from benchmarks.efficiency import ORT_OPTIONS, _thread_times
-    from crayfish.kafka import RunTopics, create_topics, delete_topics
-    from crayfish.host.procs import Service
-    from crayfish.kafka import wait_group_assigned
-    from sps_workers import ENGINES
-    from sps_workers.settings import WorkerSettings
 
     run_id = "trace" + uuid.uuid4().hex[:6]
     topics = RunTopics.for_run(run_id)
@@ -118,7 +124,6 @@ def _per_call_us(fn, n: int = 20_000) -> float:
 
 def _side_costs() -> dict:
     """CPU µs per sampled batch of the generator's and the collector's tracing calls."""
-    from observability.wiring import BatchTracing
 
     with tempfile.TemporaryDirectory() as d:
         os.environ["CRAYFISH_SPANS_DIR"] = d
@@ -145,9 +150,6 @@ def _side_costs() -> dict:
 
 
 def run(bootstrap: str, out_dir: Path, s: BenchSettings, log=print) -> dict:
-    from benchmarks.efficiency import input_array
-    from serving.models import build_model, default_models_dir
-
     out_dir.mkdir(parents=True, exist_ok=True)
     models_dir = Path(default_models_dir())
     build_model(MODEL, models_dir, seed=s.seed)

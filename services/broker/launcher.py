@@ -10,6 +10,7 @@ another process can find it.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -20,10 +21,12 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from confluent_kafka.admin import AdminClient
+
 from crayfish.host.paths import cache_dir
 from crayfish.host.ports import free_port
 from crayfish.host.procs import ProcessRecord, stop_tree
-from crayfish.kafka import MAX_MESSAGE_BYTES
+from crayfish.kafka import MAX_MESSAGE_BYTES, admin_config
 
 POM = Path(__file__).with_name("pom.xml")
 
@@ -130,9 +133,6 @@ def _server_properties(data_dir: Path, port: int, controller_port: int) -> str:
 def wait_ready(bootstrap: str, timeout_s: float = 60.0, proc: subprocess.Popen | None = None,
                log_file: str | None = None) -> None:
     """Wait until the broker's port is open and an admin metadata call answers."""
-    from confluent_kafka.admin import AdminClient
-
-    from crayfish.kafka import admin_config
 
     host, port = bootstrap.split(",")[0].rsplit(":", 1)
     deadline = time.monotonic() + timeout_s
@@ -200,8 +200,6 @@ def start(state_dir: Path | None = None, heap: str = "1g", timeout_s: float = 90
 
 
 def _random_cluster_id() -> str:
-    import base64
-
     # A Kafka cluster id is 16 bytes in URL-safe base64; one starting with '-' would be read as an option.
     while True:
         cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")

@@ -25,10 +25,13 @@ from confluent_kafka import Consumer, TopicPartition
 from pydantic import BaseModel, Field
 
 from crayfish.codec import CodecError, get_codec
-from observability.light import sampled_traceparent
 from crayfish.kafka import admin_config, consumer_config, poll_batch
+from crayfish.tensor import from_tensor
 from crayfish.v1 import batch_pb2
+from observability.light import batch_tracing, sampled_traceparent
 from services.collector.batches import DEAD, SCORED, build_batches_table
+from services.collector.checker import UNCHECKED_BACKENDS, PredictionChecker
+from services.generator.settings import GeneratorSettings
 
 
 class CollectorSettings(BaseModel):
@@ -47,12 +50,6 @@ class CollectorSettings(BaseModel):
     lag_interval_s: float = Field(0.5, gt=0, description="Seconds between consumer-lag samples.")
 
 
-def _unchecked() -> set[str]:
-    from services.collector.checker import UNCHECKED_BACKENDS
-
-    return UNCHECKED_BACKENDS
-
-
 class Collector:
     def __init__(self, s: CollectorSettings, out_dir: Path):
         self.s = s
@@ -63,14 +60,9 @@ class Collector:
         self.completed = 0   # distinct input records seen finished (output or dead letter)
         self.stop = threading.Event()
         self.undecodable = 0
-        from observability.light import batch_tracing
-
         self.tracing = batch_tracing("collector")
         self.checker = None
-        if s.check_sample > 0 and s.generator_settings and s.backend not in _unchecked():
-            from services.collector.checker import PredictionChecker
-            from services.generator.settings import GeneratorSettings
-
+        if s.check_sample > 0 and s.generator_settings and s.backend not in UNCHECKED_BACKENDS:
             gs = GeneratorSettings.model_validate_json(Path(s.generator_settings).read_text())
             self.checker = PredictionChecker(gs, s.models_dir, sample_rate=s.check_sample)
 
@@ -146,8 +138,6 @@ class Collector:
             self.tracing.record_receive(headers, m.topic(), append_ms, sb.batch_id)
         correct = None
         if self.checker is not None and self.checker.sampled(sb.batch_id):
-            from crayfish.tensor import from_tensor
-
             correct = self.checker.check(sb.sequence, from_tensor(sb.output))
         return {**base, "batch_id": sb.batch_id, "status": SCORED, "reason": "", "sequence": sb.sequence,
                 "correct": correct,

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from services.report.html import write_report as _write
+
 __all__ = ["write_report", "write_report_safely"]
 
 
 def write_report(run_dir: Path | str, out: Path | str | None = None) -> Path:
     """Write ``run_dir/report.html`` (or ``out``); returns the path."""
-    from services.report.html import write_report as _write
 
     return _write(run_dir, out)
 

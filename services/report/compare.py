@@ -15,9 +15,21 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from rich.table import Table
+
 from services.report import svg
-from services.report.data import HOPS, cdf, get, hop_medians, load_rep, load_run, point_label, rep_dirs, \
-    service_resources
+from services.report.data import (
+    HOPS,
+    cdf,
+    get,
+    hop_medians,
+    load_rep,
+    load_run,
+    point_label,
+    rep_dirs,
+    service_resources,
+)
+from services.report.html import cdf_chart, page  # one style and one CDF for both pages
 
 LATENCY = (("p50", "p50"), ("p90", "p90"), ("p95", "p95"), ("p99", "p99"), ("p999", "p99.9"), ("max", "max"),
            ("mean", "mean"))
@@ -127,8 +139,6 @@ def fmt_ratio(r: float | None) -> str:
 
 
 def print_comparison(result: dict, console) -> None:
-    from rich.table import Table
-
     a, b = result["a"]["name"], result["b"]["name"]
     console.print(f"A = [bold]{a}[/] ({result['a']['experiment']}), B = [bold]{b}[/] ({result['b']['experiment']}): "
                   f"{len(result['matched'])} matching point(s)")
@@ -153,8 +163,6 @@ def print_comparison(result: dict, console) -> None:
 
 
 def write_comparison_html(result: dict, out: Path | str) -> Path:
-    from services.report.html import _cdf_chart, page  # one style and one CDF for both pages
-
     a_run, b_run = load_run(result["a"]["dir"]), load_run(result["b"]["dir"])
     an, bn = result["a"]["name"], result["b"]["name"]
     body = [f'<header class="top"><h1>Compare runs: A = {escape(an)}, B = {escape(bn)}</h1>'
@@ -214,7 +222,7 @@ def write_comparison_html(result: dict, out: Path | str) -> Path:
             series.append({"name": f"{side} latency", "x": x, "y": y, "color": svg.color(col)})
             x, y = cdf(rep.latency_sched)
             series.append({"name": f"{side} from schedule", "x": x, "y": y, "color": svg.color(col), "dash": "5 3"})
-        charts = [_cdf_chart(series, f"cmp-cdf-{k}", "Latency CDF, A vs B (repetition 0)")]
+        charts = [cdf_chart(series, f"cmp-cdf-{k}", "Latency CDF, A vs B (repetition 0)")]
         charts.append(svg.grouped_bars([lab for _, lab in LATENCY],
                                        [("A", [get(pa, f"latency_ms.{q}") for q, _ in LATENCY]),
                                         ("B", [get(pb, f"latency_ms.{q}") for q, _ in LATENCY])],

@@ -14,6 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
+
+from services.analysis import Warmup, classify
+from services.analysis.columns import column, take
 
 HOPS = ("produce", "wait", "decode", "score", "encode", "publish")
 
@@ -79,7 +83,6 @@ def point_label(run: Run, index: int, point: dict) -> str:
 def _read(path: Path):
     if not path.exists():
         return None
-    import pyarrow.parquet as pq
 
     try:
         return pq.read_table(path)
@@ -114,9 +117,6 @@ class Rep:
 
 
 def load_rep(dir: Path, point: dict) -> Rep:
-    from services.analysis import Warmup, classify
-    from services.analysis.columns import column, take
-
     summary = _json(dir / "point.json") or point
     gen = _json(dir / "generator.json")
     rep = Rep(dir=dir, summary=summary, t0_ns=gen.get("t0_ns"))

@@ -311,7 +311,7 @@ def _point_section(run: Run, i: int, p: dict, label: str) -> str:
         series.append({"name": "latency" + suffix, "x": x, "y": y, "color": svg.color(2 * r)})
         x, y = cdf(rep.latency_sched)
         series.append({"name": "from schedule" + suffix, "x": x, "y": y, "color": svg.color(2 * r + 1), "dash": "5 3"})
-    out.append('<div class="charts">' + _cdf_chart(series, f"cdf-{i}", "Latency CDF (measured window)") + "</div>")
+    out.append('<div class="charts">' + cdf_chart(series, f"cdf-{i}", "Latency CDF (measured window)") + "</div>")
     # timelines per repetition
     for r, rep in enumerate(reps):
         charts = _timelines(i, r, rep, p)
@@ -331,7 +331,7 @@ def _point_section(run: Run, i: int, p: dict, label: str) -> str:
     return "".join(out)
 
 
-def _cdf_chart(series: list[dict], name: str, title: str) -> str:
+def cdf_chart(series: list[dict], name: str, title: str) -> str:
     xs = [x for s in series for x in s["x"] if x is not None]
     if not xs:
         return svg.line_chart([], name=name, title=title)

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from observability.hops import hop_breakdown as traced
 from services.analysis import (
     PointRules,
     Warmup,
@@ -33,10 +34,10 @@ from services.analysis import (
 )
 from services.analysis.sustain import RATE_FRACTION
 from services.generator.workloads import build_schedule, parse_workload
+from services.report import write_report_safely
 from services.runner.experiment import Experiment
 from services.runner.manifest import json_safe, write_manifest
 from services.runner.orchestrator import PointRun, Stack, open_stack, run_point
-from services.report import write_report_safely
 from services.runner.resources import resource_summary
 
 
@@ -193,7 +194,6 @@ def _point_params(exp: Experiment) -> dict:
 
 def traced_hops(point_dir: Path) -> dict | None:
     """Per-hop breakdown of the traced (sampled) batches: spans joined with the broker stamps."""
-    from observability.hops import hop_breakdown as traced
 
     if not (point_dir / "spans").is_dir():
         return None

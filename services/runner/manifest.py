@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
+import psutil
+
 from crayfish.host.paths import REPO_ROOT
 from services.broker.launcher import kafka_lib
+from serving.models import default_models_dir
 
 PACKAGES = ("crayfish-mesh", "confluent-kafka", "onnxruntime", "onnx", "numpy", "protobuf", "grpcio",
             "pyarrow", "pydantic", "hdrhistogram")
@@ -58,8 +63,6 @@ def _java_version() -> str | None:
 
 
 def host_facts() -> dict:
-    import psutil
-
     facts = {"hostname": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
              "cpu_count": os.cpu_count(), "cpu_count_physical": psutil.cpu_count(logical=False),
              "cpu_model": _cpu_model(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
@@ -73,9 +76,6 @@ def host_facts() -> dict:
 
 def json_safe(obj):
     """JSON-ready copy: NaN/inf -> null, numpy scalars -> Python, paths -> str."""
-    import math
-
-    import numpy as np
 
     if isinstance(obj, float):
         return None if math.isnan(obj) or math.isinf(obj) else obj
@@ -105,8 +105,6 @@ def _cpu_model() -> str | None:
 
 
 def write_manifest(out: Path, exp, runs, source_file: Path | None) -> dict:
-    from serving.models import default_models_dir
-
     model_manifest = Path(default_models_dir()) / exp.model / "manifest.json"
     manifest = {
         "experiment": exp.model_dump(mode="json"),

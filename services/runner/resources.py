@@ -25,12 +25,16 @@ samples}}`` (summary.json ``resources``; docs/results.md).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 INTERVAL_S = 0.5
 FILE_NAME = "resources.parquet"
@@ -40,7 +44,6 @@ BROKER_NAME = "kafka-broker"
 def descendants(pid: int) -> list[int]:
     """Child pids of ``pid``, recursively: from /proc/PID/task/TID/children on Linux (cheap: no scan
     of every process), else psutil's process-table walk."""
-    import os
 
     if not os.path.isdir(f"/proc/{pid}/task"):
         try:
@@ -185,9 +188,6 @@ class ResourceSampler:
         return self.write()
 
     def write(self) -> Path:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         self.out_dir.mkdir(parents=True, exist_ok=True)
         cols = list(zip(*self.rows)) if self.rows else [[], [], [], [], []]
         table = pa.table({"t_s": pa.array(cols[0], pa.float64()), "service": pa.array(cols[1], pa.string()),
@@ -202,8 +202,6 @@ class ResourceSampler:
 def resource_summary(point_dir: Path) -> dict[str, dict]:
     """``{service: {cpu_mean_pct, cpu_max_pct, rss_max_mb, samples}}`` of a repetition folder's
     resources.parquet ({} when there is none)."""
-    import numpy as np
-    import pyarrow.parquet as pq
 
     path = Path(point_dir) / FILE_NAME
     if not path.exists():
