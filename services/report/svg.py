@@ -148,16 +148,33 @@ def line_chart(series: Sequence[dict], *, name: str, title: str = "", x_label: s
         out.append(f'<text x="{left}" y="14" font-size="13" font-weight="600">{escape(title)}</text>')
     if legend_items:
         out.append(f'<g transform="translate(0,{24 + 10})">{legend_svg}</g>')
-    px0, px1, py0, py1 = xa.p0, xa.p1, ya.p0, ya.p1
-    out.append(f'<defs><clipPath id="c-{escape(name)}"><rect x="{px0}" y="{py1}" width="{px1 - px0}" '
-               f'height="{py0 - py1}"/></clipPath></defs>')
+    out.append(f'<defs><clipPath id="c-{escape(name)}"><rect x="{xa.p0}" y="{ya.p1}" width="{xa.p1 - xa.p0}" '
+               f'height="{ya.p0 - ya.p1}"/></clipPath></defs>')
+    out += _bands(bands, xa, ya)
+    out += _frame(xa, ya, x_label, y_label, h_total)
+    out.append(f'<g clip-path="url(#c-{escape(name)})">')
+    out += [_series(s, s.get("color") or color(i), xa, ya, x_log, y_log) for i, s in enumerate(series)]
+    out.append("</g>")
+    out += _marks(hlines, vlines, xa, ya)
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _bands(bands: Sequence[dict], xa: "_Axis", ya: "_Axis") -> list[str]:
+    out = []
     for b in bands:
         x0, x1 = xa(max(float(b["x0"]), xa_lo(xa))), xa(min(float(b["x1"]), xa_hi(xa)))
         if x1 > x0:
-            out.append(f'<rect class="band" x="{x0:.1f}" y="{py1:.1f}" width="{x1 - x0:.1f}" height="{py0 - py1:.1f}" '
-                       f'fill="{b.get("color", "#f5c6cb")}" fill-opacity="0.35">'
+            out.append(f'<rect class="band" x="{x0:.1f}" y="{ya.p1:.1f}" width="{x1 - x0:.1f}" '
+                       f'height="{ya.p0 - ya.p1:.1f}" fill="{b.get("color", "#f5c6cb")}" fill-opacity="0.35">'
                        f'<title>{escape(b.get("label", ""))}</title></rect>')
-    # grid + ticks
+    return out
+
+
+def _frame(xa: "_Axis", ya: "_Axis", x_label: str, y_label: str, h_total: int) -> list[str]:
+    """Grid, ticks, the plot's border and the axis labels."""
+    px0, px1, py0, py1 = xa.p0, xa.p1, ya.p0, ya.p1
+    out = []
     for t in ya.ticks:
         y = ya(t)
         if py1 - 0.5 <= y <= py0 + 0.5:
@@ -175,29 +192,35 @@ def line_chart(series: Sequence[dict], *, name: str, title: str = "", x_label: s
     if y_label:
         out.append(f'<text x="12" y="{(py0 + py1) / 2:.1f}" font-size="11" text-anchor="middle" '
                    f'transform="rotate(-90 12 {(py0 + py1) / 2:.1f})">{escape(y_label)}</text>')
-    out.append(f'<g clip-path="url(#c-{escape(name)})">')
-    for i, s in enumerate(series):
-        col = s.get("color") or color(i)
-        pts = [(float(x), float(y)) for x, y in zip(s["x"], s["y"])
-               if _ok(x) and _ok(y) and (not x_log or float(x) > 0) and (not y_log or float(y) > 0)]
-        if not pts:
-            continue
-        if s.get("markers"):
-            out.append(f'<g class="series" data-series="{escape(s["name"])}" fill="{col}">' + "".join(
-                f'<circle cx="{xa(x):.1f}" cy="{ya(y):.1f}" r="4"><title>{escape(s["name"])}: '
-                f'{fmt_tick(x)}, {fmt_tick(y)}</title></circle>' for x, y in pts) + "</g>")
-            continue
-        coords = []
-        prev = None
-        for x, y in pts:
-            if s.get("step") and prev is not None:
-                coords.append(f"{xa(x):.1f},{ya(prev):.1f}")
-            coords.append(f"{xa(x):.1f},{ya(y):.1f}")
-            prev = y
-        d = f' stroke-dasharray="{s["dash"]}"' if s.get("dash") else ""
-        out.append(f'<polyline class="series" data-series="{escape(s["name"])}" fill="none" stroke="{col}" '
-                   f'stroke-width="{s.get("width", 1.6)}"{d} stroke-linejoin="round" points="{" ".join(coords)}"/>')
-    out.append("</g>")
+    return out
+
+
+def _series(s: dict, col: str, xa: "_Axis", ya: "_Axis", x_log: bool, y_log: bool) -> str:
+    """One series: dots (``markers``) or a polyline (``step``: drawn as steps)."""
+    pts = [(float(x), float(y)) for x, y in zip(s["x"], s["y"])
+           if _ok(x) and _ok(y) and (not x_log or float(x) > 0) and (not y_log or float(y) > 0)]
+    if not pts:
+        return ""
+    if s.get("markers"):
+        return (f'<g class="series" data-series="{escape(s["name"])}" fill="{col}">' + "".join(
+            f'<circle cx="{xa(x):.1f}" cy="{ya(y):.1f}" r="4"><title>{escape(s["name"])}: '
+            f'{fmt_tick(x)}, {fmt_tick(y)}</title></circle>' for x, y in pts) + "</g>")
+    coords = []
+    prev = None
+    for x, y in pts:
+        if s.get("step") and prev is not None:
+            coords.append(f"{xa(x):.1f},{ya(prev):.1f}")
+        coords.append(f"{xa(x):.1f},{ya(y):.1f}")
+        prev = y
+    d = f' stroke-dasharray="{s["dash"]}"' if s.get("dash") else ""
+    return (f'<polyline class="series" data-series="{escape(s["name"])}" fill="none" stroke="{col}" '
+            f'stroke-width="{s.get("width", 1.6)}"{d} stroke-linejoin="round" points="{" ".join(coords)}"/>')
+
+
+def _marks(hlines: Sequence[dict], vlines: Sequence[dict], xa: "_Axis", ya: "_Axis") -> list[str]:
+    """Horizontal reference lines and vertical event marks, labelled."""
+    px0, px1, py0, py1 = xa.p0, xa.p1, ya.p0, ya.p1
+    out = []
     for h in hlines:
         y = ya(float(h["y"]))
         if py1 <= y <= py0:
@@ -218,8 +241,7 @@ def line_chart(series: Sequence[dict], *, name: str, title: str = "", x_label: s
                 dx = -3 if anchor == "end" else 3
                 out.append(f'<text x="{x + dx:.1f}" y="{ty:.1f}" font-size="10" text-anchor="{anchor}" '
                            f'fill="{col}">{escape(v["label"])}</text>')
-    out.append("</svg>")
-    return "".join(out)
+    return out
 
 
 def xa_lo(a: _Axis) -> float:
