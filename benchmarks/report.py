@@ -28,138 +28,162 @@ def _get(d, *path):
     return d
 
 
-def rows(bench: dict) -> list[tuple[str, str, str, str, str]]:
-    r: list[tuple[str, str, str, str, str]] = []
+Row = tuple[str, str, str, str, str]
+
+
+def rows(bench: dict) -> list[Row]:
+    """The summary table's rows, part by part (a part that did not run has none)."""
     parts = bench.get("results", {})
+    r: list[Row] = []
+    for part, make in (("efficiency", _efficiency_rows), ("harness", _harness_rows),
+                       ("parallelism", _parallelism_rows), ("codec", _codec_rows)):
+        if parts.get(part) is not None:
+            r += make(parts[part], bench)
+    if parts.get("serving") is not None:
+        r += _serving_rows(parts["serving"], bench.get("settings") or {})
+    for part, make in (("tracing", _tracing_rows), ("flink_standalone", _flink_rows)):
+        if parts.get(part) is not None:
+            r += make(parts[part], bench)
+    return r
 
-    eff = parts.get("efficiency")
-    if eff is not None:
-        if "error" in eff:
-            r.append(("1", "worker efficiency", "error: " + error_line(eff["error"], 140), "", ""))
+
+def _efficiency_rows(eff: dict, bench: dict) -> list[Row]:
+    r: list[Row] = []
+    parts = bench.get("results", {})
+    if "error" in eff:
+        r.append(("1", "worker efficiency", "error: " + error_line(eff["error"], 140), "", ""))
+    else:
+        w, b = eff["worker"], eff["bare_onnxruntime"]
+        r.append(("1", f"worker CPU / batch (ONNX FFNN, bsz 1, mp 1, {w['batches_measured']:,} drained)",
+                  f"{w['cpu_us_per_batch']:.0f} µs (main thread {w['main_thread_cpu_us_per_batch']:.0f}"
+                  f" + other threads {w['other_threads_cpu_us_per_batch']:.0f})", "", ""))
+        r.append(("1", "bare ONNX Runtime call: CPU / call (latency p50)",
+                  f"{b['cpu_us_per_call']:.1f} µs ({b['latency']['p50_us']:.1f} µs)", "", ""))
+        op = _get(eff, "breakdown", "scoring_operator", "cpu_us_per_call")
+        sc = _get(eff, "breakdown", "scorer_score", "cpu_us_per_call")
+        if op is not None:
+            r.append(("1", "in-process: scorer.score / scoring operator (decode+score+encode)",
+                      f"{_num(sc, '{:.1f}')} / {_num(op, '{:.1f}')} µs CPU", "", ""))
+        ratio = eff.get("ratio_worker_cpu_to_bare_ort_cpu")
+        r.append(("1", "worker CPU / bare ONNX Runtime CPU", _num(ratio, "{:.1f}", "×"), "≤ 3×",
+                  _goal(eff.get("goal_met"))))
+        r.append(("1", "drain rate (pre-filled topic)", _num(w["drain_rate_bps"], unit="/s"), "", ""))
+        st = _get(parts, "parallelism", "onnx-mp1", "sustainable_rate_bps")
+        r.append(("1", "sustainable rate, same configuration (part 3)", _num(st, unit="/s"), "", ""))
+    return r
+
+
+def _harness_rows(har: dict, bench: dict) -> list[Row]:
+    r: list[Row] = []
+    st = har.get("worker_sustainable_rate_bps")
+    gen = har.get("generator") or {}
+    if "error" in gen:
+        r.append(("2a", "generator alone", "error: " + error_line(gen["error"], 140), "", ""))
+    elif gen:
+        res = gen["result"]
+        lat = res.get("lateness_ms") or {}
+        fallback = "" if str(har.get("worker_rate_source", "")).startswith("part 3") else ", fallback rate"
+        r.append(("2a", f"generator alone at {gen['target_rate_bps']:,.0f}/s (5 × {st:,.0f}/s{fallback}):"
+                        " achieved / target",
+                  f"{_num(res['achieved_over_target'], '{:.4f}')} ({_num(res['achieved_rate_bps'], unit='/s')},"
+                  f" {res['processes']} process(es); lateness p50 {_num(lat.get('p50'), '{:.2f}')}"
+                  f" / p99 {_num(lat.get('p99'), '{:.2f}')} ms)", "within 1 %", _goal(gen.get("goal_met"))))
+        r.append(("2a", "generator: processes needed", str(gen.get("processes_needed") or
+                                                         f"none of 1..{len(gen['attempts'])}"), "", ""))
+    col = har.get("collector") or {}
+    if "error" in col:
+        r.append(("2b", "collector alone", "error: " + error_line(col["error"], 140), "", ""))
+    elif col:
+        r.append(("2b", f"collector alone ({col['records']:,} records, incl. writing its files)",
+                  f"{_num(col['rate_bps'], unit='/s')} = {_num(col.get('headroom_x'), '{:.1f}', '×')} the worker"
+                  f" (consume only {_num(col['consume_rate_bps'], unit='/s')})",
+                  "≥ 5× worker", _goal(col.get("goal_met"))))
+    return r
+
+
+def _parallelism_rows(par: dict, bench: dict) -> list[Row]:
+    r: list[Row] = []
+    for backend, label in (("sleep", f"sleep {_get(bench, 'settings', 'sleep_delay_ms') or 10:g} ms"),
+                           ("onnx", "ONNX FFNN")):
+        a, b = par.get(f"{backend}-mp1") or {}, par.get(f"{backend}-mp2") or {}
+
+        def one(x):
+            return "error" if "error" in x else _num(x.get("sustainable_rate_bps"))
+
+        def upper(x):
+            return "–" if "error" in x else _num(x.get("upper_bps"))
+
+        retried = [k for k, x in (("mp 1", a), ("mp 2", b)) if x.get("retried")]
+        r.append(("3", f"{label}: sustainable rate mp 1 / mp 2",
+                  f"{one(a)} / {one(b)} /s (lowest failed: {upper(a)} / {upper(b)};"
+                  f" {a.get('points_tried', 0) + b.get('points_tried', 0)} points"
+                  f"{'; retried after an error: ' + ', '.join(retried) if retried else ''})", "", ""))
+        sc = par.get(f"{backend}_scaling")
+        bounds = par.get(f"{backend}_scaling_bounds")
+        if bounds:
+            label_sc = f"{_num(sc, '{:.2f}', '×')} (bracket {bounds[0]:.2f}–{bounds[1]:.2f})"
         else:
-            w, b = eff["worker"], eff["bare_onnxruntime"]
-            r.append(("1", f"worker CPU / batch (ONNX FFNN, bsz 1, mp 1, {w['batches_measured']:,} drained)",
-                      f"{w['cpu_us_per_batch']:.0f} µs (main thread {w['main_thread_cpu_us_per_batch']:.0f}"
-                      f" + other threads {w['other_threads_cpu_us_per_batch']:.0f})", "", ""))
-            r.append(("1", "bare ONNX Runtime call: CPU / call (latency p50)",
-                      f"{b['cpu_us_per_call']:.1f} µs ({b['latency']['p50_us']:.1f} µs)", "", ""))
-            op = _get(eff, "breakdown", "scoring_operator", "cpu_us_per_call")
-            sc = _get(eff, "breakdown", "scorer_score", "cpu_us_per_call")
-            if op is not None:
-                r.append(("1", "in-process: scorer.score / scoring operator (decode+score+encode)",
-                          f"{_num(sc, '{:.1f}')} / {_num(op, '{:.1f}')} µs CPU", "", ""))
-            ratio = eff.get("ratio_worker_cpu_to_bare_ort_cpu")
-            r.append(("1", "worker CPU / bare ONNX Runtime CPU", _num(ratio, "{:.1f}", "×"), "≤ 3×",
-                      _goal(eff.get("goal_met"))))
-            r.append(("1", "drain rate (pre-filled topic)", _num(w["drain_rate_bps"], unit="/s"), "", ""))
-            st = _get(parts, "parallelism", "onnx-mp1", "sustainable_rate_bps")
-            r.append(("1", "sustainable rate, same configuration (part 3)", _num(st, unit="/s"), "", ""))
-
-    har = parts.get("harness")
-    if har is not None:
-        st = har.get("worker_sustainable_rate_bps")
-        gen = har.get("generator") or {}
-        if "error" in gen:
-            r.append(("2a", "generator alone", "error: " + error_line(gen["error"], 140), "", ""))
-        elif gen:
-            res = gen["result"]
-            lat = res.get("lateness_ms") or {}
-            fallback = "" if str(har.get("worker_rate_source", "")).startswith("part 3") else ", fallback rate"
-            r.append(("2a", f"generator alone at {gen['target_rate_bps']:,.0f}/s (5 × {st:,.0f}/s{fallback}):"
-                            " achieved / target",
-                      f"{_num(res['achieved_over_target'], '{:.4f}')} ({_num(res['achieved_rate_bps'], unit='/s')},"
-                      f" {res['processes']} process(es); lateness p50 {_num(lat.get('p50'), '{:.2f}')}"
-                      f" / p99 {_num(lat.get('p99'), '{:.2f}')} ms)", "within 1 %", _goal(gen.get("goal_met"))))
-            r.append(("2a", "generator: processes needed", str(gen.get("processes_needed") or
-                                                             f"none of 1..{len(gen['attempts'])}"), "", ""))
-        col = har.get("collector") or {}
-        if "error" in col:
-            r.append(("2b", "collector alone", "error: " + error_line(col["error"], 140), "", ""))
-        elif col:
-            r.append(("2b", f"collector alone ({col['records']:,} records, incl. writing its files)",
-                      f"{_num(col['rate_bps'], unit='/s')} = {_num(col.get('headroom_x'), '{:.1f}', '×')} the worker"
-                      f" (consume only {_num(col['consume_rate_bps'], unit='/s')})",
-                      "≥ 5× worker", _goal(col.get("goal_met"))))
-
-    par = parts.get("parallelism")
-    if par is not None:
-        for backend, label in (("sleep", f"sleep {_get(bench, 'settings', 'sleep_delay_ms') or 10:g} ms"),
-                               ("onnx", "ONNX FFNN")):
-            a, b = par.get(f"{backend}-mp1") or {}, par.get(f"{backend}-mp2") or {}
-
-            def one(x):
-                return "error" if "error" in x else _num(x.get("sustainable_rate_bps"))
-
-            def upper(x):
-                return "–" if "error" in x else _num(x.get("upper_bps"))
-
-            retried = [k for k, x in (("mp 1", a), ("mp 2", b)) if x.get("retried")]
-            r.append(("3", f"{label}: sustainable rate mp 1 / mp 2",
-                      f"{one(a)} / {one(b)} /s (lowest failed: {upper(a)} / {upper(b)};"
-                      f" {a.get('points_tried', 0) + b.get('points_tried', 0)} points"
-                      f"{'; retried after an error: ' + ', '.join(retried) if retried else ''})", "", ""))
-            sc = par.get(f"{backend}_scaling")
-            bounds = par.get(f"{backend}_scaling_bounds")
-            if bounds:
-                label_sc = f"{_num(sc, '{:.2f}', '×')} (bracket {bounds[0]:.2f}–{bounds[1]:.2f})"
-            else:
-                label_sc = _num(sc, "{:.2f}", "×")
-            if backend == "sleep":
-                r.append(("3", f"{label}: scaling mp 2 / mp 1", label_sc, "≥ 1.9×",
-                          _goal(par.get("goal_met"))))
-            else:
-                r.append(("3", f"{label}: scaling mp 2 / mp 1", label_sc, "(capped: shared cores)", ""))
-
-    cod = parts.get("codec")
-    if cod is not None:
-        if "error" in cod:
-            r.append(("4", "codec", "error: " + error_line(cod["error"], 140), "", ""))
+            label_sc = _num(sc, "{:.2f}", "×")
+        if backend == "sleep":
+            r.append(("3", f"{label}: scaling mp 2 / mp 1", label_sc, "≥ 1.9×",
+                      _goal(par.get("goal_met"))))
         else:
-            shape = "×".join(map(str, cod["input"]["shape"]))
-            pb, js = cod["protobuf"], cod["crayfish_json"]
-            r.append(("4", f"protobuf encode+decode, float32 {shape} (median of {pb['reps']})",
-                      f"{pb['total_ms_median']:.2f} ms ({pb['value_bytes'] / 1e6:.1f} MB)", "", ""))
-            r.append(("4", f"crayfish-json encode+decode (median of {js['reps']})",
-                      f"{js['total_ms_median']:,.0f} ms ({js['value_bytes'] / 1e6:.1f} MB)", "", ""))
-            r.append(("4", "crayfish-json (vectorized codec) / protobuf",
-                      _num(cod.get("ratio_json_to_protobuf"), unit="×"), "", ""))
-            nv = cod.get("naive_python_json")
-            if nv:
-                r.append(("4", "naive Python JSON encode+decode (the issue's anchor)",
-                          f"{nv['total_ms_median']:,.0f} ms", "", ""))
-                r.append(("4", "naive Python JSON / protobuf", _num(cod.get("ratio_naive_json_to_protobuf"), unit="×"),
-                          "≥ 1000×", _goal(cod.get("goal_met"))))
+            r.append(("3", f"{label}: scaling mp 2 / mp 1", label_sc, "(capped: shared cores)", ""))
+    return r
 
-    srv = parts.get("serving")
-    if srv is not None:
-        r.extend(_serving_rows(srv, bench.get("settings") or {}))
-    tr = parts.get("tracing")
-    if tr is not None:
-        if "error" in tr:
-            r.append(("6", "tracing", "error: " + error_line(tr["error"], 140), "", ""))
-        else:
-            med = tr.get("median", {})
-            for name in ("off", "1%", "100%", "headers only"):
-                m = med.get(name) or {}
-                r.append(("6", f"worker drain, sampled: {name}", f"{m.get('drain_rate_bps', 0):,.0f} batches/s,"
-                          f" {m.get('cpu_us_per_batch', 0):.0f} µs CPU/batch", "", ""))
-            for name, key, goal in (("100%", "throughput_ratio_100pct", "≥ 0.90×"), ("1%", "throughput_ratio_1pct", "≥ 0.98×")):
-                r.append(("6", f"throughput {name} sampled / off", _num(tr.get(key), "{:.2f}", "×"), goal,
-                          _goal((tr.get("goal_met") or {}).get(name))))
-            hdr = tr.get("throughput_ratio_headers_only")
-            if hdr is not None:
-                r.append(("6", "throughput, traceparent carried but tracing disabled / off", _num(hdr, "{:.2f}", "×"), "", ""))
-            sc = tr.get("side_costs") or {}
-            r.append(("6", "generator / collector µs per sampled batch",
-                      f"{sc.get('generator_us_per_sampled_batch', 0):.1f} / {sc.get('collector_us_per_sampled_batch', 0):.1f}", "", ""))
-    fl = parts.get("flink_standalone")
-    if fl is not None:
-        if "error" in fl:
-            r.append(("7", "Flink Kafka vs standalone", "error: " + error_line(fl["error"], 140), "", ""))
-        else:
-            r.append(("7", "Flink FFNN bsz 1: Kafka in the loop / standalone (in-job source+sink)",
-                      f"{fl.get('kafka_throughput_bps', 0):,.0f} / {fl.get('standalone_throughput_bps', 0):,.0f} b/s = "
-                      + _num(fl.get("ratio_kafka_to_standalone"), "{:.2f}", "×"), "≥ 0.97×", _goal(fl.get("goal_met"))))
+
+def _codec_rows(cod: dict, bench: dict) -> list[Row]:
+    r: list[Row] = []
+    if "error" in cod:
+        r.append(("4", "codec", "error: " + error_line(cod["error"], 140), "", ""))
+    else:
+        shape = "×".join(map(str, cod["input"]["shape"]))
+        pb, js = cod["protobuf"], cod["crayfish_json"]
+        r.append(("4", f"protobuf encode+decode, float32 {shape} (median of {pb['reps']})",
+                  f"{pb['total_ms_median']:.2f} ms ({pb['value_bytes'] / 1e6:.1f} MB)", "", ""))
+        r.append(("4", f"crayfish-json encode+decode (median of {js['reps']})",
+                  f"{js['total_ms_median']:,.0f} ms ({js['value_bytes'] / 1e6:.1f} MB)", "", ""))
+        r.append(("4", "crayfish-json (vectorized codec) / protobuf",
+                  _num(cod.get("ratio_json_to_protobuf"), unit="×"), "", ""))
+        nv = cod.get("naive_python_json")
+        if nv:
+            r.append(("4", "naive Python JSON encode+decode (the issue's anchor)",
+                      f"{nv['total_ms_median']:,.0f} ms", "", ""))
+            r.append(("4", "naive Python JSON / protobuf", _num(cod.get("ratio_naive_json_to_protobuf"), unit="×"),
+                      "≥ 1000×", _goal(cod.get("goal_met"))))
+    return r
+
+
+def _tracing_rows(tr: dict, bench: dict) -> list[Row]:
+    r: list[Row] = []
+    if "error" in tr:
+        r.append(("6", "tracing", "error: " + error_line(tr["error"], 140), "", ""))
+    else:
+        med = tr.get("median", {})
+        for name in ("off", "1%", "100%", "headers only"):
+            m = med.get(name) or {}
+            r.append(("6", f"worker drain, sampled: {name}", f"{m.get('drain_rate_bps', 0):,.0f} batches/s,"
+                      f" {m.get('cpu_us_per_batch', 0):.0f} µs CPU/batch", "", ""))
+        for name, key, goal in (("100%", "throughput_ratio_100pct", "≥ 0.90×"), ("1%", "throughput_ratio_1pct", "≥ 0.98×")):
+            r.append(("6", f"throughput {name} sampled / off", _num(tr.get(key), "{:.2f}", "×"), goal,
+                      _goal((tr.get("goal_met") or {}).get(name))))
+        hdr = tr.get("throughput_ratio_headers_only")
+        if hdr is not None:
+            r.append(("6", "throughput, traceparent carried but tracing disabled / off", _num(hdr, "{:.2f}", "×"), "", ""))
+        sc = tr.get("side_costs") or {}
+        r.append(("6", "generator / collector µs per sampled batch",
+                  f"{sc.get('generator_us_per_sampled_batch', 0):.1f} / {sc.get('collector_us_per_sampled_batch', 0):.1f}", "", ""))
+    return r
+
+
+def _flink_rows(fl: dict, bench: dict) -> list[Row]:
+    r: list[Row] = []
+    if "error" in fl:
+        r.append(("7", "Flink Kafka vs standalone", "error: " + error_line(fl["error"], 140), "", ""))
+    else:
+        r.append(("7", "Flink FFNN bsz 1: Kafka in the loop / standalone (in-job source+sink)",
+                  f"{fl.get('kafka_throughput_bps', 0):,.0f} / {fl.get('standalone_throughput_bps', 0):,.0f} b/s = "
+                  + _num(fl.get("ratio_kafka_to_standalone"), "{:.2f}", "×"), "≥ 0.97×", _goal(fl.get("goal_met"))))
     return r
 
 
