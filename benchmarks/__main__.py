@@ -12,10 +12,13 @@ from pathlib import Path
 
 from rich.console import Console
 
-from benchmarks import codec
+from benchmarks import codec, efficiency, flink_standalone, harness, parallelism, serving, tracing
 from benchmarks.common import PARTS, BenchSettings, Timer, host_facts
 from benchmarks.report import markdown
+from services.broker import launcher
 from services.runner.manifest import json_safe
+
+BROKER_PARTS = ("efficiency", "parallelism", "harness", "serving", "tracing", "flink_standalone")
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, BenchSettings]:
@@ -49,102 +52,93 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Bench
     return a, s
 
 
-def main(argv: list[str] | None = None) -> int:
-    a, s = parse_args(argv)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    total = Timer()
+class _Bench:
+    """One bench run: its folder, bench.json as it grows, the log; :meth:`part` runs one part so that
+    a part failing loses nothing of the others."""
 
-    def log(msg: str) -> None:
-        if not a.quiet:
-            print(f"[bench {total.elapsed():7.1f}s] {msg}", file=sys.stderr, flush=True)
+    def __init__(self, a: argparse.Namespace, s: BenchSettings, argv: list[str] | None):
+        self.s, self.quiet, self.out = s, a.quiet, Path(a.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.total = Timer()
+        self.console = Console(quiet=True) if a.quiet else Console(stderr=True)
+        self.doc: dict = {"quick": s.quick, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                          "command": " ".join(["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])]),
+                          "settings": s.as_dict(), "host": host_facts(), "results": {}, "wall_s_by_part": {}}
 
+    def log(self, msg: str) -> None:
+        if not self.quiet:
+            print(f"[bench {self.total.elapsed():7.1f}s] {msg}", file=sys.stderr, flush=True)
 
-    console = Console(quiet=True) if a.quiet else Console(stderr=True)
-    bench: dict = {"quick": s.quick, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                   "command": " ".join(["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])]),
-                   "settings": s.as_dict(), "host": host_facts(), "results": {}, "wall_s_by_part": {}}
+    def save(self) -> None:
+        self.doc["wall_s"] = self.total.elapsed()
+        (self.out / "bench.json").write_text(json.dumps(json_safe(self.doc), indent=2))
 
-    def save() -> None:
-        bench["wall_s"] = total.elapsed()
-        (out / "bench.json").write_text(json.dumps(json_safe(bench), indent=2))
+    def result(self, name: str, *keys: str):
+        node = self.doc["results"].get(name) or {}
+        for k in keys:
+            node = node.get(k) or {} if isinstance(node, dict) else {}
+        return node or None
 
-    def part(name: str, fn):
+    def part(self, name: str, fn) -> None:
         t = Timer()
         try:
-            bench["results"][name] = fn()
+            self.doc["results"][name] = fn()
         except Exception as exc:  # noqa: BLE001 - one part failing must not lose the others
-            log(f"{name} failed: {type(exc).__name__}: {exc}")
-            bench["results"][name] = {"error": f"{type(exc).__name__}: {exc}",
-                                      "traceback": traceback.format_exc()[-4000:]}
-        bench["wall_s_by_part"][name] = t.elapsed()
-        log(f"{name} done in {t.elapsed():.1f}s")
-        save()
+            self.log(f"{name} failed: {type(exc).__name__}: {exc}")
+            self.doc["results"][name] = {"error": f"{type(exc).__name__}: {exc}",
+                                         "traceback": traceback.format_exc()[-4000:]}
+        self.doc["wall_s_by_part"][name] = t.elapsed()
+        self.log(f"{name} done in {t.elapsed():.1f}s")
+        self.save()
 
-    def run_codec() -> None:
-        part("codec", lambda: codec.run(s, log=log))
 
-    needs_broker = any(x in s.parts for x in ("efficiency", "parallelism", "harness", "serving", "tracing",
-                                              "flink_standalone"))
-    broker = None
-    try:
-        if needs_broker:
-            from services.broker import launcher
+def _broker_parts(b: _Bench, bootstrap: str) -> None:
+    """The parts that need the broker, in order (each may use an earlier one's result)."""
+    s, out, log = b.s, b.out, b.log
+    if "efficiency" in s.parts:
+        b.part("efficiency", lambda: efficiency.run(bootstrap, out / "efficiency", s, log))
+    if "parallelism" in s.parts:
+        drain = b.result("efficiency", "worker", "drain_rate_bps")
+        b.part("parallelism", lambda: parallelism.run(bootstrap, out / "parallelism", s, drain, b.console, log))
+    if "harness" in s.parts:
+        st = b.result("parallelism", "onnx-mp1", "sustainable_rate_bps")
+        b.part("harness", lambda: harness.run(bootstrap, out / "harness", s, st,
+                                              "part 3: ONNX FFNN mp 1 sustainable rate", log))
+    if "codec" in s.parts and "serving" in s.parts:  # codec needs no broker; serving, last, does
+        b.part("codec", lambda: codec.run(s, log=log))
+    if "serving" in s.parts:
+        b.part("serving", lambda: serving.run(bootstrap, out / "serving", s, b.console, log))
+    if "tracing" in s.parts:
+        b.part("tracing", lambda: tracing.run(bootstrap, out / "tracing", s, log))
+    if "flink_standalone" in s.parts:
+        b.part("flink_standalone", lambda: flink_standalone.run(bootstrap, out / "flink_standalone",
+                                                                count=s.flink_count, repeat=s.flink_repeat,
+                                                                seed=s.seed, log=log))
 
-            log("starting one local Kafka broker for the whole bench")
-            t = Timer()
-            broker = launcher.start()
-            bench["broker"] = {"bootstrap": broker.bootstrap, "start_s": t.elapsed(), "local": True}
-            log(f"Kafka ready at {broker.bootstrap}")
-            bootstrap = broker.bootstrap
-        if "efficiency" in s.parts:
-            from benchmarks import efficiency
 
-            part("efficiency", lambda: efficiency.run(bootstrap, out / "efficiency", s, log))
-        if "parallelism" in s.parts:
-            from benchmarks import parallelism
-
-            drain = ((bench["results"].get("efficiency") or {}).get("worker") or {}).get("drain_rate_bps")
-            part("parallelism", lambda: parallelism.run(bootstrap, out / "parallelism", s, drain, console, log))
-        if "harness" in s.parts:
-            from benchmarks import harness
-
-            st = ((bench["results"].get("parallelism") or {}).get("onnx-mp1") or {}).get("sustainable_rate_bps")
-            part("harness", lambda: harness.run(bootstrap, out / "harness", s, st,
-                                                "part 3: ONNX FFNN mp 1 sustainable rate", log))
-        if "codec" in s.parts and "serving" in s.parts:  # codec needs no broker; serving, last, does
-            run_codec()
-        if "serving" in s.parts:
-            from benchmarks import serving
-
-            part("serving", lambda: serving.run(bootstrap, out / "serving", s, console, log))
-        if "tracing" in s.parts:
-            from benchmarks import tracing
-
-            part("tracing", lambda: tracing.run(bootstrap, out / "tracing", s, log))
-        if "flink_standalone" in s.parts:
-            from benchmarks import flink_standalone
-
-            part("flink_standalone", lambda: flink_standalone.run(bootstrap, out / "flink_standalone",
-                                                                  count=s.flink_count, repeat=s.flink_repeat,
-                                                                  seed=s.seed, log=log))
-    finally:
-        if broker is not None:
-            from services.broker import launcher
-
-            log("stopping the broker")
+def main(argv: list[str] | None = None) -> int:
+    a, s = parse_args(argv)
+    b = _Bench(a, s, argv)
+    if any(x in s.parts for x in BROKER_PARTS):
+        b.log("starting one local Kafka broker for the whole bench")
+        t = Timer()
+        broker = launcher.start()
+        b.doc["broker"] = {"bootstrap": broker.bootstrap, "start_s": t.elapsed(), "local": True}
+        b.log(f"Kafka ready at {broker.bootstrap}")
+        try:
+            _broker_parts(b, broker.bootstrap)
+        finally:
+            b.log("stopping the broker")
             launcher.stop(broker)
-    if "codec" in s.parts and "codec" not in bench["results"]:
-        run_codec()
-
-    bench["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    bench["host"]["loadavg_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    save()
-
-    md = markdown(bench)
-    (out / "bench.md").write_text(md)
+    if "codec" in s.parts and "codec" not in b.doc["results"]:
+        b.part("codec", lambda: codec.run(s, log=b.log))
+    b.doc["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    b.doc["host"]["loadavg_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    b.save()
+    md = markdown(b.doc)
+    (b.out / "bench.md").write_text(md)
     print(md)
-    print(f"results: {out / 'bench.json'}  ({out / 'bench.md'})")
+    print(f"results: {b.out / 'bench.json'}  ({b.out / 'bench.md'})")
     return 0
 
 
