@@ -154,75 +154,19 @@ def run(bootstrap: str, out_dir: Path, s: BenchSettings, log=print) -> dict:
                                "batch_size": 1, "parallelism": 1, "codec": "protobuf", "engine": "kafka",
                                "records": n, "input_partitions": 1, "input_shape": list(x.shape)}}
     try:
-        # Records as the generator builds them: per-batch header + the pre-serialized tensor field.
-        tensor_part = batch_pb2.DataBatch(input=to_tensor(x)).SerializeToString()
-        now = time.time_ns()
-
-        def records():
-            for i in range(n):
-                bid = f"{run_id}-{i}"
-                head = batch_pb2.DataBatch(batch_id=bid, run_id=run_id, sequence=i, intended_ns=now,
-                                           created_ns=now, model=MODEL)
-                yield bid.encode(), head.SerializeToString() + tensor_part
-
         log(f"efficiency: pre-filling {n:,} records")
         t = time.monotonic()
-        prefill(bootstrap, topics.input, records(), partition=0)
+        sample_value = _prefill(bootstrap, topics.input, run_id, x, n)
         result["prefill_s"] = round(time.monotonic() - t, 2)
-        sample_value = next(iter(records()))[1]
         result["record_bytes"] = len(sample_value)
         gc.collect()
-
         log("efficiency: bare ONNX Runtime call")
-        onnx_path = model_paths(MODEL, models_dir).onnx
-        result["bare_onnxruntime"] = bare_onnxruntime(onnx_path, x, s.ort_calls, s.ort_warmup_calls)
+        result["bare_onnxruntime"] = bare_onnxruntime(model_paths(MODEL, models_dir).onnx, x, s.ort_calls,
+                                                      s.ort_warmup_calls)
         result["breakdown"] = scorer_and_operator(models_dir, x, sample_value, s.ort_calls, s.ort_warmup_calls)
-
-        group = f"crayfish-{run_id}-worker"
-        ws = WorkerSettings(bootstrap=bootstrap, input_topic=topics.input, output_topic=topics.output,
-                            dead_letter_topic=topics.dead_letter, consumer_group=group, codec="protobuf",
-                            model=MODEL, backend="onnxruntime", backend_options=ORT_OPTIONS,
-                            models_dir=str(models_dir), parallelism=1, worker_id="kafka")
-        (out_dir / "worker.json").write_text(ws.model_dump_json(indent=2))
-        result["worker_settings"] = ws.model_dump(mode="json")
-        counter = TopicCounter(bootstrap, [topics.output, topics.dead_letter])
         log("efficiency: worker draining the input topic")
-        worker = Service("kafka-worker", ["-m", ENGINES["kafka"].module, "--config", f"@{out_dir / 'worker.json'}"],
-                         out_dir / "worker.log")
-        try:
-            wait_group_assigned(bootstrap, group, 1, 1, [worker])
-            cpu0, th0 = _thread_times(worker.proc.pid)
-            t0 = time.perf_counter()
-            done0 = counter.count()
-            wait_until(lambda: counter.count() >= n, timeout_s=max(120.0, n / 100), interval_s=0.02,
-                       check=worker.check_alive, what=f"{n} output records")
-            t1 = time.perf_counter()
-            cpu1, th1 = _thread_times(worker.proc.pid)
-            pid = worker.proc.pid
-            worker.check_alive()
-        finally:
-            counter.close()
-            worker.stop()
-        # committed-offset lag after the stop (the worker commits on shutdown): should be 0
-        result["final_committed_lag"] = consumer_lag(bootstrap, group, topics.input)
-        processed = n - done0
-        wall = t1 - t0
-        cpu = cpu1 - cpu0
-        main0, main1 = th0.get(pid, 0.0), th1.get(pid, 0.0)
-        deltas = sorted(((tid, th1[tid] - th0.get(tid, 0.0)) for tid in th1), key=lambda kv: -kv[1])
-        other = sum(d for tid, d in deltas if tid != pid)
-        worker_res = {
-            "batches_measured": processed, "already_done_at_start": done0, "wall_s": wall, "cpu_s": cpu,
-            "cpu_us_per_batch": cpu / processed * 1e6,
-            "main_thread_cpu_us_per_batch": (main1 - main0) / processed * 1e6,
-            "other_threads_cpu_us_per_batch": other / processed * 1e6,
-            "threads": len(th1),
-            "top_threads_cpu_s": [{"tid": tid, "main": tid == pid, "cpu_s": round(d, 4)} for tid, d in deltas[:6]],
-            "drain_rate_bps": processed / wall,
-            "cpu_utilisation": cpu / wall,
-        }
-        result["worker"] = worker_res
-        bare = result["bare_onnxruntime"]
+        result.update(_drain(bootstrap, topics, run_id, models_dir, n, out_dir))
+        worker_res, bare = result["worker"], result["bare_onnxruntime"]
         result["ratio_worker_cpu_to_bare_ort_cpu"] = ratio(worker_res["cpu_us_per_batch"], bare["cpu_us_per_call"])
         result["ratio_worker_cpu_to_bare_ort_latency"] = ratio(worker_res["cpu_us_per_batch"],
                                                                bare["latency"]["p50_us"])
@@ -234,3 +178,64 @@ def run(bootstrap: str, out_dir: Path, s: BenchSettings, log=print) -> dict:
     finally:
         delete_topics(bootstrap, topics)
     return result
+
+
+def _prefill(bootstrap: str, topic: str, run_id: str, x, n: int) -> bytes:
+    """``n`` records as the generator builds them (per-batch header + the pre-serialized tensor
+    field) into partition 0 of ``topic``; returns one record's value."""
+    tensor_part = batch_pb2.DataBatch(input=to_tensor(x)).SerializeToString()
+    now = time.time_ns()
+
+    def records():
+        for i in range(n):
+            bid = f"{run_id}-{i}"
+            head = batch_pb2.DataBatch(batch_id=bid, run_id=run_id, sequence=i, intended_ns=now,
+                                       created_ns=now, model=MODEL)
+            yield bid.encode(), head.SerializeToString() + tensor_part
+
+    prefill(bootstrap, topic, records(), partition=0)
+    return next(iter(records()))[1]
+
+
+def _drain(bootstrap: str, topics, run_id: str, models_dir: Path, n: int, out_dir: Path) -> dict:
+    """The baseline worker drains the pre-filled topic: its CPU (per thread) and wall time per batch."""
+    group = f"crayfish-{run_id}-worker"
+    ws = WorkerSettings(bootstrap=bootstrap, input_topic=topics.input, output_topic=topics.output,
+                        dead_letter_topic=topics.dead_letter, consumer_group=group, codec="protobuf",
+                        model=MODEL, backend="onnxruntime", backend_options=ORT_OPTIONS,
+                        models_dir=str(models_dir), parallelism=1, worker_id="kafka")
+    (out_dir / "worker.json").write_text(ws.model_dump_json(indent=2))
+    counter = TopicCounter(bootstrap, [topics.output, topics.dead_letter])
+    worker = Service("kafka-worker", ["-m", ENGINES["kafka"].module, "--config", f"@{out_dir / 'worker.json'}"],
+                     out_dir / "worker.log")
+    try:
+        wait_group_assigned(bootstrap, group, 1, 1, [worker])
+        cpu0, th0 = _thread_times(worker.proc.pid)
+        t0 = time.perf_counter()
+        done0 = counter.count()
+        wait_until(lambda: counter.count() >= n, timeout_s=max(120.0, n / 100), interval_s=0.02,
+                   check=worker.check_alive, what=f"{n} output records")
+        t1 = time.perf_counter()
+        cpu1, th1 = _thread_times(worker.proc.pid)
+        pid = worker.proc.pid
+        worker.check_alive()
+    finally:
+        counter.close()
+        worker.stop()
+    processed, wall, cpu = n - done0, t1 - t0, cpu1 - cpu0
+    main0, main1 = th0.get(pid, 0.0), th1.get(pid, 0.0)
+    deltas = sorted(((tid, th1[tid] - th0.get(tid, 0.0)) for tid in th1), key=lambda kv: -kv[1])
+    other = sum(d for tid, d in deltas if tid != pid)
+    return {"worker_settings": ws.model_dump(mode="json"),
+            # committed-offset lag after the stop (the worker commits on shutdown): should be 0
+            "final_committed_lag": consumer_lag(bootstrap, group, topics.input),
+            "worker": {
+                "batches_measured": processed, "already_done_at_start": done0, "wall_s": wall, "cpu_s": cpu,
+                "cpu_us_per_batch": cpu / processed * 1e6,
+                "main_thread_cpu_us_per_batch": (main1 - main0) / processed * 1e6,
+                "other_threads_cpu_us_per_batch": other / processed * 1e6,
+                "threads": len(th1),
+                "top_threads_cpu_s": [{"tid": tid, "main": tid == pid, "cpu_s": round(d, 4)} for tid, d in deltas[:6]],
+                "drain_rate_bps": processed / wall,
+                "cpu_utilisation": cpu / wall,
+            }}
