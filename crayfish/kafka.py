@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from crayfish.clock import SkewBound, combine
@@ -148,9 +148,15 @@ def high_watermark(consumer, topic: str, partition: int, timeout_s: float = 10.0
             return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s,
                                                   cached=False)[1]
         except KafkaException as exc:
-            if not exc.args[0].retriable() or time.monotonic() > deadline:
+            if exc.args[0].code() not in _NOT_SERVED_YET or time.monotonic() > deadline:
                 raise
             time.sleep(POLL_S)
+
+
+# A new partition's leader answers these until it serves the partition (librdkafka does not flag
+# them retriable on a one-off request such as a watermark query).
+_NOT_SERVED_YET = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                   KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TIMED_OUT, KafkaError.REQUEST_TIMED_OUT}
 
 
 def consumer_lag(bootstrap: str, group_id: str, topic: str, timeout_s: float = 5.0) -> int:
