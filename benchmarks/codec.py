@@ -14,9 +14,9 @@ import numpy as np
 
 from benchmarks.common import BenchSettings, ratio
 from crayfish.codec import get_codec
+from crayfish.payloads import synthetic_pool
 from crayfish.tensor import from_tensor, to_tensor
 from crayfish.v1 import batch_pb2
-from services.generator.workloads import synthetic_pool
 
 RATIO_GOAL = 1000.0
 ITEM_SHAPE = (224, 224, 3)

@@ -31,9 +31,9 @@ from crayfish.kafka import (
     delete_topics,
     wait_group_assigned,
 )
+from crayfish.payloads import synthetic_pool
 from crayfish.tensor import to_tensor
 from crayfish.v1 import batch_pb2
-from services.generator.workloads import synthetic_pool
 from serving.embedded import create_scorer
 from serving.models import MODELS, build_model, default_models_dir, model_paths
 from sps_workers import ENGINES
