@@ -1,18 +1,24 @@
-"""Tracing for Crayfish services: OpenTelemetry set up from the standard OTEL_* env only
-(``tracing``), W3C trace context through Kafka headers with messaging-convention spans
-(``kafka_context``), and the per-hop breakdown of a run from span files + batches.parquet (``hops``).
+"""Tracing for Crayfish services: which hop of a batch took the time (docs/tracing.md).
 
-Integration, a few lines per service (service name = folder name)::
+The one API the services use is :mod:`observability.light` (re-exported here); it imports no
+OpenTelemetry code, so importing it costs nothing in any environment::
 
-    from observability import setup_tracing, shutdown_tracing, producer_span, consumer_span, hop_span, BATCH_ID
-    tracer = setup_tracing("generator", run_dir)
+    from observability.light import batch_tracing, sampled_traceparent, worker_context
+    tracing = batch_tracing("generator")        # service name = folder name
+    ...
+    tracing.close()                             # flush the spans before exit
+
+The per-hop breakdown of a finished run (span files + batches.parquet) is
+:func:`observability.hops.hop_breakdown` (numpy and pyarrow: the core environment).
+
+Modules, lowest first: ``names`` (attribute and header names), ``context`` (W3C trace context in
+headers, the worker's span ids), ``spanlog`` (the lean span recorder and span files), ``compact``
+(compact span-file lines), ``otel`` (the SDK: sampler, service name, OTLP export), ``wiring``
+(what each service records), ``light`` (the services' entry point), ``hops`` (the breakdown).
 """
 
-from observability.hops import HOP, hop_breakdown, hop_span, record_hop
-from observability.kafka_context import (BATCH_ID, consumer_span, extract_context, inject_headers,
-                                         producer_span)
-from observability.tracing import force_flush, get_tracer, setup_tracing, shutdown_tracing
+from observability.light import (SPANS_DIR_ENV, TRACEPARENT, batch_tracing, client_traceparent, sampled_traceparent,
+                                 worker_context)
 
-__all__ = ["setup_tracing", "shutdown_tracing", "get_tracer", "force_flush", "inject_headers",
-           "extract_context", "producer_span", "consumer_span", "hop_span", "record_hop",
-           "hop_breakdown", "BATCH_ID", "HOP"]
+__all__ = ["batch_tracing", "sampled_traceparent", "worker_context", "client_traceparent", "SPANS_DIR_ENV",
+           "TRACEPARENT"]

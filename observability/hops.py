@@ -4,10 +4,10 @@ The contract the integration must follow (attribute and span names):
 
 - Every span that belongs to one batch carries ``crayfish.batch_id`` (str, the DataBatch.batch_id),
   or has an ancestor span (same trace, any of the run's span files) that carries it. The worker's
-  ``consumer_span`` gets it as soon as the batch is decoded (``span.set_attribute(BATCH_ID, id)``),
-  so the decode/score/encode spans inside it need not repeat it.
-- The worker's step spans carry ``crayfish.hop`` = ``decode`` | ``score`` | ``encode`` (use
-  ``hop_span`` or ``record_hop``; the span name is ``crayfish.<hop>``). ``score`` is the scorer call
+  consumer span (``process <topic>``) carries it, so the decode/score/encode spans inside it need
+  not repeat it.
+- The worker's step spans carry ``crayfish.hop`` = ``decode`` | ``score`` | ``encode`` (the span
+  name is ``crayfish.<hop>``; observability.compact builds them). ``score`` is the scorer call
   (for external serving: the client call, server time inside it).
 - A batch "has spans" when at least one span maps to it. Its hops (ms):
 
@@ -36,63 +36,39 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
-from opentelemetry import trace
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from observability.kafka_context import BATCH_ID
+from observability.compact import expand_compact
+from observability.names import BATCH_ID, HOP, SPANS_DIRNAME
 
-__all__ = ["hop_breakdown", "hop_span", "record_hop", "read_spans", "BATCH_ID", "HOP", "HOPS",
-           "WORKER_HOPS", "SUM_TOLERANCE"]
+__all__ = ["hop_breakdown", "read_spans", "BATCH_ID", "HOP", "HOPS", "WORKER_HOPS", "SUM_TOLERANCE"]
 
-HOP = "crayfish.hop"
 WORKER_HOPS = ("decode", "score", "encode")
 # Inside ``score`` for external serving: what the server reports (server spans, else ScoringFacts).
 SERVER_PARTS = ("server_queue", "inference")
 HOPS = ("produce", "wait", "decode", "score", "encode", "publish")
 SUM_TOLERANCE = 0.05
 _COLUMN_OF = {"decode": "decode_ns", "score": "inference_ns", "encode": "encode_ns"}
+_SERVER_COLUMN_OF = {"server_queue": "server_queue_ns", "inference": "server_inference_ns"}
+_COLUMNS = ("batch_id", "status", "created_ns", "input_append_ms", "worker_receive_ns", "worker_send_ns",
+            "output_append_ms", "decode_ns", "inference_ns", "encode_ns", "server_queue_ns", "server_inference_ns")
+_STAMPS = ("created_ns", "input_append_ms", "worker_receive_ns", "worker_send_ns", "output_append_ms")
 
 
-# ---- producing the spans (worker side) ---------------------------------------------------------
-
-@contextmanager
-def hop_span(tracer: trace.Tracer, hop: str, batch_id: str | None = None,
-             attributes: dict | None = None) -> Iterator[trace.Span]:
-    """A child span ``crayfish.<hop>`` around one worker step (decode / score / encode)."""
-    attrs = {HOP: hop}
-    if batch_id is not None:
-        attrs[BATCH_ID] = str(batch_id)
-    if attributes:
-        attrs.update(attributes)
-    with tracer.start_as_current_span(f"crayfish.{hop}", attributes=attrs) as span:
-        yield span
-
-
-def record_hop(tracer: trace.Tracer, hop: str, start_ns: int, end_ns: int, batch_id: str | None = None,
-               attributes: dict | None = None) -> None:
-    """Record a step already timed (wall-clock ns) as a child of the current span, e.g. from the
-    scoring op's stamps: ``record_hop(tracer, "score", t_start, t_start + facts.inference_ns, bid)``."""
-    attrs = {HOP: hop}
-    if batch_id is not None:
-        attrs[BATCH_ID] = str(batch_id)
-    if attributes:
-        attrs.update(attributes)
-    span = tracer.start_span(f"crayfish.{hop}", attributes=attrs, start_time=int(start_ns))
-    span.end(end_time=int(end_ns))
-
-
-# ---- reading them --------------------------------------------------------------------------------
+# ---- reading the span files -----------------------------------------------------------------------
 
 def read_spans(run_dir: Path | str) -> list[dict]:
     """All span records under ``run_dir`` (every ``spans/*.jsonl`` at any depth). Torn last lines
-    (a process killed mid-write) are skipped. Compact lines (one per batch for the worker's five
-    spans, written by observability.spanlog) are expanded into their span records."""
+    (a process killed mid-write) are skipped. Compact lines (one per flush for the worker's five
+    spans of each batch, observability.compact) are expanded into their span records."""
     out = []
     for f in sorted(Path(run_dir).rglob("*.jsonl")):
-        if f.parent.name != "spans":
+        if f.parent.name != SPANS_DIRNAME:
             continue
         with open(f, encoding="utf-8") as fh:
             for line in fh:
@@ -104,8 +80,6 @@ def read_spans(run_dir: Path | str) -> list[dict]:
                 except json.JSONDecodeError:
                     continue
                 if "compact" in rec:
-                    from observability.spanlog import expand_compact
-
                     out.extend(expand_compact(rec))
                 else:
                     out.append(rec)
@@ -131,12 +105,133 @@ def _batch_of_spans(spans: list[dict]) -> dict[int, str]:
     return {i: b for i in range(len(spans)) if (b := find(i)) is not None}
 
 
+@dataclass
+class _SpanTimes:
+    """What the spans say per batch id."""
+
+    step_ns: dict[str, dict[str, int]]   # batch -> hop (worker hops, server parts) -> summed duration
+    consumer_start: dict[str, int]       # batch -> earliest start of its consumer span
+    producer_end: dict[str, int]         # batch -> earliest end of a producer span (the input record's)
+    batches: set[str]                    # batches with at least one span
+
+
+def _span_times(spans: list[dict]) -> _SpanTimes:
+    owner = _batch_of_spans(spans)
+    step_ns: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    consumer_start: dict[str, int] = {}
+    producer_end: dict[str, int] = {}
+    for i, bid in owner.items():
+        s = spans[i]
+        start, end = s.get("start_ns"), s.get("end_ns")
+        if start is None or end is None:
+            continue
+        attrs = s.get("attributes") or {}
+        hop = attrs.get(HOP)
+        if hop in WORKER_HOPS or hop in SERVER_PARTS:
+            step_ns[bid][hop] += int(end) - int(start)
+        kind = s.get("kind")
+        if kind == "CONSUMER" and attrs.get(BATCH_ID) is not None:
+            consumer_start[bid] = min(consumer_start.get(bid, int(start)), int(start))
+        elif kind == "PRODUCER":  # the earliest send of the batch = the generator's input record
+            producer_end[bid] = min(producer_end.get(bid, int(end)), int(end))
+    return _SpanTimes(step_ns, consumer_start, producer_end, set(owner.values()))
+
+
+# ---- one row per traced batch ---------------------------------------------------------------------
+
+@dataclass
+class _Rows:
+    """The per-batch values (ms) of the traced, scored batches, and where each came from."""
+
+    hops: dict[str, list[float]] = field(default_factory=lambda: {h: [] for h in (*HOPS, "e2e")})
+    source: dict[str, dict[str, int]] = field(
+        default_factory=lambda: {h: {"spans": 0, "columns": 0} for h in WORKER_HOPS})
+    transit: list[float] = field(default_factory=list)
+    parts: dict[str, list[float]] = field(
+        default_factory=lambda: {"client": [], "server_queue": [], "inference": []})
+    part_source: dict[str, int] = field(default_factory=lambda: {"spans": 0, "columns": 0})
+    seen: set[str] = field(default_factory=set)
+    scored: int = 0
+
+
+def _rows(table: pa.Table, times: _SpanTimes) -> _Rows:
+    cols = {c: table.column(c).to_pylist() for c in _COLUMNS if c in table.column_names}
+    n = table.num_rows
+    status = cols.get("status", ["scored"] * n)
+    acc = _Rows()
+    for r in range(n):
+        if status[r] != "scored":
+            continue
+        acc.scored += 1
+        bid = str(cols["batch_id"][r])
+        if bid not in times.batches or bid in acc.seen:
+            continue
+        if any(cols.get(c) is None or cols[c][r] is None for c in _STAMPS):
+            continue
+        acc.seen.add(bid)
+        _add_batch(acc, cols, r, bid, times)
+    return acc
+
+
+def _add_batch(acc: _Rows, cols: dict[str, list], r: int, bid: str, times: _SpanTimes) -> None:
+    # differences in integer ns first: epoch ns do not fit a float64 exactly
+    created = int(cols["created_ns"][r])
+    inp = int(cols["input_append_ms"][r]) * 1_000_000
+    recv = int(cols["worker_receive_ns"][r])
+    send = int(cols["worker_send_ns"][r])
+    out = int(cols["output_append_ms"][r]) * 1_000_000
+    steps = times.step_ns.get(bid, {})
+    acc.hops["produce"].append((inp - created) / 1e6)
+    acc.hops["wait"].append((recv - inp) / 1e6)
+    for h in WORKER_HOPS:
+        if h in steps:
+            acc.hops[h].append(steps[h] / 1e6)
+            acc.source[h]["spans"] += 1
+        else:
+            v = cols.get(_COLUMN_OF[h])
+            acc.hops[h].append((v[r] or 0) / 1e6 if v is not None else 0.0)
+            acc.source[h]["columns"] += 1
+    server = {}
+    for part, column in _SERVER_COLUMN_OF.items():
+        if part in steps:
+            server[part] = steps[part] / 1e6
+        elif cols.get(column) is not None and cols[column][r]:
+            server[part] = cols[column][r] / 1e6
+    if server:
+        acc.part_source["spans" if any(p in steps for p in SERVER_PARTS) else "columns"] += 1
+        acc.parts["server_queue"].append(server.get("server_queue", 0.0))
+        acc.parts["inference"].append(server.get("inference", 0.0))
+        acc.parts["client"].append(acc.hops["score"][-1] - acc.parts["server_queue"][-1] - acc.parts["inference"][-1])
+    acc.hops["publish"].append((out - send) / 1e6)
+    acc.hops["e2e"].append((out - created) / 1e6)
+    if bid in times.consumer_start and bid in times.producer_end:
+        acc.transit.append((times.consumer_start[bid] - times.producer_end[bid]) / 1e6)
+
+
+# ---- the summary ----------------------------------------------------------------------------------
+
 def _pcts(v) -> dict:
-    import numpy as np
     if len(v) == 0:
         return {}
     return {"p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99)),
             "mean": float(np.mean(v)), "count": int(len(v))}
+
+
+def _sum_check(arr: dict[str, np.ndarray]) -> dict:
+    """Do the six hops add up to e2e? (the mean residual within SUM_TOLERANCE of the mean e2e)"""
+    hop_sum = sum(arr[h] for h in HOPS)
+    residual = arr["e2e"] - hop_sum
+    e2e_mean = float(arr["e2e"].mean())
+    res_mean = float(residual.mean())
+    per_batch_ok = np.abs(residual) <= SUM_TOLERANCE * np.abs(arr["e2e"])
+    return {
+        "e2e_mean_ms": e2e_mean, "hops_sum_mean_ms": float(hop_sum.mean()),
+        "residual_mean_ms": res_mean, "residual_p50_ms": float(np.percentile(residual, 50)),
+        "residual_p99_ms": float(np.percentile(residual, 99)),
+        "residual_frac": (res_mean / e2e_mean) if e2e_mean else None,
+        "tolerance": SUM_TOLERANCE, "ok": bool(abs(res_mean) <= SUM_TOLERANCE * abs(e2e_mean)),
+        "batches_within_tolerance": float(per_batch_ok.mean()),
+    }
 
 
 def hop_breakdown(run_dir: Path | str, batches: Path | str | None = None) -> dict:
@@ -148,113 +243,21 @@ def hop_breakdown(run_dir: Path | str, batches: Path | str | None = None) -> dic
     "bottleneck": name, "bottleneck_ms": p50, "transit_ms": {...}}``; with no matching batch,
     ``batches`` is 0 and hops_ms is empty.
     """
-    import numpy as np
-    import pyarrow.parquet as pq
-
     run_dir = Path(run_dir)
     table = pq.read_table(batches if batches is not None else run_dir / "batches.parquet")
     spans = read_spans(run_dir)
-    owner = _batch_of_spans(spans)
-
-    step_ns: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    consumer_start: dict[str, int] = {}
-    producer_end: dict[str, int] = {}
-    for i, bid in owner.items():
-        s = spans[i]
-        start, end = s.get("start_ns"), s.get("end_ns")
-        if start is None or end is None:
-            continue
-        hop = (s.get("attributes") or {}).get(HOP)
-        if hop in WORKER_HOPS or hop in SERVER_PARTS:
-            step_ns[bid][hop] += int(end) - int(start)
-        kind = s.get("kind")
-        if kind == "CONSUMER" and (s.get("attributes") or {}).get(BATCH_ID) is not None:
-            consumer_start[bid] = min(consumer_start.get(bid, int(start)), int(start))
-        elif kind == "PRODUCER":  # the earliest send of the batch = the generator's input record
-            producer_end[bid] = min(producer_end.get(bid, int(end)), int(end))
-    with_spans = set(owner.values())
-
-    cols = {c: table.column(c).to_pylist() for c in
-            ("batch_id", "status", "created_ns", "input_append_ms", "worker_receive_ns",
-             "worker_send_ns", "output_append_ms", "decode_ns", "inference_ns", "encode_ns",
-             "server_queue_ns", "server_inference_ns")
-            if c in table.column_names}
-    n = table.num_rows
-    rows: dict[str, list[float]] = {h: [] for h in (*HOPS, "e2e")}
-    source = {h: {"spans": 0, "columns": 0} for h in WORKER_HOPS}
-    transit = []
-    parts: dict[str, list[float]] = {"client": [], "server_queue": [], "inference": []}
-    part_source = {"spans": 0, "columns": 0}
-    seen: set[str] = set()
-    scored = 0
-    for r in range(n):
-        if cols.get("status", ["scored"] * n)[r] != "scored":
-            continue
-        scored += 1
-        bid = str(cols["batch_id"][r])
-        if bid not in with_spans or bid in seen:
-            continue
-        need = ("created_ns", "input_append_ms", "worker_receive_ns", "worker_send_ns", "output_append_ms")
-        if any(cols.get(c) is None or cols[c][r] is None for c in need):
-            continue
-        seen.add(bid)
-        # differences in integer ns first: epoch ns do not fit a float64 exactly
-        created = int(cols["created_ns"][r])
-        inp = int(cols["input_append_ms"][r]) * 1_000_000
-        recv = int(cols["worker_receive_ns"][r])
-        send = int(cols["worker_send_ns"][r])
-        out = int(cols["output_append_ms"][r]) * 1_000_000
-        rows["produce"].append((inp - created) / 1e6)
-        rows["wait"].append((recv - inp) / 1e6)
-        for h in WORKER_HOPS:
-            if h in step_ns.get(bid, {}):
-                rows[h].append(step_ns[bid][h] / 1e6)
-                source[h]["spans"] += 1
-            else:
-                v = cols.get(_COLUMN_OF[h])
-                rows[h].append((v[r] or 0) / 1e6 if v is not None else 0.0)
-                source[h]["columns"] += 1
-        server = {}
-        for part, column in (("server_queue", "server_queue_ns"), ("inference", "server_inference_ns")):
-            if part in step_ns.get(bid, {}):
-                server[part] = step_ns[bid][part] / 1e6
-            elif cols.get(column) is not None and cols[column][r]:
-                server[part] = cols[column][r] / 1e6
-        if server:
-            part_source["spans" if any(p in step_ns.get(bid, {}) for p in SERVER_PARTS) else "columns"] += 1
-            parts["server_queue"].append(server.get("server_queue", 0.0))
-            parts["inference"].append(server.get("inference", 0.0))
-            parts["client"].append(rows["score"][-1] - parts["server_queue"][-1] - parts["inference"][-1])
-        rows["publish"].append((out - send) / 1e6)
-        rows["e2e"].append((out - created) / 1e6)
-        if bid in consumer_start and bid in producer_end:
-            transit.append((consumer_start[bid] - producer_end[bid]) / 1e6)
-
-    result = {"batches": len(seen), "batches_scored": scored, "spans": len(spans)}
-    if not seen:
-        return {**result, "hops_ms": {}, "source": source, "sum_check": {}, "bottleneck": None,
+    acc = _rows(table, _span_times(spans))
+    result = {"batches": len(acc.seen), "batches_scored": acc.scored, "spans": len(spans)}
+    if not acc.seen:
+        return {**result, "hops_ms": {}, "source": acc.source, "sum_check": {}, "bottleneck": None,
                 "bottleneck_ms": None, "transit_ms": {}, "score_parts_ms": {}}
 
-    arr = {h: np.asarray(v, dtype=np.float64) for h, v in rows.items()}
-    hop_sum = sum(arr[h] for h in HOPS)
-    residual = arr["e2e"] - hop_sum
-    e2e_mean = float(arr["e2e"].mean())
-    res_mean = float(residual.mean())
-    tol = SUM_TOLERANCE * abs(e2e_mean)
-    per_batch_ok = np.abs(residual) <= SUM_TOLERANCE * np.abs(arr["e2e"])
-    sum_check = {
-        "e2e_mean_ms": e2e_mean, "hops_sum_mean_ms": float(hop_sum.mean()),
-        "residual_mean_ms": res_mean, "residual_p50_ms": float(np.percentile(residual, 50)),
-        "residual_p99_ms": float(np.percentile(residual, 99)),
-        "residual_frac": (res_mean / e2e_mean) if e2e_mean else None,
-        "tolerance": SUM_TOLERANCE, "ok": bool(abs(res_mean) <= tol),
-        "batches_within_tolerance": float(per_batch_ok.mean()),
-    }
+    arr = {h: np.asarray(v, dtype=np.float64) for h, v in acc.hops.items()}
     hops_ms = {h: _pcts(arr[h]) for h in (*HOPS, "e2e")}
     bottleneck = max(HOPS, key=lambda h: (hops_ms[h]["p50"], hops_ms[h]["mean"]))
     # score = client (serialization, transport, client/server gRPC handling) + server queue + inference
-    score_parts = ({p: _pcts(np.asarray(v, dtype=np.float64)) for p, v in parts.items()} | {"source": part_source}
-                   if parts["client"] else {})
-    return {**result, "hops_ms": hops_ms, "source": source, "sum_check": sum_check,
+    score_parts = ({p: _pcts(np.asarray(v, dtype=np.float64)) for p, v in acc.parts.items()}
+                   | {"source": acc.part_source} if acc.parts["client"] else {})
+    return {**result, "hops_ms": hops_ms, "source": acc.source, "sum_check": _sum_check(arr),
             "bottleneck": bottleneck, "bottleneck_ms": hops_ms[bottleneck]["p50"],
-            "transit_ms": _pcts(np.asarray(transit, dtype=np.float64)), "score_parts_ms": score_parts}
+            "transit_ms": _pcts(np.asarray(acc.transit, dtype=np.float64)), "score_parts_ms": score_parts}

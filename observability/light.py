@@ -1,58 +1,38 @@
-"""The part of the tracing wiring that needs no OpenTelemetry import: environments without the SDK
-(or runs with tracing off) pay nothing and break nothing."""
+"""What a service imports for tracing, at no cost: no OpenTelemetry import here, so environments
+without the SDK (or runs with tracing off) pay nothing and break nothing.
+
+- :func:`batch_tracing` gives a service its per-batch tracing (observability.wiring.BatchTracing);
+- :func:`sampled_traceparent` / :func:`worker_context` tell from the headers a service reads anyway
+  whether a batch is traced (observability.context);
+- ``SPANS_DIR_ENV`` is the variable the runner sets to the point's folder (span files go there).
+"""
 
 from __future__ import annotations
 
-from random import getrandbits
+from observability.context import client_traceparent, sampled_traceparent, worker_context
+from observability.names import SPANS_DIR_ENV, TRACEPARENT
 
-SPANS_DIR_ENV = "CRAYFISH_SPANS_DIR"   # the runner points it at the point's folder
-TRACEPARENT = "traceparent"
-
-
-def sampled_traceparent(headers) -> bool:
-    """True when the headers carry a W3C traceparent whose sampled flag is set (cheap scan)."""
-    if not headers:
-        return False
-    for k, v in headers:
-        if k == TRACEPARENT and v:
-            flags = v[-2:].decode("ascii", "replace") if isinstance(v, bytes) else str(v)[-2:]
-            try:
-                return bool(int(flags, 16) & 0x01)  # bit 0: sampled (bit 1 is W3C's "random")
-            except ValueError:
-                return False
-    return False
-
-
-_ODD_HEX = frozenset(b"13579bdfBDF")
-
-
-def worker_context(headers) -> tuple[str, str, int] | None:
-    """(trace id hex, incoming parent span id hex, span-id base) when the headers carry a sampled
-    W3C traceparent, else None. The base gives the worker's span ids of this batch
-    (observability.wiring.worker_span_ids). Costs a header scan and a slice: this runs per batch."""
-    if not headers:
-        return None
-    for k, v in headers:
-        if k == TRACEPARENT:
-            if isinstance(v, str):
-                v = v.encode()
-            if not v or len(v) < 55 or v[54] not in _ODD_HEX:   # 00-<32 hex>-<16 hex>-<flags>
-                return None
-            return v[3:35].decode(), v[36:52].decode(), getrandbits(61) << 3
-    return None
+__all__ = ["batch_tracing", "sampled_traceparent", "worker_context", "client_traceparent", "SPANS_DIR_ENV",
+           "TRACEPARENT"]
 
 
 class _TracingOff:
+    """batch_tracing's answer where the SDK is not installed: ``tracer`` None, nothing to record."""
+
     tracer = None
+
+    def flush(self) -> None:
+        pass
 
     def close(self) -> None:
         pass
 
 
 def batch_tracing(service: str):
-    """observability.wiring.BatchTracing for ``service``, or an object with ``tracer = None`` when the
-    OpenTelemetry SDK is not installed in this environment."""
+    """observability.wiring.BatchTracing for ``service`` (its ``tracer`` is None when tracing is off),
+    or an object with ``tracer = None`` when the OpenTelemetry SDK is not installed here."""
     try:
+        # The SDK (sampler, OTLP export) is optional per environment: load it only here.
         from observability.wiring import BatchTracing
     except ModuleNotFoundError:
         return _TracingOff()

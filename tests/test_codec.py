@@ -11,7 +11,8 @@ import pytest
 
 from crayfish import codec_json
 from crayfish.codec import CodecError, ProtobufCodec, codecs, get_codec
-from crayfish.codec_json import CrayfishJsonCodec, java_float_string, java_float_strings
+from crayfish.codec_json import CrayfishJsonCodec
+from crayfish.java_float import java_float_string, java_float_string_exact, java_float_strings
 from crayfish.tensor import DTYPE_NAMES, from_tensor, to_tensor
 from crayfish.v1 import batch_pb2
 
@@ -79,9 +80,11 @@ def test_registry():
         get_codec("avro")
 
 
-def test_codec_json_can_be_imported_first():
-    # crayfish.codec imports crayfish.codec_json; importing the latter first must work too.
-    code = ("import crayfish.codec_json as j, crayfish.codec as c; "
+@pytest.mark.parametrize("first", ["crayfish.codec_json", "crayfish.codec_protobuf", "crayfish.codec_base",
+                                   "crayfish.java_float", "crayfish.codec"])
+def test_codec_modules_can_be_imported_first(first):
+    # The registry imports the codecs, which import only the base: any module may come first.
+    code = (f"import {first}; import crayfish.codec as c, crayfish.codec_json as j; "
             "assert type(c.codecs()['crayfish-json']) is j.CrayfishJsonCodec; print('ok')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
@@ -151,7 +154,7 @@ JAVA_FLOATS = [
 def test_java_float_string(value, expected):
     assert java_float_string(value) == expected
     # The vectorised path and the exact scalar implementation of the JDK spec agree.
-    assert codec_json._java_float_exact(np.float32(value)) == expected
+    assert java_float_string_exact(np.float32(value)) == expected
 
 
 def test_java_float_strings_match_exact_oracle():
@@ -160,7 +163,7 @@ def test_java_float_strings_match_exact_oracle():
                              (RNG.random(3000) * 1e-6).astype(np.float32),
                              (RNG.integers(0, 256, 3000) / 255.0).astype(np.float32)])
     got = java_float_strings(values)
-    assert got == [codec_json._java_float_exact(v) for v in values]
+    assert got == [java_float_string_exact(v) for v in values]
     back = np.array(got, dtype=np.float32)
     finite = ~np.isnan(values)
     assert back[finite].tobytes() == values[finite].tobytes()

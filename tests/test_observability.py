@@ -1,154 +1,284 @@
-"""observability/: real OpenTelemetry SDK, real span files, no broker and no mocks."""
+"""observability/: the services' tracing API with real span files, a real OTLP/gRPC receiver and
+real processes; the per-hop breakdown over real span files and batches.parquet. No broker."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import textwrap
+from concurrent import futures
 
+import grpc
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from confluent_kafka import Message
-from opentelemetry import trace
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from observability import tracing
-from observability.hops import HOP, hop_breakdown, hop_span, read_spans, record_hop
-from observability.kafka_context import (BATCH_ID, CONSUMER_GROUP, DESTINATION, MESSAGE_KEY,
-                                         MESSAGING_SYSTEM, OFFSET, OPERATION, OPERATION_TYPE, PARTITION,
-                                         consumer_span, extract_context, inject_headers, producer_span)
+import observability
+from crayfish.host.ports import free_port
+from observability import light, spanlog
+from observability.context import client_traceparent, sampled_traceparent, worker_context, worker_span_ids
+from observability.hops import hop_breakdown, read_spans
+from observability.names import (BATCH_ID, DESTINATION, HOP, MESSAGING_SYSTEM, OFFSET, OPERATION, OPERATION_TYPE,
+                                 PARTITION, RPC_SYSTEM, SPANS_DIR_ENV, TRACEPARENT)
+from observability.spanlog import SpanLog, new_span_id, new_trace_id, traceparent
 
 OTEL_VARS = ("OTEL_SDK_DISABLED", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_TRACES_SAMPLER",
              "OTEL_TRACES_SAMPLER_ARG", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-             "OTEL_TRACES_EXPORTER", "OTEL_PROPAGATORS")
+             "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_INSECURE", SPANS_DIR_ENV)
 
 
 @pytest.fixture(autouse=True)
 def clean_otel(monkeypatch):
     for v in OTEL_VARS:
         monkeypatch.delenv(v, raising=False)
-    tracing.shutdown_tracing()
-    yield
-    tracing.shutdown_tracing()
 
 
-def _spans(run_dir):
-    return read_spans(run_dir)
+def _traced_input() -> list:
+    """Input headers as a sampling generator writes them."""
+    return [("x", b"y"), (TRACEPARENT, traceparent(new_trace_id(), new_span_id()).encode())]
 
 
-def test_span_file_and_parent_child_across_kafka_headers(tmp_path):
-    tracer = tracing.setup_tracing("generator", tmp_path)
-    assert tracing.setup_tracing("generator", tmp_path) is tracer  # idempotent
+# ---- the API costs nothing to import -------------------------------------------------------------
 
-    with producer_span(tracer, "input", key="b-1", batch_id="b-1", headers=[("x", b"y")]) as (ps, headers):
-        pass
-    names = [k for k, _ in headers]
-    assert "traceparent" in names and ("x", b"y") in headers
-    # a second inject replaces rather than duplicates
-    assert [k for k, _ in inject_headers(list(headers), trace.set_span_in_context(ps))].count("traceparent") == 1
+def test_importing_the_services_api_loads_no_opentelemetry(tmp_path):
+    code = textwrap.dedent("""
+        import sys
+        import observability, observability.light, observability.context, observability.spanlog
+        import observability.compact, observability.hops
+        loaded = sorted(m for m in sys.modules if m.startswith("opentelemetry"))
+        assert not loaded, loaded
+        # the control: setting up a service's tracing is what loads the SDK
+        import os
+        os.environ["CRAYFISH_SPANS_DIR"] = sys.argv[1]
+        t = observability.light.batch_tracing("generator")
+        assert t.tracer is not None and "opentelemetry.sdk" in sys.modules
+        t.close()
+        print("ok")
+    """)
+    env = {k: v for k, v in os.environ.items() if k not in OTEL_VARS}
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
 
-    # the broker hands the worker a message with the same headers
-    msg = Message(topic="input", partition=2, offset=41, key=b"b-1", value=b"\x00" * 10, headers=headers)
-    ctx = extract_context(msg.headers())
-    assert trace.get_current_span(ctx).get_span_context().span_id == ps.get_span_context().span_id
-    with consumer_span(tracer, msg, group="workers") as cs:
-        with hop_span(tracer, "decode"):
-            pass
-        cs.set_attribute(BATCH_ID, "b-1")
-        with hop_span(tracer, "score", batch_id="b-1"):
-            pass
-        with producer_span(tracer, "output", key="b-1", batch_id="b-1") as (_, out_headers):
-            pass
-    # and the collector reads the output record
-    out = Message(topic="output", partition=0, offset=7, key=b"b-1", value=b"", headers=out_headers)
-    with consumer_span(tracer, out, group="collector", batch_id="b-1", parent=False):
-        pass
-    tracing.shutdown_tracing()
 
-    files = list((tmp_path / "spans").glob("*.jsonl"))
-    assert [f.name for f in files] == [f"generator-{os.getpid()}.jsonl"]
-    spans = {s["name"]: s for s in _spans(tmp_path)}
-    assert len(spans) == len(_spans(tmp_path)) == 6
-    send_in, proc_in = spans["send input"], spans["process input"]
-    send_out = spans["send output"]
-    assert send_in["parent_id"] is None and send_in["kind"] == "PRODUCER"
-    assert proc_in["trace_id"] == send_in["trace_id"] and proc_in["parent_id"] == send_in["span_id"]
-    assert proc_in["kind"] == "CONSUMER"
-    assert proc_in["links"] == []  # the parent is the producer span; a link would repeat it
-    for hop in ("crayfish.decode", "crayfish.score"):
-        assert spans[hop]["parent_id"] == proc_in["span_id"] and spans[hop]["trace_id"] == send_in["trace_id"]
-    assert spans["crayfish.score"]["attributes"][HOP] == "score"
-    assert send_out["parent_id"] == proc_in["span_id"]
-    a = proc_in["attributes"]
+def test_package_exports_the_light_api():
+    for name in observability.__all__:
+        assert getattr(observability, name) is getattr(light, name)
+    assert {"batch_tracing", "sampled_traceparent", "worker_context", "SPANS_DIR_ENV"} <= set(observability.__all__)
+
+
+# ---- header scanning --------------------------------------------------------------------------------
+
+def test_sampled_traceparent_and_worker_context():
+    tid, sid = new_trace_id(), new_span_id()
+    sampled = [("k", b"v"), (TRACEPARENT, traceparent(tid, sid).encode())]
+    unsampled = [(TRACEPARENT, traceparent(tid, sid, sampled=False).encode())]
+    assert sampled_traceparent(sampled) and not sampled_traceparent(unsampled)
+    assert not sampled_traceparent(None) and not sampled_traceparent([("k", b"v")])
+    assert not sampled_traceparent([(TRACEPARENT, b"00-xx-yy-zz")])
+    ctx = worker_context(sampled)
+    assert ctx[0] == f"{tid:032x}" and ctx[1] == f"{sid:016x}" and ctx[2] % 8 == 0
+    assert worker_context(unsampled) is None and worker_context(None) is None
+    assert worker_context([(TRACEPARENT, traceparent(tid, sid))])[:2] == ctx[:2]  # str values too
+    ids = worker_span_ids(ctx[2])
+    assert len(set(ids)) == 5
+    assert client_traceparent(ctx) == f"00-{ctx[0]}-{ids[2]:016x}-01"
+
+
+# ---- one sampled batch through generator, worker, scoring server and collector ------------------
+
+def test_spans_of_one_batch_link_across_services(tmp_path, monkeypatch):
+    monkeypatch.setenv(SPANS_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
+    generator = light.batch_tracing("generator")
+    span = generator.start_send("input", "b-1")
+    headers = generator.headers_for(span, [("x", b"y")])
+    span.end()
+    assert ("x", b"y") in headers and sampled_traceparent(headers)
+
+    worker = light.batch_tracing("kafka-worker")
+    ctx = worker_context(headers)
+    received = 1_700_000_000_000_000_000
+    timing = ("b-1", received, 500_000, 30_000_000, 400_000, received + 31_000_000)
+    out_headers = worker.record_worker(ctx, "input", 2, 41, timing, "output", [("h", b"1")], client="scoring")
+    assert ("h", b"1") in out_headers and sampled_traceparent(out_headers)
+
+    server = light.batch_tracing("scoring")
+    t = received + 600_000
+    server.record_server(client_traceparent(ctx), "/crayfish.v1.Scoring/Score", t, 1_000_000, 28_000_000,
+                         t + 29_500_000, "ffnn")
+    collector = light.batch_tracing("collector")
+    collector.record_receive(out_headers, "output", received // 1_000_000 + 32, "b-1")
+    for tracing in (generator, worker, server, collector):
+        tracing.close()
+
+    files = sorted(f.name for f in (tmp_path / "spans").glob("*.jsonl"))
+    assert files == sorted(f"{s}-{os.getpid()}.jsonl" for s in ("generator", "kafka-worker", "scoring", "collector"))
+    spans = read_spans(tmp_path)
+    by_name = {s["name"]: s for s in spans}
+    assert len(spans) == len(by_name) == 10
+    send_in, process = by_name["send input"], by_name["process input"]
+    assert send_in["parent_id"] is None and send_in["kind"] == "PRODUCER" and send_in["service"] == "generator"
+    assert send_in["attributes"][BATCH_ID] == "b-1" and send_in["attributes"][OPERATION] == "publish"
+    assert process["kind"] == "CONSUMER" and process["parent_id"] == send_in["span_id"]
+    assert {s["trace_id"] for s in spans} == {send_in["trace_id"]}
+    a = process["attributes"]
     assert a[MESSAGING_SYSTEM] == "kafka" and a[DESTINATION] == "input" and a[OPERATION_TYPE] == "process"
-    assert a[OPERATION] == "process" and a[PARTITION] == "2" and a[OFFSET] == 41 and a[MESSAGE_KEY] == "b-1"
-    assert a[CONSUMER_GROUP] == "workers" and a[BATCH_ID] == "b-1"
-    assert send_in["attributes"][OPERATION] == "publish" and send_in["attributes"][BATCH_ID] == "b-1"
-    # parent=False: a new trace, linked to the worker's output send
-    proc_out = spans["process output"]
-    assert proc_out["parent_id"] is None and proc_out["trace_id"] != send_in["trace_id"]
-    assert proc_out["links"] == [{"trace_id": send_out["trace_id"], "span_id": send_out["span_id"]}]
-    for s in spans.values():
-        assert s["service"] == "generator" and s["end_ns"] >= s["start_ns"] > 0
+    assert a[PARTITION] == "2" and a[OFFSET] == 41 and a[BATCH_ID] == "b-1"
+    assert (process["start_ns"], process["end_ns"]) == (received, received + 31_000_000)
+    for hop, start, took in (("decode", received, 500_000), ("score", received + 500_000, 30_000_000),
+                             ("encode", received + 30_500_000, 400_000)):
+        s = by_name[f"crayfish.{hop}"]
+        assert s["parent_id"] == process["span_id"] and s["attributes"][HOP] == hop
+        assert (s["start_ns"], s["end_ns"] - s["start_ns"]) == (start, took)
+    score = by_name["crayfish.score"]
+    assert score["kind"] == "CLIENT" and score["attributes"][RPC_SYSTEM] == "grpc"
+    srv = by_name["crayfish.v1.Scoring/Score"]
+    assert srv["kind"] == "SERVER" and srv["parent_id"] == score["span_id"] and srv["service"] == "scoring"
+    assert by_name["crayfish.server_queue"]["parent_id"] == srv["span_id"]
+    inference = by_name["crayfish.inference"]
+    assert inference["parent_id"] == srv["span_id"] and inference["end_ns"] - inference["start_ns"] == 28_000_000
+    send_out, receive = by_name["send output"], by_name["receive output"]
+    assert send_out["parent_id"] == process["span_id"] and send_out["kind"] == "PRODUCER"
+    assert receive["parent_id"] == send_out["span_id"] and receive["service"] == "collector"
+    assert receive["attributes"][BATCH_ID] == "b-1"
 
 
-def test_extract_without_headers_gives_root(tmp_path):
-    tracer = tracing.setup_tracing("worker", tmp_path)
-    assert not trace.get_current_span(extract_context(None)).get_span_context().is_valid
-    assert not trace.get_current_span(extract_context([("k", None)])).get_span_context().is_valid
-    with consumer_span(tracer, Message(topic="t", partition=0, offset=0, key=None, value=None)) as s:
-        assert s.is_recording()
-    tracing.shutdown_tracing()
-    (only,) = _spans(tmp_path)
-    assert only["parent_id"] is None and only["links"] == []
+def test_flush_writes_what_was_recorded_before_close(tmp_path, monkeypatch):
+    monkeypatch.setenv(SPANS_DIR_ENV, str(tmp_path))
+    monkeypatch.setattr(spanlog, "FLUSH_S", 3600.0)  # no background flush during this test
+    worker = light.batch_tracing("kafka-worker")
+    ctx = worker_context(_traced_input())
+    worker.record_worker(ctx, "in", 0, 7, ("b-7", 10, 1, 2, 3, 20), "out", None)
+    assert read_spans(tmp_path) == []
+    worker.flush()
+    assert [s["name"] for s in read_spans(tmp_path)] == ["process in", "crayfish.decode", "crayfish.score",
+                                                         "crayfish.encode", "send out"]
+    worker.close()
+    assert len(read_spans(tmp_path)) == 5  # nothing written twice
+
+
+def test_spans_survive_a_kill_right_after_flush(tmp_path):
+    """What a Spark task relies on: its Python worker may be killed by a signal once the task is
+    done, so the spans must be on disk when flush() returns (the background flush never ran)."""
+    code = textwrap.dedent("""
+        import os, signal, sys
+        from observability import light, spanlog
+        from observability.spanlog import new_span_id, new_trace_id, traceparent
+        spanlog.FLUSH_S = 3600.0
+        t = light.batch_tracing("spark-worker")
+        ctx = light.worker_context([("traceparent", traceparent(new_trace_id(), new_span_id()).encode())])
+        t.record_worker(ctx, "in", 0, 1, ("b-1", 10, 1, 2, 3, 20), "out", None)
+        if sys.argv[1] == "flush":
+            t.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    for mode, expected in (("flush", 5), ("no-flush", 0)):
+        run_dir = tmp_path / mode
+        env = {**{k: v for k, v in os.environ.items() if k not in OTEL_VARS}, SPANS_DIR_ENV: str(run_dir)}
+        proc = subprocess.run([sys.executable, "-c", code, mode], env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+        assert len(read_spans(run_dir)) == expected, mode
+
+
+# ---- what the environment decides ----------------------------------------------------------------
+
+def test_off_without_a_destination_or_when_disabled(tmp_path, monkeypatch):
+    assert light.batch_tracing("generator").tracer is None  # neither spans folder nor endpoint
+    monkeypatch.setenv(SPANS_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    t = light.batch_tracing("generator")
+    assert t.tracer is None and t.start_send("input", "b") is None
+    assert t.headers_for(None, [("x", b"y")]) == [("x", b"y")]
+    t.flush()
+    t.close()
+    assert not (tmp_path / "spans").exists()
+
+
+def test_exporter_none_records_nowhere(tmp_path, monkeypatch):
+    monkeypatch.setenv(SPANS_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    t = light.batch_tracing("generator")
+    assert t.tracer is not None
+    t.start_send("input", "b").end()
+    t.close()
+    assert read_spans(tmp_path) == [] and not (tmp_path / "spans").exists()
+
+
+def test_ratio_sampler_zero_samples_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv(SPANS_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")
+    t = light.batch_tracing("generator")
+    assert all(t.start_send("input", str(i)) is None for i in range(50))
+    t.close()
+    assert read_spans(tmp_path) == []
 
 
 def test_service_name_from_env(tmp_path, monkeypatch):
+    monkeypatch.setenv(SPANS_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
     monkeypatch.setenv("OTEL_SERVICE_NAME", "collector")
-    tracer = tracing.setup_tracing("generator", tmp_path)
-    with tracer.start_as_current_span("x"):
-        pass
-    tracing.shutdown_tracing()
+    t = light.batch_tracing("generator")
+    t.start_send("input", "b").end()
+    t.close()
     assert [f.name for f in (tmp_path / "spans").glob("*.jsonl")] == [f"collector-{os.getpid()}.jsonl"]
+    assert [s["service"] for s in read_spans(tmp_path)] == ["collector"]
 
 
-def test_sdk_disabled_is_noop(tmp_path, monkeypatch):
-    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
-    tracer = tracing.setup_tracing("generator", tmp_path)
-    with producer_span(tracer, "input", batch_id="b") as (span, headers):
-        assert not span.is_recording()
-    assert headers == []
-    tracing.shutdown_tracing()
-    assert not (tmp_path / "spans").exists()
+class _Receiver(trace_service_pb2_grpc.TraceServiceServicer):
+    """An OTLP/gRPC trace receiver that keeps what it is sent."""
+
+    def __init__(self):
+        self.spans = []
+
+    def Export(self, request, context):  # noqa: N802 (the gRPC method name)
+        for rs in request.resource_spans:
+            service = next(a.value.string_value for a in rs.resource.attributes if a.key == "service.name")
+            for ss in rs.scope_spans:
+                self.spans.extend((service, s) for s in ss.spans)
+        return trace_service_pb2.ExportTraceServiceResponse()
 
 
-def test_ratio_sampler_zero_records_nothing(tmp_path, monkeypatch):
-    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "traceidratio")
-    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")
-    tracer = tracing.setup_tracing("generator", tmp_path)
-    for i in range(20):
-        with producer_span(tracer, "input", batch_id=str(i)) as (span, _):
-            assert not span.is_recording()
-    tracing.shutdown_tracing()
-    assert _spans(tmp_path) == []
+def test_otlp_endpoint_exports_the_spans_over_grpc(tmp_path, monkeypatch):
+    receiver = _Receiver()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)
+    port = free_port()
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    try:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+        worker = light.batch_tracing("kafka-worker")
+        ctx = worker_context(_traced_input())
+        worker.record_worker(ctx, "in", 3, 9, ("b-9", 100, 10, 20, 30, 200), "out", None)
+        worker.close()
+    finally:
+        server.stop(None)
+    assert not (tmp_path / "spans").exists()  # no spans folder: OTLP only
+    got = {s.name: (service, s) for service, s in receiver.spans}
+    assert set(got) == {"process in", "crayfish.decode", "crayfish.score", "crayfish.encode", "send out"}
+    assert {service for service, _ in got.values()} == {"kafka-worker"}
+    process = got["process in"][1]
+    assert process.trace_id.hex() == ctx[0] and process.parent_span_id.hex() == ctx[1]
+    assert (process.start_time_unix_nano, process.end_time_unix_nano) == (100, 200)
+    score = got["crayfish.score"][1]
+    assert score.parent_span_id == process.span_id
+    assert {a.key: a.value.string_value for a in score.attributes}[HOP] == "score"
 
 
-def test_otlp_endpoint_selects_otlp_exporter(tmp_path, monkeypatch):
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
-    tracing.setup_tracing("generator", tmp_path)
-    procs = tracing._provider._active_span_processor._span_processors
-    assert [type(p.span_exporter) for p in procs] == [OTLPSpanExporter]
-    tracing.shutdown_tracing()  # nothing queued: returns at once
-    assert not (tmp_path / "spans").exists()
-
-
-# ---- hops ------------------------------------------------------------------------------------
+# ---- the breakdown -----------------------------------------------------------------------------------
 
 T0 = 1_700_000_000_000_000_000  # ns
 
 
-def _write_run(run_dir, tracer_spans: bool = True):
+def _batches(run_dir) -> list[dict]:
     """Three scored batches (+ one dead-lettered, + one without spans), hops in ms:
     produce 1, wait 2, decode 0.5, score 30, encode 0.5, publish 1 -> e2e 35 (no residual)."""
     rows = []
@@ -163,24 +293,27 @@ def _write_run(run_dir, tracer_spans: bool = True):
                      # the columns disagree with the spans on purpose for score (spans win)
                      "decode_ns": 500_000, "inference_ns": 25_000_000, "encode_ns": 500_000})
     pq.write_table(pa.Table.from_pylist(rows), run_dir / "batches.parquet")
-    tracer = tracing.setup_tracing("worker", run_dir)
-    for r in rows[:4]:  # b4 has no spans
-        msg = Message(topic="in", partition=0, offset=0, key=r["batch_id"].encode(), value=b"",
-                      headers=[])
-        with consumer_span(tracer, msg) as cs:
-            cs.set_attribute(BATCH_ID, r["batch_id"])
-            t = r["worker_receive_ns"]
-            record_hop(tracer, "decode", t, t + 500_000)
-            record_hop(tracer, "score", t + 500_000, t + 30_500_000)  # 30 ms
-            # encode left to the columns
-    tracing.shutdown_tracing()
     return rows
 
 
+def _plain_span_lines(run_dir, rows) -> None:
+    """Spans as plain lines (as the Kafka Streams worker writes them): a consumer span with the
+    batch id and decode/score children; encode left to the columns."""
+    log = SpanLog("worker", run_dir)
+    for r in rows[:4]:  # b4 has no spans
+        trace, process = new_trace_id(), new_span_id()
+        t = r["worker_receive_ns"]
+        log.add(trace, process, None, "process in", "CONSUMER", t, r["worker_send_ns"], {BATCH_ID: r["batch_id"]})
+        log.add(trace, new_span_id(), process, "crayfish.decode", "INTERNAL", t, t + 500_000, {HOP: "decode"})
+        log.add(trace, new_span_id(), process, "crayfish.score", "INTERNAL", t + 500_000, t + 30_500_000,
+                {HOP: "score"})
+    log.close()
+
+
 def test_hop_breakdown(tmp_path):
-    _write_run(tmp_path)
-    spans = read_spans(tmp_path)
-    assert len(spans) == 12
+    rows = _batches(tmp_path)
+    _plain_span_lines(tmp_path, rows)
+    assert len(read_spans(tmp_path)) == 12
     h = hop_breakdown(tmp_path)
     assert h["batches"] == 3 and h["batches_scored"] == 4
     hm = h["hops_ms"]
@@ -196,11 +329,39 @@ def test_hop_breakdown(tmp_path):
     sc = h["sum_check"]
     assert sc["ok"] and sc["residual_mean_ms"] == pytest.approx(0.0, abs=1e-6)
     assert sc["e2e_mean_ms"] == pytest.approx(35.0) and sc["batches_within_tolerance"] == 1.0
+    assert h["score_parts_ms"] == {}
     json.dumps(h)  # summary-ready
 
 
+def test_hop_breakdown_from_compact_worker_lines_and_server_spans(tmp_path, monkeypatch):
+    rows = _batches(tmp_path)
+    monkeypatch.setenv(SPANS_DIR_ENV, str(tmp_path))
+    worker, server = light.batch_tracing("kafka-worker"), light.batch_tracing("scoring")
+    for r in rows[:4]:
+        ctx = worker_context(_traced_input())
+        recv, send = r["worker_receive_ns"], r["worker_send_ns"]
+        worker.record_worker(ctx, "in", 0, 1, (r["batch_id"], recv, 500_000, 30_000_000, 500_000, send), "out",
+                             None, client="scoring")
+        server.record_server(client_traceparent(ctx), "/crayfish.v1.Scoring/Score", recv + 600_000, 2_000_000,
+                             20_000_000, recv + 23_000_000, "ffnn")
+    worker.close()
+    server.close()
+    compact = [json.loads(line) for f in (tmp_path / "spans").glob("kafka-worker-*.jsonl")
+               for line in f.read_text().splitlines()]
+    assert [rec["compact"] for rec in compact] == ["worker"]  # one line for all four batches
+    h = hop_breakdown(tmp_path)
+    assert h["batches"] == 3 and h["spans"] == 4 * 5 + 4 * 3
+    assert all(h["source"][hop] == {"spans": 3, "columns": 0} for hop in ("decode", "score", "encode"))
+    assert h["hops_ms"]["score"]["p50"] == pytest.approx(30.0) and h["sum_check"]["ok"]
+    parts = h["score_parts_ms"]
+    assert parts["source"] == {"spans": 3, "columns": 0}
+    assert parts["server_queue"]["p50"] == pytest.approx(2.0) and parts["inference"]["p50"] == pytest.approx(20.0)
+    assert parts["client"]["p50"] == pytest.approx(8.0)
+
+
 def test_hop_breakdown_residual_fails_check(tmp_path):
-    rows = _write_run(tmp_path)
+    rows = _batches(tmp_path)
+    _plain_span_lines(tmp_path, rows)
     # the worker spends 10 ms outside decode/score/encode: send stamps move, e2e grows, residual = 10
     t = pa.Table.from_pylist([{**r, "worker_send_ns": r["worker_send_ns"] + 10_000_000,
                                "output_append_ms": r["output_append_ms"] + 10} for r in rows])
@@ -218,3 +379,13 @@ def test_hop_breakdown_without_spans(tmp_path):
                                           "encode_ns": 1}]), tmp_path / "batches.parquet")
     h = hop_breakdown(tmp_path)
     assert h["batches"] == 0 and h["hops_ms"] == {} and h["bottleneck"] is None
+
+
+def test_read_spans_skips_a_torn_last_line(tmp_path):
+    log = SpanLog("worker", tmp_path)
+    log.add(1, 2, None, "x", "INTERNAL", 1, 2, {})
+    log.close()
+    (f,) = (tmp_path / "spans").glob("*.jsonl")
+    with open(f, "a", encoding="utf-8") as fh:
+        fh.write('{"trace_id":"00')  # killed mid-write
+    assert [s["name"] for s in read_spans(tmp_path)] == ["x"]

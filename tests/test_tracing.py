@@ -4,6 +4,8 @@ and a per-hop breakdown whose hops add up to the end-to-end latency."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from observability.hops import read_spans
-from observability.kafka_context import BATCH_ID
+from observability.names import BATCH_ID
 from services.runner.experiment import Experiment
 from services.runner.experiments import run_experiment
 
@@ -52,9 +54,6 @@ def test_traced_run_links_hops_and_names_the_bottleneck(kafka_bootstrap, models_
     assert hops["bottleneck_ms"] == pytest.approx(float(np.percentile(score_ms, 50)), rel=1e-9)
     assert hops["sum_check"]["ok"], hops["sum_check"]
     json.dumps(hops)  # part of summary.json
-    import subprocess
-    import sys
-
     out = subprocess.run([sys.executable, "-m", "services.runner.cli", "hops", str(tmp_path / "run")],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -1,4 +1,4 @@
-"""Workload schedules, configs, replay data and synthetic pools (pure, no Kafka)."""
+"""Workload configs, schedules, replay data and synthetic pools (pure, no Kafka)."""
 
 from __future__ import annotations
 
@@ -6,28 +6,13 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from services.generator.workloads import (
-    BurstyConfig,
-    ClosedLoopConfig,
-    ClosedLoopSchedule,
-    ConstantConfig,
-    PoissonConfig,
-    RampConfig,
-    ReplayConfig,
-    ReplaySchedule,
-    build_schedule,
-    bursty,
-    bursty_from_sustainable,
-    constant,
-    cycle_pool,
-    iter_replay_batches,
-    load_replay,
-    parse_workload,
-    poisson,
-    ramp,
-    replay_batch,
-    synthetic_pool,
-)
+from crayfish import payloads
+from crayfish.payloads import cycle_pool, input_pool, iter_replay_batches, load_replay, replay_batch, synthetic_pool
+from services.generator import schedules, workload_configs, workloads
+from services.generator.schedules import (ClosedLoopSchedule, ReplaySchedule, build_schedule, bursty, constant,
+                                          poisson, ramp)
+from services.generator.workload_configs import (BurstyConfig, ClosedLoopConfig, ConstantConfig, PoissonConfig,
+                                                 RampConfig, ReplayConfig, bursty_from_sustainable, parse_workload)
 
 NS = 1_000_000_000
 
@@ -268,3 +253,36 @@ def test_synthetic_pool_int_range_and_cycle():
     np.testing.assert_array_equal(seq[6], p[0])
     with pytest.raises(ValueError):
         synthetic_pool((2,), np.uint8, 1, 1, int_range=(0, 1000))
+
+
+def test_input_pool_synthetic_is_the_seeded_pool():
+    pool = input_pool([1, 784], "float32", batch_size=2, pool_size=5, seed=3)
+    expect = synthetic_pool((1, 784), "float32", 2, 5, seed=3)
+    assert len(pool) == 5
+    for got, want in zip(pool, expect):
+        assert got.flags.c_contiguous and got.shape == (2, 1, 784)
+        np.testing.assert_array_equal(got, want)
+
+
+def test_input_pool_replay_cuts_the_file_into_batches(tmp_path):
+    rows = np.arange(7 * 6, dtype=np.float64).reshape(7, 6)
+    np.save(tmp_path / "d.npy", rows)
+    pool = input_pool((2, 3), "float32", batch_size=3, pool_size=64, seed=0, replay_path=tmp_path / "d.npy")
+    # ceil(7 / 3) batches of 3 rows, reshaped to the item shape and cast; the last wraps around.
+    assert len(pool) == 3
+    for k, batch in enumerate(pool):
+        assert batch.dtype == np.float32 and batch.shape == (3, 2, 3) and batch.flags.c_contiguous
+        want = rows[np.arange(3 * k, 3 * k + 3) % 7].reshape(3, 2, 3)
+        np.testing.assert_array_equal(batch, want)
+    # Fewer rows than a batch: one batch that repeats them.
+    (one,) = input_pool((6,), "float32", batch_size=10, pool_size=1, seed=0, replay_path=tmp_path / "d.npy")
+    np.testing.assert_array_equal(one, rows[np.arange(10) % 7])
+
+
+def test_workloads_module_re_exports_every_name_from_its_owner():
+    owners = (workload_configs, schedules, payloads)
+    for name in workloads.__all__:
+        owner = [m for m in owners if name in getattr(m, "__all__", ())]
+        assert len(owner) == 1, name
+        assert getattr(workloads, name) is getattr(owner[0], name), name
+

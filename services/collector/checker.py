@@ -17,14 +17,15 @@ import zlib
 
 import numpy as np
 
+from services.generator.generator import BatchFactory
+
 UNCHECKED_BACKENDS = {"noop", "sleep"}
 
 
 class PredictionChecker:
     def __init__(self, generator_settings, models_dir=None, sample_rate: float = 0.01,
                  tolerance: float = 1e-4, max_seconds: float = 30.0):
-        from serving.models import model_paths
-        from services.generator.generator import BatchFactory
+        from serving.models import model_paths  # onnx and the model builders: only when checking
 
         self.model = generator_settings.model
         self.weights = model_paths(self.model, models_dir).weights
@@ -44,7 +45,7 @@ class PredictionChecker:
 
     def check(self, sequence: int, output: np.ndarray) -> bool | None:
         """True/False for a checked batch; None when the time budget is spent."""
-        from serving.models import reference_forward
+        from serving.models import reference_forward  # onnx and the model builders: only when checking
 
         index = sequence % len(self.pool)
         ref = self.cache.get(index)

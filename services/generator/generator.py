@@ -19,10 +19,11 @@ bound, delivery failures).
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
-import os
 import multiprocessing as mproc
+import os
 import time
 from pathlib import Path
 
@@ -34,13 +35,23 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from crayfish.clock import host_clock
 from crayfish.codec import get_codec
 from crayfish.kafka import consumer_config, poll_batch, probe_skew, produce, producer_config
+from crayfish.payloads import input_pool
 from crayfish.tensor import to_tensor
 from crayfish.v1 import batch_pb2
+from observability.light import batch_tracing
 from services.analysis.sending import send_report
+from services.generator.schedules import build_schedule
 from services.generator.settings import GeneratorSettings
-from services.generator.workloads import build_schedule, load_replay, synthetic_pool
 
 START_LEAD_NS = 200_000_000  # t0 lies this far after the processes are ready
+
+
+def input_pool_for(s: GeneratorSettings) -> list[np.ndarray]:
+    """The run's distinct input batches (crayfish.payloads.input_pool): batch ``seq`` carries
+    ``pool[seq % len(pool)]``. Whoever needs a run's inputs again (the prediction checker) calls this."""
+    wl = s.workload
+    replay = (wl.path, wl.key) if wl.type == "replay" else (None, None)
+    return input_pool(s.item_shape, s.dtype, s.batch_size, s.pool_size, s.seed, *replay)
 
 
 class BatchFactory:
@@ -49,7 +60,7 @@ class BatchFactory:
     def __init__(self, s: GeneratorSettings):
         self.s = s
         self.codec = get_codec(s.codec)
-        pool = self._pool()
+        pool = input_pool_for(s)
         self.pool_arrays = pool
         if s.codec == "protobuf":
             # A DataBatch is valid protobuf when its fields are concatenated in any order: the
@@ -57,24 +68,6 @@ class BatchFactory:
             self.tensor_parts = [batch_pb2.DataBatch(input=to_tensor(a)).SerializeToString() for a in pool]
         else:
             self.tensors = [to_tensor(a) for a in pool]
-
-    def _pool(self) -> list[np.ndarray]:
-        s = self.s
-        wl = s.workload
-        if getattr(wl, "type", "") == "replay":
-            data = load_replay(wl.path, getattr(wl, "key", None)).astype(s.dtype, copy=False)
-            item = tuple(s.item_shape)
-            n = int(np.prod(item))
-            data = data.reshape((-1,) + item) if data.size % n == 0 else data
-            batches = []
-            for start in range(0, max(len(data), s.batch_size), s.batch_size):
-                idx = np.arange(start, start + s.batch_size) % len(data)
-                batches.append(np.ascontiguousarray(data[idx]))
-                if len(batches) >= max(s.pool_size, math.ceil(len(data) / s.batch_size)):
-                    break
-            return batches
-        pool = synthetic_pool(tuple(s.item_shape), s.dtype, s.batch_size, s.pool_size, s.seed)
-        return [np.ascontiguousarray(pool[i]) for i in range(len(pool))]
 
     def build(self, seq: int, intended_ns: int, created_ns: int) -> tuple[bytes, bytes, list]:
         s = self.s
@@ -129,44 +122,66 @@ def _stall(s: GeneratorSettings, seq: int) -> None:
         time.sleep(s.stall.ms / 1e3)
 
 
+class _Sender:
+    """One producer process's sending: builds each batch, records its send span when the batch is
+    sampled for tracing, produces it, and keeps what it sent (and what the broker acknowledged)."""
+
+    def __init__(self, s: GeneratorSettings, name: str):
+        self.s = s
+        self.factory = BatchFactory(s)
+        self.tracing = batch_tracing("generator")
+        self.producer = _new_producer(s, name)
+        _warm_up(s, self.producer)
+        self.deliveries = _Deliveries()
+        self.seqs: list[int] = []
+        self.intended: list[int] = []
+        self.created: list[int] = []
+
+    @property
+    def sent(self) -> int:
+        return len(self.seqs)
+
+    def send(self, seq: int, intended_ns: int, created_ns: int) -> bytes:
+        """Produce batch ``seq``; returns its key (the batch id, UTF-8)."""
+        s, tracing = self.s, self.tracing
+        span = tracing.start_send(s.topic, f"{s.run_id}-{seq}") if tracing.tracer is not None else None
+        key, value, headers = self.factory.build(seq, intended_ns, created_ns)
+        if span is not None:
+            headers = tracing.headers_for(span, headers)
+        produce(self.producer, s.topic, value, key, headers=headers, on_delivery=self.deliveries)
+        if span is not None:
+            span.end()
+        self.seqs.append(seq)
+        self.intended.append(intended_ns)
+        self.created.append(created_ns)
+        self.producer.poll(0)
+        return key
+
+    def finish(self, **extra) -> dict:
+        """Wait for the deliveries, close the tracing; the per-process result ``run`` merges."""
+        self.producer.flush(60)
+        self.tracing.close()
+        return {"seq": self.seqs, "intended": self.intended, "created": self.created,
+                **self.deliveries.result(self.s.run_id), **extra}
+
+
 def _open_loop_worker(s: GeneratorSettings, offsets: np.ndarray, proc_index: int, nprocs: int,
                       t0_ns: int, out_queue) -> None:
-    from observability.light import batch_tracing
-
-    factory = BatchFactory(s)
-    tracing = batch_tracing("generator")
-    producer = _new_producer(s, f"generator-{proc_index}")
-    _warm_up(s, producer)
-    mine = np.arange(proc_index, len(offsets), nprocs)
-    seqs, intended, created = [], [], []
-    deliveries = _Deliveries()
+    """One producer process of an open-loop run: the slots ``proc_index, proc_index + nprocs, ...``."""
+    sender = _Sender(s, f"generator-{proc_index}")
     time_ns, sleep = host_clock(s.clock_offset_ms), time.sleep
-    for i in mine:
+    for i in range(proc_index, len(offsets), nprocs):
         slot = t0_ns + int(offsets[i])
         wait = slot - time_ns()
         if wait > 0:
             sleep(wait / 1e9)
-        _stall(s, int(i))
-        c = time_ns()
-        span = tracing.start_send(s.topic, f"{s.run_id}-{i}") if tracing.tracer is not None else None
-        key, value, headers = factory.build(int(i), slot, c)
-        if span is not None:
-            headers = tracing.headers_for(span, headers)
-        produce(producer, s.topic, value, key, headers=headers, on_delivery=deliveries)
-        if span is not None:
-            span.end()
-        seqs.append(int(i)); intended.append(slot); created.append(c)
-        producer.poll(0)
-    producer.flush(60)
-    tracing.close()
-    out_queue.put({"seq": seqs, "intended": intended, "created": created, **deliveries.result(s.run_id)})
+        _stall(s, i)
+        sender.send(i, slot, time_ns())
+    out_queue.put(sender.finish())
 
 
-def _closed_loop(s: GeneratorSettings) -> dict:
-    factory = BatchFactory(s)
-    producer = _new_producer(s, "generator-0")
-    _warm_up(s, producer)
-    wl = s.workload
+def _feedback_consumer(s: GeneratorSettings) -> Consumer:
+    """A consumer assigned to every partition of the output and dead-letter topics, from offset 0."""
     consumer = Consumer(consumer_config(s.bootstrap, f"{s.run_id}-generator-feedback",
                                         **{"enable.auto.commit": False}))
     parts = []
@@ -174,38 +189,33 @@ def _closed_loop(s: GeneratorSettings) -> dict:
         md = consumer.list_topics(t, timeout=10)
         parts += [TopicPartition(t, p, 0) for p in md.topics[t].partitions]
     consumer.assign(parts)
-    codec = get_codec(s.codec)
-    outstanding: set[str] = set()
-    seqs, intended, created = [], [], []
-    deliveries = _Deliveries()
+    return consumer
+
+
+# A closed loop gives up on its outstanding batches after this long without a completion.
+CLOSED_LOOP_PATIENCE_S = 30
+
+
+def _closed_loop(s: GeneratorSettings) -> dict:
+    """``outstanding`` batches in flight: the next one goes when the output (or dead-letter)
+    record of one of them is read back, until ``count`` batches or ``duration_s``."""
+    sender = _Sender(s, "generator-0")
+    consumer = _feedback_consumer(s)
+    codec = sender.factory.codec
+    wl = s.workload
     clock = host_clock(s.clock_offset_ms)
-    count = getattr(wl, "count", None)
-    duration_ns = int((getattr(wl, "duration_s", None) or 1e9) * 1e9)
+    duration_ns = int((wl.duration_s or 1e9) * 1e9)
     start = clock()
-    seq = 0
-
-    from observability.light import batch_tracing
-
-    tracing = batch_tracing("generator")
-
-    def send():
-        nonlocal seq
-        _stall(s, seq)
-        c = clock()
-        span = tracing.start_send(s.topic, f"{s.run_id}-{seq}") if tracing.tracer is not None else None
-        key, value, headers = factory.build(seq, c, c)
-        if span is not None:
-            headers = tracing.headers_for(span, headers)
-        produce(producer, s.topic, value, key, headers=headers, on_delivery=deliveries)
-        if span is not None:
-            span.end()
-        producer.poll(0)
-        outstanding.add(key.decode())
-        seqs.append(seq); intended.append(c); created.append(c)
-        seq += 1
+    outstanding: set[str] = set()
 
     def more() -> bool:
-        return (count is None or seq < count) and clock() - start < duration_ns
+        return (wl.count is None or sender.sent < wl.count) and clock() - start < duration_ns
+
+    def send() -> None:
+        seq = sender.sent
+        _stall(s, seq)
+        c = clock()
+        outstanding.add(sender.send(seq, c, c).decode())
 
     for _ in range(wl.outstanding):
         if more():
@@ -213,7 +223,7 @@ def _closed_loop(s: GeneratorSettings) -> dict:
     last_progress = time.monotonic()
     while outstanding:
         msgs = poll_batch(consumer, 64, 0.05)
-        producer.poll(0)
+        sender.producer.poll(0)
         for m in msgs:
             if m.error():
                 continue
@@ -223,13 +233,11 @@ def _closed_loop(s: GeneratorSettings) -> dict:
                 last_progress = time.monotonic()
                 if more():
                     send()
-        if time.monotonic() - last_progress > 30:
+        if time.monotonic() - last_progress > CLOSED_LOOP_PATIENCE_S:
             break  # a batch was lost; the collector will count it as missing
-    producer.flush(60)
+    result = sender.finish(stuck_outstanding=len(outstanding))
     consumer.close()
-    tracing.close()
-    return {"seq": seqs, "intended": intended, "created": created, **deliveries.result(s.run_id),
-            "stuck_outstanding": len(outstanding)}
+    return result
 
 
 def _feedback_batch_id(codec, m) -> str:
@@ -309,8 +317,6 @@ def _peak_rate(offsets: np.ndarray, window_ns: int = 1_000_000_000) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import argparse
-
     p = argparse.ArgumentParser(prog="python -m services.generator")
     p.add_argument("--config", required=True, help="GeneratorSettings JSON or @file")
     p.add_argument("--out", required=True, help="directory for sent.parquet and generator.json")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from services.generator.workloads import WorkloadConfig
+from services.generator.workload_configs import WorkloadConfig
 
 
 class Stall(BaseModel):
@@ -25,7 +25,7 @@ class GeneratorSettings(BaseModel):
     dtype: str = Field("float32", description="Element type of the synthetic data.")
     batch_size: int = Field(1, ge=1, description="Data points per DataBatch (the paper's bsz).")
     codec: str = Field("protobuf", description="Payload codec: protobuf | crayfish-json.")
-    workload: WorkloadConfig = Field(description="Arrival process; see services.generator.workloads.")
+    workload: WorkloadConfig = Field(description="Arrival process; see services.generator.workload_configs.")
     seed: int = Field(42, description="Seed of the schedule and of the synthetic data.")
     pool_size: int = Field(64, ge=1, description="Distinct pre-built batches reused cyclically.")
     processes: int | None = Field(None, ge=1, description="Producer processes; None = ceil(peak rate / per_process_rate).")

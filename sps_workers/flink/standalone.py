@@ -42,10 +42,10 @@ def build_records(model: str, codec_name: str, count: int, batch_size: int = 1, 
     """``count`` encoded DataBatch records (key, value, headers), tensors cycled over the seeded
     pool of the generator. Shared with benchmarks/flink_standalone.py (the Kafka pre-fill)."""
     from crayfish.codec import get_codec
+    from crayfish.payloads import synthetic_pool
     from crayfish.tensor import to_tensor
     from crayfish.v1 import batch_pb2
     from serving.models import MODELS
-    from services.generator.workloads import synthetic_pool
 
     spec = MODELS[model]
     codec = get_codec(codec_name)
@@ -73,7 +73,7 @@ def run(settings: WorkerSettings, count: int, batch_size: int = 1, seed: int = 4
     from sps_workers.flink.job import make_env, scoring_stream
     from sps_workers.flink.options import parse_options
 
-    opts = parse_options(settings.engine_options)
+    opts = parse_options(settings.engine_options, settings.parallelism)
     _, score_p, sink_p = opts.parallelisms(settings.parallelism)
     t_build = time.monotonic()
     now = Instant.of_epoch_milli(int(time.time() * 1000))
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = WorkerSettings.model_validate(doc)
-        parse_options(settings.engine_options)
+        parse_options(settings.engine_options, settings.parallelism)
     except (ValueError, FlinkOptionsError) as exc:
         print(f"flink standalone: bad config: {exc}", file=sys.stderr)
         return 2

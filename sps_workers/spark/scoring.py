@@ -86,10 +86,8 @@ def make_scorer(settings_json: str, chunk: int):
             yield emit()
         if traced:
             # Spark ends idle Python workers with a signal (no exit hooks): a task that recorded
-            # hop spans exports them before it reports done.
-            from observability.tracing import force_flush
-
-            force_flush()
+            # hop spans writes them out before it reports done.
+            inst.tracing.flush()
 
     return score
 
