@@ -6,15 +6,18 @@ service_healthy; our services' OTEL_SERVICE_NAME equals the compose service name
 the repo; only standard OTEL_* variables; the observability layer points our services at Jaeger;
 no literal passwords; every file a service mounts from compose/ exists; the JSON configs validate
 against the services' own settings models; the scoring healthcheck one-liner really answers
-against a real Scoring server; the worker healthcheck and topic helper compile.
+against a real Scoring server; the worker healthcheck and topic helper compile; the native stack
+(`make up`, services/stack) runs the same services under the same names with the same depends_on.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,17 +26,21 @@ from pathlib import Path
 import pytest
 import yaml
 
+from services.collector.collector import CollectorSettings
+from services.stack.declarations import STACK
+from serving.scoring.settings import ScoringSettings
+from sps_workers.settings import WorkerSettings
+
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "compose"
 LAYERS = ["core.yaml", "serving.yaml", "observability.yaml"]
 
-# Our services (built from compose/Dockerfile) -> the folder that holds their code. The worker is
-# "<engine>-worker" (the runner's process name; "kafka" is the broker's compose service).
-OUR_SERVICES = {
-    "scoring": "serving/scoring",
-    "kafka-worker": "sps_workers/kafka",
-    "collector": "services/collector",
-}
+# The native stack's services (services/stack/declarations.py): the one list of the stack's names
+# and of the folders holding their code; the compose files must use the same names.
+NATIVE = {svc.name: svc for svc in STACK}
+# The compose layer the native stack takes Jaeger from; the rest of that layer (Prometheus,
+# Grafana) has no native counterpart.
+NATIVE_FROM_OBSERVABILITY = {"jaeger"}
 # External servers from their real images -> the folder of their client/launcher.
 EXTERNAL_SERVERS = {"tfserving": "serving/tfserving", "triton": "serving/triton"}
 
@@ -79,6 +86,15 @@ def merged(*names: str) -> dict:
     for n in names:
         out = merge(out, load(n))
     return out
+
+
+def our_services() -> dict[str, str]:
+    """Our services (the compose services built from compose/Dockerfile) -> the folder that holds
+    their code, as the native stack declares it. The worker is "<engine>-worker" (the runner's
+    process name; "kafka" is the broker's compose service)."""
+    ours = [name for name, svc in load("core.yaml")["services"].items() if "build" in svc]
+    assert ours and set(ours) <= set(NATIVE), f"{ours}: not all in the native stack {sorted(NATIVE)}"
+    return {name: NATIVE[name].code for name in ours}
 
 
 def env_of(service: dict) -> dict[str, str]:
@@ -153,12 +169,13 @@ def test_published_ports_bind_loopback_only_and_do_not_clash():
 
 def test_one_name_per_service():
     services = merged(*LAYERS)["services"]
-    for name, folder in {**OUR_SERVICES, **EXTERNAL_SERVERS}.items():
+    ours = our_services()
+    for name, folder in {**ours, **EXTERNAL_SERVERS}.items():
         assert name in services, f"{name} missing from the stack"
         assert (REPO / folder).is_dir(), f"{name}: folder {folder} is gone"
     for name, svc in services.items():
         env = env_of(svc)
-        if name in OUR_SERVICES:
+        if name in ours:
             assert env.get("OTEL_SERVICE_NAME") == name, f"{name}: OTEL_SERVICE_NAME {env.get('OTEL_SERVICE_NAME')!r}"
             assert svc["build"] == {"context": "..", "dockerfile": "compose/Dockerfile"}, name
             assert not svc.get("container_name"), f"{name}: container_name breaks scaling"
@@ -167,6 +184,30 @@ def test_one_name_per_service():
     # the scoring server also names itself in its logs and records
     scoring = json.loads((COMPOSE / "config" / "scoring.json").read_text())
     assert scoring.get("service_name", "scoring") == "scoring"
+
+
+def test_native_stack_runs_the_compose_services_under_their_names():
+    """`make up` (services/stack) runs the services of compose/core.yaml plus the observability
+    layer's Jaeger: the same names (= process name = OTEL_SERVICE_NAME there), the same
+    depends_on, and each name is also the port settings' prefix in compose/native/stack.yaml."""
+    core = load("core.yaml")["services"]
+    observability = load("observability.yaml")["services"]
+    assert NATIVE_FROM_OBSERVABILITY <= set(observability)
+    assert set(NATIVE) == set(core) | NATIVE_FROM_OBSERVABILITY, \
+        f"native {sorted(NATIVE)} vs compose {sorted(set(core) | NATIVE_FROM_OBSERVABILITY)}"
+    compose = merged("core.yaml", "observability.yaml")["services"]
+    for name, svc in NATIVE.items():
+        wanted = {dep for dep in compose[name].get("depends_on") or {} if dep in NATIVE}
+        assert set(svc.depends_on) == wanted, f"{name}: native depends on {svc.depends_on}, compose on {wanted}"
+        assert (REPO / svc.code).is_dir(), f"{name}: folder {svc.code} is gone"
+    native_cfg = yaml.safe_load((COMPOSE / "native" / "stack.yaml").read_text())
+    prefixes = {key.split("_")[0] for key in native_cfg["ports"]}
+    assert prefixes <= {name.replace("-", "_") for name in NATIVE}, prefixes
+    # the compose ports the native stack uses by default are the ones compose publishes
+    published = {int(str(p).split(":")[1]) for layer in LAYERS for svc in load(layer)["services"].values()
+                 for p in svc.get("ports") or []}
+    for key in ("kafka", "scoring", "jaeger_otlp_grpc", "jaeger_otlp_http", "jaeger_query"):
+        assert native_cfg["ports"][key] in published, f"ports.{key} = {native_cfg['ports'][key]}"
 
 
 def test_only_standard_otel_variables():
@@ -180,7 +221,7 @@ def test_observability_layer_points_our_services_at_jaeger():
     core_only = merged("core.yaml")["services"]
     services = merged(*LAYERS)["services"]
     assert "jaeger" in services and any(":4317" in str(p) for p in services["jaeger"]["ports"])
-    for name in OUR_SERVICES:
+    for name in our_services():
         env = env_of(services[name])
         assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4317", name
         assert env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc") == "grpc", name
@@ -189,7 +230,7 @@ def test_observability_layer_points_our_services_at_jaeger():
         assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in env_of(core_only[name]), name
     # the observability layer only adds settings to our services, never redefines them
     obs = load("observability.yaml")["services"]
-    for name in OUR_SERVICES:
+    for name in our_services():
         assert set(obs[name]) <= {"environment", "depends_on"}, name
 
 
@@ -232,10 +273,6 @@ def test_mounted_files_from_compose_exist():
 
 
 def test_configs_validate_against_the_services_settings():
-    from serving.scoring.settings import ScoringSettings
-    from services.collector.collector import CollectorSettings
-    from sps_workers.settings import WorkerSettings
-
     cfg = COMPOSE / "config"
     scoring = ScoringSettings.model_validate(json.loads((cfg / "scoring.json").read_text()))
     worker = WorkerSettings.model_validate_json((cfg / "kafka-worker.json").read_text())
@@ -250,7 +287,7 @@ def test_configs_validate_against_the_services_settings():
     assert (collector.output_topic, collector.dead_letter_topic, collector.input_topic, collector.worker_group) == \
         (worker.output_topic, worker.dead_letter_topic, worker.input_topic, worker.consumer_group)
     # every service's --config file is the one it mounts
-    for name in OUR_SERVICES:
+    for name in our_services():
         cmd = " ".join(core[name]["command"])
         target = f"/etc/crayfish/{name}.json"
         assert f"@{target}" in cmd, name
@@ -258,8 +295,6 @@ def test_configs_validate_against_the_services_settings():
 
 
 def test_topic_helper_matches_the_worker_config():
-    import importlib.util
-
     spec = importlib.util.spec_from_file_location("compose_topics", COMPOSE / "topics.py")
     topics = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(topics)
@@ -281,8 +316,6 @@ def test_worker_healthcheck_compiles():
 def test_scoring_healthcheck_answers_against_a_real_server(tmp_path):
     """Run the compose healthcheck one-liner (pointed at a free port) against a real Scoring
     server: non-zero before it is up, zero once it says SERVING."""
-    import socket
-
     probe = _python_healthcheck("scoring")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -23,10 +23,16 @@ import psutil
 import pytest
 import yaml
 
+from crayfish.host.ports import port_free
+from observability.jaeger.build import VERSION, BuildError, ensure_jaeger, version_file
+from services.stack.declarations import STACK
+from services.stack.processes import members
+from services.stack.settings import DEFAULT_CONFIG, PortSettings
+from serving.models import MODELS
+
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
-PORT_KEYS = ["kafka", "kafka_controller", "scoring", "jaeger_otlp_grpc", "jaeger_otlp_http", "jaeger_query",
-             "jaeger_query_grpc", "jaeger_health"]
+PORT_KEYS = list(PortSettings.model_fields)
 N_BATCHES = 5
 
 
@@ -52,8 +58,6 @@ def _alive(pid: int, create_time: float) -> bool:
 @pytest.fixture(scope="module")
 def jaeger_binary():
     """The Jaeger binary; built here when missing (a clean clone: `make jaeger` does the same)."""
-    from observability.jaeger.build import BuildError, ensure_jaeger
-
     try:
         return ensure_jaeger(log=lambda m: print(m, flush=True))
     except BuildError as exc:
@@ -83,21 +87,39 @@ def stack(tmp_path_factory, jaeger_binary):
 @pytest.mark.timeout(3600)   # a clean machine builds Jaeger here (the whole OTel collector: long on 2 cores)
 def test_jaeger_binary(jaeger_binary):
     """Built from the Go module proxy (or cached in .cache/jaeger/bin): `make jaeger` does the same."""
-    from observability.jaeger.build import VERSION, version_file
-
     assert jaeger_binary.exists() and os.access(jaeger_binary, os.X_OK)
     assert version_file().read_text().strip() == VERSION
 
 
+def test_every_port_belongs_to_one_declared_service():
+    """Each ports.* setting is listened on by exactly one declared service and carries its name
+    (kafka, kafka_controller, jaeger_*...); compose/native/stack.yaml sets every one of them."""
+    owners: dict[str, str] = {}
+    for svc in STACK:
+        for key in svc.ports:
+            assert key not in owners, f"ports.{key}: declared by {owners[key]} and {svc.name}"
+            owners[key] = svc.name
+            stem = svc.name.replace("-", "_")
+            assert key == stem or key.startswith(stem + "_"), f"{svc.name} listens on ports.{key}"
+    assert set(owners) == set(PORT_KEYS), set(owners) ^ set(PORT_KEYS)
+    assert set(yaml.safe_load(DEFAULT_CONFIG.read_text())["ports"]) == set(PORT_KEYS)
+    names = [svc.name for svc in STACK]
+    for i, svc in enumerate(STACK):   # the start order respects every dependency
+        assert set(svc.depends_on) <= set(names[:i]), (svc.name, svc.depends_on)
+
+
 def test_up_is_healthy_and_loopback_only(stack):
     cfg, state = stack
-    from services.stack.supervisor import members
-
     assert state["status"] == "up"
-    assert [r["name"] for r in state["services"]] == ["jaeger", "kafka", "scoring", "kafka-worker", "collector"]
+    assert [r["name"] for r in state["services"]] == [svc.name for svc in STACK] == \
+        ["jaeger", "kafka", "scoring", "kafka-worker", "collector"]
     for rec in state["services"]:
         assert rec["pgid"] == rec["pid"] and rec["sid"] == rec["pid"], rec   # own process group and session
         assert _alive(rec["pid"], rec["create_time"]), rec["name"]
+        # one name: process name = OTEL_SERVICE_NAME = log file
+        assert psutil.Process(rec["pid"]).environ()["OTEL_SERVICE_NAME"] == rec["name"], rec["name"]
+        assert Path(rec["logs"][0]).parent.name == "logs" and \
+            Path(rec["logs"][0]).stem == rec["name"] and Path(rec["logs"][0]).exists(), rec["logs"]
     ps = _stack(cfg, "ps", "--check", timeout=60)
     assert ps.returncode == 0, ps.stdout + ps.stderr
     assert ps.stdout.count("healthy") == 5, ps.stdout
@@ -119,8 +141,6 @@ def test_spans_reach_jaeger_over_otlp_and_link_across_kafka(stack, tmp_path):
     """A generator sends sampled batches into the stack; Jaeger answers with traces in which the
     worker's consumer span is a child of the generator's producer span (context via Kafka headers)."""
     _, state = stack
-    from serving.models import MODELS
-
     ep, topics = state["endpoints"], state["topics"]
     spec = MODELS["ffnn"]
     run_id = f"stacktest-{uuid.uuid4().hex[:8]}"
@@ -204,8 +224,6 @@ def test_crayfish_run_targets_the_stack(stack, tmp_path):
 
 def test_down_leaves_nothing(stack):
     cfg, state = stack
-    from services.stack.supervisor import members, port_free
-
     recorded = [(r["pid"], r["create_time"]) for r in state["services"]]
     recorded += [(c["pid"], c["create_time"]) for r in state["services"] for c in r["children"]]
     # what runs right now (worker instances, JVM/Go threads are not processes), as down will see it

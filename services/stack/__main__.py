@@ -6,7 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from crayfish.host.procs import ServiceError
+from services.stack.logs import logs
 from services.stack.settings import DEFAULT_CONFIG, StackConfigError, load_settings
+from services.stack.state import StackError
+from services.stack.status import print_up, ps, shown_path
+from services.stack.supervisor import down, up
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,7 +38,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from services.stack import supervisor as sv
 
     def log(msg: str) -> None:
         print(msg, flush=True)
@@ -41,28 +45,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args.config, args.dir)
         if args.command == "up":
-            log(f"starting the native stack in {sv._rel(str(settings.dir))} ...")
-            state = sv.up(settings, config_path=args.config or DEFAULT_CONFIG, log=log)
-            sv.print_up(state, log=log)
+            log(f"starting the native stack in {shown_path(settings.dir)} ...")
+            state = up(settings, config_path=args.config or DEFAULT_CONFIG, log=log)
+            print_up(state, log=log)
             return 0
         if args.command == "down":
-            return 0 if sv.down(settings, log=log) else 1
+            return 0 if down(settings, log=log) else 1
         if args.command == "ps":
-            code = sv.ps(settings, log=log)
+            code = ps(settings, log=log)
             return code if args.check else 0
         if args.command == "logs":
-            sv.logs(settings, args.service, lines=args.lines, follow=args.follow)
+            logs(settings, args.service, lines=args.lines, follow=args.follow)
             return 0
     except StackConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # noqa: BLE001 - one line for the user, the logs hold the rest
-        from crayfish.host.procs import ServiceError
-
-        if not isinstance(exc, (sv.StackError, ServiceError, RuntimeError, OSError)):
-            raise
+    except (StackError, ServiceError, RuntimeError, OSError) as exc:   # one line for the user, the logs hold the rest
         print(f"error: {exc}", file=sys.stderr)
         if args.command == "up" and getattr(exc, "stack_stopped", False):
             print(f"(logs: {settings.dir / 'logs'}; everything started was stopped again)", file=sys.stderr)
