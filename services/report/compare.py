@@ -168,8 +168,19 @@ def write_comparison_html(result: dict, out: Path | str) -> Path:
     body = [f'<header class="top"><h1>Compare runs: A = {escape(an)}, B = {escape(bn)}</h1>'
             f'<div class="meta">A: {escape(result["a"]["dir"])} ({escape(str(result["a"]["experiment"]))}) · '
             f'B: {escape(result["b"]["dir"])} ({escape(str(result["b"]["experiment"]))}) · ratios are B/A</div>'
-            f'</header><main>']
-    # overview
+            f'</header><main>', _overview(result)]
+    pts_a, pts_b = a_run.summary.get("points", []), b_run.summary.get("points", [])
+    for k, m in enumerate(result["matched"]):
+        body.append(_point_section(k, m, a_run, b_run, pts_a[m["index_a"]], pts_b[m["index_b"]]))
+    body.append("</main>")
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page(f"Compare {an} vs {bn}", "".join(body)), encoding="utf-8")
+    return path
+
+
+def _overview(result: dict) -> str:
+    """The matching points with their key ratios, the ratio chart, unmatched points, searches."""
     rows = []
     for k, m in enumerate(result["matched"]):
         r = {x["metric"]: x for x in m["rows"]}
@@ -183,16 +194,16 @@ def write_comparison_html(result: dict, out: Path | str) -> Path:
                     f'<td>{fmt(v.get("a"))} / {fmt(v.get("b"))}</td></tr>')
     head = "".join(f'<th colspan="3">{escape(t)}</th>' for t in ("throughput b/s", "p50 ms", "p99 ms", "sched p99 ms"))
     sub = "<th>A</th><th>B</th><th>B/A</th>" * 4
-    body.append(f'<section id="overview"><h2>Matching points: {len(result["matched"])}</h2><div class="wide">'
-                f'<table data-table="compare-overview"><tr><th class="l" rowspan="2">point</th>{head}'
-                f'<th rowspan="2">valid A / B</th></tr><tr>{sub}</tr>{"".join(rows)}</table></div>')
+    out = [f'<section id="overview"><h2>Matching points: {len(result["matched"])}</h2><div class="wide">'
+           f'<table data-table="compare-overview"><tr><th class="l" rowspan="2">point</th>{head}'
+           f'<th rowspan="2">valid A / B</th></tr><tr>{sub}</tr>{"".join(rows)}</table></div>']
     if result["matched"]:
         labels = [m["label"] for m in result["matched"]]
 
         def ratios(metric):
             return [next((x["ratio"] for x in m["rows"] if x["metric"] == metric), None) for m in result["matched"]]
 
-        body.append('<div class="charts">' + svg.grouped_bars(
+        out.append('<div class="charts">' + svg.grouped_bars(
             labels, [("throughput B/A", ratios("throughput (batches/s)")), ("p50 B/A", ratios("latency p50 (ms)")),
                      ("p99 B/A", ratios("latency p99 (ms)"))],
             name="compare-ratios", title="Ratios B/A per point (log; bars start at 1 = equal)", y_label="B/A",
@@ -200,50 +211,46 @@ def write_comparison_html(result: dict, out: Path | str) -> Path:
             width=max(620, 110 * len(labels))) + "</div>")
     for side, key in (("A", "only_a"), ("B", "only_b")):
         if result[key]:
-            body.append(f'<p class="note">only in {side}: '
-                        + escape(", ".join(f"#{x['index']} {x['label']}" for x in result[key])) + "</p>")
+            out.append(f'<p class="note">only in {side}: '
+                       + escape(", ".join(f"#{x['index']} {x['label']}" for x in result[key])) + "</p>")
     for s in result["searches"]:
         label = ", ".join(f"{k}={v}" for k, v in s["params"].items()) or "search"
-        body.append(f'<p>sustainable throughput ({escape(label)}): A {fmt(s["a"], 1)} ({escape(str(s["status_a"]))}), '
-                    f'B {fmt(s["b"], 1)} ({escape(str(s["status_b"]))}), B/A <b>{fmt_ratio(s["ratio"])}</b></p>')
-    body.append("</section>")
-    # per point
-    pts_a, pts_b = a_run.summary.get("points", []), b_run.summary.get("points", [])
-    for k, m in enumerate(result["matched"]):
-        pa, pb = pts_a[m["index_a"]], pts_b[m["index_b"]]
-        body.append(f'<section id="cmp-{k}" class="point"><h2>{escape(m["label"])}</h2>')
-        series = []
-        for side, run, idx, p, col in (("A", a_run, m["index_a"], pa, 0), ("B", b_run, m["index_b"], pb, 1)):
-            dirs = rep_dirs(run, idx, p)
-            if not dirs:
-                continue
-            rep = load_rep(dirs[0], p)
-            x, y = cdf(rep.latency)
-            series.append({"name": f"{side} latency", "x": x, "y": y, "color": svg.color(col)})
-            x, y = cdf(rep.latency_sched)
-            series.append({"name": f"{side} from schedule", "x": x, "y": y, "color": svg.color(col), "dash": "5 3"})
-        charts = [cdf_chart(series, f"cmp-cdf-{k}", "Latency CDF, A vs B (repetition 0)")]
-        charts.append(svg.grouped_bars([lab for _, lab in LATENCY],
-                                       [("A", [get(pa, f"latency_ms.{q}") for q, _ in LATENCY]),
-                                        ("B", [get(pb, f"latency_ms.{q}") for q, _ in LATENCY])],
-                                       name=f"cmp-pct-{k}", title="Latency percentiles (ms, log)", y_label="ms",
-                                       y_log=True))
-        hop_rows = [r for r in m["rows"] if r["group"] == "hops"]
-        if hop_rows:
-            charts.append(svg.grouped_bars([r["metric"].split()[1] for r in hop_rows],
-                                           [("A", [r["a"] for r in hop_rows]), ("B", [r["b"] for r in hop_rows])],
-                                           name=f"cmp-hops-{k}", title="Per-hop medians (ms)", y_label="ms"))
-        body.append('<div class="charts">' + "".join(charts) + "</div>")
-        trs = "".join(f'<tr><td class="l">{escape(r["metric"])}</td><td>{fmt(r["a"], r["nd"])}</td>'
-                      f'<td>{fmt(r["b"], r["nd"])}</td><td data-ratio="{escape(r["metric"])}">{fmt_ratio(r["ratio"])}</td></tr>'
-                      for r in m["rows"])
-        body.append(f'<table data-table="compare"><tr><th class="l">metric</th><th>A</th><th>B</th><th>B/A</th></tr>'
-                    f'{trs}</table></section>')
-    body.append("</main>")
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page(f"Compare {an} vs {bn}", "".join(body)), encoding="utf-8")
-    return path
+        out.append(f'<p>sustainable throughput ({escape(label)}): A {fmt(s["a"], 1)} ({escape(str(s["status_a"]))}), '
+                   f'B {fmt(s["b"], 1)} ({escape(str(s["status_b"]))}), B/A <b>{fmt_ratio(s["ratio"])}</b></p>')
+    out.append("</section>")
+    return "".join(out)
+
+
+def _point_section(k: int, m: dict, a_run, b_run, pa: dict, pb: dict) -> str:
+    """One matched point: overlaid CDFs, percentile and hop bars, the table of every metric."""
+    series = []
+    for side, run, idx, p, col in (("A", a_run, m["index_a"], pa, 0), ("B", b_run, m["index_b"], pb, 1)):
+        dirs = rep_dirs(run, idx, p)
+        if not dirs:
+            continue
+        rep = load_rep(dirs[0], p)
+        x, y = cdf(rep.latency)
+        series.append({"name": f"{side} latency", "x": x, "y": y, "color": svg.color(col)})
+        x, y = cdf(rep.latency_sched)
+        series.append({"name": f"{side} from schedule", "x": x, "y": y, "color": svg.color(col), "dash": "5 3"})
+    charts = [cdf_chart(series, f"cmp-cdf-{k}", "Latency CDF, A vs B (repetition 0)")]
+    charts.append(svg.grouped_bars([lab for _, lab in LATENCY],
+                                   [("A", [get(pa, f"latency_ms.{q}") for q, _ in LATENCY]),
+                                    ("B", [get(pb, f"latency_ms.{q}") for q, _ in LATENCY])],
+                                   name=f"cmp-pct-{k}", title="Latency percentiles (ms, log)", y_label="ms",
+                                   y_log=True))
+    hop_rows = [r for r in m["rows"] if r["group"] == "hops"]
+    if hop_rows:
+        charts.append(svg.grouped_bars([r["metric"].split()[1] for r in hop_rows],
+                                       [("A", [r["a"] for r in hop_rows]), ("B", [r["b"] for r in hop_rows])],
+                                       name=f"cmp-hops-{k}", title="Per-hop medians (ms)", y_label="ms"))
+    trs = "".join(f'<tr><td class="l">{escape(r["metric"])}</td><td>{fmt(r["a"], r["nd"])}</td>'
+                  f'<td>{fmt(r["b"], r["nd"])}</td><td data-ratio="{escape(r["metric"])}">{fmt_ratio(r["ratio"])}</td></tr>'
+                  for r in m["rows"])
+    return (f'<section id="cmp-{k}" class="point"><h2>{escape(m["label"])}</h2>'
+            f'<div class="charts">{"".join(charts)}</div>'
+            f'<table data-table="compare"><tr><th class="l">metric</th><th>A</th><th>B</th><th>B/A</th></tr>'
+            f'{trs}</table></section>')
 
 
 def default_out(run_a: Path | str, run_b: Path | str) -> Path:
