@@ -68,23 +68,40 @@ def main() -> int:
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    models_dir = Path(os.environ.get("CRAYFISH_MODELS_DIR", ".cache/models"))
-    result: dict = {"python": platform.python_version(), "host_cpus": os.cpu_count()}
+    import torch  # this script runs in the torch environment only
 
-    import torch
-
-    from serving.models import build_model, model_paths, reference_forward
+    from crayfish.host.paths import models_dir as default_models_dir
+    from serving.models import build_model
     from serving.models.export_torch import export_torchscript
 
-    result["torch"] = torch.__version__
-    result["cuda_available"] = torch.cuda.is_available()
-    result["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    models_dir = default_models_dir()
+    result: dict = {"python": platform.python_version(), "host_cpus": os.cpu_count(), "torch": torch.__version__,
+                    "cuda_available": torch.cuda.is_available(),
+                    "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     t = time.perf_counter()
     build_model("resnet50", models_dir)
     pt = export_torchscript("resnet50", models_dir)
     result["build_s"] = time.perf_counter() - t
     x = np.random.default_rng(0).random((8, 224, 224, 3), dtype=np.float32)
+    result.update(_bare_torch(torch, pt, x))
+    print(json.dumps(result), flush=True)
+    result.update(_through_the_server(torch, models_dir, x, a.cpu_calls, a.gpu_calls))
+    if "scoring_server_cuda" in result:
+        gpu_e2e = result["scoring_server_cuda"]["p50_ms"]
+        cpu_e2e = result["scoring_server_cpu"]["p50_ms"]
+        result["ratio_cuda_over_cpu_e2e"] = gpu_e2e / cpu_e2e
+        result["ratio_e2e_gpu_over_bare_gpu"] = gpu_e2e / result["bare_torch_cuda_ms_p50"]
+        result["goal_e2e_gpu_le_4x_bare_gpu"] = result["ratio_e2e_gpu_over_bare_gpu"] <= 4
+        result["ratio_e2e_gpu_over_1thread_cpu"] = gpu_e2e / cpu_e2e
+        result["goal_e2e_gpu_le_0.05x_cpu"] = result["ratio_e2e_gpu_over_1thread_cpu"] <= 0.05
+    (out / "gpu_check.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    return 0
 
+
+def _bare_torch(torch, pt: Path, x: np.ndarray) -> dict:
+    """The TorchScript module called directly: one CPU thread, and CUDA with and without TF32."""
+    result = {}
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
     module = torch.jit.load(str(pt)).eval()
@@ -113,11 +130,18 @@ def main() -> int:
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
             del gm
-    print(json.dumps(result), flush=True)
+    return result
 
+
+def _through_the_server(torch, models_dir: Path, x: np.ndarray, cpu_calls: int, gpu_calls: int) -> dict:
+    """Closed-loop calls through our Scoring server (torchscript backend) on each device, checked
+    against the numpy reference."""
+    from serving.models import model_paths, reference_forward
+
+    result = {}
     ref = reference_forward("resnet50", model_paths("resnet50", models_dir).weights, x[:1])
-    for device, calls, tf32 in (("cpu", a.cpu_calls, False), ("cuda", a.gpu_calls, False),
-                                ("cuda_tf32", a.gpu_calls, True)):
+    for device, calls, tf32 in (("cpu", cpu_calls, False), ("cuda", gpu_calls, False),
+                                ("cuda_tf32", gpu_calls, True)):
         if device != "cpu" and not torch.cuda.is_available():
             continue
         server, core, target = serve("cuda" if tf32 else device, models_dir, allow_tf32=tf32)
@@ -130,18 +154,7 @@ def main() -> int:
         stats["max_abs_error_vs_numpy_reference_row0"] = float(np.max(np.abs(y[:1] - ref)))
         result[f"scoring_server_{device}"] = stats
         print(json.dumps({device: stats}), flush=True)
-
-    if "scoring_server_cuda" in result:
-        gpu_e2e = result["scoring_server_cuda"]["p50_ms"]
-        cpu_e2e = result["scoring_server_cpu"]["p50_ms"]
-        result["ratio_cuda_over_cpu_e2e"] = gpu_e2e / cpu_e2e
-        result["ratio_e2e_gpu_over_bare_gpu"] = gpu_e2e / result["bare_torch_cuda_ms_p50"]
-        result["goal_e2e_gpu_le_4x_bare_gpu"] = result["ratio_e2e_gpu_over_bare_gpu"] <= 4
-        result["ratio_e2e_gpu_over_1thread_cpu"] = gpu_e2e / cpu_e2e
-        result["goal_e2e_gpu_le_0.05x_cpu"] = result["ratio_e2e_gpu_over_1thread_cpu"] <= 0.05
-    (out / "gpu_check.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
-    return 0
+    return result
 
 
 if __name__ == "__main__":
