@@ -51,8 +51,15 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import (BenchSettings, error_line, percentile, ratio, run_search, scaling_bounds,
-                               search_experiment)
+from benchmarks.common import (
+    BenchSettings,
+    error_line,
+    percentile,
+    ratio,
+    run_search,
+    scaling_bounds,
+    search_experiment,
+)
 from benchmarks.efficiency import MODEL, ORT_OPTIONS, input_array
 
 PIPELINING_GOAL = 4.0  # pipelined / blocking with the sleep server ("much more than 1"; ideal: max_in_flight)

@@ -41,7 +41,7 @@ def test_cache_dir_moves_every_cache(tmp_path, monkeypatch):
     monkeypatch.delenv("CRAYFISH_TORCHSERVE_STUBS_DIR", raising=False)
     monkeypatch.delenv("CRAYFISH_TORCHSERVE_SERVERS_DIR", raising=False)
     from observability.jaeger import build as jaeger
-    from serving.clients.torchserve import servers_dir
+    from serving.torchserve.client import servers_dir
     from serving.models import default_models_dir
     from serving.torchserve.grpc_stubs import stubs_root
     from services.broker import launcher

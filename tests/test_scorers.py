@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
+import types
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 from serving.embedded import (
@@ -16,9 +19,11 @@ from serving.embedded import (
     ScorerConfigError,
     ScoringError,
     SleepScorer,
+    backend,
     create_scorer,
-    register_backend,
+    registry,
 )
+from serving.embedded.check import check
 from serving.models import MODELS, build_model, model_paths, reference_forward
 
 
@@ -85,8 +90,6 @@ def test_onnxruntime_options(models_dir):
 
 
 def test_onnxruntime_cuda_without_gpu_build_is_a_clear_error(models_dir):
-    import onnxruntime as ort
-
     if "CUDAExecutionProvider" in ort.get_available_providers():
         s = create_scorer("onnxruntime", "ffnn", models_dir, device="cuda")
         assert s.score(_x("ffnn", 1)).shape == (1, 10)
@@ -219,7 +222,9 @@ def test_close(models_dir, backend, options):
         s.score(_x("ffnn", 1))
 
 
-def test_register_custom_backend(tmp_path):
+def test_backend_modules_register_their_scorers(monkeypatch, tmp_path):
+    """A module listed in BACKEND_MODULES registers the classes of its SCORERS; a second class under
+    a taken name is refused, naming the first."""
     class Doubler(Scorer):
         name = "test-doubler"
         needs_artifacts = False
@@ -227,18 +232,58 @@ def test_register_custom_backend(tmp_path):
         def _score(self, x):
             return np.full((x.shape[0], *self._out_shape), 2.0, np.float32)
 
-    register_backend(Doubler)
-    try:
-        assert register_backend(Doubler) is Doubler  # re-registering the same class is fine
-        s = create_scorer("test-doubler", "ffnn", tmp_path)
-        assert (s.score(_x("ffnn", 2)) == 2.0).all()
-        with pytest.raises(ScorerConfigError, match="has no option 'x'; its options: none"):
-            create_scorer("test-doubler", "ffnn", x=1)
+    class Impostor(Doubler):
+        pass
 
-        class Impostor(Doubler):
-            pass
+    module = types.ModuleType("crayfish_test_backends")
+    module.SCORERS = (Doubler,)
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setattr(registry, "BACKEND_MODULES", [*registry.BACKEND_MODULES, module.__name__])
+    assert BACKENDS["test-doubler"] is Doubler and backend("test-doubler") is Doubler
+    s = create_scorer("test-doubler", "ffnn", tmp_path)
+    assert (s.score(_x("ffnn", 2)) == 2.0).all()
+    with pytest.raises(ScorerConfigError, match="has no option 'x'; its options: none"):
+        create_scorer("test-doubler", "ffnn", x=1)
+    module.SCORERS = (Doubler, Impostor)
+    with pytest.raises(ValueError, match="taken"):
+        create_scorer("test-doubler", "ffnn", tmp_path)
+    monkeypatch.undo()
+    assert "test-doubler" not in BACKENDS
 
-        with pytest.raises(ValueError, match="taken"):
-            register_backend(Impostor)
-    finally:
-        BACKENDS.pop("test-doubler", None)
+
+# --------------------------------------------------------------- what the runner asks of a backend
+
+@pytest.mark.parametrize("name,environment,exporter,options", [
+    ("onnxruntime", "core", None, {"intra_op_threads": 2, "inter_op_threads": 3, "device": "cuda"}),
+    ("torchscript", "torch", "serving.models.export_torch", {"threads": 2, "interop_threads": 3, "device": "cuda"}),
+    ("savedmodel", "tensorflow", "serving.models.export_tf",
+     {"intra_op_threads": 2, "inter_op_threads": 3, "device": "cuda"}),
+    ("sleep", "core", None, {"delay_ms": 7.5}),
+    ("noop", "core", None, {}),
+])
+def test_backend_declarations(name, environment, exporter, options):
+    """Each backend's own module says where it runs, what writes its files and how the
+    experiment's serving fields map to its options -- and those options are ones it accepts."""
+    b = backend(name)
+    assert (b.environment, b.exporter) == (environment, exporter)
+    got = b.options_from(threads=2, inter_threads=3, device="cuda", delay_ms=7.5)
+    assert got == options
+    resolved = b.resolve_options(got)  # raises unless every mapped option is one of its OPTIONS
+    assert {k: resolved[k] for k in got} == got
+
+
+def test_unknown_backend_names_the_known_ones():
+    with pytest.raises(ScorerConfigError, match="unknown backend 'torch'; available backends: noop"):
+        backend("torch")
+
+
+def test_export_without_exporter_writes_nothing(tmp_path):
+    backend("onnxruntime").export("ffnn", tmp_path, log=lambda line: pytest.fail(line))
+    assert not any(tmp_path.iterdir())
+
+
+def test_check_against_the_reference(models_dir):
+    errors = check("onnxruntime", "ffnn", models_dir, batches=(1, 4))
+    assert set(errors) == {"batch=1", "batch=4"} and max(errors.values()) <= 1e-4
+    with pytest.raises(AssertionError, match="max abs error"):
+        check("noop", "ffnn", models_dir)   # zeros are not the model

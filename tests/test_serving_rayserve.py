@@ -7,14 +7,14 @@ One real Ray + Serve start for the module (``.envs/ray``, built on first use by
 
 from __future__ import annotations
 
-
 import numpy as np
 import psutil
 import pytest
 
-from serving.clients.base import create_client
+from serving.clients import create_client
+from serving.errors import BadInputError
 from serving.rayserve import launcher
-from tests.conformance_serving import processes_in_session
+from tests.conformance_serving import Served, processes_in_session
 from tests.procs import loopback_listeners
 
 KINDS = ["ray-serve", "ray-serve-grpc"]
@@ -41,8 +41,6 @@ def rayserve(models_dir):
 
 @pytest.fixture(scope="module", params=KINDS)
 def served(request, rayserve):
-    from tests.conformance_serving import Served
-
     kind = request.param
     target = rayserve.targets[kind]
     return Served(
@@ -103,8 +101,6 @@ def test_results_carry_server_timings(rayserve, kind):
 
 
 def test_http_bad_request_message_names_the_problem(rayserve):
-    from serving.errors import BadInputError
-
     client = create_client("ray-serve", rayserve.target, "ffnn", timeout_s=5.0)
     try:
         with pytest.raises(BadInputError, match=r"783"):
@@ -116,8 +112,6 @@ def test_http_bad_request_message_names_the_problem(rayserve):
 def test_grpc_stream_failure_carries_its_status(rayserve):
     """Serve forwards a status set on a stream's context only when the generator raises: the
     deployment does, so a bad record mid-stream is INVALID_ARGUMENT (not a silently short stream)."""
-    from serving.errors import BadInputError
-
     ok = np.zeros((1, 1, 784), dtype=np.float32)
     client = create_client("ray-serve-grpc", rayserve.targets["ray-serve-grpc"], "ffnn", timeout_s=10.0)
     try:

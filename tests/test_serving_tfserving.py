@@ -8,7 +8,7 @@ the ``sleep`` backend (5 s per call) for the deadline test.
 The client is real too, but it needs the TF Serving stubs, i.e. the ``tensorflow`` environment,
 while these tests run in the core env. So ``make_client`` returns a
 :class:`serving.tfserving.remote_client.RemoteClient`: a thin proxy whose calls run the real
-``tf-serving`` client (:mod:`serving.clients.tfserving`) inside one long-lived subprocess of the
+``tf-serving`` client (:mod:`serving.tfserving.client`) inside one long-lived subprocess of the
 ``tensorflow`` environment (stdin/stdout pipes; results and serving.errors exceptions come back
 as raised there). Timeouts, deadlines and errors are therefore the real client's.
 """

@@ -19,7 +19,7 @@ import numpy as np
 import psutil
 import pytest
 
-from serving.clients.base import create_client
+from serving.clients import create_client
 from serving.errors import BadInputError, ServingError
 from serving.models import model_paths, reference_forward
 from serving.torchserve import launcher, wire
@@ -48,7 +48,7 @@ def torchserve(models_dir):
              if p is not None and p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not alive, f"left running after stop(): {alive}"
     assert not processes_in_session(pid), f"left in the server's session after stop(): {processes_in_session(pid)}"
-    assert not (srv.run_dir / "key_file.json").exists()
+    assert not (srv.info["run_dir"] / "key_file.json").exists()
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_server_name_and_results(torchserve):
 
 
 def test_every_listener_binds_localhost(torchserve):
-    cfg = (torchserve.run_dir / "config.properties").read_text()
+    cfg = (torchserve.info["run_dir"] / "config.properties").read_text()
     for key in ("inference_address", "management_address", "metrics_address"):
         assert f"{key}=http://127.0.0.1:" in cfg
     for key in ("grpc_inference_address", "grpc_management_address"):
@@ -97,16 +97,16 @@ def test_every_listener_binds_localhost(torchserve):
     # the whole tree (the Java frontend and its Python workers): loopback only, and exactly the
     # five endpoints (HTTP inference / management / metrics, gRPC inference / management)
     found = loopback_listeners(torchserve.service.proc.pid, at_least=5)
-    endpoints = {int(a.rsplit(":", 1)[1]) for a in (torchserve.target, torchserve.management_target,
-                                                   *torchserve.http.values())}
+    endpoints = {int(a.rsplit(":", 1)[1]) for a in (torchserve.target, torchserve.info["management_target"],
+                                                   *torchserve.info["http"].values())}
     assert len(endpoints) == 5 and {a.port for a in found} == endpoints, (endpoints, found)
     assert not {8080, 8081, 8082, 7070, 7071} & endpoints
 
 
 def test_token_auth_is_on_and_enforced(torchserve, tmp_path):
-    assert torchserve.key_file is not None and torchserve.key_file.is_file()
-    assert oct(torchserve.key_file.stat().st_mode & 0o777) == "0o600"
-    assert "disable_token_authorization=false" in (torchserve.run_dir / "config.properties").read_text()
+    assert torchserve.info["key_file"] is not None and torchserve.info["key_file"].is_file()
+    assert oct(torchserve.info["key_file"].stat().st_mode & 0o777) == "0o600"
+    assert "disable_token_authorization=false" in (torchserve.info["run_dir"] / "config.properties").read_text()
     wrong = tmp_path / "key_file.json"
     wrong.write_text(json.dumps({"inference": {"key": "wrong"}, "management": {"key": "wrong"}}))
     client = create_client("torchserve", torchserve.target, "ffnn", timeout_s=5.0, key_file=str(wrong))
@@ -144,7 +144,7 @@ def test_server_side_batching_with_a_bad_request_in_the_batch(torchserve):
 
 def test_resnet_sized_messages_pass(torchserve):
     """A [64, 1, 784] batch is small, but the gRPC limit is what a ResNet50 batch needs."""
-    assert f"max_request_size={256 * 1024 * 1024}" in (torchserve.run_dir / "config.properties").read_text()
+    assert f"max_request_size={256 * 1024 * 1024}" in (torchserve.info["run_dir"] / "config.properties").read_text()
     client = create_client("torchserve", torchserve.target, "ffnn", timeout_s=10.0)
     try:
         x = _x(512, 5)
@@ -214,13 +214,13 @@ def test_full_job_queue_is_overloaded(models_dir):
 def test_auth_off_stock_logging_and_fallbacks(models_dir, tmp_path):
     """auth="off" (--disable-token-auth) with TorchServe's stock logging; a client that knows
     nothing but the target (no server record): health by Ping, describe from MODELS."""
-    from serving.clients.torchserve import TorchServeClient
+    from serving.torchserve.client import TorchServeClient
 
     srv = launcher.start("ffnn", instances=1, models_dir=models_dir, auth="off", log_level="default")
     try:
-        assert srv.key_file is None and not (srv.run_dir / "key_file.json").exists()
-        assert not (srv.run_dir / "log4j2.xml").exists()
-        srv.info_path.unlink()  # forget the record: the client gets only the target
+        assert srv.info["key_file"] is None and not (srv.info["run_dir"] / "key_file.json").exists()
+        assert not (srv.info["run_dir"] / "log4j2.xml").exists()
+        srv.info["info_path"].unlink()  # forget the record: the client gets only the target
         client = TorchServeClient(srv.target, "ffnn", timeout_s=5.0)
         try:
             assert client.key_file is None and client.management_target is None
@@ -230,6 +230,6 @@ def test_auth_off_stock_logging_and_fallbacks(models_dir, tmp_path):
             np.testing.assert_allclose(client.score(x).output, _ref(x), atol=1e-4, rtol=0)
         finally:
             client.close()
-        assert "ACCESS_LOG" in (srv.run_dir / "torchserve.log").read_text()  # stock log config
+        assert "ACCESS_LOG" in (srv.info["run_dir"] / "torchserve.log").read_text()  # stock log config
     finally:
         srv.stop()

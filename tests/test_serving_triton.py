@@ -16,11 +16,11 @@ import numpy as np
 import psutil
 import pytest
 
-from serving.clients.base import create_client
+from serving.clients import create_client
 from serving.errors import BadInputError, ModelNotFoundError
 from serving.models import MODELS, model_paths, reference_forward
 from serving.triton import launcher
-from tests.conformance_serving import processes_in_session, wait_until
+from tests.conformance_serving import Served, processes_in_session, wait_until
 from tests.procs import loopback_listeners
 
 # exactly who answers: Triton 2.51.0, as bundled by nvidia-pytriton 0.7.0 (envs/triton/requirements.txt)
@@ -39,7 +39,7 @@ def triton(models_dir):
     srv = launcher.start("ffnn", instances=2, models_dir=models_dir, extra_models=EXTRA_MODELS,
                          http=True, metrics=True)
     pid = srv.service.proc.pid
-    workdir = srv.workdir
+    workdir = srv.info["workdir"]
     try:
         tree = psutil.Process(pid).children(recursive=True)
         names = {p.name() for p in tree}
@@ -58,8 +58,6 @@ def triton(models_dir):
 
 @pytest.fixture(scope="module")
 def served(triton):
-    from tests.conformance_serving import Served
-
     return Served(
         make_client=lambda model, timeout_s: create_client("triton", triton.target, model,
                                                            timeout_s=timeout_s, max_in_flight=4),

@@ -13,10 +13,10 @@ import textwrap
 
 import pytest
 
-from serving.embedded import BACKENDS, ScorerConfigError, create_scorer
-from serving.models import build_model, default_models_dir
-from crayfish.host.paths import REPO_ROOT
 from crayfish.host.envs import python_for
+from crayfish.host.paths import REPO_ROOT
+from serving.embedded import BACKENDS, ScorerConfigError, backend, create_scorer
+from serving.models import build_model, default_models_dir
 
 TOLERANCE = 1e-4
 
@@ -24,7 +24,8 @@ CHECK = textwrap.dedent("""
     import json, sys, time
     import numpy as np
     from serving.embedded import ScorerConfigError, ScoringError, create_scorer
-    from serving.models.export_torch import check, export_torchscript, stamp_path, torchscript_path
+    from serving.embedded.check import check
+    from serving.models.export_torch import export_torchscript, stamp_path, torchscript_path
 
     out = {}
     t0 = time.perf_counter()
@@ -34,11 +35,11 @@ CHECK = textwrap.dedent("""
     export_torchscript("ffnn")                      # cached: not rewritten
     out["export_cached"] = torchscript_path("ffnn").stat().st_mtime_ns == mtime
     out["stamp"] = json.loads(stamp_path("ffnn").read_text())
-    out["ffnn"] = check("ffnn", batches=(1, 32))
-    out["ffnn_none"] = check("ffnn", batches=(1, 32), optimize="none")
-    out["ffnn_inference"] = check("ffnn", batches=(1, 32), optimize="inference")
-    out["ffnn_threads0"] = check("ffnn", batches=(3,), threads=0)
-    out["resnet50"] = check("resnet50", batches=(1,))
+    out["ffnn"] = check("torchscript", "ffnn", batches=(1, 32))
+    out["ffnn_none"] = check("torchscript", "ffnn", batches=(1, 32), optimize="none")
+    out["ffnn_inference"] = check("torchscript", "ffnn", batches=(1, 32), optimize="inference")
+    out["ffnn_threads0"] = check("torchscript", "ffnn", batches=(3,), threads=0)
+    out["resnet50"] = check("torchscript", "resnet50", batches=(1,))
     with create_scorer("torchscript", "ffnn", threads=2) as s:
         out["describe"] = s.describe()
         s.warmup(1)
@@ -104,6 +105,17 @@ def test_torchscript_matches_reference(torch_check, key, batches):
     errors = torch_check[key]
     assert sorted(errors) == batches
     assert all(err <= TOLERANCE for err in errors.values()), errors
+
+
+def test_the_runners_export_runs_the_backends_exporter_in_its_environment(torch_check):
+    """What the runner calls before a point (``backend(name).export``): the torchscript backend's
+    exporter, in the torch environment, keeping the current export."""
+    pt = default_models_dir() / "ffnn" / "ffnn.torchscript.pt"
+    before = pt.stat().st_mtime_ns
+    lines: list[str] = []
+    backend("torchscript").export("ffnn", default_models_dir(), seed=42, log=lines.append)
+    assert "model ffnn: torchscript export (in the torch environment)" in lines
+    assert pt.stat().st_mtime_ns == before
 
 
 def test_export_is_cached_and_stamped(torch_check):

@@ -36,6 +36,8 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from serving.server import RunningServer
+
 INTERVAL_S = 0.5
 FILE_NAME = "resources.parquet"
 BROKER_NAME = "kafka-broker"
@@ -139,11 +141,10 @@ class ResourceSampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self, server: Any = None) -> "ResourceSampler":
-        """Start sampling; ``server``: an external model server handle (``.service`` a Service)."""
-        svc = getattr(server, "service", None)
-        if svc is not None and getattr(svc, "proc", None) is not None:
-            self.extra[svc.name] = svc.proc.pid
+    def start(self, server: RunningServer | None = None) -> "ResourceSampler":
+        """Start sampling; ``server``: the point's external model server, if the runner started one."""
+        if server is not None and server.service is not None:
+            self.extra[server.service.name] = server.service.proc.pid
         self._thread = threading.Thread(target=self._loop, name="resource-sampler", daemon=True)
         self._thread.start()
         return self
@@ -151,9 +152,8 @@ class ResourceSampler:
     def _targets(self) -> dict[str, int]:
         found = {}
         for s in list(self.services):
-            proc = getattr(s, "proc", None)
-            if proc is not None and proc.poll() is None:
-                found[s.name] = proc.pid
+            if s.alive():
+                found[s.name] = s.proc.pid
         return {**found, **self.extra}
 
     def sample_once(self) -> None:

@@ -11,15 +11,44 @@ Every client speaks one server protocol and offers the same small interface
 Errors are :mod:`serving.errors` exceptions (BadInputError, ModelNotFoundError, OverloadedError,
 DeadlineExceededError, BackendError, UnavailableError), whatever the protocol.
 
-Adding a client
----------------
-Subclass :class:`ExternalClient` (set ``kind`` and ``server``), implement ``score`` (and
-``score_async`` when the protocol has native async calls; the default runs ``score`` on a small
-thread pool), decorate it with :func:`register_client`, and add ``kind: module`` to ``BUILTIN_CLIENTS`` in
-base.py so that ``create_client(kind, ...)`` imports it on demand. Heavy imports (tritonclient,
-tensorflow_serving) go inside ``__init__``, so environments without them can still list it.
+Where the clients live: with their server, in ``serving/<pkg>/client.py`` (a server is one
+folder: server, launcher, client). This package holds only what they share -- the base class and
+:func:`create_client`, which finds the class of a kind through the server registry
+(:func:`serving.external.client_spec`: the package whose ``ServerSpec`` names that client kind)
+and imports only that module, so an environment without, e.g., the TF Serving stubs can still use
+every other client.
+
+Writing a client
+----------------
+Subclass :class:`ExternalClient` in ``serving/<pkg>/client.py`` (set ``kind`` and ``server``),
+implement ``score``, ``health`` and ``describe`` (and ``score_async`` / ``score_stream`` when the
+protocol has native async or streaming calls; the defaults run ``score`` on a small thread pool),
+and list the class in the module's ``CLIENTS = (...)``. The server's ``ServerSpec(client=kind)``
+makes ``create_client(kind, ...)`` find it; the rest of adding a server is in
+:mod:`serving.external`.
 """
 
-from serving.clients.base import CLIENTS, ClientResult, ExternalClient, create_client, register_client
+from __future__ import annotations
 
-__all__ = ["CLIENTS", "ClientResult", "ExternalClient", "create_client", "register_client"]
+import importlib
+
+from serving.clients.base import ClientResult, ExternalClient
+from serving.external import client_spec
+
+
+def client_class(kind: str) -> type[ExternalClient]:
+    """The client class of ``kind``: from ``CLIENTS`` of the client module of the server package
+    that declares that kind (ValueError naming the known kinds otherwise)."""
+    module = client_spec(kind).client_module
+    for cls in importlib.import_module(module).CLIENTS:
+        if cls.kind == kind:
+            return cls
+    raise ValueError(f"{module}.CLIENTS has no client of kind {kind!r}")
+
+
+def create_client(kind: str, target: str, model: str, **options) -> ExternalClient:
+    """A client of ``kind`` for ``model`` on the server at ``target`` (options: the class's own)."""
+    return client_class(kind)(target, model, **options)
+
+
+__all__ = ["ClientResult", "ExternalClient", "client_class", "create_client"]

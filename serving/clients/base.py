@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import time
 from dataclasses import dataclass
 
+import grpc
 import numpy as np
 
 
@@ -19,7 +21,9 @@ class ClientResult:
 
 
 class ExternalClient:
-    kind: str = ""          # the name in experiment files: serving.backend when serving.kind is external
+    """One connection to one model on one server; see :mod:`serving.clients` for the contract."""
+
+    kind: str = ""          # the client kind a ServerSpec names (serving.server.ServerSpec.client)
     server: str = ""        # default answer to "which server answered"
 
     def __init__(self, target: str, model: str, timeout_s: float = 5.0, max_in_flight: int = 1, **options):
@@ -59,8 +63,6 @@ class ExternalClient:
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
         """Block until :meth:`health` is true (raises TimeoutError)."""
-        import time
-
         deadline = time.monotonic() + timeout_s
         last: Exception | None = None
         while time.monotonic() < deadline:
@@ -81,8 +83,6 @@ class ExternalClient:
 def grpc_channel(target: str, max_message_bytes: int, root_cert_file: str | None = None):
     """A gRPC channel for a serving client: large messages both ways, TLS when a root certificate
     is given."""
-    import grpc
-
     opts = [("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes)]
     if root_cert_file:
@@ -90,45 +90,3 @@ def grpc_channel(target: str, max_message_bytes: int, root_cert_file: str | None
             creds = grpc.ssl_channel_credentials(root_certificates=f.read())
         return grpc.secure_channel(target, creds, options=opts)
     return grpc.insecure_channel(target, options=opts)
-
-
-CLIENTS: dict[str, type[ExternalClient]] = {}
-
-
-def register_client(cls: type[ExternalClient]) -> type[ExternalClient]:
-    if not cls.kind:
-        raise ValueError(f"{cls.__name__} has no kind")
-    if cls.kind in CLIENTS and CLIENTS[cls.kind] is not cls:
-        raise ValueError(f"client kind {cls.kind!r} registered twice")
-    CLIENTS[cls.kind] = cls
-    return cls
-
-
-# kind -> module that registers it; imported only when that kind is asked for, so an environment
-# without, e.g., the TF Serving stubs can still use every other client.
-BUILTIN_CLIENTS: dict[str, str] = {
-    "scoring": "serving.clients.scoring",
-    "triton": "serving.clients.triton",
-    "torchserve": "serving.clients.torchserve",
-    "ray-serve": "serving.clients.rayserve",
-    "ray-serve-grpc": "serving.clients.rayserve",
-    "tf-serving": "serving.clients.tfserving",
-}
-
-
-def _load_builtin(kind: str) -> None:
-    import importlib
-
-    module = BUILTIN_CLIENTS.get(kind)
-    if module is not None and kind not in CLIENTS:
-        importlib.import_module(module)
-
-
-def create_client(kind: str, target: str, model: str, **options) -> ExternalClient:
-    _load_builtin(kind)
-    try:
-        cls = CLIENTS[kind]
-    except KeyError:
-        known = sorted(set(CLIENTS) | set(BUILTIN_CLIENTS))
-        raise ValueError(f"unknown external serving client {kind!r}; known: {', '.join(known)}") from None
-    return cls(target, model, **options)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 
+from crayfish.host.envs import python_for
 from serving.models.build import ModelArtifacts
 from serving.models.spec import ModelSpec
 
@@ -80,14 +83,40 @@ def non_negative(v: Any) -> str | None:
 class Scorer:
     """An in-process model: ``score(batch) -> predictions``. See :mod:`serving.embedded`.
 
-    Subclasses set :attr:`name`, :attr:`OPTIONS`, :attr:`needs_artifacts` and implement
-    :meth:`_score` (and :meth:`close` if they hold resources). ``score`` validates the input and
-    calls ``_score``.
+    Subclasses set :attr:`name`, :attr:`OPTIONS`, :attr:`needs_artifacts` (and
+    :attr:`environment`, :attr:`exporter`, :meth:`options_from` where the defaults do not fit) and
+    implement :meth:`_score` (and :meth:`close` if they hold resources). ``score`` validates the
+    input and calls ``_score``.
     """
 
     name: ClassVar[str] = ""
     OPTIONS: ClassVar[Mapping[str, Option]] = {}
     needs_artifacts: ClassVar[bool] = True
+    # The environment (crayfish.host.envs, envs/<name>/requirements.txt) with the backend's
+    # library: a worker or Scoring server using the backend runs with that interpreter.
+    environment: ClassVar[str] = "core"
+    # Module run as `python -m <exporter> --model M --dir D --seed S` in `environment` to write the
+    # backend's model files next to the ONNX build; None: the backend reads the build as it is.
+    exporter: ClassVar[str | None] = None
+
+    # -- what the runner asks of a backend ---------------------------------------------------
+    @classmethod
+    def options_from(cls, *, threads: int = 1, inter_threads: int = 1, device: str = "cpu",
+                     delay_ms: float | None = None) -> dict[str, Any]:
+        """This backend's options for an experiment's ``serving`` fields: ``threads`` (intra-op
+        threads), ``inter_threads`` (inter-op threads), ``device`` (cpu / cuda), ``delay_ms``
+        (calibration delay). Default: none of them apply (``{}``)."""
+        return {}
+
+    @classmethod
+    def export(cls, model: str, models_dir: Path | str, seed: int = 42, log: Callable[[str], Any] = print) -> None:
+        """Write this backend's model files for ``model`` (cached by the exporter: a current export
+        is kept) by running :attr:`exporter` in :attr:`environment`; nothing without an exporter."""
+        if cls.exporter is None:
+            return
+        log(f"model {model}: {cls.name} export (in the {cls.environment} environment)")
+        subprocess.run([python_for(cls.environment, log=log), "-m", cls.exporter, "--model", model,
+                        "--dir", str(models_dir), "--seed", str(seed)], check=True)
 
     def __init__(self, model: ModelSpec, artifacts: ModelArtifacts | None = None, **options: Any):
         self.model = model

@@ -33,6 +33,11 @@ class OnnxRuntimeScorer(Scorer):
         "graph_optimization": Option(str, "all", "ORT graph optimization level", choices=_OPT_LEVELS),
     }
 
+    @classmethod
+    def options_from(cls, *, threads: int = 1, inter_threads: int = 1, device: str = "cpu",
+                     delay_ms: float | None = None) -> dict[str, Any]:
+        return {"intra_op_threads": threads, "inter_op_threads": inter_threads, "device": device}
+
     def __init__(self, model, artifacts=None, **options: Any):
         super().__init__(model, artifacts, **options)
         device = self.options["device"].lower()
@@ -94,3 +99,6 @@ class OnnxRuntimeScorer(Scorer):
         self._session = None
         self._run = None
         super().close()
+
+
+SCORERS = (OnnxRuntimeScorer,)

@@ -38,17 +38,17 @@ from typing import Any
 import numpy as np
 
 from serving.embedded.base import Option, Scorer, ScorerConfigError, non_negative
-from serving.embedded.registry import register_backend
-
+from serving.models.export_tf import OUTPUT_KEY, load_signature, quiet_tensorflow
 
 _PROCESS_THREADS: dict[str, int] = {}   # intra-op pool size fixed by the first session of the process
 
 
-@register_backend
 class SavedModelScorer(Scorer):
     """One SavedModel per scorer, loaded once; see the module docstring for the options."""
 
     name = "savedmodel"
+    environment = "tensorflow"
+    exporter = "serving.models.export_tf"
     OPTIONS = {
         "runtime": Option(str, "session", "TF1 session (as TF Serving) or TF2 eager signature call",
                           choices=("session", "eager")),
@@ -58,10 +58,13 @@ class SavedModelScorer(Scorer):
         "signature": Option(str, "serving_default", "SavedModel signature to call"),
     }
 
+    @classmethod
+    def options_from(cls, *, threads: int = 1, inter_threads: int = 1, device: str = "cpu",
+                     delay_ms: float | None = None) -> dict[str, Any]:
+        return {"intra_op_threads": threads, "inter_op_threads": inter_threads, "device": device}
+
     def __init__(self, model, artifacts=None, **options: Any):
         super().__init__(model, artifacts, **options)
-        from serving.models.export_tf import OUTPUT_KEY, quiet_tensorflow
-
         path = self.artifacts.model_dir / "savedmodel"
         if not (path / "saved_model.pb").is_file():
             raise ScorerConfigError(
@@ -70,7 +73,7 @@ class SavedModelScorer(Scorer):
                 f"environment")
         quiet_tensorflow()
         try:
-            import tensorflow as tf
+            import tensorflow as tf  # the tensorflow environment only: every environment lists this backend
         except ImportError as exc:
             raise ScorerConfigError(f"backend 'savedmodel' needs TensorFlow (the 'tensorflow' "
                                     f"environment: `crayfish env build tensorflow`): {exc}") from None
@@ -138,8 +141,6 @@ class SavedModelScorer(Scorer):
         self._session = session
 
     def _load_eager(self, tf, path) -> None:
-        from serving.models.export_tf import load_signature
-
         threading = tf.config.threading
         for kind, setter, getter in (
                 ("intra", threading.set_intra_op_parallelism_threads, threading.get_intra_op_parallelism_threads),
@@ -187,6 +188,11 @@ class SavedModelScorer(Scorer):
 
 def _quiet_v1_loader(tf):
     """``tf.compat.v1.saved_model.loader.load`` without its deprecation warning in every log."""
-    from tensorflow.python.saved_model import loader_impl
+    from tensorflow.python.saved_model import (
+        loader_impl,  # TensorFlow: the tensorflow environment only
+    )
 
     return getattr(loader_impl.load, "__wrapped__", None) or tf.compat.v1.saved_model.loader.load
+
+
+SCORERS = (SavedModelScorer,)

@@ -37,6 +37,11 @@ class SleepScorer(Scorer):
                           non_negative),
     }
 
+    @classmethod
+    def options_from(cls, *, threads: int = 1, inter_threads: int = 1, device: str = "cpu",
+                     delay_ms: float | None = None) -> dict[str, Any]:
+        return {"delay_ms": delay_ms}
+
     def __init__(self, model, artifacts=None, **options: Any):
         super().__init__(model, artifacts, **options)
         self._delay_ns = int(round(self.options["delay_ms"] * 1e6))
@@ -51,3 +56,6 @@ class SleepScorer(Scorer):
         while clock() < deadline:
             time.sleep(0)
         return np.zeros((x.shape[0], *self._out_shape), dtype=np.float32)
+
+
+SCORERS = (NoopScorer, SleepScorer)

@@ -40,17 +40,17 @@ from typing import Any
 import numpy as np
 
 from serving.embedded.base import Option, Scorer, ScorerConfigError, non_negative
-from serving.embedded.registry import register_backend
 
 _OPTIMIZE = ("none", "freeze", "inference")
 
 
-@register_backend
 class TorchScriptScorer(Scorer):
     """One ``torch.jit.load``-ed module per scorer, loaded (and optimized) once."""
 
     name = "torchscript"
     needs_artifacts = True
+    environment = "torch"
+    exporter = "serving.models.export_torch"
     OPTIONS = {
         "threads": Option(int, 1, "torch.set_num_threads (0 = torch default)", non_negative),
         "interop_threads": Option(int, 1, "torch.set_num_interop_threads (0 = torch default)",
@@ -61,6 +61,11 @@ class TorchScriptScorer(Scorer):
         "allow_tf32": Option(bool, False, "cuda: TF32 convolutions / matmuls (process-wide)"),
         "path": Option(str, "", "the .pt file (default <model_dir>/<name>.torchscript.pt)"),
     }
+
+    @classmethod
+    def options_from(cls, *, threads: int = 1, inter_threads: int = 1, device: str = "cpu",
+                     delay_ms: float | None = None) -> dict[str, Any]:
+        return {"threads": threads, "interop_threads": inter_threads, "device": device}
 
     def __init__(self, model, artifacts=None, **options: Any):
         super().__init__(model, artifacts, **options)
@@ -132,3 +137,6 @@ class TorchScriptScorer(Scorer):
     def close(self) -> None:
         self._module = None
         super().close()
+
+
+SCORERS = (TorchScriptScorer,)

@@ -8,7 +8,7 @@ Quick start
     .venv/bin/crayfish env build ray          # once: .envs/ray (ray[serve] 2.60, ORT, ...)
 
     from serving.rayserve import launcher
-    from serving.clients.base import create_client
+    from serving.clients import create_client
 
     srv = launcher.start("ffnn", instances=2)            # the paper's mp = 2 replicas
     c = create_client("ray-serve", srv.targets["ray-serve"], "ffnn")          # HTTP
@@ -47,8 +47,10 @@ process (own session, log file under ``log_dir``). That *driver* (:mod:`serving.
 
 The launcher returns once the ready file exists **and** every served model answers its HTTP
 health route and a gRPC ``DescribeModel`` through the proxies (real readiness, no fixed sleeps).
-:meth:`launcher.RunningServer.stop` sends SIGTERM to the driver, waits ``stop_timeout_s``, then
-SIGKILLs whatever is left of its process tree and session: nothing survives it.
+It returns a :class:`serving.server.RunningServer` (``targets``: one per client kind, the
+``protocol`` option's first); its ``stop()`` sends SIGTERM to the driver, waits
+``stop_timeout_s``, then SIGKILLs whatever is left of its process tree and session: nothing
+survives it.
 
 HTTP protocol (client kind ``ray-serve``)
 -----------------------------------------
@@ -85,7 +87,7 @@ Ray Serve's gRPC proxy hosts our ``crayfish.v1.Scoring`` service; the deployment
 ``Score``, ``DescribeModel`` and the bidi ``ScoreStream`` (Ray Serve 2.60 proxies client- and
 bidi-streaming: the method gets the request stream as an async iterator and yields answers).
 Ray routes on the call's ``application`` metadata, which the client
-(:class:`serving.clients.rayserve.RayServeGrpcClient`, a subclass of the Scoring client) adds to
+(:class:`serving.rayserve.client.RayServeGrpcClient`, a subclass of the Scoring client) adds to
 every call; an unknown application is Ray's ``NOT_FOUND`` (``ModelNotFoundError``). Errors are
 ``grpc_status(exc)`` set on the call's context (one mapping, :mod:`serving.errors`).
 ``ScoreStream`` scores a stream's requests in order on one replica (a stream is pinned to the
@@ -152,3 +154,8 @@ applications ~6-15 s), up to ~45 s under load; about 1.4 GB RSS in all with one 
 from one Python client: ~120/s over HTTP, ~150-190/s over gRPC (the Ray proxy hop dominates;
 the ORT call itself is ~0.1 ms).
 """
+
+from serving.server import ServerSpec
+
+SERVERS = (ServerSpec("ray-serve", client="ray-serve"),            # HTTP, as the paper
+           ServerSpec("ray-serve-grpc", client="ray-serve-grpc"))  # our Scoring contract via Serve's gRPC proxy

@@ -16,13 +16,16 @@ import json
 import os
 import secrets
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crayfish.host.paths import cache_dir
 from crayfish.host.envs import python_for
+from crayfish.host.paths import cache_dir
 from crayfish.host.procs import Service, wait_file
+from serving.embedded import ScorerConfigError, check_scorer
+from serving.models import MODELS
+from serving.rayserve.client import RayServeGrpcClient, RayServeHttpClient
+from serving.server import RunningServer
 
 ENV_NAME = "ray"
 KINDS = {"http": "ray-serve", "grpc": "ray-serve-grpc"}
@@ -55,29 +58,7 @@ OPTIONS: dict[str, Any] = {
 }
 
 
-@dataclass
-class RunningServer:
-    target: str                 # host:port of `kind`'s endpoint
-    server: str                 # "ray-serve 2.60.0"
-    kind: str                   # client kind for `target`: "ray-serve" (HTTP) or "ray-serve-grpc"
-    targets: dict[str, str] = field(default_factory=dict)   # every kind -> its host:port
-    models: list[str] = field(default_factory=list)
-    service: Service | None = None
-    log_path: Path | None = None
-    info: dict[str, Any] = field(default_factory=dict)     # the driver's ready file
-
-    def stop(self) -> None:
-        """SIGTERM the driver (it shuts Serve and Ray down), then SIGKILL whatever of its process
-        tree is left after ``stop_timeout_s``. No orphan survives."""
-        if self.service is not None:
-            self.service.stop(float(self.info.get("stop_timeout_s", 30.0)), leader_first=True)
-            self.service = None
-
-
-
 def _model_entry(name: str, m: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-    from serving.models import MODELS
-
     known = {"model", "backend", "options", "instances", "replica_cpus", "max_ongoing_requests", "warmup"}
     unknown = sorted(set(m) - known)
     if unknown:
@@ -94,19 +75,10 @@ def _model_entry(name: str, m: dict[str, Any], defaults: dict[str, Any]) -> dict
 def _check_backend(name: str, m: dict[str, Any], models_dir) -> None:
     """Fail here, with the option's or the build command's name, rather than in a Ray replica
     (where Serve would retry the deployment and bury the message in its logs)."""
-    from serving.embedded.base import ScorerConfigError
-    from serving.embedded.registry import BACKENDS
-    from serving.models import model_paths
-
-    cls = BACKENDS.get(m["backend"])
-    if cls is None:
-        raise ScorerConfigError(f"rayserve model {name!r}: unknown backend {m['backend']!r}; "
-                                f"available: {', '.join(sorted(BACKENDS))}")
-    cls.resolve_options(m.get("options") or {})
-    if cls.needs_artifacts and not model_paths(m["model"], models_dir).exists():
-        where = f" --dir {models_dir}" if models_dir is not None else ""
-        raise ScorerConfigError(f"rayserve model {name!r}: model {m['model']!r} is not built; run "
-                                f"`python -m serving.models build --model {m['model']}{where}`")
+    try:
+        check_scorer(m["backend"], m["model"], models_dir, **(m.get("options") or {}))
+    except ScorerConfigError as exc:
+        raise ScorerConfigError(f"rayserve model {name!r}: {exc}") from None
 
 
 def start(model: str = "ffnn", instances: int = 1, models_dir: Path | None = None,
@@ -181,28 +153,28 @@ def start(model: str = "ffnn", instances: int = 1, models_dir: Path | None = Non
     }
     service = Service("rayserve", ["-m", "serving.rayserve.app", "--config", str(config_file)],
                       log_path, python=python_for(ENV_NAME), env=env)
-    running = RunningServer(target="", server="", kind=KINDS[opt["protocol"]], service=service,
-                            log_path=log_path, models=list(models),
-                            info={"stop_timeout_s": float(opt["stop_timeout_s"])})
+    # SIGTERM the driver alone first (it shuts Serve and Ray down), then SIGKILL whatever of its
+    # process tree is left after stop_timeout_s: no orphan survives
+    running = RunningServer(server="", targets={}, service=service, log_path=log_path, models=list(models),
+                            stop_timeout_s=float(opt["stop_timeout_s"]), leader_first=True)
     try:
         deadline = time.monotonic() + float(opt["ready_timeout_s"])
         wait_file(ready_file, [service], float(opt["ready_timeout_s"]), what="Ray Serve")
         info = json.loads(ready_file.read_text())
         running.info.update(info)
         running.server = info["server"]
-        running.targets = {KINDS["http"]: info["http"], KINDS["grpc"]: info["grpc"]}
-        running.target = running.targets[running.kind]
-        _wait_serving(running, models_dir, deadline)
+        # the protocol asked for first: it is the handle's kind / target
+        ordered = [opt["protocol"], *(p for p in KINDS if p != opt["protocol"])]
+        running.targets = {KINDS[p]: info[p] for p in ordered}
+        _wait_serving(running, service, deadline)
     except BaseException:
         running.stop()
         raise
     return running
 
 
-def _wait_serving(running: RunningServer, models_dir, deadline: float) -> None:
+def _wait_serving(running: RunningServer, service: Service, deadline: float) -> None:
     """Real readiness: every model answers its health route (HTTP) and DescribeModel (gRPC)."""
-    from serving.clients.rayserve import RayServeGrpcClient, RayServeHttpClient
-
     for name in running.models:
         for cls in (RayServeHttpClient, RayServeGrpcClient):
             client = cls(running.targets[cls.kind], name, timeout_s=5.0)
@@ -210,4 +182,4 @@ def _wait_serving(running: RunningServer, models_dir, deadline: float) -> None:
                 client.wait_ready(timeout_s=max(1.0, deadline - time.monotonic()))
             finally:
                 client.close()
-            running.service.check_alive()
+            service.check_alive()

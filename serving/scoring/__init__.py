@@ -15,9 +15,11 @@ or in code::
     server.stop(grace=1).wait(); core.close()
 
 Settings: :class:`ScoringSettings` (:mod:`serving.scoring.settings`); server, health,
-reflection, stream semantics and protocol hooks: :mod:`serving.scoring.server`. Importing this
-package does not import ``grpc`` (only :mod:`serving.scoring.server` does), so the core and the
-settings stay usable without it.
+reflection, stream semantics and protocol hooks: :mod:`serving.scoring.server`; the launcher the
+runner uses (``serving.server: scoring``): :mod:`serving.scoring.launcher`; the client (kind
+``scoring``): :mod:`serving.scoring.client`. Importing this package does not import ``grpc``
+(only the server and the client do), so the registry, the core and the settings stay usable
+without it.
 """
 
 from __future__ import annotations
@@ -25,9 +27,13 @@ from __future__ import annotations
 from typing import Any
 
 from serving.scoring.settings import BatchingSettings, ScoringSettings, TLSSettings
+from serving.server import ServerSpec
 
-_SERVER_NAMES = ("ScoringServicer", "build_server", "serve", "ProtocolHook", "SERVER_NAME",
-                 "SCORING_SERVICE")
+SERVER_NAME = "crayfish-scoring"   # the name every answer of this server carries
+
+SERVERS = (ServerSpec("scoring", client="scoring", runs_backend=True),)
+
+_SERVER_NAMES = ("ScoringServicer", "build_server", "serve", "ProtocolHook", "SCORING_SERVICE")
 
 
 def __getattr__(name: str) -> Any:  # lazy: keep `import serving.scoring` free of grpc
@@ -38,4 +44,4 @@ def __getattr__(name: str) -> Any:  # lazy: keep `import serving.scoring` free o
     raise AttributeError(f"module 'serving.scoring' has no attribute {name!r}")
 
 
-__all__ = ["ScoringSettings", "BatchingSettings", "TLSSettings", *_SERVER_NAMES]
+__all__ = ["ScoringSettings", "BatchingSettings", "TLSSettings", "SERVER_NAME", "SERVERS", *_SERVER_NAMES]

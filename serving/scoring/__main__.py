@@ -16,6 +16,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+from pydantic import ValidationError
+
+from serving.embedded import ScorerConfigError
+from serving.scoring.server import serve
+from serving.scoring.settings import ScoringSettings
+
 
 def load_config(text: str | None) -> dict[str, Any]:
     if not text:
@@ -24,8 +31,6 @@ def load_config(text: str | None) -> dict[str, Any]:
         path = Path(text[1:]).expanduser()
         raw = path.read_text()
         if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
             data = yaml.safe_load(raw) or {}
         else:
             data = json.loads(raw)
@@ -44,18 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from pydantic import ValidationError
-
-    from serving.embedded import ScorerConfigError
-    from serving.scoring.settings import ScoringSettings
-
     try:
         settings = ScoringSettings.model_validate(load_config(args.config))
     except (OSError, ValueError, ValidationError) as exc:
         print(f"serving.scoring: bad config: {exc}", file=sys.stderr)
         return 2
-    from serving.scoring.server import serve
-
     try:
         serve(settings)
     except ScorerConfigError as exc:

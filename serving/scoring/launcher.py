@@ -5,22 +5,11 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from crayfish.host.procs import Service, wait_file
-
-
-
-@dataclass
-class RunningServer:
-    target: str
-    server: str
-    kind: str
-    service: Service
-
-    def stop(self) -> None:
-        self.service.stop()
+from serving.scoring import SERVER_NAME
+from serving.server import RunningServer
 
 
 def start(model: str = "ffnn", instances: int = 1, models_dir: Path | None = None, log_dir: Path = Path("."),
@@ -41,7 +30,8 @@ def start(model: str = "ffnn", instances: int = 1, models_dir: Path | None = Non
         config.setdefault("warmup", False)
     cfg_path = log_dir / "scoring.json"
     cfg_path.write_text(json.dumps(config, indent=2))
-    svc = Service("scoring", ["-m", "serving.scoring", "--config", f"@{cfg_path}"], log_dir / "scoring.log",
+    log_path = log_dir / "scoring.log"
+    svc = Service("scoring", ["-m", "serving.scoring", "--config", f"@{cfg_path}"], log_path,
                   python=python, env=env)
     try:
         wait_file(ready, [svc], timeout_s, what="Scoring server")
@@ -49,4 +39,6 @@ def start(model: str = "ffnn", instances: int = 1, models_dir: Path | None = Non
         svc.stop()
         raise
     port = int(ready.read_text().strip())
-    return RunningServer(target=f"127.0.0.1:{port}", server="crayfish-scoring", kind="scoring", service=svc)
+    return RunningServer(server=SERVER_NAME, targets={"scoring": f"127.0.0.1:{port}"}, service=svc,
+                         models=[model, *(m if isinstance(m, str) else m["name"] for m in extra_models or [])], log_path=log_path,
+                         info={"config": str(cfg_path)})

@@ -71,13 +71,14 @@ from grpc_reflection.v1alpha import reflection
 
 from crayfish.tensor import DTYPE_NAMES, TensorError, from_tensor, to_tensor
 from crayfish.v1 import scoring_pb2, scoring_pb2_grpc
+from observability.light import batch_tracing
 from serving.core import ScoreResult, ScoringCore
 from serving.errors import BadInputError, grpc_status
+from serving.scoring import SERVER_NAME
 from serving.scoring.settings import ScoringSettings
 
 log = logging.getLogger(__name__)
 
-SERVER_NAME = "crayfish-scoring"
 SCORING_SERVICE = scoring_pb2.DESCRIPTOR.services_by_name["Scoring"].full_name  # crayfish.v1.Scoring
 REQUEST_ID_METADATA = "crayfish-request-id"
 
@@ -126,8 +127,6 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServicer):
     def __init__(self, core: ScoringCore, stream_max_in_flight: int = 8,
                  stream_workers: int = 8):
         self.core = core
-        from observability.light import batch_tracing
-
         # Spans of traced calls (the worker's client span context arrives in the gRPC metadata).
         self.tracing = batch_tracing("scoring")
         self._traced = self.tracing.tracer is not None

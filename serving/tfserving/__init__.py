@@ -17,7 +17,7 @@ answered (``ClientResult.server``, the run record):
     The same client (kind ``tf-serving``) talks to it unchanged; mount
     ``<models_dir>/<name>/savedmodel`` as ``/models/<name>/1``.
 
-The client (:mod:`serving.clients.tfserving`) tells them apart by gRPC trailing metadata:
+The client (:mod:`serving.tfserving.client`) tells them apart by gRPC trailing metadata:
 our servicer sets ``crayfish-server: crayfish-scoring (tf-serving protocol)`` (plus
 ``crayfish-inference-ns``, ``crayfish-queue-ns``, ``crayfish-backend``) on every Predict answer;
 real TF Serving sets none, so the client reports ``tf-serving`` and server timings 0.
@@ -49,7 +49,8 @@ Running it
 ``python -m serving.tfserving --config @FILE`` in the ``tensorflow`` environment
 (``python_for("tensorflow")``; the stubs need it), exports the SavedModel first when it is
 missing or stale, waits for the ready file and for gRPC health, and returns a
-``RunningServer(target, server, kind="tf-serving", stop)``. Knobs (``start`` keywords):
+:class:`serving.server.RunningServer` (``targets={"tf-serving": host:port}``). Knobs (``start``
+keywords):
 
 ``model`` (``ffnn``), ``instances`` (1; the paper's mp: scorer instances, i.e. TF sessions),
 ``models_dir``, ``log_dir``;
@@ -71,6 +72,7 @@ protocol to a plain Scoring server instead (no extra models): ``ScoringSettings(
 Modules: :mod:`~serving.tfserving.servicer` (the protocol over the core),
 :mod:`~serving.tfserving.wire` (stubs + TensorProto codec, shared with the client),
 :mod:`~serving.tfserving.launcher`, ``__main__`` (the server entry),
+:mod:`~serving.tfserving.client` (client kind ``tf-serving``),
 :mod:`~serving.tfserving.remote_client` (drive the ``tf-serving`` client, which needs the
 ``tensorflow`` environment, from another environment: how the core-env tests use it).
 Importing this package imports neither grpc nor the stubs (the launcher runs in the core env).
@@ -80,13 +82,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from serving.scoring import SERVER_NAME as SCORING_SERVER_NAME
+from serving.server import ServerSpec
+
+# what our server's answers carry (real TF Serving names nobody: its answers read "tf-serving")
+SERVER_NAME = f"{SCORING_SERVER_NAME} (tf-serving protocol)"
+
+# the client needs the TF Serving stubs: a worker using it runs in the tensorflow environment
+SERVERS = (ServerSpec("tf-serving", client="tf-serving", worker_env="tensorflow"),)
+
 
 def add_tfserving(server: Any, core: Any, extra_models: Any = None) -> list[str]:
     """Protocol hook (``"serving.tfserving:add_tfserving"``); see
     :func:`serving.tfserving.servicer.add_tfserving`."""
-    from serving.tfserving.servicer import add_tfserving as hook
+    from serving.tfserving.servicer import add_tfserving as hook  # grpc + the TF Serving stubs: the tensorflow env
 
     return hook(server, core, extra_models)
 
 
-__all__ = ["add_tfserving"]
+__all__ = ["SERVER_NAME", "SERVERS", "add_tfserving"]

@@ -14,6 +14,14 @@ import functools
 import logging
 import sys
 
+from pydantic import ValidationError
+
+from serving.embedded import ScorerConfigError
+from serving.models.export_tf import quiet_tensorflow
+from serving.scoring.__main__ import load_config
+from serving.scoring.server import serve
+from serving.scoring.settings import ScoringSettings
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m serving.tfserving", description=__doc__.split("\n")[0])
@@ -22,13 +30,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    from pydantic import ValidationError
-
-    from serving.embedded import ScorerConfigError
-    from serving.models.export_tf import quiet_tensorflow
-    from serving.scoring.__main__ import load_config
-    from serving.scoring.settings import ScoringSettings
 
     quiet_tensorflow()
     try:
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, ValidationError) as exc:
         print(f"serving.tfserving: bad config: {exc}", file=sys.stderr)
         return 2
-    from serving.scoring.server import serve
+    # after quiet_tensorflow(): the servicer loads the TF Serving stubs, i.e. TensorFlow
     from serving.tfserving.servicer import add_tfserving
 
     try:

@@ -13,41 +13,28 @@ import json
 import os
 import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crayfish.host.paths import REPO_ROOT, cache_dir
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from crayfish.host.envs import python_for
+from crayfish.host.paths import REPO_ROOT, cache_dir
 from crayfish.host.procs import Service, ServiceError, wait_file
+from serving.models import MODELS
+from serving.models.export_tf import DEFAULT_INPUT_KEY, _is_current
+from serving.server import RunningServer
+from serving.tfserving import SERVER_NAME
 
 ENV_NAME = "tensorflow"
-SERVER_NAME = "crayfish-scoring (tf-serving protocol)"   # what the client reports for our server
 KIND = "tf-serving"
 HUNG_MODELS = {"ffnn-hung": {"model": "ffnn", "backend": "sleep", "options": {"delay_ms": 5000}}}
 POLL_S = 0.05
 
 
-@dataclass
-class RunningServer:
-    target: str                    # host:port for the tf-serving client
-    server: str                    # which server answers
-    kind: str                      # client kind (serving.clients)
-    service: Service
-    log_path: Path
-    models: list[str] = field(default_factory=list)   # served model names (extra ones included)
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def stop(self) -> None:
-        """SIGTERM (graceful: health NOT_SERVING, in-flight calls get shutdown_grace_s), then
-        SIGKILL after 30 s; the server is one process, in its own session."""
-        self.service.stop()
-
-
 def _export_if_needed(model: str, models_dir: Path | None, python: str, log_dir: Path,
                       timeout_s: float) -> None:
-    from serving.models.export_tf import DEFAULT_INPUT_KEY, _is_current
-
     if _is_current(model, models_dir, DEFAULT_INPUT_KEY):
         return
     args = [python, "-m", "serving.models.export_tf", "--model", model]
@@ -62,9 +49,6 @@ def _export_if_needed(model: str, models_dir: Path | None, python: str, log_dir:
 
 
 def _health_serving(target: str, timeout_s: float = 2.0) -> bool:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
     with grpc.insecure_channel(target) as ch:
         try:
             r = health_pb2_grpc.HealthStub(ch).Check(
@@ -81,9 +65,10 @@ def start(model: str = "ffnn", instances: int = 1, models_dir: Path | None = Non
           batching: dict | None = None, export: bool = True, timeout_s: float = 300.0,
           **settings: Any) -> RunningServer:
     """Start the server for ``model`` with ``instances`` scorer instances (mp) plus
-    ``extra_models`` (e.g. :data:`HUNG_MODELS`); other keywords are ScoringSettings fields."""
-    from serving.models import MODELS
+    ``extra_models`` (e.g. :data:`HUNG_MODELS`); other keywords are ScoringSettings fields.
 
+    :meth:`RunningServer.stop`: SIGTERM (graceful: health NOT_SERVING, in-flight calls get
+    shutdown_grace_s), then SIGKILL after 30 s; the server is one process, in its own session."""
     if model not in MODELS:
         raise ValueError(f"tf-serving launcher: unknown model {model!r}; known: {', '.join(sorted(MODELS))}")
     log_dir = Path(log_dir or cache_dir("tfserving", "logs"))
@@ -120,6 +105,6 @@ def start(model: str = "ffnn", instances: int = 1, models_dir: Path | None = Non
     except BaseException:
         svc.stop()
         raise
-    return RunningServer(target=target, server=SERVER_NAME, kind=KIND, service=svc, log_path=log_path,
+    return RunningServer(server=SERVER_NAME, targets={KIND: target}, service=svc, log_path=log_path,
                          models=[model, *(extra_models or {})],
                          info={"backend": backend, "instances": instances, "config": str(cfg_path)})

@@ -4,7 +4,7 @@ calls run in a long-lived subprocess of that environment.
 The ``tf-serving`` client needs the TF Serving stubs, i.e. the ``tensorflow`` environment, while
 the test suite (and the runner) run in the core env. :class:`ClientHost` starts
 ``python -m serving.tfserving.remote_client`` with ``python_for(env)``; :meth:`ClientHost.client`
-creates the *real* client there (``serving.clients.create_client``) and returns a
+creates the *real* client there (:func:`serving.clients.create_client`) and returns a
 :class:`RemoteClient` whose ``score`` / ``score_async`` / ``score_stream`` / ``health`` /
 ``describe`` / ``close`` are forwarded to it, with results and :mod:`serving.errors`
 exceptions coming back as they were raised there. So what is tested is the real client, on the
@@ -25,6 +25,7 @@ measurements** -- a worker using a client of another environment runs in that en
 from __future__ import annotations
 
 import concurrent.futures as cf
+import importlib
 import itertools
 import os
 import pickle
@@ -34,6 +35,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from crayfish.host.envs import python_for
+from crayfish.host.paths import REPO_ROOT
+from serving.clients import create_client
 from serving.clients.base import ExternalClient
 
 _HDR = 4
@@ -121,10 +125,7 @@ class ClientHost:
     """A subprocess of environment ``env`` holding real clients (see the module docstring)."""
 
     def __init__(self, env: str = "tensorflow", log_path: Path | None = None,
-                 preload: tuple[str, ...] = ("serving.clients.tfserving",), ready_timeout_s: float = 300.0):
-        from crayfish.host.paths import REPO_ROOT
-        from crayfish.host.envs import python_for
-
+                 preload: tuple[str, ...] = ("serving.tfserving.client",), ready_timeout_s: float = 300.0):
         self.env = env
         self._log = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL
         environ = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -221,8 +222,6 @@ class ClientHost:
 # ------------------------------------------------------------------------------ host side
 
 def _serve(preload: list[str]) -> int:
-    import importlib
-
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)                       # stray prints go to stderr, never into the frames
     sys.stdout = sys.stderr
@@ -230,7 +229,6 @@ def _serve(preload: list[str]) -> int:
     lock = threading.Lock()
     for module in preload:              # pay the heavy imports (TensorFlow) before "ready"
         importlib.import_module(module)
-    from serving.clients import create_client
 
     clients: dict[int, ExternalClient] = {}
     pool = cf.ThreadPoolExecutor(max_workers=64, thread_name_prefix="remote-call")

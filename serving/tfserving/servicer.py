@@ -15,16 +15,15 @@ from typing import Any, Mapping
 
 import grpc
 
-from serving.core import ScoringCore
+from serving.core import CoreSettings, ScoringCore
 from serving.errors import BadInputError, ModelNotFoundError, grpc_status
 from serving.models.spec import MODELS
-from serving.scoring.server import SERVER_NAME, request_deadline
-from serving.scoring.settings import ScoringSettings
-from serving.tfserving import wire
+from serving.scoring.server import request_deadline
+from serving.tfserving import SERVER_NAME, wire
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_SERVER_NAME = f"{SERVER_NAME} (tf-serving protocol)"
+PROTOCOL_SERVER_NAME = SERVER_NAME
 
 _pb = wire.protos()
 predict_pb2 = _pb.predict_pb2
@@ -172,7 +171,7 @@ class _ModelService(_pb.model_service_pb2_grpc.ModelServiceServicer):
         self.GetModelStatus = impl.GetModelStatus
 
 
-def extra_core(name: str, entry: Mapping[str, Any], settings: ScoringSettings | None = None) -> tuple[ScoringCore, str]:
+def extra_core(name: str, entry: Mapping[str, Any], settings: CoreSettings | None = None) -> tuple[ScoringCore, str]:
     """A loaded core for one extra served model ``name`` -> ``{"model", "backend", "options",
     "instances", "warmup", "max_queue"}`` (``model`` defaults to ``name``, ``instances`` to 1,
     ``warmup`` to False for the sleep backend)."""
@@ -182,7 +181,7 @@ def extra_core(name: str, entry: Mapping[str, Any], settings: ScoringSettings | 
                          f"{', '.join(sorted(EXTRA_MODEL_KEYS))}")
     base = entry.get("model", name)
     backend = entry.get("backend", settings.backend if settings else "onnxruntime")
-    st = ScoringSettings(
+    st = CoreSettings(
         models=[base], backend=backend, backend_options=dict(entry.get("options") or {}),
         instances=int(entry.get("instances", 1)), warmup=bool(entry.get("warmup", backend != "sleep")),
         max_queue=int(entry.get("max_queue", settings.max_queue if settings else 1024)),

@@ -9,7 +9,7 @@ and one Python worker process per model instance, all from the ``torch`` environ
 export of the models (:mod:`serving.models.export_torch`, the SAME seeded ``.npz`` as the ONNX
 file) through our custom handler (:mod:`serving.torchserve.handler`, which runs the embedded
 ``torchscript`` backend). Workers call it over TorchServe's gRPC inference API
-(:mod:`serving.clients.torchserve`).
+(:mod:`serving.torchserve.client`).
 
 Pieces
 ------
@@ -18,9 +18,13 @@ Pieces
     builds what is missing (model ``.npz``/TorchScript, archives, client stubs), writes
     ``config.properties`` into a fresh run dir, starts the frontend as its own process (own
     session) and returns once every model has all its workers READY (asked through the gRPC
-    management API: no fixed sleep). ``RunningServer``: ``target`` (gRPC inference
-    ``127.0.0.1:port``), ``server`` (``"torchserve 0.12.0"``), ``kind`` (``"torchserve"``),
-    ``management_target``, ``http`` (REST URLs), ``key_file``, ``run_dir``, ``stop()``.
+    management API: no fixed sleep). The :class:`serving.server.RunningServer`: ``target``
+    (gRPC inference ``127.0.0.1:port``), ``server`` (``"torchserve 0.12.0"``), ``kind``
+    (``"torchserve"``), ``info`` with ``management_target``, ``http`` (REST URLs),
+    ``key_file``, ``run_dir``, ``info_path`` (the server record), ``models`` (per served name),
+    ``version``; ``stop()``.
+``client.py``
+    The client (kind ``torchserve``) of TorchServe's gRPC inference API.
 ``__main__.py``
     ``python -m serving.torchserve RUN_DIR`` execs Java exactly as the ``torchserve`` script would,
     minus the script's machine-wide pid file (it refuses a second TorchServe on the machine) and
@@ -115,3 +119,7 @@ declare it), grpcio-tools (stub generation) and what our code imports; Java 17 o
 comes as ``nvidia-*-cu12`` wheels, ~2.7 GB to download, ~5.2 GB installed, ~3.5 min to build
 (numbers in the requirements file).
 """
+
+from serving.server import ServerSpec
+
+SERVERS = (ServerSpec("torchserve", client="torchserve"),)

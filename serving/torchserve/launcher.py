@@ -6,6 +6,7 @@ See :mod:`serving.torchserve` for what runs and every knob; in short::
 
     srv = launcher.start("ffnn", instances=2, extra_models=launcher.HUNG_MODELS)
     srv.target, srv.kind, srv.server   # "127.0.0.1:PORT" (gRPC inference), "torchserve", "torchserve 0.12.0"
+    srv.info                           # management_target, http URLs, key_file, run_dir, models, ...
     client = create_client("torchserve", srv.target, "ffnn")   # finds the key file by itself
     srv.stop()
 """
@@ -15,19 +16,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, field
+import zipfile
 from pathlib import Path
 from typing import Any
 
-from crayfish.host.ports import free_ports
-
-from crayfish.host.paths import REPO_ROOT, cache_dir
 from crayfish.host.envs import python_for
+from crayfish.host.paths import REPO_ROOT, cache_dir
+from crayfish.host.ports import free_ports
 from crayfish.host.procs import Service, ServiceError
+from serving.models import MODELS, build_model, default_models_dir
+from serving.server import RunningServer
+from serving.torchserve import grpc_stubs
+from serving.torchserve.client import TorchServeClient, servers_dir
 
 ENV_NAME = "torch"
 KIND = "torchserve"
@@ -72,49 +77,12 @@ OPTIONS: dict[str, Any] = {
 }
 
 
-@dataclass
-class RunningServer:
-    target: str                     # host:port of TorchServe's gRPC inference API
-    server: str                     # "torchserve 0.12.0"
-    kind: str = KIND                # client kind for `target`
-    management_target: str = ""     # host:port of the gRPC management API
-    http: dict[str, str] = field(default_factory=dict)  # inference / management / metrics HTTP URLs
-    key_file: Path | None = None    # TorchServe's key_file.json (None with auth="off")
-    models: dict[str, dict] = field(default_factory=dict)  # served name -> settings
-    run_dir: Path | None = None
-    service: Service | None = None
-    info_path: Path | None = None
-    tmp_dir: Path | None = None
-    stop_timeout_s: float = 10.0
-
-    def stop(self) -> None:
-        """SIGTERM the process group (the Java frontend and its Python workers) and every process of
-        its session, SIGKILL what is left after ``stop_timeout_s``; removes the key file,
-        the server record and the worker temp dir. No orphan survives."""
-        if self.service is None:
-            return
-        svc, self.service = self.service, None
-        try:
-            svc.stop(timeout_s=self.stop_timeout_s)
-        finally:
-            for p in (self.info_path, self.key_file):
-                if p is not None:
-                    Path(p).unlink(missing_ok=True)
-            if self.tmp_dir is not None:
-                shutil.rmtree(self.tmp_dir, ignore_errors=True)
-
-
-
-
-
 def _store_for(models_dir: Path) -> Path:
     """One model store per models dir (archives embed that dir's TorchScript files)."""
     return cache_dir("torchserve", "model-store") / hashlib.sha256(str(models_dir.resolve()).encode()).hexdigest()[:12]
 
 
 def _model_entries(model: str, instances: int, extra: dict | None, opt: dict) -> dict[str, dict]:
-    from serving.models import MODELS
-
     if model not in MODELS:
         raise ValueError(f"torchserve launcher: unknown model {model!r}; known: {', '.join(sorted(MODELS))}")
     if instances < 1:
@@ -137,8 +105,6 @@ def _model_entries(model: str, instances: int, extra: dict | None, opt: dict) ->
 
 def build_archives(entries: dict[str, dict], models_dir: Path, python: str) -> Path:
     """Export + archive every served model in the torch env (cached); returns the model store."""
-    from serving.models import build_model
-
     for e in entries.values():
         build_model(e["model"], models_dir)
     store = _store_for(models_dir)
@@ -194,9 +160,6 @@ def _log4j_config(ts_home: Path, level: str) -> str:
     lowered to ``level``: the frontend's DEBUG logger and the root to ``level``, the access log
     to ``level`` (INFO keeps one line per request), the metrics logs off. MODEL_LOG (what the
     workers print) stays on: tracebacks and warnings of the workers still reach the logs."""
-    import re
-    import zipfile
-
     with zipfile.ZipFile(ts_home / "frontend" / "model-server.jar") as jar:
         xml = jar.read("log4j2.xml").decode()
     for logger, lvl in (("ACCESS_LOG", level), ("org.pytorch.serve", level),
@@ -210,15 +173,29 @@ def _log4j_config(ts_home: Path, level: str) -> str:
     return xml
 
 
+def _server_env(opt: dict, logs: Path) -> dict[str, str]:
+    """The frontend's environment, which TorchServe hands to its workers: where logs go and the
+    handler's options (see serving/torchserve/handler.py)."""
+    return {"LOG_LOCATION": str(logs), "METRICS_LOCATION": str(logs),
+            "CRAYFISH_TS_THREADS": str(int(opt["threads"])),
+            "CRAYFISH_TS_INTEROP_THREADS": str(int(opt["interop_threads"])),
+            "CRAYFISH_TS_DEVICE": opt["device"], "CRAYFISH_TS_OPTIMIZE": opt["optimize"],
+            "CRAYFISH_TS_WARMUP": "1" if opt["warmup"] else "0",
+            "CRAYFISH_TS_QUIET": "0" if opt["log_level"] == "default" else "1",
+            # one thread per worker unless asked: OpenMP/MKL would otherwise start one per core
+            "OMP_NUM_THREADS": str(max(1, int(opt["threads"])))}
+
+
 def start(model: str = "ffnn", instances: int = 1, models_dir: Path | None = None,
           log_dir: Path | None = None, extra_models: dict | None = None, **options) -> RunningServer:
     """Launch TorchServe hosting ``model`` with ``instances`` workers (the paper's mp) plus
     ``extra_models`` (served name -> {"model", "sleep_s", "instances", "batch_size",
     "max_batch_delay_ms"}; e.g. :data:`HUNG_MODELS`), wait until every model has all its workers
-    READY, and return the handle. ``options``: see :data:`OPTIONS`."""
-    from serving.models import default_models_dir
-    from serving.torchserve import grpc_stubs
+    READY, and return the handle. ``options``: see :data:`OPTIONS`.
 
+    :meth:`RunningServer.stop` SIGTERMs the process group (the Java frontend and its Python
+    workers) and every process of its session, SIGKILLs what is left after ``stop_timeout_s``,
+    and removes the key file, the server record and the worker temp dir: no orphan survives."""
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise ValueError(f"torchserve launcher: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(OPTIONS))}")
@@ -257,48 +234,53 @@ def start(model: str = "ffnn", instances: int = 1, models_dir: Path | None = Non
         "disable_token_auth": opt["auth"] == "off"}, indent=2))
     logs = run_dir / "logs"
     logs.mkdir(exist_ok=True)
-    env = {"LOG_LOCATION": str(logs), "METRICS_LOCATION": str(logs),
-           "CRAYFISH_TS_THREADS": str(int(opt["threads"])),
-           "CRAYFISH_TS_INTEROP_THREADS": str(int(opt["interop_threads"])),
-           "CRAYFISH_TS_DEVICE": opt["device"], "CRAYFISH_TS_OPTIMIZE": opt["optimize"],
-           "CRAYFISH_TS_WARMUP": "1" if opt["warmup"] else "0",
-           "CRAYFISH_TS_QUIET": "0" if opt["log_level"] == "default" else "1",
-           # one thread per worker unless asked: OpenMP/MKL would otherwise start one per core
-           "OMP_NUM_THREADS": str(max(1, int(opt["threads"])))}
     svc = Service("torchserve", ["-m", "serving.torchserve", str(run_dir)], run_dir / "torchserve.log",
-                  python=python, env=env)
+                  python=python, env=_server_env(opt, logs))
     target = f"127.0.0.1:{ports['grpc_inference']}"
-    srv = RunningServer(
-        target=target, server=f"torchserve {version}", kind=KIND,
-        management_target=f"127.0.0.1:{ports['grpc_management']}",
-        http={"inference": f"http://127.0.0.1:{ports['http_inference']}",
-              "management": f"http://127.0.0.1:{ports['http_management']}",
-              "metrics": f"http://127.0.0.1:{ports['http_metrics']}"},
-        key_file=run_dir / "key_file.json" if opt["auth"] == "token" else None,
-        models=entries, run_dir=run_dir, service=svc, tmp_dir=tmp_dir,
-        stop_timeout_s=float(opt["stop_timeout_s"]))
+    key_file = run_dir / "key_file.json" if opt["auth"] == "token" else None
+    info: dict[str, Any] = {
+        "management_target": f"127.0.0.1:{ports['grpc_management']}",
+        "http": {"inference": f"http://127.0.0.1:{ports['http_inference']}",
+                 "management": f"http://127.0.0.1:{ports['http_management']}",
+                 "metrics": f"http://127.0.0.1:{ports['http_metrics']}"},
+        "key_file": key_file,          # TorchServe's key_file.json (None with auth="off")
+        "models": entries,             # served name -> settings
+        "run_dir": run_dir,
+        "info_path": None,             # the server record clients find the key file by
+        "version": version,
+    }
+
+    def remove_leftovers() -> None:
+        for p in (info["info_path"], key_file):
+            if p is not None:
+                Path(p).unlink(missing_ok=True)
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+    srv = RunningServer(server=f"torchserve {version}", targets={KIND: target}, service=svc,
+                        models=list(entries), log_path=run_dir / "torchserve.log", info=info,
+                        stop_timeout_s=float(opt["stop_timeout_s"]), cleanup=[remove_leftovers])
     try:
         _wait_ready(srv, svc, float(opt["ready_timeout_s"]))
-        srv.info_path = _record(srv, version, svc.proc.pid)
+        info["info_path"] = _record(srv, svc.proc.pid)
     except BaseException:
         srv.stop()
         raise
     return srv
 
 
-def _record(srv: RunningServer, version: str, pid: int) -> Path:
+def _record(srv: RunningServer, pid: int) -> Path:
     """``.cache/torchserve/servers/<host>_<port>.json``: how clients of ``srv.target`` find the
     management API and the key file (its path only; the keys stay in TorchServe's file)."""
-    from serving.clients.torchserve import servers_dir
-
     d = servers_dir()
     d.mkdir(parents=True, exist_ok=True)
     path = d / (srv.target.replace(":", "_") + ".json")
-    info = {"target": srv.target, "management_target": srv.management_target, "http": srv.http,
-            "key_file": str(srv.key_file) if srv.key_file else None, "version": version, "pid": pid,
-            "models": sorted(srv.models), "run_dir": str(srv.run_dir)}
+    key_file = srv.info["key_file"]
+    record = {"target": srv.target, "management_target": srv.info["management_target"],
+              "http": srv.info["http"], "key_file": str(key_file) if key_file else None,
+              "version": srv.info["version"], "pid": pid, "models": sorted(srv.models),
+              "run_dir": str(srv.info["run_dir"])}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
     os.replace(tmp, path)
     return path
 
@@ -306,25 +288,24 @@ def _record(srv: RunningServer, version: str, pid: int) -> Path:
 def _wait_ready(srv: RunningServer, svc: Service, timeout_s: float) -> None:
     """Ready = the key file exists (auth on) and, through the gRPC management API, every served
     model has as many READY workers as it was given."""
-    from serving.clients.torchserve import TorchServeClient
-
+    key_file: Path | None = srv.info["key_file"]
     deadline = time.monotonic() + timeout_s
     last: object = "not started"
     clients: dict[str, TorchServeClient] = {}
     try:
         while time.monotonic() < deadline:
             svc.check_alive()
-            if srv.key_file is not None and not srv.key_file.is_file():
+            if key_file is not None and not key_file.is_file():
                 last = "no key_file.json yet"
                 time.sleep(POLL_S)
                 continue
             pending = []
-            for name, e in srv.models.items():
+            for name, e in srv.info["models"].items():
                 try:
                     if name not in clients:
                         clients[name] = TorchServeClient(srv.target, name, timeout_s=5.0,
-                                                         key_file=str(srv.key_file) if srv.key_file else None,
-                                                         management_target=srv.management_target)
+                                                         key_file=str(key_file) if key_file else None,
+                                                         management_target=srv.info["management_target"])
                     desc = clients[name]._describe_model(customized=False, timeout_s=5.0)
                     ready = sum(w.get("status") == "READY" for d in desc for w in d.get("workers", []))
                     if ready < e["instances"]:

@@ -11,13 +11,15 @@ What runs
       and for ServerReady + ModelReady +           tritonserver 2.51 binary its wheel bundles,
       ModelMetadata of every model over gRPC       binds one Python callable per model instance
                                                    (each its own ONNX Runtime session) and serves
-    serving.clients.triton.TritonClient  <======>  gRPC (KServe v2 GRPCInferenceService) on
+    serving.triton.client.TritonClient   <======>  gRPC (KServe v2 GRPCInferenceService) on
       (tritonclient.grpc, kind "triton")           127.0.0.1:<free port>
 
 Process tree (one session, started by :class:`crayfish.host.procs.Service`):
 ``server.py`` -> ``tritonserver`` -> one ``triton_python_backend_stub`` per model instance (each
 forwards its requests to its callable in ``server.py`` over ZeroMQ/shared memory: PyTriton's
-proxy) plus PyTriton's small helper processes. ``RunningServer.stop()`` sends SIGTERM to
+proxy) plus PyTriton's small helper processes. The launcher returns a
+:class:`serving.server.RunningServer` (``targets={"triton": host:port}``, ``info``: the ready file,
+``workdir``). ``RunningServer.stop()`` sends SIGTERM to
 ``server.py`` (PyTriton then stops Triton, unloads the models, removes its workspace and shared
 memory), waits ``stop_timeout_s``, then SIGKILLs whatever is left of the session and removes the
 work directory and any ``/dev/shm/pytrtion<pid>-*`` region: no orphan process, file or segment.
@@ -26,12 +28,15 @@ Models
 ------
 A served model has one input ``input_1`` FP32 ``[-1, *item]`` and one output ``output`` FP32
 ``[-1, *out]`` (names and shapes from :data:`serving.models.MODELS`; the batch dimension is
-Triton's, so ``max_batch_size`` > 0). Backends of an instance's callable (``server.py``):
+Triton's, so ``max_batch_size`` > 0). Each instance's callable (``server.py``) runs one embedded
+scorer (:func:`serving.embedded.create_scorer`: the very code the workers run), on one of the
+backends whose library the ``triton`` environment has:
 
 ``onnxruntime`` (default)
     The model's ONNX export (``serving.models``; built by the launcher when missing) in one ONNX
-    Runtime session per instance, CPU, sequential execution, ``intra_op_threads`` /
-    ``inter_op_threads`` (default 1 / 1, the paper's setting), ``graph_optimization`` ("all").
+    Runtime session per instance, sequential execution, ``intra_op_threads`` /
+    ``inter_op_threads`` (default 1 / 1, the paper's setting), ``graph_optimization`` ("all"),
+    warmed up with one zero row.
 ``sleep``
     ``delay_ms`` of sleep, then zeros: a known cost, and the conformance suite's hung model.
 ``noop``
@@ -82,8 +87,8 @@ The ``triton`` environment
 --------------------------
 ``envs/triton/requirements.txt``: nvidia-pytriton (bundles tritonserver, its Python backend stub
 for 3.8-3.12, and pins numpy<2), tritonclient (PyTriton's own management calls), onnxruntime.
-``server.py`` imports nothing else of the repository, so onnx, pydantic and our gRPC stubs are not
-needed there. Two details the server takes care of: the backend stub links libpython
+``server.py`` imports only :mod:`serving.embedded` of the repository (which needs neither onnx
+nor pydantic nor our gRPC stubs), so none of those is needed there. Two details the server takes care of: the backend stub links libpython
 dynamically, so ``server.py`` puts its own interpreter's ``LIBDIR`` first on
 ``LD_LIBRARY_PATH`` (otherwise Debian's libpython is picked and the stub dies with
 ``'_thread.RLock' object has no attribute '_recursion_count'``); and Triton's ``--id`` is
@@ -91,3 +96,7 @@ dynamically, so ``server.py`` puts its own interpreter's ``LIBDIR`` first on
 The PyPI ``tritonserver`` package is a placeholder (it does not build); PyTriton's wheel is the
 way to a Triton binary without containers.
 """
+
+from serving.server import ServerSpec
+
+SERVERS = (ServerSpec("triton", client="triton"),)

@@ -5,24 +5,30 @@ environment. See :mod:`serving.triton` for what runs and every knob; in short::
 
     srv = launcher.start("ffnn", instances=2, extra_models=launcher.HUNG_MODELS)
     srv.target, srv.kind, srv.server   # "127.0.0.1:PORT", "triton", "triton 2.51.0 (pytriton 0.7.0)"
+    srv.stats()                        # what the instances saw (see serving.triton.server)
+    srv.info["workdir"]                # PyTriton's workspace + the server's TMPDIR; removed at stop
     srv.stop()
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import secrets
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crayfish.host.paths import cache_dir
 from crayfish.host.envs import python_for
+from crayfish.host.paths import cache_dir
 from crayfish.host.procs import Service, ServiceError, wait_file
+from serving.embedded import check_scorer
+from serving.models import MODELS, build_model, default_models_dir, model_paths
+from serving.server import RunningServer
+from serving.triton.client import TritonClient
 
 ENV_NAME = "triton"
 KIND = "triton"
@@ -34,6 +40,7 @@ HUNG_MODELS: dict[str, dict[str, Any]] = {
     "ffnn-hung": {"model": "ffnn", "backend": "sleep", "options": {"delay_ms": 5000}, "instances": 1},
 }
 
+# the embedded backends whose library the triton environment has (envs/triton/requirements.txt)
 BACKENDS = ("onnxruntime", "sleep", "noop")
 MODEL_KEYS = {"model", "backend", "options", "instances", "max_batch_size", "batching"}
 BATCHING_KEYS = {"max_batch_size", "max_queue_delay_us", "preferred_batch_size"}
@@ -57,43 +64,6 @@ OPTIONS: dict[str, Any] = {
 }
 
 
-@dataclass
-class RunningServer:
-    target: str                     # host:port of Triton's gRPC endpoint
-    server: str                     # "triton 2.51.0 (pytriton 0.7.0)"
-    kind: str = KIND                # client kind (serving.clients.triton)
-    models: list[str] = field(default_factory=list)
-    service: Service | None = None
-    log_path: Path | None = None
-    workdir: Path | None = None     # PyTriton workspace + TMPDIR of the server; removed at stop
-    info: dict[str, Any] = field(default_factory=dict)   # the server's ready file (+ stop_timeout_s)
-
-    def stats(self) -> dict[str, dict[str, int]]:
-        """What each model's instances saw so far, as the server last wrote it (at most 0.5 s
-        old): ``{model: {"executions", "rows", "max_batch_rows", "peak_concurrent_executions",
-        "running"}}`` (see :mod:`serving.triton.server`); ``{}`` once stopped."""
-        if self.workdir is None:
-            return {}
-        try:
-            return json.loads((self.workdir / STATS_FILE).read_text())
-        except FileNotFoundError:
-            return {}
-
-    def stop(self) -> None:
-        """SIGTERM ``server.py`` (PyTriton stops Triton and cleans up), SIGKILL what is left of
-        its session after ``stop_timeout_s``, remove the work dir and leftover shared memory."""
-        if self.service is not None:
-            pid = self.service.proc.pid
-            self.service.stop(float(self.info.get("stop_timeout_s", 30.0)), leader_first=True)
-            _remove_shm(pid)
-            self.service = None
-        if self.workdir is not None:
-            _remove_triton_model_copies(self.workdir)
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = None
-
-
-
 def _remove_shm(pid: int) -> None:
     """PyTriton names its shared-memory regions ``pytrtion<pid>-<hash>...`` (sic); after a clean
     stop there are none, after a SIGKILL these would stay."""
@@ -111,8 +81,6 @@ def _remove_triton_model_copies(workdir: Path) -> None:
     ``/tmp/folderXXXXXX`` -- ignoring TMPDIR -- and removes it at unload; a model unloaded with
     a request still in flight (the hung model) leaves its copy. Ours name our work dir in their
     config.pbtxt (PyTriton's ``workspace-path`` parameter)."""
-    import glob
-
     marker = str(workdir)
     for cfg in glob.glob(os.path.join(tempfile.gettempdir(), "folder*", "config.pbtxt")) + \
             glob.glob("/tmp/folder*/config.pbtxt"):
@@ -124,9 +92,8 @@ def _remove_triton_model_copies(workdir: Path) -> None:
 
 
 def _model_entry(name: str, m: dict[str, Any], defaults: dict[str, Any], models_dir: Path | None) -> dict[str, Any]:
-    """The server.py config of one served model: resolved names, shapes and ONNX path."""
-    from serving.models import MODELS, build_model, default_models_dir, model_paths
-
+    """The server.py config of one served model (its base model built when its backend reads
+    files), its backend and options checked here rather than inside the server."""
     unknown = sorted(set(m) - MODEL_KEYS)
     if unknown:
         raise ValueError(f"triton model {name!r}: unknown key(s) {', '.join(unknown)}; "
@@ -139,16 +106,11 @@ def _model_entry(name: str, m: dict[str, Any], defaults: dict[str, Any], models_
         raise ValueError(f"triton model {name!r}: unknown backend {e['backend']!r}; known: {', '.join(BACKENDS)}")
     if int(e["instances"]) < 1:
         raise ValueError(f"triton model {name!r}: instances must be >= 1")
-    spec = MODELS[base]
     out: dict[str, Any] = {
         "model": base,
         "backend": e["backend"],
         "options": dict(e.get("options") or {}),
         "instances": int(e["instances"]),
-        "input_name": spec.input_name,
-        "output_name": spec.output_name,
-        "input_shape": list(spec.input_shape),
-        "output_shape": list(spec.output_shape),
         "max_batch_size": int(e["max_batch_size"]),
     }
     batching = e.get("batching")
@@ -162,12 +124,9 @@ def _model_entry(name: str, m: dict[str, Any], defaults: dict[str, Any], models_
                                    "preferred_batch_size": batching.get("preferred_batch_size")}
     if out["max_batch_size"] < 1:
         raise ValueError(f"triton model {name!r}: max_batch_size must be >= 1")
-    if out["backend"] == "onnxruntime":
-        paths = model_paths(base, models_dir)
-        if not paths.onnx.is_file():
-            build_model(base, Path(models_dir) if models_dir is not None else default_models_dir(), seed=42)
-            paths = model_paths(base, models_dir)
-        out["onnx"] = str(paths.onnx)
+    if out["backend"] == "onnxruntime" and not model_paths(base, models_dir).exists():
+        build_model(base, Path(models_dir) if models_dir is not None else default_models_dir(), seed=42)
+    check_scorer(out["backend"], base, models_dir, **out["options"])
     return out
 
 
@@ -217,40 +176,56 @@ def start(model: str = "ffnn", instances: int = 1, models_dir: Path | None = Non
         "ready_file": str(ready_file),
         "stats_file": str(workdir / STATS_FILE),
         "workspace": str(workdir / "workspace"),
+        "models_dir": str(models_dir) if models_dir is not None else None,
         "models": models,
     }
     config_file.write_text(json.dumps(cfg, indent=2))
     env = {"TMPDIR": str(workdir), "OMP_NUM_THREADS": "1"}
     service = Service("triton", ["-m", "serving.triton.server", "--config", str(config_file)],
                       log_path, python=python, env=env)
-    running = RunningServer(target="", server="", kind=KIND, models=list(models), service=service,
-                            log_path=log_path, workdir=workdir,
-                            info={"stop_timeout_s": float(opt["stop_timeout_s"])})
+    pid = service.proc.pid
+    running = RunningServer(
+        server="", targets={}, service=service, models=list(models), log_path=log_path,
+        info={"workdir": workdir}, stop_timeout_s=float(opt["stop_timeout_s"]),
+        # SIGTERM server.py alone first: PyTriton stops Triton, unloads the models, removes its
+        # workspace and shared memory; what is left of the session is killed after the timeout
+        leader_first=True,
+        cleanup=[lambda: _remove_shm(pid), lambda: _remove_triton_model_copies(workdir),
+                 lambda: shutil.rmtree(workdir, ignore_errors=True)],
+        stats_reader=lambda: _read_stats(workdir))
     try:
         deadline = time.monotonic() + float(opt["ready_timeout_s"])
         wait_file(ready_file, [service], float(opt["ready_timeout_s"]), what="Triton")
         info = json.loads(ready_file.read_text())
         running.info.update(info)
-        running.target = f"{info['host']}:{info['grpc_port']}"
-        running.server = _wait_serving(running, deadline)
+        running.targets[KIND] = f"{info['host']}:{info['grpc_port']}"
+        running.server = _wait_serving(running, service, deadline)
     except BaseException:
         running.stop()
         raise
     return running
 
 
-def _wait_serving(running: RunningServer, deadline: float) -> str:
+def _read_stats(workdir: Path) -> dict[str, dict[str, int]]:
+    """What each model's instances saw so far, as the server last wrote it (at most 0.5 s old):
+    ``{model: {"executions", "rows", "max_batch_rows", "peak_concurrent_executions",
+    "running"}}`` (see :mod:`serving.triton.server`)."""
+    try:
+        return json.loads((workdir / STATS_FILE).read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def _wait_serving(running: RunningServer, service: Service, deadline: float) -> str:
     """Real readiness: ServerReady + ModelReady and ModelMetadata of every model over gRPC.
     Returns the server's self-description ("triton 2.51.0 (pytriton 0.7.0)")."""
-    from serving.clients.triton import TritonClient
-
     server = ""
     for name in running.models:
         client = TritonClient(running.target, name, timeout_s=5.0)
         try:
             last: Exception | None = None
             while True:
-                running.service.check_alive()
+                service.check_alive()
                 try:
                     if client.health():
                         client.describe()
@@ -258,7 +233,7 @@ def _wait_serving(running: RunningServer, deadline: float) -> str:
                 except Exception as exc:  # noqa: BLE001 - not up yet
                     last = exc
                 if time.monotonic() > deadline:
-                    raise ServiceError(f"Triton model {name!r} not ready ({last}):\n{running.service.log_tail()}")
+                    raise ServiceError(f"Triton model {name!r} not ready ({last}):\n{service.log_tail()}")
                 time.sleep(POLL_S)
             server = client.identify()
         finally:

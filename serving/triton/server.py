@@ -4,10 +4,12 @@ gRPC. Run by :mod:`serving.triton.launcher` with the ``triton`` environment's in
 
     .envs/triton/bin/python -m serving.triton.server --config CONFIG.json
 
-This module imports nothing of the repository beyond the standard library, numpy, onnxruntime and
-pytriton, so that the ``triton`` environment stays small (no onnx, pydantic, grpc stubs). The
-launcher resolves everything model-specific (ONNX path, tensor names and shapes) in the core
-environment and writes it into CONFIG.json (see :mod:`serving.triton` for every key).
+Every model instance runs one embedded scorer (:func:`serving.embedded.create_scorer`, the code
+the workers run); of the repository it imports only that, :mod:`serving.models.spec` and
+:mod:`crayfish.host.ports`, which need nothing beyond numpy and onnxruntime, so the ``triton``
+environment stays small (no onnx, pydantic, grpc stubs). The launcher checks every model's
+backend, options and files in the core environment first and writes the served models into
+CONFIG.json (see :mod:`serving.triton` for every key).
 
 Lifecycle: read the config -> make the bundled Triton's Python-backend stub load *this*
 interpreter's libpython (``LD_LIBRARY_PATH``, see :func:`_use_own_libpython`) -> pick free
@@ -37,15 +39,19 @@ import threading
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
+from pytriton.decorators import batch
+from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+from pytriton.models import model as pytriton_model
+from pytriton.triton import Triton, TritonConfig
 
 from crayfish.host.ports import free_port
+from serving.embedded import Scorer, create_scorer
+from serving.models.spec import MODELS
 
 LOG = logging.getLogger("serving.triton.server")
-
-BACKENDS = ("onnxruntime", "sleep", "noop")
 
 
 def _use_own_libpython() -> None:
@@ -84,8 +90,6 @@ def _widen_instance_handshake(timeout_s: float) -> None:
     this widens the default in the shipped ``communication.py`` only (the installed package is
     untouched). Checked against nvidia-pytriton 0.7.0; logs a warning if the code differs.
     """
-    from pytriton.models import model as pytriton_model
-
     original = pytriton_model.Model.get_proxy_model_files
     if getattr(original, "_crayfish_widened", False):
         return
@@ -106,79 +110,17 @@ def _widen_instance_handshake(timeout_s: float) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Scorers: what one model instance runs (one object per instance, never shared)
+# What one model instance runs: one embedded scorer (serving.embedded), never shared
 # ---------------------------------------------------------------------------------------------
 
-class _OnnxScorer:
-    """One ONNX Runtime session on CPU, set up like serving.embedded's ``onnxruntime`` backend:
-    sequential execution, ``intra_op_threads`` / ``inter_op_threads`` (default 1/1, the paper's
-    setting), full graph optimization."""
-
-    def __init__(self, spec: dict[str, Any]):
-        import onnxruntime as ort
-
-        opts = spec.get("options") or {}
-        unknown = sorted(set(opts) - {"intra_op_threads", "inter_op_threads", "graph_optimization"})
-        if unknown:
-            raise ValueError(f"onnxruntime: unknown option(s) {', '.join(unknown)}")
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = int(opts.get("intra_op_threads", 1))
-        so.inter_op_num_threads = int(opts.get("inter_op_threads", 1))
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = {
-            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }[opts.get("graph_optimization", "all")]
-        so.log_severity_level = 3
-        self._session = ort.InferenceSession(spec["onnx"], sess_options=so, providers=["CPUExecutionProvider"])
-        self._input = spec["input_name"]
-        self._outputs = [spec["output_name"]]
-        # warm up once (one zero row) so the first request does not pay for lazy initialisation
-        self(np.zeros((1, *spec["input_shape"]), dtype=np.float32))
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self._session.run(self._outputs, {self._input: x})[0]
-
-
-class _SleepScorer:
-    """``delay_ms`` of sleep, then zeros of the output shape (a known cost; the hung model)."""
-
-    def __init__(self, spec: dict[str, Any]):
-        opts = spec.get("options") or {}
-        unknown = sorted(set(opts) - {"delay_ms"})
-        if unknown or "delay_ms" not in opts:
-            raise ValueError("sleep: needs exactly the option delay_ms")
-        self._delay_s = float(opts["delay_ms"]) / 1000.0
-        self._out_shape = tuple(spec["output_shape"])
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        time.sleep(self._delay_s)
-        return np.zeros((x.shape[0], *self._out_shape), dtype=np.float32)
-
-
-class _NoopScorer:
-    """Zeros of the output shape at once: the server's own floor (protocol + Triton + proxy)."""
-
-    def __init__(self, spec: dict[str, Any]):
-        if spec.get("options"):
-            raise ValueError("noop: takes no options")
-        self._out_shape = tuple(spec["output_shape"])
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return np.zeros((x.shape[0], *self._out_shape), dtype=np.float32)
-
-
-def _make_scorer(spec: dict[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
-    backend = spec.get("backend", "onnxruntime")
-    if backend == "onnxruntime":
-        return _OnnxScorer(spec)
-    if backend == "sleep":
-        return _SleepScorer(spec)
-    if backend == "noop":
-        return _NoopScorer(spec)
-    raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+def _make_scorer(spec: dict[str, Any], models_dir: str | None) -> Scorer:
+    """The instance's scorer: the backend, model and options of ``spec``; one that loads a model
+    is warmed up once (one zero row), so the first request does not pay for lazy initialisation."""
+    scorer = create_scorer(spec.get("backend", "onnxruntime"), spec["model"], models_dir,
+                           **(spec.get("options") or {}))
+    if scorer.needs_artifacts:
+        scorer.warmup(batch_size=1, iterations=1)
+    return scorer
 
 
 class _ModelStats:
@@ -213,13 +155,10 @@ def _write_json(path: str, data: Any) -> None:
     tmp.replace(path)
 
 
-def _infer_callable(scorer: Callable[[np.ndarray], np.ndarray], input_name: str, output_name: str,
-                    stats: _ModelStats | None = None):
+def _infer_callable(scorer: Scorer, input_name: str, output_name: str, stats: _ModelStats | None = None):
     """The PyTriton inference callable of one instance. ``@batch`` concatenates the requests
     Triton hands over at once (more than one only with dynamic batching) and splits the output
     back per request."""
-    from pytriton.decorators import batch
-
     stats = stats or _ModelStats()
 
     @batch
@@ -229,7 +168,7 @@ def _infer_callable(scorer: Callable[[np.ndarray], np.ndarray], input_name: str,
             x = x.astype(np.float32)
         stats.begin(x.shape[0])
         try:
-            y = scorer(x)
+            y = scorer.score(x)
         finally:
             stats.end()
         return {output_name: np.ascontiguousarray(y, dtype=np.float32)}
@@ -239,36 +178,64 @@ def _infer_callable(scorer: Callable[[np.ndarray], np.ndarray], input_name: str,
 
 # ---------------------------------------------------------------------------------------------
 
-def serve(cfg: dict[str, Any]) -> int:
-    _use_own_libpython()
-    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-    from pytriton.triton import Triton, TritonConfig
-
-    _widen_instance_handshake(float(cfg.get("instance_handshake_timeout_s", 60.0)))
-
+def _triton_config(cfg: dict[str, Any], pytriton_version: str) -> tuple[TritonConfig, dict[str, Any]]:
+    """Triton's configuration from ours (free loopback ports where none is given) and the
+    listeners it gets: ``{"host", "grpc_port", "http_port", "metrics_port"}`` (None: off)."""
     host = cfg.get("host", "127.0.0.1")
-    pytriton_version = metadata.version("nvidia-pytriton")
-    grpc_port = int(cfg.get("grpc_port") or 0) or free_port(host)
     http = bool(cfg.get("http", False))
     metrics = bool(cfg.get("metrics", False))
-    http_port = (int(cfg.get("http_port") or 0) or free_port(host)) if http else None
-    metrics_port = (int(cfg.get("metrics_port") or 0) or free_port(host)) if metrics else None
-
+    ports = {"host": host,
+             "grpc_port": int(cfg.get("grpc_port") or 0) or free_port(host),
+             "http_port": (int(cfg.get("http_port") or 0) or free_port(host)) if http else None,
+             "metrics_port": (int(cfg.get("metrics_port") or 0) or free_port(host)) if metrics else None}
     triton_cfg = TritonConfig(
         # Triton's --id: what ServerMetadata answers as the server's name (no spaces: it is
         # passed on tritonserver's command line)
         id=cfg.get("server_id") or f"pytriton-{pytriton_version}",
-        grpc_address=host, grpc_port=grpc_port,
-        allow_http=http, http_address=host if http else None, http_port=http_port,
+        grpc_address=host, grpc_port=ports["grpc_port"],
+        allow_http=http, http_address=host if http else None, http_port=ports["http_port"],
         allow_metrics=metrics, allow_cpu_metrics=metrics, allow_gpu_metrics=False,
-        metrics_address=host if metrics else None, metrics_port=metrics_port,
+        metrics_address=host if metrics else None, metrics_port=ports["metrics_port"],
         allow_sagemaker=False, allow_vertex_ai=False,
         log_verbose=int(cfg.get("log_verbose", 0)),
         exit_timeout_secs=int(cfg.get("exit_timeout_s", 5)),
         grpc_infer_allocation_pool_size=cfg.get("grpc_infer_allocation_pool_size"),
     )
+    return triton_cfg, ports
+
+
+def _bind(triton: Triton, name: str, spec: dict[str, Any], models_dir: str | None, stats: _ModelStats) -> None:
+    """Bind served model ``name``: ``instances`` callables, each with a scorer of its own, and
+    Triton's dynamic batcher when ``spec`` asks for it."""
+    model = MODELS[spec["model"]]
+    instances = int(spec.get("instances", 1))
+    callables = [_infer_callable(_make_scorer(spec, models_dir), model.input_name, model.output_name, stats)
+                 for _ in range(instances)]
+    db = spec.get("dynamic_batching")
+    batcher = (DynamicBatcher(max_queue_delay_microseconds=int(db.get("max_queue_delay_us", 0)),
+                              preferred_batch_size=db.get("preferred_batch_size"))
+               if db is not None else None)
+    triton.bind(
+        model_name=name,
+        infer_func=callables if instances > 1 else callables[0],
+        inputs=[Tensor(name=model.input_name, dtype=np.float32, shape=tuple(model.input_shape))],
+        outputs=[Tensor(name=model.output_name, dtype=np.float32, shape=tuple(model.output_shape))],
+        config=ModelConfig(batching=True, max_batch_size=int(spec.get("max_batch_size", 1024)),
+                           batcher=batcher),
+        strict=False,
+    )
+    LOG.info("bound %s: backend=%s instances=%d dynamic_batching=%s", name,
+             spec.get("backend", "onnxruntime"), instances, db)
+
+
+def serve(cfg: dict[str, Any]) -> int:
+    _use_own_libpython()
+    _widen_instance_handshake(float(cfg.get("instance_handshake_timeout_s", 60.0)))
+    pytriton_version = metadata.version("nvidia-pytriton")
+    triton_cfg, ports = _triton_config(cfg, pytriton_version)
 
     models: dict[str, dict[str, Any]] = cfg["models"]
+    models_dir = cfg.get("models_dir")
     stats = {name: _ModelStats() for name in models}
     stats_file = cfg.get("stats_file")
     t0 = time.monotonic()
@@ -286,32 +253,11 @@ def serve(cfg: dict[str, Any]) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         for name, spec in models.items():
-            instances = int(spec.get("instances", 1))
-            callables = [_infer_callable(_make_scorer(spec), spec["input_name"], spec["output_name"],
-                                         stats[name])
-                         for _ in range(instances)]
-            db = spec.get("dynamic_batching")
-            batcher = (DynamicBatcher(max_queue_delay_microseconds=int(db.get("max_queue_delay_us", 0)),
-                                      preferred_batch_size=db.get("preferred_batch_size"))
-                       if db is not None else None)
-            triton.bind(
-                model_name=name,
-                infer_func=callables if instances > 1 else callables[0],
-                inputs=[Tensor(name=spec["input_name"], dtype=np.float32, shape=tuple(spec["input_shape"]))],
-                outputs=[Tensor(name=spec["output_name"], dtype=np.float32, shape=tuple(spec["output_shape"]))],
-                config=ModelConfig(batching=True, max_batch_size=int(spec.get("max_batch_size", 1024)),
-                                   batcher=batcher),
-                strict=False,
-            )
-            LOG.info("bound %s: backend=%s instances=%d dynamic_batching=%s", name,
-                     spec.get("backend", "onnxruntime"), instances, db)
+            _bind(triton, name, spec, models_dir, stats[name])
         triton.run()     # starts tritonserver, loads every model, waits until they are ready
         info = {
             "pid": os.getpid(),
-            "host": host,
-            "grpc_port": grpc_port,
-            "http_port": http_port,
-            "metrics_port": metrics_port,
+            **ports,
             "pytriton_version": pytriton_version,
             "models": list(models),
             "startup_s": round(time.monotonic() - t0, 3),
@@ -330,7 +276,7 @@ def serve(cfg: dict[str, Any]) -> int:
         if ready:
             _write_json(ready, info)
         serving = True
-        LOG.info("serving on %s:%d (gRPC) after %.1fs", host, grpc_port, info["startup_s"])
+        LOG.info("serving on %s:%d (gRPC) after %.1fs", ports["host"], ports["grpc_port"], info["startup_s"])
         while not stop.wait(0.5):
             if not triton.is_alive():
                 LOG.error("tritonserver or a model proxy died")

@@ -40,13 +40,22 @@ import os
 import time
 from pathlib import Path
 
-from crayfish.host.paths import cache_dir
-
 import grpc
 import numpy as np
+from google.protobuf import empty_pb2
 
-from serving.clients.base import ClientResult, ExternalClient, register_client
-from serving.torchserve import wire
+from crayfish.host.paths import cache_dir
+from serving.clients.base import ClientResult, ExternalClient
+from serving.errors import (
+    BackendError,
+    BadInputError,
+    ModelNotFoundError,
+    OverloadedError,
+    UnavailableError,
+    error_from_status,
+)
+from serving.models import MODELS
+from serving.torchserve import grpc_stubs, wire
 
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 STREAM_WINDOW = 32
@@ -76,8 +85,6 @@ def read_keys(key_file: str | os.PathLike) -> dict[str, str]:
 
 
 def _map_error(exc: grpc.RpcError):
-    from serving.errors import BackendError, ModelNotFoundError, OverloadedError, error_from_status
-
     code, details = exc.code(), exc.details() or ""
     # TorchServe appends the Java exception class on a line of its own ("...\norg.pytorch.serve.
     # http.InternalServerException"): keep it out of the message, but still match on it.
@@ -94,7 +101,6 @@ def _map_error(exc: grpc.RpcError):
     return error_from_status(code, message)
 
 
-@register_client
 class TorchServeClient(ExternalClient):
     kind = "torchserve"
     server = "torchserve"
@@ -102,8 +108,6 @@ class TorchServeClient(ExternalClient):
     def __init__(self, target: str, model: str, timeout_s: float = 5.0, max_in_flight: int = 1,
                  key_file: str | None = None, management_target: str | None = None, **options):
         super().__init__(target, model, timeout_s=timeout_s, max_in_flight=max_in_flight, **options)
-        from serving.torchserve import grpc_stubs
-
         self._pb = grpc_stubs.load()
         info = server_info(target) or {}
         self.key_file = key_file or info.get("key_file")
@@ -126,8 +130,6 @@ class TorchServeClient(ExternalClient):
         try:
             return read_keys(self.key_file)
         except (OSError, ValueError, KeyError) as exc:
-            from serving.errors import UnavailableError
-
             raise UnavailableError(f"torchserve client: cannot read key file {self.key_file}: {exc}") from None
 
     def _auth(self, kind: str) -> tuple | None:
@@ -141,12 +143,8 @@ class TorchServeClient(ExternalClient):
         try:
             out, inference_ns, server = wire.decode_response(resp.prediction)
         except wire.RemoteError as exc:
-            from serving.errors import BackendError, BadInputError
-
             raise (BadInputError if exc.code == 400 else BackendError)(str(exc)) from None
         except wire.WireError as exc:
-            from serving.errors import BackendError
-
             raise BackendError(f"torchserve: {exc}") from None
         # who answered, as the handler inside TorchServe names it ("torchserve 0.12.0"); a
         # handler that names nobody leaves the bare kind, never a version taken on trust
@@ -202,8 +200,6 @@ class TorchServeClient(ExternalClient):
         if self._mgmt is None:
             resp = self._stub.Ping(_empty(), timeout=self.timeout_s, metadata=self._metadata)
             return json.loads(resp.health).get("status") == "Healthy"
-        from serving.errors import ModelNotFoundError
-
         try:
             desc = self._describe_model(customized=False)
         except ModelNotFoundError:
@@ -216,8 +212,6 @@ class TorchServeClient(ExternalClient):
         worker); TorchServe itself has no tensor-metadata API. Without the management API:
         the model's spec from :data:`serving.models.MODELS`."""
         if self._mgmt is None:
-            from serving.models import MODELS
-
             spec = MODELS[self.model]
             return {"inputs": [{"name": wire.DATA_KEY, "dtype": "float32", "shape": [-1, *spec.input_shape]}],
                     "outputs": [{"name": "output", "dtype": "float32", "shape": [-1, *spec.output_shape]}],
@@ -225,8 +219,6 @@ class TorchServeClient(ExternalClient):
         desc = self._describe_model(customized=True)
         meta = desc[0].get("customizedMetadata") if desc else None
         if not meta:
-            from serving.errors import BackendError
-
             raise BackendError(f"torchserve: model {self.model!r} returned no metadata")
         out = json.loads(meta) if isinstance(meta, str) else meta
         out["source"] = "torchserve management API (handler describe)"
@@ -253,6 +245,7 @@ class TorchServeClient(ExternalClient):
 
 
 def _empty():
-    from google.protobuf import empty_pb2
-
     return empty_pb2.Empty()
+
+
+CLIENTS = (TorchServeClient,)

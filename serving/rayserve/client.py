@@ -19,7 +19,7 @@ route") -> ModelNotFoundError, 503 -> UnavailableError, 500 -> BackendError; a s
 (``timeout_s`` per socket operation) -> DeadlineExceededError. A keep-alive connection the
 server closed while idle is retried once on a fresh connection.
 
-``ray-serve-grpc`` -- :class:`serving.clients.scoring.ScoringClient` with Ray's routing metadata
+``ray-serve-grpc`` -- :class:`serving.scoring.client.ScoringClient` with Ray's routing metadata
 (``application: <model>``, added to every call by a channel interceptor), since Ray Serve's
 gRPC proxy picks the application from it. Errors map as on our own Scoring server (one place:
 :mod:`serving.errors`); Ray's "no such application" is NOT_FOUND -> ModelNotFoundError. The
@@ -40,11 +40,15 @@ import numpy as np
 
 from crayfish.tensor import DTYPE_NAMES
 from crayfish.v1 import scoring_pb2, scoring_pb2_grpc
-from serving.clients.base import ClientResult, ExternalClient, register_client
-from serving.clients.scoring import ScoringClient
-from serving.errors import (DeadlineExceededError, ServingError, UnavailableError,
-                            error_from_status)
+from serving.clients.base import ClientResult, ExternalClient
+from serving.errors import (
+    DeadlineExceededError,
+    ServingError,
+    UnavailableError,
+    error_from_status,
+)
 from serving.rayserve import wire
+from serving.scoring.client import ScoringClient
 
 _DTYPE_NAME = {code: name for name, code in DTYPE_NAMES.items()}
 # a reused keep-alive connection that turns out to be closed fails with one of these
@@ -60,7 +64,6 @@ def _host_port(target: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-@register_client
 class RayServeHttpClient(ExternalClient):
     kind = "ray-serve"
     server = "ray-serve"
@@ -198,7 +201,6 @@ class _CallDetails(grpc.ClientCallDetails):
         self.compression = compression
 
 
-@register_client
 class RayServeGrpcClient(ScoringClient):
     kind = "ray-serve-grpc"
     server = "ray-serve"
@@ -258,3 +260,6 @@ class RayServeGrpcClient(ScoringClient):
         if missing:
             raise ServingError(f"ScoreStream ended with {missing} of {len(reqs)} requests unanswered")
         return out  # type: ignore[return-value]
+
+
+CLIENTS = (RayServeHttpClient, RayServeGrpcClient)

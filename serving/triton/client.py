@@ -42,8 +42,10 @@ import threading
 import time
 
 import numpy as np
+import tritonclient.grpc as tgrpc
+from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
-from serving.clients.base import ClientResult, ExternalClient, register_client
+from serving.clients.base import ClientResult, ExternalClient
 from serving.errors import (
     BackendError,
     BadInputError,
@@ -53,6 +55,7 @@ from serving.errors import (
     UnavailableError,
     error_from_status,
 )
+from serving.models import MODELS
 
 _BAD_INPUT_HINTS = ("unexpected shape", "unexpected datatype", "unexpected inference input",
                     "invalid argument", "batch size", "batch-size")
@@ -78,7 +81,6 @@ def _triton_error(exc: Exception) -> ServingError:
     return BackendError(message)
 
 
-@register_client
 class TritonClient(ExternalClient):
     kind = "triton"
     server = "triton"
@@ -87,10 +89,6 @@ class TritonClient(ExternalClient):
                  model_version: str = "", input_name: str | None = None, output_name: str | None = None,
                  streaming: bool = True, root_cert_file: str | None = None, **options):
         super().__init__(target, model, timeout_s=timeout_s, max_in_flight=max_in_flight, **options)
-        import tritonclient.grpc as tgrpc
-
-        from serving.models import MODELS
-
         spec = MODELS.get(model)
         self.model_version = str(model_version)
         self.input_name = input_name or (spec.input_name if spec else "input_1")
@@ -116,8 +114,6 @@ class TritonClient(ExternalClient):
     def identify(self) -> str:
         """``triton <version> (<id>)`` from ServerMetadata, asked once."""
         if self._server_name is None:
-            from tritonclient.utils import InferenceServerException
-
             try:
                 md = self._client.get_server_metadata(client_timeout=self.timeout_s)
             except InferenceServerException:
@@ -138,8 +134,6 @@ class TritonClient(ExternalClient):
     # -- ExternalClient -----------------------------------------------------------------------
 
     def score(self, x: np.ndarray, traceparent: str | None = None) -> ClientResult:
-        from tritonclient.utils import InferenceServerException
-
         inputs = self._inputs(x)
         try:
             result = self._client.infer(self.model, inputs, model_version=self.model_version,
@@ -150,8 +144,6 @@ class TritonClient(ExternalClient):
 
     def score_async(self, x: np.ndarray, traceparent: str | None = None) -> cf.Future:
         """Native: ``async_infer`` (a gRPC future), adapted to a Future of ClientResult."""
-        from tritonclient.utils import InferenceServerException
-
         out: cf.Future = cf.Future()
         inputs = self._inputs(x)
         if self._server_name is None:
@@ -181,8 +173,6 @@ class TritonClient(ExternalClient):
             return super().score_stream(xs)
         if not xs:
             return []
-        from tritonclient.utils import InferenceServerException
-
         inputs = [self._inputs(x) for x in xs]
         if self._server_name is None:
             self.identify()
@@ -237,8 +227,6 @@ class TritonClient(ExternalClient):
     def health(self) -> bool:
         """ServerReady and ModelReady(model). Raises (UnavailableError, ...) when the server
         cannot be reached."""
-        from tritonclient.utils import InferenceServerException
-
         try:
             ready = (self._client.is_server_ready(client_timeout=self.timeout_s)
                      and self._client.is_model_ready(self.model, self.model_version,
@@ -250,8 +238,6 @@ class TritonClient(ExternalClient):
         return bool(ready)
 
     def describe(self) -> dict:
-        from tritonclient.utils import InferenceServerException, triton_to_np_dtype
-
         try:
             md = self._client.get_model_metadata(self.model, self.model_version,
                                                  client_timeout=self.timeout_s)
@@ -276,3 +262,6 @@ class TritonClient(ExternalClient):
             self._client.close()
         except Exception:  # noqa: BLE001 - closing twice
             pass
+
+
+CLIENTS = (TritonClient,)

@@ -7,10 +7,12 @@ import itertools
 
 import grpc
 import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from crayfish.tensor import from_tensor, to_tensor
+from crayfish.tensor import from_tensor, numpy_dtype, to_tensor
 from crayfish.v1 import scoring_pb2, scoring_pb2_grpc
-from serving.clients.base import ClientResult, ExternalClient, grpc_channel, register_client
+from serving.clients.base import ClientResult, ExternalClient, grpc_channel
+from serving.errors import error_from_status
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -19,7 +21,6 @@ def _trace_metadata(traceparent: str | None):
     return (("traceparent", traceparent),) if traceparent else None
 
 
-@register_client
 class ScoringClient(ExternalClient):
     kind = "scoring"
     server = "crayfish-scoring"
@@ -45,8 +46,6 @@ class ScoringClient(ExternalClient):
                             server_queue_ns=resp.queue_ns, server=resp.server)
 
     def score(self, x: np.ndarray, traceparent: str | None = None) -> ClientResult:
-        from serving.errors import error_from_status
-
         try:
             return self._result(self._stub.Score(self._request(x), timeout=self.timeout_s,
                                                  metadata=_trace_metadata(traceparent)))
@@ -55,8 +54,6 @@ class ScoringClient(ExternalClient):
 
     def score_async(self, x: np.ndarray, traceparent: str | None = None) -> cf.Future:
         """Native gRPC future, adapted to a concurrent.futures.Future of ClientResult."""
-        from serving.errors import error_from_status
-
         out: cf.Future = cf.Future()
         call = self._stub.Score.future(self._request(x), timeout=self.timeout_s,
                                        metadata=_trace_metadata(traceparent))
@@ -74,8 +71,6 @@ class ScoringClient(ExternalClient):
 
     def score_stream(self, xs: list[np.ndarray]) -> list[ClientResult]:
         """One ScoreStream call; answers may arrive out of order and are matched by request_id."""
-        from serving.errors import error_from_status
-
         requests = [self._request(x) for x in xs]
         by_id: dict[str, ClientResult] = {}
         try:
@@ -86,16 +81,11 @@ class ScoringClient(ExternalClient):
         return [by_id[r.request_id] for r in requests]
 
     def health(self) -> bool:
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
         r = health_pb2_grpc.HealthStub(self._channel).Check(
             health_pb2.HealthCheckRequest(service="crayfish.v1.Scoring"), timeout=min(self.timeout_s, 5.0))
         return r.status == health_pb2.HealthCheckResponse.SERVING
 
     def describe(self) -> dict:
-        from crayfish.tensor import numpy_dtype
-        from serving.errors import error_from_status
-
         try:
             d = self._stub.DescribeModel(scoring_pb2.DescribeModelRequest(model=self.model), timeout=self.timeout_s)
         except grpc.RpcError as exc:
@@ -109,3 +99,6 @@ class ScoringClient(ExternalClient):
     def close(self) -> None:
         super().close()
         self._channel.close()
+
+
+CLIENTS = (ScoringClient,)

@@ -3,7 +3,7 @@
 Where it runs: it needs the TF Serving stubs (``tensorflow_serving.apis``, which import
 TensorFlow's ``tensorflow.core.framework`` protos), so **a worker using this client runs in the
 ``tensorflow`` environment** (``ServerSpec(worker_env="tensorflow")`` in
-:mod:`serving.external`; importing the stubs there imports TensorFlow, a few seconds at client
+:mod:`serving.tfserving`; importing the stubs there imports TensorFlow, a few seconds at client
 creation). An environment without TensorFlow can get the stubs from ``tensorflow-protobuf`` instead
 (see :mod:`serving.tfserving.wire`). This module itself imports anywhere (the stubs load in
 ``__init__``), so ``create_client`` can list the kind in every environment.
@@ -46,12 +46,18 @@ from __future__ import annotations
 import concurrent.futures as cf
 from typing import Any
 
+import grpc
 import numpy as np
 
-from serving.clients.base import ClientResult, ExternalClient, grpc_channel, register_client
-from serving.errors import BadInputError, ModelNotFoundError, ServingError, error_from_status
+from serving.clients.base import ClientResult, ExternalClient, grpc_channel
+from serving.errors import (
+    BadInputError,
+    ModelNotFoundError,
+    ServingError,
+    error_from_status,
+)
+from serving.tfserving import wire
 
-OUR_SERVER = "crayfish-scoring (tf-serving protocol)"
 _F32 = np.dtype(np.float32)
 
 
@@ -62,7 +68,6 @@ def _metadata(md) -> dict[str, str]:
     return out
 
 
-@register_client
 class TFServingClient(ExternalClient):
     kind = "tf-serving"
     server = "tf-serving"
@@ -73,10 +78,6 @@ class TFServingClient(ExternalClient):
                  root_cert_file: str | None = None, max_message_bytes: int = 256 * 1024 * 1024,
                  **options: Any):
         super().__init__(target, model, timeout_s=timeout_s, max_in_flight=max_in_flight, **options)
-        import grpc
-
-        from serving.tfserving import wire
-
         pb = wire.protos()
         self._grpc = grpc
         self._wire = wire
@@ -205,3 +206,6 @@ class TFServingClient(ExternalClient):
     def close(self) -> None:
         super().close()
         self._channel.close()
+
+
+CLIENTS = (TFServingClient,)
