@@ -4,23 +4,40 @@ Every engine does the same job: read DataBatch records from the input topic, sco
 configured backend, write ScoredBatch records to the output topic and DeadLetter records (with a
 reason) to the dead-letter topic; commit input offsets only after the output is delivered.
 
-How to add an engine
---------------------
-1. Create ``sps_workers/<engine>/`` with a ``__main__`` that accepts ``--config <json | @file>`` (a
-   :class:`sps_workers.settings.WorkerSettings` document) and runs until SIGTERM, then stops cleanly
-   (flush outputs, commit offsets, end spans). A non-Python engine (e.g. Kafka Streams in Java) keeps
-   a thin Python ``__main__`` that builds it if needed and execs it with the same config.
-2. Score with :class:`sps_workers.runtime.EngineInstance` (one per parallel task): decode ->
-   validate -> score -> encode, dead letters with reasons, embedded or external serving, and the
-   hop spans of sampled batches all come with it, identical to the baseline worker.
-3. Engines that assign partitions themselves (no consumer-group membership) call
-   :func:`sps_workers.runtime.mark_ready` once the pipeline reads the input topic and register with
-   ``joins_consumer_group=False``; the runner then waits for that file instead of the group.
-4. Engine-specific knobs (cluster address, operator parallelism, ...) come in
-   ``WorkerSettings.engine_options``; reject unknown keys with a message naming them.
-5. Register it below with the environment it runs in (``core`` or ``envs/<name>/requirements.txt``,
-   built on demand by crayfish.host.envs) and pass the conformance suite in
-   ``tests/test_engines.py``, which runs every registered engine unchanged.
+What the engines share lives beside their folders, and an engine imports no other engine:
+:mod:`.settings` (the WorkerSettings document every worker reads), :mod:`.runtime` (the scoring
+assembly: :class:`~sps_workers.runtime.EngineInstance`, the command line, readiness, processes),
+:mod:`.options` (the base of every engine's options class, its one error type), :mod:`.scoring_op`
+and :mod:`.external` (decode -> validate -> score -> encode, calls to model servers) and
+:mod:`.offsets` (committing a confluent-kafka consumer's offsets at-least-once).
+
+How to add an engine (tests/test_extension_engines.py does exactly these steps with a throwaway
+engine in a temporary package)
+-------------------------------------------------------------------------------------------------
+1. Create ``sps_workers/<engine>/`` with ``options.py``: one subclass of
+   :class:`sps_workers.options.EngineOptions` (``ENGINE = "<engine>"``; one field with a default
+   and a description per knob, cross-field rules in ``check``; no fields if it has no knobs) -- no
+   import of the engine's own library there.
+2. Write its ``__main__``: ``settings, options = read_settings(argv, prog, description, <Options>)``
+   (:func:`sps_workers.runtime.read_settings`: ``--config <WorkerSettings JSON | @file>``, a bad
+   option ends the process with exit code 2 and one line), then run until SIGTERM and stop cleanly
+   (flush outputs, commit offsets, close the instances: spans end). A non-Python engine (e.g. Kafka
+   Streams in Java) keeps a thin Python ``__main__`` that validates the same way, builds it if
+   needed and execs it with the same config.
+3. Score with :class:`sps_workers.runtime.EngineInstance` (one per parallel task, built in that
+   task's process): ``handle(value, headers, append_ms, topic, partition, offset)`` returns the
+   record to produce (output or dead-letter topic). Decode -> validate -> score -> encode, dead
+   letters with reasons, embedded or external serving and the hop spans of sampled batches all come
+   with it, identical to the baseline worker.
+4. Readiness: engines whose consumers join ``WorkerSettings.consumer_group`` need nothing more;
+   engines that assign partitions themselves call :func:`sps_workers.runtime.mark_ready` once the
+   pipeline reads the input topic and register with ``joins_consumer_group=False``.
+5. Register it with one line in :data:`ENGINES` below: name, module, options class, the environment
+   it runs in (``core``, or ``envs/<name>/requirements.txt``, built on demand by
+   crayfish.host.envs) and how it becomes ready. The experiment files accept the name from then on
+   (``engine: <engine>``, its ``engine_options`` checked against the class by ``crayfish validate``).
+6. Pass the conformance suite: ``tests/test_engines.py`` runs every registered engine through the
+   checks of ``tests/conformance_engines.py`` unchanged; add a row to docs/engines.md.
 """
 
 from __future__ import annotations
@@ -28,23 +45,42 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from crayfish.host.procs import ServiceError, wait_file
+from sps_workers.bytewax.options import BytewaxOptions
+from sps_workers.faust.options import FaustOptions
+from sps_workers.flink.options import FlinkOptions
+from sps_workers.kafka.options import KafkaOptions
+from sps_workers.kafka_streams.options import KafkaStreamsOptions
+from sps_workers.options import EngineOptions
+from sps_workers.ray.options import RayOptions
+from sps_workers.spark.options import SparkOptions
+
 
 @dataclass(frozen=True)
 class EngineSpec:
-    name: str
-    module: str
-    environment: str = "core"
+    """One engine: how the runner starts it, checks its options and knows it is ready."""
+
+    name: str                                  # ``engine:`` in experiment files
+    module: str                                # ``python -m <module> --config <WorkerSettings>``
+    options: type[EngineOptions] = EngineOptions  # its engine_options (the base class: none)
+    environment: str = "core"                  # crayfish.host.envs environment it runs in
     # Whether the engine honours WorkerSettings.consumer_group (the runner waits for assignment).
     joins_consumer_group: bool = True
+
+    def check_options(self, raw: dict | None, parallelism: int = 1) -> EngineOptions:
+        """``engine_options`` validated for a worker of ``parallelism`` instances;
+        :class:`sps_workers.options.EngineOptionsError` (one line naming the option) otherwise."""
+        return self.options.parse(raw, parallelism, engine=self.name)
 
     def wait_ready(self, settings, partitions: int, services: list, timeout_s: float = 180.0) -> None:
         """Ready = the worker's consumer group holds every partition (engines that join the group),
         or the engine wrote ``settings.ready_file`` (engines that assign partitions themselves:
         Flink, Spark, Bytewax). ``services``: the processes to watch meanwhile."""
-        from crayfish.host.procs import ServiceError, wait_file
-        from crayfish.kafka import wait_group_assigned
-
         if self.joins_consumer_group:
+            # Inside: confluent-kafka is not in every engine's environment (faust has aiokafka), and
+            # every engine's process imports this package.
+            from crayfish.kafka import wait_group_assigned
+
             try:
                 wait_group_assigned(settings.bootstrap, settings.consumer_group, settings.parallelism, partitions,
                                     services, timeout_s=timeout_s)
@@ -56,12 +92,13 @@ class EngineSpec:
         wait_file(Path(settings.ready_file), services, timeout_s=timeout_s, what=f"{self.name} worker")
 
 
-ENGINES: dict[str, EngineSpec] = {
-    "kafka": EngineSpec(name="kafka", module="sps_workers.kafka"),
-    "flink": EngineSpec(name="flink", module="sps_workers.flink", environment="flink", joins_consumer_group=False),
-    "spark": EngineSpec(name="spark", module="sps_workers.spark", environment="spark", joins_consumer_group=False),
-    "ray": EngineSpec(name="ray", module="sps_workers.ray", environment="ray"),
-    "kafka-streams": EngineSpec(name="kafka-streams", module="sps_workers.kafka_streams"),
-    "faust": EngineSpec(name="faust", module="sps_workers.faust", environment="faust"),
-    "bytewax": EngineSpec(name="bytewax", module="sps_workers.bytewax", environment="bytewax", joins_consumer_group=False),
-}
+# The engine registry: one line per engine.
+ENGINES: dict[str, EngineSpec] = {spec.name: spec for spec in (
+    EngineSpec("kafka", "sps_workers.kafka", KafkaOptions),
+    EngineSpec("flink", "sps_workers.flink", FlinkOptions, environment="flink", joins_consumer_group=False),
+    EngineSpec("spark", "sps_workers.spark", SparkOptions, environment="spark", joins_consumer_group=False),
+    EngineSpec("ray", "sps_workers.ray", RayOptions, environment="ray"),
+    EngineSpec("kafka-streams", "sps_workers.kafka_streams", KafkaStreamsOptions),
+    EngineSpec("faust", "sps_workers.faust", FaustOptions, environment="faust"),
+    EngineSpec("bytewax", "sps_workers.bytewax", BytewaxOptions, environment="bytewax", joins_consumer_group=False),
+)}

@@ -27,8 +27,16 @@ from typing import Callable
 
 import numpy as np
 
+from observability.light import client_traceparent
 from serving.errors import BadInputError, ModelNotFoundError, ServingError
-from sps_workers.scoring_op import BAD_SHAPE, SCORING_ERROR, UNKNOWN_MODEL, OpResult, Prepared, ScoringOperator
+from sps_workers.scoring_op import (
+    BAD_SHAPE,
+    SCORING_ERROR,
+    UNKNOWN_MODEL,
+    OpResult,
+    Prepared,
+    ScoringOperator,
+)
 
 CALL_MODES = ("blocking", "pipelined", "microbatch")
 
@@ -103,7 +111,7 @@ class ExternalStage:
         self.calls += 1
         x = unit.x()
         traced = next((p.trace for p in unit.preps if p.trace is not None), None)
-        tp = f"00-{traced[0]}-{traced[2] | 3:016x}-01" if traced is not None else None  # the score span
+        tp = client_traceparent(traced) if traced is not None else None  # the score span
         if self.mode == "blocking":
             try:
                 res, exc = self.client.score(x, tp), None

@@ -66,7 +66,7 @@ class Prepared:
     started: int = 0  # perf counter when the scoring call started
     attempts: int = 0
     # Sampled batches scored by an external server: (trace_id, incoming parent span, span id base)
-    # from BatchTracing.client_context; the call carries the worker's score span as its parent.
+    # from observability.context.client_traceparent; the call carries the worker's score span as its parent.
     trace: tuple | None = None
 
 

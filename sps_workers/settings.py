@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, Field, ValidationError
+
+from sps_workers.options import EngineOptions
 
 
 class ExternalSettings(BaseModel):
@@ -38,3 +43,21 @@ class WorkerSettings(BaseModel):
     external: ExternalSettings | None = Field(None, description="Set: score through this external server instead of the embedded backend.")
     ready_file: str | None = Field(None, description="Set by the runner: the engine creates this file once its pipeline runs and reads the input topic (readiness of engines that do not join the consumer group).")
     engine_options: dict = Field(default_factory=dict, description="Engine-specific options (cluster address, operator parallelism, ...); each engine's folder documents its keys and rejects unknown ones.")
+
+
+def load_config(raw: str, options: type[EngineOptions]) -> tuple[WorkerSettings, EngineOptions]:
+    """WorkerSettings from JSON (or ``@path`` of a JSON file) and its ``engine_options`` checked
+    against ``options`` (the engine's class); ValueError otherwise (pydantic's ValidationError,
+    EngineOptionsError, a JSON error), OSError for a file that cannot be read."""
+    if raw.startswith("@"):
+        raw = Path(raw[1:]).read_text()
+    settings = WorkerSettings.model_validate(json.loads(raw))
+    return settings, options.from_settings(settings)
+
+
+def config_error(exc: Exception) -> str:
+    """One line for what :func:`load_config` raised: the field(s) and what is wrong."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(str(x) for x in e['loc']) or '(top level)'}: {e['msg']}"
+                         for e in exc.errors())
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -17,21 +17,22 @@ from tests.procs import is_loopback, listening
 from crayfish.kafka import RunTopics, create_topics, delete_topics
 from crayfish.host.procs import Service
 from sps_workers import ENGINES
-from sps_workers.bytewax.options import parse_options
+from sps_workers.bytewax.options import BytewaxOptions
+from sps_workers.options import EngineOptionsError
 from sps_workers.settings import WorkerSettings
 
 ENGINE = "bytewax"
 
 
 def test_options_are_validated_naming_the_field():
-    assert parse_options({}).workers_per_process == 1
-    assert parse_options({"workers_per_process": 2}, parallelism=4).workers_per_process == 2
-    with pytest.raises(ValueError, match=r"engine_options\.workers: unknown option of the bytewax engine"):
-        parse_options({"workers": 2})
-    with pytest.raises(ValueError, match=r"engine_options\.epoch_interval_s: Input should be greater than 0"):
-        parse_options({"epoch_interval_s": 0})
-    with pytest.raises(ValueError, match=r"engine_options\.workers_per_process: 2 does not divide parallelism 3"):
-        parse_options({"workers_per_process": 2}, parallelism=3)
+    assert BytewaxOptions.parse({}).workers_per_process == 1
+    assert BytewaxOptions.parse({"workers_per_process": 2}, parallelism=4).workers_per_process == 2
+    with pytest.raises(EngineOptionsError, match=r"^engine_options\.workers: unknown option of the bytewax engine"):
+        BytewaxOptions.parse({"workers": 2})
+    with pytest.raises(EngineOptionsError, match=r"^engine_options\.epoch_interval_s: Input should be greater than 0"):
+        BytewaxOptions.parse({"epoch_interval_s": 0})
+    with pytest.raises(EngineOptionsError, match=r"^engine_options\.workers_per_process: 2 does not divide parallelism 3"):
+        BytewaxOptions.parse({"workers_per_process": 2}, parallelism=3)
 
 
 def test_worker_rejects_a_bad_option_before_starting():
@@ -42,8 +43,9 @@ def test_worker_rejects_a_bad_option_before_starting():
                        engine_options={"workers_per_process": 2})
     proc = subprocess.run([python_for(ENGINES[ENGINE].environment), "-m", ENGINES[ENGINE].module,
                            "--config", ws.model_dump_json()], capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0
-    assert "engine_options.workers_per_process: 2 does not divide parallelism 3" in proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    assert "bytewax worker: bad config: engine_options.workers_per_process: 2 does not divide parallelism 3" \
+        in proc.stderr
 
 
 

@@ -123,6 +123,10 @@ BAD_FIELDS = {
     "colour: blue": "colour",
     "sweep: {batch_size: 3}": "sweep.batch_size",
     "sweep: {batch_size: [1, 0]}": "batch_size",   # a sweep value is checked like the field itself
+    "model: gpt": "model: unknown model 'gpt'; known: ffnn, resnet50",
+    "engine: storm": "engine: unknown engine 'storm'; known: kafka, flink, ",
+    "codec: xml": "codec: unknown codec 'xml'; known: protobuf, crayfish-json",
+    "engine_options: {bogus: 1}": "engine_options.bogus: unknown option of the kafka engine (known: none)",
 }
 
 
@@ -135,6 +139,39 @@ def test_validate_names_the_bad_field_in_one_line(tmp_path, line, field):
     msg = one_line_error(crayfish("validate", path))
     assert msg.startswith(f"error: {path}: "), msg
     assert field in msg.removeprefix(f"error: {path}: "), msg
+
+
+@pytest.mark.parametrize("engine, options, said", [
+    ("kafka", {"bogus": 1}, "engine_options.bogus: unknown option of the kafka engine (known: none)"),
+    ("flink", {"bundle_size": 0}, "engine_options.bundle_size: Input should be greater than or equal to 1"),
+    ("flink", {"operator_parallelism": [1, 2, 1]},
+     "engine_options.operator_parallelism: the scoring entry (2) must equal parallelism (1)"),
+    ("spark", {"master": "localhost:7077"}, "engine_options.master: must be a Spark master URL"),
+    ("ray", {"address": "ray://h:1", "num_cpus": 2}, "engine_options.num_cpus: only applies to a local Ray"),
+    ("bytewax", {"workers_per_process": 2}, "engine_options.workers_per_process: 2 does not divide parallelism 1"),
+    ("faust", {"concurency": 2}, "engine_options.concurency: unknown option of the faust engine (known: "),
+    ("kafka-streams", {"jvm_options": "-Xmx1g"}, "engine_options.jvm_options: Input should be a valid list"),
+])
+def test_validate_checks_engine_options_against_the_engine(tmp_path, engine, options, said):
+    """Each engine's options class, before anything starts: one line naming the option (and, for an
+    unknown key, the engine); the same options with a good value pass."""
+    path = write_yaml(tmp_path / "opts.yaml", {**TINY, "engine": engine, "engine_options": options})
+    msg = one_line_error(crayfish("validate", path))
+    assert msg.startswith(f"error: {path}: {said}"), msg
+
+
+def test_validate_checks_engine_options_of_every_sweep_point(tmp_path):
+    good = write_yaml(tmp_path / "good.yaml", {**TINY, "engine": "flink", "parallelism": 2,
+                                               "engine_options": {"operator_parallelism": [1, 2, 1]}})
+    r = crayfish("validate", good)
+    assert r.returncode == 0, r.stderr
+    # mp 1 does not fit the scoring entry 2: the sweep point that says so is named.
+    bad = write_yaml(tmp_path / "bad.yaml", {**TINY, "engine": "flink", "parallelism": 2,
+                                             "sweep": {"parallelism": [2, 1]},
+                                             "engine_options": {"operator_parallelism": [1, 2, 1]}})
+    msg = one_line_error(crayfish("validate", bad))
+    assert "sweep point parallelism=1: engine_options.operator_parallelism: the scoring entry (2) must equal " \
+           "parallelism (1)" in msg, msg
 
 
 def test_validate_names_the_bad_sweep_point(tmp_path):

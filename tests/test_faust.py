@@ -21,20 +21,21 @@ from crayfish.kafka import RunTopics, create_topics, delete_topics, producer_con
 from crayfish.v1 import batch_pb2
 from crayfish.host.procs import Service
 from sps_workers import ENGINES
-from sps_workers.faust.options import parse_options
+from sps_workers.faust.options import FaustOptions
+from sps_workers.options import EngineOptionsError
 from sps_workers.settings import WorkerSettings
 
 ENGINE = "faust"
 
 
 def test_options_are_validated_naming_the_field():
-    assert parse_options({}).concurrency == 1 and parse_options(None).web_port is None
-    with pytest.raises(ValueError, match=r"engine_options\.bogus: unknown option of the faust engine"):
-        parse_options({"bogus": 1})
-    with pytest.raises(ValueError, match=r"engine_options\.concurrency: Input should be greater than or equal to 1"):
-        parse_options({"concurrency": 0})
-    with pytest.raises(ValueError, match=r"engine_options\.web_port"):
-        parse_options({"web_port": 70000})
+    assert FaustOptions.parse({}).concurrency == 1 and FaustOptions.parse(None).web_port is None
+    with pytest.raises(EngineOptionsError, match=r"^engine_options\.bogus: unknown option of the faust engine"):
+        FaustOptions.parse({"bogus": 1})
+    with pytest.raises(EngineOptionsError, match=r"^engine_options\.concurrency: Input should be greater than or equal to 1"):
+        FaustOptions.parse({"concurrency": 0})
+    with pytest.raises(EngineOptionsError, match=r"^engine_options\.web_port"):
+        FaustOptions.parse({"web_port": 70000})
 
 
 def test_worker_rejects_a_bad_option_before_starting(tmp_path):
@@ -44,8 +45,8 @@ def test_worker_rejects_a_bad_option_before_starting(tmp_path):
                        consumer_group="g", model="ffnn", worker_id=ENGINE, engine_options={"concurency": 2})
     proc = subprocess.run([python_for(ENGINES[ENGINE].environment), "-m", ENGINES[ENGINE].module,
                            "--config", ws.model_dump_json()], capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0
-    assert "engine_options.concurency: unknown option of the faust engine" in proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    assert "faust worker: bad config: engine_options.concurency: unknown option of the faust engine" in proc.stderr
 
 
 @pytest.fixture

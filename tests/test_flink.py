@@ -20,7 +20,8 @@ from crayfish.kafka import RunTopics, consumer_lag, create_topics, delete_topics
 from crayfish.host.procs import Service
 from sps_workers import ENGINES
 from sps_workers.flink.job import load_settings
-from sps_workers.flink.options import FlinkOptionsError, parse_options
+from sps_workers.flink.options import FlinkOptions
+from sps_workers.options import EngineOptionsError
 from sps_workers.settings import WorkerSettings
 from tests.kafka_io import read_scored, send_batches
 from tests.procs import is_loopback, listening, loopback_listeners
@@ -46,23 +47,25 @@ def flink_python():
     ({"operator_parallelism": [2, 0, 2]}, "engine_options.operator_parallelism"),
     ({"bundle_time_ms": 0}, "engine_options.bundle_time_ms"),
     ({"buffer_timeout_ms": -1}, "engine_options.buffer_timeout_ms"),
-    ({"checkpoint_interval": 5}, "engine_options.checkpoint_interval"),
+    ({"checkpoint_interval": 5}, "engine_options.checkpoint_interval: unknown option of the flink engine"),
+    ({"bundle_size": "1000"}, "engine_options.bundle_size: Input should be a valid integer"),
 ])
 def test_bad_options_name_the_field(options, field):
-    with pytest.raises(FlinkOptionsError, match=re.escape(field)):
-        parse_options(options)
+    with pytest.raises(EngineOptionsError, match="^" + re.escape(field)):
+        FlinkOptions.parse(options)
 
 
 def test_good_options():
-    o = parse_options({"jobmanager": "jm.example:8081", "operator_parallelism": [4, 2, 4]})
+    o = FlinkOptions.parse({"jobmanager": "jm.example:8081", "operator_parallelism": [4, 2, 4]}, parallelism=2)
     assert o.host_port == ("jm.example", 8081) and o.parallelisms(2) == (4, 2, 4)
-    assert parse_options({}).parallelisms(3) == (3, 3, 3)
-    assert parse_options({}).buffer_timeout_ms == 5  # not Flink's 100 ms: see the package docstring
+    assert FlinkOptions.parse({}).parallelisms(3) == (3, 3, 3)
+    assert FlinkOptions.parse({}).buffer_timeout_ms == 5  # not Flink's 100 ms: see the package docstring
 
 
 def test_scoring_parallelism_must_equal_mp():
     doc = {**BASE, "parallelism": 2, "engine_options": {"operator_parallelism": [4, 3, 4]}}
-    with pytest.raises(FlinkOptionsError, match=r"operator_parallelism.*must equal parallelism \(2\)"):
+    with pytest.raises(EngineOptionsError, match=r"^engine_options\.operator_parallelism: the scoring entry \(3\) "
+                                                 r"must equal parallelism \(2\)$"):
         load_settings(json.dumps(doc))
 
 

@@ -126,7 +126,10 @@ def _settings(**over) -> WorkerSettings:
 
 @pytest.mark.parametrize("over, field", [
     (dict(codec="crayfish-json"), "codec: 'crayfish-json' is not supported"),
-    (dict(engine_options={"parallelism_per_host": 2}), "engine_options: unknown key(s) 'parallelism_per_host'"),
+    (dict(engine_options={"parallelism_per_host": 2}),
+     "kafka-streams worker: bad config: engine_options.parallelism_per_host: unknown option of the kafka-streams "
+     "engine (known: commit_interval_ms, poll_ms, warmup_ms, streams_config, jvm_options)"),
+    (dict(engine_options={"jvm_options": "-Xmx1g"}), "engine_options.jvm_options: Input should be a valid list"),
     (dict(backend_options={"threads": 2}), "backend_options: backend 'onnxruntime' has no option 'threads'"),
     (dict(backend="torchscript"), "backend: 'torchscript' is not available"),
     (dict(external=ExternalSettings(client="triton", target="127.0.0.1:1")), "external.client: 'triton'"),
@@ -139,7 +142,13 @@ def test_bad_config_fails_naming_the_field(models_dir, over, field):
     assert field in r.stderr, r.stderr
 
 
-def test_missing_model_file_is_a_config_error(tmp_path):
+def test_missing_model_files_are_config_errors(tmp_path, models_dir):
+    # No manifest: the model is not built there (the Java worker reads the model's shapes from it).
+    r = _launcher("--config", _settings(models_dir=str(tmp_path)).model_dump_json(), timeout=300)
+    assert r.returncode == 2 and f"model: 'ffnn' is not built in {tmp_path}" in r.stderr, r.stderr
+    # A manifest but no ONNX file.
+    (tmp_path / "ffnn").mkdir()
+    shutil.copy(models_dir / "ffnn" / "manifest.json", tmp_path / "ffnn" / "manifest.json")
     r = _launcher("--config", _settings(models_dir=str(tmp_path)).model_dump_json(), timeout=300)
     assert r.returncode == 2 and "no ONNX file at" in r.stderr, r.stderr
 
@@ -154,10 +163,10 @@ def start_worker(kafka_bootstrap, models_dir, tmp_path):
         run_id = uuid.uuid4().hex[:8]
         topics = RunTopics.for_run(run_id)
         create_topics(kafka_bootstrap, topics, partitions=partitions)
+        over = {"model": "ffnn", "models_dir": str(models_dir), **over}
         ws = WorkerSettings(bootstrap=kafka_bootstrap, input_topic=topics.input, output_topic=topics.output,
-                            dead_letter_topic=topics.dead_letter, consumer_group=f"w-{run_id}", model="ffnn",
-                            models_dir=str(models_dir), worker_id="kafka-streams",
-                            ready_file=str(tmp_path / f"{run_id}.ready"), **over)
+                            dead_letter_topic=topics.dead_letter, consumer_group=f"w-{run_id}",
+                            worker_id="kafka-streams", ready_file=str(tmp_path / f"{run_id}.ready"), **over)
         cfg = tmp_path / f"{run_id}.json"
         cfg.write_text(ws.model_dump_json())
         svc = Service("kafka-streams-worker", ["-m", SPEC.module, "--config", f"@{cfg}"], tmp_path / f"{run_id}.log",
@@ -347,3 +356,30 @@ def test_spans_go_over_otlp_when_an_endpoint_is_set(kafka_bootstrap, start_worke
         assert {"crayfish.decode", "crayfish.score", "crayfish.encode", f"process {topics.input}"} <= names, got
     finally:
         server.stop(0)
+
+
+def test_a_model_known_only_by_its_manifest_is_served(kafka_bootstrap, start_worker, models_dir, tmp_path):
+    """The Java worker has no table of models: it reads the model's tensor names and shapes from
+    ``<models_dir>/<model>/manifest.json``. A copy of the FFNN under another name, which neither
+    Java nor the Python registry knows, is served as soon as its files and manifest are there."""
+    import json
+
+    from serving.models import model_paths, reference_forward
+
+    built = model_paths("ffnn", models_dir)
+    twin = tmp_path / "models" / "ffnn-twin"
+    twin.mkdir(parents=True)
+    shutil.copy(built.onnx, twin / "ffnn-twin.onnx")
+    manifest = json.loads(built.manifest_path.read_text())
+    (twin / "manifest.json").write_text(json.dumps({**manifest, "name": "ffnn-twin"}))
+
+    svc, topics, _ = start_worker(partitions=1, model="ffnn-twin", models_dir=str(tmp_path / "models"))
+    x = np.random.default_rng(5).random((3, 1, 784), dtype=np.float32)
+    p = Producer(producer_config(kafka_bootstrap))
+    p.produce(topics.input, _batch("twin", 0, x, model="ffnn-twin").SerializeToString(), b"twin-0")
+    p.flush(10)
+    [m] = _read(kafka_bootstrap, [topics.output], 1) or [None]
+    assert m is not None, svc.log_tail()
+    s = batch_pb2.ScoredBatch.FromString(m.value())
+    assert s.model == "ffnn-twin" and list(s.output.shape) == [3, 10]
+    np.testing.assert_allclose(from_tensor(s.output), reference_forward("ffnn", built.weights, x), rtol=1e-4, atol=1e-5)

@@ -94,6 +94,7 @@ BAD_FILES = {
     "engine: storm": "engine",
     "colour: blue": "colour",
     "sweep: {batch_size: 3}": "sweep.batch_size",
+    "engine_options: {bogus: 1}": "engine_options.bogus: unknown option of the kafka engine",
 }
 
 

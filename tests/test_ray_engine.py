@@ -21,7 +21,8 @@ from tests.procs import loopback_listeners
 from crayfish.kafka import RunTopics, consumer_config, create_topics, delete_topics
 from crayfish.host.procs import Service, wait_file
 from sps_workers import ENGINES
-from sps_workers.ray.options import RayOptionError, parse_options
+from sps_workers.options import EngineOptionsError
+from sps_workers.ray.options import RayOptions
 from sps_workers.settings import WorkerSettings
 
 ENGINE = "ray"
@@ -34,22 +35,23 @@ def _ws(**kw) -> WorkerSettings:
 
 
 def test_options_defaults_and_errors_name_the_field():
-    opts = parse_options(_ws())
+    opts = RayOptions.from_settings(_ws())
     assert opts.local and opts.max_in_flight == 4 and opts.scoring_cpus == 1.0
     for address in ("ray://127.0.0.1:10001", "head.example:6379", "auto"):
-        assert parse_options(_ws(engine_options={"address": address})).address == address
+        assert RayOptions.from_settings(_ws(engine_options={"address": address})).address == address
     cases = {
-        "engine_options: unknown key(s) 'adress'": {"adress": "ray://h:1"},
+        "engine_options.adress: unknown option of the ray engine (known: address, ": {"adress": "ray://h:1"},
         "engine_options.address: must be ray://host:port": {"address": "http://h:8265"},
-        "engine_options.max_in_flight: must be an integer >= 1": {"max_in_flight": 0},
-        "engine_options.scoring_cpus: must be a number >= 0": {"scoring_cpus": -1},
-        "engine_options.stop_timeout_s: must be a number > 0": {"stop_timeout_s": 0},
-        "engine_options.runtime_env: must be a mapping": {"runtime_env": "py_modules"},
+        "engine_options.max_in_flight: Input should be greater than or equal to 1": {"max_in_flight": 0},
+        "engine_options.max_in_flight: Input should be a valid integer": {"max_in_flight": True},
+        "engine_options.scoring_cpus: Input should be greater than or equal to 0": {"scoring_cpus": -1},
+        "engine_options.stop_timeout_s: Input should be greater than 0": {"stop_timeout_s": 0},
+        "engine_options.runtime_env: Input should be a valid dictionary": {"runtime_env": "py_modules"},
         "engine_options.num_cpus: only applies to a local Ray": {"address": "ray://h:10001", "num_cpus": 4},
     }
     for message, options in cases.items():
-        with pytest.raises(RayOptionError, match=re.escape(message)):
-            parse_options(_ws(engine_options=options))
+        with pytest.raises(EngineOptionsError, match="^" + re.escape(message)):
+            RayOptions.from_settings(_ws(engine_options=options))
 
 
 def _is_ray(p: psutil.Process) -> bool:
@@ -88,8 +90,8 @@ def test_worker_rejects_a_bad_option_before_starting(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     stderr = err.read_text(errors="replace")
-    assert proc.returncode != 0
-    assert "engine_options.address: must be ray://host:port" in stderr, stderr[-3000:]
+    assert proc.returncode == 2, stderr[-3000:]
+    assert "ray worker: bad config: engine_options.address: must be ray://host:port" in stderr, stderr[-3000:]
     assert not ray, f"Ray was started before the option was rejected: {ray}"
 
 

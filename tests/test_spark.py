@@ -23,7 +23,8 @@ from crayfish.host.procs import Service
 from sps_workers import ENGINES
 from sps_workers.settings import WorkerSettings
 from sps_workers.spark.jars import ARTIFACTS, POM, ensure_jars
-from sps_workers.spark.options import SparkOptionError, parse_options
+from sps_workers.options import EngineOptionsError
+from sps_workers.spark.options import SparkOptions
 
 ENGINE = "spark"
 REPO = Path(__file__).resolve().parents[1]
@@ -36,22 +37,22 @@ def _ws(**kw) -> WorkerSettings:
 
 
 def test_options_defaults_and_errors_name_the_field():
-    opts = parse_options(_ws(parallelism=3))
+    opts = SparkOptions.from_settings(_ws(parallelism=3))
     assert opts.master == "local[3]" and opts.trigger_ms == 0 and opts.driver_host == "127.0.0.1"
     for master in ("local[2,3]", "local[*]", "spark://h1:7077,h2:7077", "k8s://https://k:6443", "yarn"):
-        assert parse_options(_ws(engine_options={"master": master})).master == master
+        assert SparkOptions.from_settings(_ws(engine_options={"master": master})).master == master
     cases = {
-        "engine_options: unknown key(s) 'mastr'": {"mastr": "local[1]"},
+        "engine_options.mastr: unknown option of the spark engine (known: master, ": {"mastr": "local[1]"},
         "engine_options.master: must be a Spark master URL": {"master": "localhost:7077"},
-        "engine_options.trigger_ms: must be an integer >= 0": {"trigger_ms": -1},
-        "engine_options.arrow_batch_records: must be an integer >= 1": {"arrow_batch_records": 0},
-        "engine_options.async_progress: must be true or false": {"async_progress": "yes"},
-        "engine_options.stop_timeout_s: must be a number > 0": {"stop_timeout_s": 0},
+        "engine_options.trigger_ms: Input should be greater than or equal to 0": {"trigger_ms": -1},
+        "engine_options.arrow_batch_records: Input should be greater than or equal to 1": {"arrow_batch_records": 0},
+        "engine_options.async_progress: Input should be a valid boolean": {"async_progress": "yes"},
+        "engine_options.stop_timeout_s: Input should be greater than 0": {"stop_timeout_s": 0},
         "engine_options.conf: keys must be Spark conf keys": {"conf": {"driver.memory": "1g"}},
     }
     for message, options in cases.items():
-        with pytest.raises(SparkOptionError, match=re.escape(message)):
-            parse_options(_ws(engine_options=options))
+        with pytest.raises(EngineOptionsError, match="^" + re.escape(message)):
+            SparkOptions.from_settings(_ws(engine_options=options))
 
 
 def _pinned_pyspark() -> str:
@@ -97,8 +98,8 @@ def test_worker_rejects_a_bad_option_before_starting(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     stderr = err.read_text(errors="replace")
-    assert proc.returncode != 0
-    assert "engine_options.master: must be a Spark master URL" in stderr, stderr[-3000:]
+    assert proc.returncode == 2, stderr[-3000:]
+    assert "spark worker: bad config: engine_options.master: must be a Spark master URL" in stderr, stderr[-3000:]
     assert not jvms, f"a JVM was started before the option was rejected: {jvms}"
 
 

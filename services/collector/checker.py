@@ -17,7 +17,8 @@ import zlib
 
 import numpy as np
 
-from services.generator.generator import BatchFactory
+from services.generator.generator import input_pool_for
+from serving.models import model_paths, reference_forward
 
 UNCHECKED_BACKENDS = {"noop", "sleep"}
 
@@ -25,11 +26,9 @@ UNCHECKED_BACKENDS = {"noop", "sleep"}
 class PredictionChecker:
     def __init__(self, generator_settings, models_dir=None, sample_rate: float = 0.01,
                  tolerance: float = 1e-4, max_seconds: float = 30.0):
-        from serving.models import model_paths  # onnx and the model builders: only when checking
-
         self.model = generator_settings.model
         self.weights = model_paths(self.model, models_dir).weights
-        self.pool = BatchFactory(generator_settings).pool_arrays
+        self.pool = input_pool_for(generator_settings)
         self.threshold = int(sample_rate * 2**32)
         self.tolerance = tolerance
         self.max_seconds = max_seconds
@@ -45,8 +44,6 @@ class PredictionChecker:
 
     def check(self, sequence: int, output: np.ndarray) -> bool | None:
         """True/False for a checked batch; None when the time budget is spent."""
-        from serving.models import reference_forward  # onnx and the model builders: only when checking
-
         index = sequence % len(self.pool)
         ref = self.cache.get(index)
         if ref is None:

@@ -8,7 +8,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
+
+from services.runner.experiment import ExperimentError, format_validation_error, load_experiment
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Crayfish Mesh: benchmark ML inference in stream-processing pipelines.")
@@ -29,11 +32,9 @@ def _fail(message: str) -> None:
 
 def _load(file: Path):
     """The experiment of ``file``, every sweep point of it validated too (a bad sweep value would
-    otherwise fail mid-run, after the broker started); any problem ends the command with one line."""
-    from pydantic import ValidationError
-
-    from services.runner.experiment import ExperimentError, format_validation_error, load_experiment
-
+    otherwise fail mid-run, after the broker started); any problem ends the command with one line:
+    ``error: FILE: <field>: <what is wrong>`` (engine options, backend options and names of engines,
+    models and codecs included), exit code 2."""
     try:
         exp = load_experiment(file)
     except ExperimentError as exc:
@@ -335,7 +336,7 @@ def broker_status():
 
 
 @models_app.command("build")
-def models_build(model: str = typer.Option("all", help="ffnn | resnet50 | all"),
+def models_build(model: str = typer.Option("all", help="A model of serving.models.MODELS (ffnn, ...), or all."),
                  seed: int = typer.Option(42, help="Seed of the weights."),
                  dir: Optional[Path] = typer.Option(None, help="Models folder (default .cache/models).")):
     """Build the models (seeded weights -> .npz -> ONNX with a dynamic batch axis)."""

@@ -18,14 +18,17 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from crayfish.codec import codecs
+from serving.embedded import BACKENDS, ScorerConfigError, backend
+from serving.external import SERVERS, available, server_spec
+from serving.models import MODELS
 from services.generator.settings import Stall
 from services.generator.workloads import WorkloadConfig
+from sps_workers import ENGINES
+from sps_workers.options import EngineOptionsError
 
-# Engines named in experiment files. Only those with a worker in sps_workers.ENGINES can run;
-# the others are reserved names so that files written for them fail with a clear message.
-ENGINE_NAMES = ("kafka", "flink", "kafka-streams", "spark", "ray", "faust", "bytewax")
-MODEL_NAMES = ("ffnn", "resnet50")
-CODEC_NAMES = ("protobuf", "crayfish-json")
+# Engines, models and codecs are the names their registries hold when a file is validated
+# (sps_workers.ENGINES, serving.models.MODELS, crayfish.codec.codecs()): adding one there is enough.
 SWEEPABLE = ("batch_size", "parallelism", "codec", "rate", "outstanding", "delay_ms", "threads", "call_mode",
              "server", "instances", "max_in_flight", "serving", "engine", "engine_options")
 
@@ -61,33 +64,41 @@ class ServingConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self):
-        from serving.embedded import BACKENDS
-
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown embedded backend {self.backend!r}; known: {', '.join(sorted(BACKENDS))}")
         if self.backend == "sleep" and self.delay_ms is None:
             raise ValueError("backend 'sleep' needs delay_ms")
         if self.kind == "external":
-            from serving.external import SERVERS, available
-
             if self.server not in SERVERS:
                 raise ValueError(f"unknown external server {self.server!r}; known: {', '.join(SERVERS)}")
             if self.target is None and not available(self.server):
                 raise ValueError(f"server {self.server!r} cannot be started from this checkout yet")
+        if self.runs_backend():
+            # The options the backend will get, checked as it checks them when it starts.
+            try:
+                backend(self.backend).resolve_options(self.backend_options())
+            except ScorerConfigError as exc:
+                raise ValueError(str(exc)) from None
         return self
 
+    def runs_backend(self) -> bool:
+        """Whether ``backend`` runs for this configuration: in the worker (embedded), or inside
+        the Scoring server the runner starts (the other servers have their own runtimes, and a
+        running server given as ``target`` has its backend already)."""
+        return self.kind == "embedded" or (self.target is None and server_spec(self.server).runs_backend)
+
+    def server_options(self) -> dict:
+        """What the runner passes to the external server it starts besides model, instances and
+        paths (the Scoring server runs ``backend`` with its options and dynamic batching)."""
+        if self.kind != "external" or not self.runs_backend():
+            return {}
+        return {"backend": self.backend, "backend_options": self.backend_options(),
+                "batching": self.batching.model_dump() if self.batching else None}
+
     def backend_options(self) -> dict:
-        if self.backend == "onnxruntime":
-            return {"intra_op_threads": self.threads, "inter_op_threads": self.inter_threads,
-                    "device": self.device}
-        if self.backend == "torchscript":
-            return {"threads": self.threads, "interop_threads": self.inter_threads, "device": self.device}
-        if self.backend == "savedmodel":
-            return {"intra_op_threads": self.threads, "inter_op_threads": self.inter_threads,
-                    "device": self.device}
-        if self.backend == "sleep":
-            return {"delay_ms": self.delay_ms}
-        return {}
+        """The backend's options from this config's fields (each backend declares the mapping)."""
+        return backend(self.backend).options_from(threads=self.threads, inter_threads=self.inter_threads,
+                                                  device=self.device, delay_ms=self.delay_ms)
 
 
 class WarmupConfig(Strict):
@@ -139,12 +150,13 @@ class InjectConfig(Strict):
 
 class Experiment(Strict):
     name: str = Field(description="Name of the experiment (used in the run folder name).")
-    model: Literal[MODEL_NAMES] = Field("ffnn", description="Model: ffnn | resnet50.")
-    engine: Literal[ENGINE_NAMES] = Field("kafka", description="Stream processor running the scoring op.")
+    model: str = Field("ffnn", description="Model: a name in serving.models.MODELS (ffnn, resnet50, ...).")
+    engine: str = Field("kafka", description="Stream processor running the scoring op: a name in "
+                                             "sps_workers.ENGINES (kafka, flink, ...).")
     serving: ServingConfig = Field(default_factory=ServingConfig)
     batch_size: int = Field(1, ge=1, description="Data points per batch (the paper's bsz).")
     parallelism: int = Field(1, ge=1, description="Scoring parallelism mp.")
-    codec: Literal[CODEC_NAMES] = Field("protobuf", description="Payload codec.")
+    codec: str = Field("protobuf", description="Payload codec: a name of crayfish.codec (protobuf, crayfish-json).")
     workload: WorkloadConfig = Field(description="Arrival process (type + its parameters).")
     warmup: WarmupConfig = Field(default_factory=WarmupConfig)
     repetitions: int = Field(1, ge=1, description="Repetitions of every point (mean ± sd reported).")
@@ -158,16 +170,31 @@ class Experiment(Strict):
     check_predictions: float = Field(0.01, ge=0, le=1, description="Share of scored batches whose predictions the collector checks against the reference model (accounting: checked, wrong).")
     generator_processes: int | None = Field(None, ge=1, description="Producer processes of the generator (default: by rate).")
     inject: InjectConfig = Field(default_factory=InjectConfig, description="Known faults to inject (proving the measurement; default: none).")
-    engine_options: dict = Field(default_factory=dict, description="Engine-specific options passed to the worker (see sps_workers/<engine>/README or module docstring), e.g. flink: operator_parallelism [source, scoring, sink], jobmanager; spark: master; ray: address.")
+    engine_options: dict = Field(default_factory=dict, description="Engine-specific options passed to the worker, checked against the engine's options class (sps_workers/<engine>/options.py; what each does: the package docstring), e.g. flink: operator_parallelism [source, scoring, sink], jobmanager; spark: master; ray: address.")
+
+    @field_validator("model")
+    @classmethod
+    def _model_registered(cls, v):
+        return _registered("model", v, MODELS)
 
     @field_validator("engine")
     @classmethod
-    def _engine_available(cls, v):
-        from sps_workers import ENGINES
+    def _engine_registered(cls, v):
+        return _registered("engine", v, ENGINES)
 
-        if v not in ENGINES:
-            raise ValueError(f"engine {v!r} is not implemented yet; available: {', '.join(ENGINES)}")
-        return v
+    @field_validator("codec")
+    @classmethod
+    def _codec_registered(cls, v):
+        return _registered("codec", v, codecs())
+
+    @model_validator(mode="after")
+    def _engine_options(self):
+        # The engine's own options class, as its worker checks them at start (parallelism included).
+        try:
+            ENGINES[self.engine].check_options(self.engine_options, self.parallelism)
+        except EngineOptionsError as exc:
+            raise NamedFieldError(str(exc)) from None
+        return self
 
     @field_validator("sweep")
     @classmethod
@@ -211,14 +238,30 @@ class Experiment(Strict):
         return Experiment.model_validate(data)
 
 
+def _registered(what: str, name: str, registry) -> str:
+    if name not in registry:
+        raise ValueError(f"unknown {what} {name!r}; known: {', '.join(registry)}")
+    return name
+
+
+class NamedFieldError(ValueError):
+    """A problem found across fields whose message names its field already
+    (``engine_options.bogus: unknown option of the kafka engine ...``)."""
+
+
 class ExperimentError(ValueError):
     """A bad experiment file; the message is one line naming the field."""
 
 
 def format_validation_error(exc: ValidationError) -> str:
+    """One line: ``<field>: <what is wrong>`` for every problem, ``; ``-separated."""
     parts = []
     for err in exc.errors():
+        cause = (err.get("ctx") or {}).get("error")
         loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith("function-"))
+        if isinstance(cause, NamedFieldError):
+            parts.append(f"{loc + '.' if loc else ''}{cause}")
+            continue
         msg = err["msg"].removeprefix("Value error, ")
         parts.append(f"{loc or '(top level)'}: {msg}")
     return "; ".join(parts)

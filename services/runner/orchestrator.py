@@ -10,6 +10,7 @@ Order and readiness (never fixed sleeps):
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -18,15 +19,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from crayfish.host.envs import python_for
+from crayfish.host.procs import Service, wait_file
 from crayfish.kafka import RunTopics, create_topics, delete_topics
+from observability.light import SPANS_DIR_ENV
 from services.broker import launcher
 from services.collector.collector import CollectorSettings
 from services.generator.settings import GeneratorSettings
 from services.runner.experiment import Experiment
-from crayfish.host.procs import Service, wait_file
 from services.runner.resources import ResourceSampler
+from serving.embedded import backend
+from serving.external import server_spec, start_server
+from serving.models import build_model, default_models_dir, model_paths
 from sps_workers import ENGINES
-from sps_workers.settings import WorkerSettings
+from sps_workers.settings import ExternalSettings, WorkerSettings
 
 
 @dataclass
@@ -40,14 +46,10 @@ class Stack:
 
 @contextmanager
 def open_stack(exp: Experiment, models_dir: Path | None = None, log=print):
-    from serving.models import build_model, default_models_dir
-
     models_dir = Path(models_dir or default_models_dir())
     log(f"model {exp.model}: building/checking in {models_dir}")
     build_model(exp.model, models_dir, seed=exp.seed)
-    from serving.external import export_for_backend
-
-    export_for_backend(exp.serving.backend, exp.model, models_dir, seed=exp.seed, log=log)
+    backend(exp.serving.backend).export(exp.model, models_dir, seed=exp.seed, log=log)
     broker = None
     bootstrap = exp.kafka.bootstrap
     if not bootstrap:
@@ -98,10 +100,8 @@ def run_point(stack: Stack, exp: Experiment, point_dir: Path, python: str | None
     worker = collector = None
     server = None
     sampler = ResourceSampler(point_dir, services, broker=stack.broker)  # -> resources.parquet
-    from serving.external import backend_env
-
     worker_env = engine.environment if exp.serving.kind == "external" else (
-        backend_env(exp.serving.backend) if engine.environment == "core" else engine.environment)
+        backend(exp.serving.backend).environment if engine.environment == "core" else engine.environment)
     try:
         if exp.serving.kind == "external":
             server, ws.external, client_env = _external_serving(exp, stack, point_dir, timings)
@@ -110,8 +110,6 @@ def run_point(stack: Stack, exp: Experiment, point_dir: Path, python: str | None
             worker_env = client_env if engine.environment == "core" else engine.environment
         (point_dir / "worker.json").write_text(ws.model_dump_json(indent=2))
         t = time.monotonic()
-        from crayfish.host.envs import python_for
-
         tenv = trace_env(exp, point_dir)
         worker = Service(f"{exp.engine}-worker", ["-m", engine.module, "--config", f"@{point_dir / 'worker.json'}"],
                          point_dir / "worker.log", python=python or python_for(worker_env), env=tenv)
@@ -119,9 +117,7 @@ def run_point(stack: Stack, exp: Experiment, point_dir: Path, python: str | None
         engine.wait_ready(ws, partitions, services)
         timings["worker_ready_s"] = time.monotonic() - t
 
-        from serving.models import MODELS
-
-        spec = MODELS[exp.model]
+        spec = model_paths(exp.model, stack.models_dir).built_spec()   # what was built, not a copy
         gs = GeneratorSettings(bootstrap=stack.bootstrap, topic=topics.input,
                                feedback_topics=[topics.output, topics.dead_letter], run_id=run_id,
                                model=exp.model, item_shape=list(spec.input_shape), dtype=spec.input_dtype,
@@ -194,9 +190,7 @@ def trace_env(exp: Experiment, point_dir: Path) -> dict:
     """Standard OTEL_* settings for the services of a point: spans to files in the point's folder
     (unless an OTLP endpoint is configured), sampled at the experiment's ``trace_sample`` unless the
     user chose a sampler."""
-    import os
 
-    from observability.light import SPANS_DIR_ENV
 
     env = {SPANS_DIR_ENV: str(point_dir)}
     if "OTEL_TRACES_SAMPLER" not in os.environ:
@@ -206,11 +200,9 @@ def trace_env(exp: Experiment, point_dir: Path) -> dict:
 
 
 def _external_serving(exp: Experiment, stack: Stack, point_dir: Path, timings: dict):
-    """Start the external server of this point (unless a target is given) -> (server handle or
-    None, the worker's ExternalSettings, the environment the worker runs in)."""
-    from serving.external import server_spec, start_server
-    from sps_workers.settings import ExternalSettings
-
+    """Start the external server of this point (unless a target is given) -> (its
+    :class:`serving.server.RunningServer` or None, the worker's ExternalSettings, the environment
+    the worker runs in)."""
     sv = exp.serving
     spec = server_spec(sv.server)
     handle = None
@@ -218,17 +210,13 @@ def _external_serving(exp: Experiment, stack: Stack, point_dir: Path, timings: d
     if target is None:
         t = time.monotonic()
         options = {}
-        if sv.server == "scoring":
-            from crayfish.host.envs import python_for
-            from serving.external import backend_env
-
-            options = {"backend": sv.backend, "backend_options": sv.backend_options(),
-                       "batching": sv.batching.model_dump() if sv.batching else None,
-                       "python": python_for(backend_env(sv.backend)), "env": trace_env(exp, point_dir)}
+        if spec.runs_backend:
+            # the server runs the experiment's embedded backend, with that backend's interpreter
+            options = {**sv.server_options(), "python": python_for(backend(sv.backend).environment),
+                       "env": trace_env(exp, point_dir)}
         handle = start_server(sv.server, model=exp.model, instances=sv.instances or exp.parallelism,
                               models_dir=stack.models_dir, log_dir=point_dir, **options)
-        # A server speaking several protocols (Ray Serve: HTTP and gRPC) lists a target per client kind.
-        target = getattr(handle, "targets", {}).get(spec.client) or handle.target
+        target = handle.targets[spec.client]
         timings["server_ready_s"] = time.monotonic() - t
         (point_dir / "server.json").write_text(json.dumps({"server": handle.server, "target": target,
                                                            "kind": spec.client}, indent=2))

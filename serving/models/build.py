@@ -4,7 +4,9 @@ Layout under a models dir (default ``$CRAYFISH_MODELS_DIR`` or ``<repo>/.cache/m
 
     <models_dir>/<name>/<name>.npz        canonical weights (every format is exported from these)
     <models_dir>/<name>/<name>.onnx       ONNX, opset OPSET, IR version IR_VERSION, dynamic "batch"
-    <models_dir>/<name>/manifest.json     seed, parameter count, sha256 + size of every file
+    <models_dir>/<name>/manifest.json     the model's description (tensor names, dtypes, shapes: what
+                                          readers without the registry use, e.g. the Java worker),
+                                          seed, parameter count, sha256 + size of every file
     <models_dir>/<name>/.lock             flock()ed while building (concurrent builders wait)
 
 Other format exporters (TorchScript, SavedModel, ...) should put their files in the same
@@ -22,13 +24,12 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Iterator
 
 import numpy as np
-import onnx
 
 from crayfish.host.paths import models_dir as host_models_dir
-from serving.models import ffnn, resnet50
+from serving.models.registry import layout, model_module
 from serving.models.spec import MODELS, ModelSpec, get_spec
 from serving.models.weights import load_weights, param_count, save_npz, sha256_file
 
@@ -36,21 +37,6 @@ OPSET = 17
 IR_VERSION = 8  # the IR version that goes with opset 17; readable by older runtimes too
 # Bump when the init, graph or file layout changes: cached builds with another version rebuild.
 BUILDER_VERSION = 1
-
-
-
-@dataclass(frozen=True)
-class _Impl:
-    init_weights: Callable[[int], dict[str, np.ndarray]]
-    to_onnx: Callable[..., onnx.ModelProto]
-    forward: Callable[[Mapping[str, np.ndarray], np.ndarray], np.ndarray]
-    expected_params: int
-
-
-_IMPLS: dict[str, _Impl] = {
-    "ffnn": _Impl(ffnn.init_weights, ffnn.to_onnx, ffnn.forward, ffnn.PARAM_COUNT),
-    "resnet50": _Impl(resnet50.init_weights, resnet50.to_onnx, resnet50.forward, resnet50.PARAM_COUNT),
-}
 
 
 @dataclass(frozen=True)
@@ -72,7 +58,13 @@ class ModelArtifacts:
 
     @property
     def spec(self) -> ModelSpec:
+        """The registry's description of the model."""
         return get_spec(self.name)
+
+    def built_spec(self) -> ModelSpec:
+        """The description the built model's manifest.json carries (what was built, whatever this
+        process has registered); ValueError when the manifest has none."""
+        return ModelSpec.from_manifest(self.manifest)
 
 
 def default_models_dir() -> Path:
@@ -132,8 +124,11 @@ def build_model(name: str, out_dir: Path | str | None = None, seed: int = 42,
     Idempotent: when the manifest records the same seed and builder version and both files still
     match their sha256, nothing is written (unless ``force``). Safe across processes (file lock).
     """
+    # onnx only to export: scorers import this module in environments without onnx (triton)
+    import onnx
+
     spec = get_spec(name)
-    impl = _IMPLS[name]
+    impl = model_module(name)
     art = model_paths(name, out_dir)
     with _locked(art.model_dir):
         if not force and _is_current(art, seed):
@@ -141,8 +136,8 @@ def build_model(name: str, out_dir: Path | str | None = None, seed: int = 42,
         t0 = time.perf_counter()
         weights = impl.init_weights(seed)
         n_params = param_count(weights)
-        if n_params != impl.expected_params:  # pragma: no cover - guards the architecture tables
-            raise AssertionError(f"{name}: built {n_params} params, expected {impl.expected_params}")
+        if n_params != impl.PARAM_COUNT:  # pragma: no cover - guards the architecture tables
+            raise AssertionError(f"{name}: built {n_params} params, expected {impl.PARAM_COUNT}")
         save_npz(art.weights, weights)
         doc = f"Crayfish Mesh {name}, seed {seed}, builder v{BUILDER_VERSION}; weights {art.weights.name}"
         model = impl.to_onnx(weights, opset=OPSET, doc=doc)
@@ -150,19 +145,13 @@ def build_model(name: str, out_dir: Path | str | None = None, seed: int = 42,
         onnx.checker.check_model(model)
         _write_atomic(art.onnx, model.SerializeToString())
         manifest = {
-            "name": name,
+            **spec.manifest_fields(),   # name, tensor names, dtypes, shapes (ModelSpec.from_manifest)
             "seed": seed,
             "builder_version": BUILDER_VERSION,
             "param_count": n_params,
             "opset": OPSET,
             "ir_version": IR_VERSION,
-            "input_name": spec.input_name,
-            "output_name": spec.output_name,
-            "input_shape": ["batch", *spec.input_shape],
-            "input_dtype": spec.input_dtype,
-            "output_shape": ["batch", *spec.output_shape],
-            "layout": {"dense": "[in, out]", "conv": "OIHW",
-                       **({"input": "NHWC"} if name == "resnet50" else {})},
+            "layout": layout(name),
             "files": {
                 key: {"path": p.name, "bytes": p.stat().st_size, "sha256": sha256_file(p)}
                 for key, p in (("weights", art.weights), ("onnx", art.onnx))
@@ -189,7 +178,7 @@ def reference_forward(name: str, weights_npz_path: Path | str, x: np.ndarray) ->
     if x.shape[1:] != spec.input_shape:
         raise ValueError(f"{name}: expected input [b, {', '.join(map(str, spec.input_shape))}], "
                          f"got {list(x.shape)}")
-    return _IMPLS[name].forward(load_weights(Path(weights_npz_path)), x)
+    return model_module(name).forward(load_weights(Path(weights_npz_path)), x)
 
 
 # -- bookkeeping shared by the exporters of other formats (export_torch, export_tf) -----------------
@@ -203,9 +192,6 @@ def manifest_seed(art) -> int | None:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    import json
-    import os
-
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
@@ -213,8 +199,6 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 def add_export_to_manifest(path: Path, fmt: str, entry: dict) -> None:
     """Record an exported format under ``files.<fmt>`` of the model's manifest (if there is one)."""
-    import json
-
     try:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError):

@@ -55,6 +55,7 @@ import numpy as np
 
 from serving.models.build import (_locked, add_export_to_manifest, build_model, manifest_seed, model_paths,
                                   write_json_atomic)
+from serving.models import ffnn, resnet50
 from serving.models.spec import MODELS, get_spec
 from serving.models.weights import load_weights, sha256_file
 
@@ -81,8 +82,6 @@ def quiet_tensorflow() -> None:
 # ------------------------------------------------------------------------------- tf.Modules
 
 def _ffnn_module(tf: Any, w: Mapping[str, np.ndarray]) -> Any:
-    from serving.models import ffnn
-
     class FFNN(tf.Module):
         def __init__(self) -> None:
             super().__init__(name="crayfish_ffnn")
@@ -105,8 +104,6 @@ def _ffnn_module(tf: Any, w: Mapping[str, np.ndarray]) -> Any:
 
 
 def _resnet50_module(tf: Any, w: Mapping[str, np.ndarray]) -> Any:
-    from serving.models import resnet50
-
     convs = list(resnet50.conv_shapes())
 
     class ResNet50(tf.Module):

@@ -7,15 +7,22 @@ with ``.w`` ``[in, out]`` and ``.b`` ``[out]``.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
-from serving.models.spec import MODELS
+from serving.models.spec import ModelSpec
 
-SPEC = MODELS["ffnn"]
+if TYPE_CHECKING:
+    import onnx
+
+SPEC = ModelSpec(
+    name="ffnn",
+    input_shape=(1, 784),
+    input_dtype="float32",
+    output_shape=(10,),
+    description="Crayfish FFNN: 784-32-32-32-32-10, ReLU hidden layers, linear output (28,618 parameters).",
+)
 LAYERS: tuple[tuple[int, int], ...] = ((784, 32), (32, 32), (32, 32), (32, 32), (32, 10))
 PARAM_COUNT = sum(i * o + o for i, o in LAYERS)  # 28,618
 
@@ -37,6 +44,9 @@ def init_weights(seed: int) -> dict[str, np.ndarray]:
 
 
 def to_onnx(weights: Mapping[str, np.ndarray], opset: int, doc: str = "") -> onnx.ModelProto:
+    # onnx only to export: scorers import this module in environments without onnx (triton)
+    from onnx import TensorProto, helper, numpy_helper
+
     inp = helper.make_tensor_value_info(SPEC.input_name, TensorProto.FLOAT, ["batch", *SPEC.input_shape])
     outp = helper.make_tensor_value_info(SPEC.output_name, TensorProto.FLOAT, ["batch", *SPEC.output_shape])
     nodes = [helper.make_node("Flatten", [SPEC.input_name], ["flat"], axis=1, name="flatten")]

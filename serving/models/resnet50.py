@@ -23,16 +23,25 @@ shortcuts variance-preserving (LeCun-normal), so logits are O(1) and differ acro
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 import numpy as np
-import onnx
 from numpy.lib.stride_tricks import sliding_window_view
-from onnx import TensorProto, helper, numpy_helper
 
-from serving.models.spec import MODELS
+from serving.models.spec import ModelSpec
 
-SPEC = MODELS["resnet50"]
+if TYPE_CHECKING:
+    import onnx
+
+SPEC = ModelSpec(
+    name="resnet50",
+    input_shape=(224, 224, 3),
+    input_dtype="float32",
+    output_shape=(1000,),
+    description="ResNet50 v1.5, NHWC input (as the Keras model), batch norm folded into conv bias, logits "
+                "output (no softmax).",
+)
+LAYOUT = {"input": "NHWC"}   # the manifest's layout entry, beside the default dense / conv layouts
 STAGES: tuple[tuple[int, int, int], ...] = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))
 EXPANSION = 4
 STEM_CHANNELS = 64
@@ -100,30 +109,35 @@ def init_weights(seed: int) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------------------- ONNX
 
 class _GraphBuilder:
-    def __init__(self, weights: Mapping[str, np.ndarray]):
+    def __init__(self, weights: Mapping[str, np.ndarray], helper: Any, numpy_helper: Any):
         self.w = weights
+        self.helper = helper
+        self.numpy_helper = numpy_helper
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
 
     def _init(self, key: str) -> str:
-        self.inits.append(numpy_helper.from_array(np.asarray(self.w[key], np.float32), key))
+        self.inits.append(self.numpy_helper.from_array(np.asarray(self.w[key], np.float32), key))
         return key
 
     def conv(self, x: str, name: str, stride: int, relu: bool) -> str:
         o, i, kh, kw = self.w[f"{name}.w"].shape
         pad = kh // 2
         y = f"{name}.out"
-        self.nodes.append(helper.make_node(
+        self.nodes.append(self.helper.make_node(
             "Conv", [x, self._init(f"{name}.w"), self._init(f"{name}.b")], [y], name=name,
             kernel_shape=[kh, kw], strides=[stride, stride], pads=[pad, pad, pad, pad]))
         if relu:
-            self.nodes.append(helper.make_node("Relu", [y], [f"{name}.relu"], name=f"{name}/relu"))
+            self.nodes.append(self.helper.make_node("Relu", [y], [f"{name}.relu"], name=f"{name}/relu"))
             return f"{name}.relu"
         return y
 
 
 def to_onnx(weights: Mapping[str, np.ndarray], opset: int, doc: str = "") -> onnx.ModelProto:
-    g = _GraphBuilder(weights)
+    # onnx only to export: scorers import this module in environments without onnx (triton)
+    from onnx import TensorProto, helper, numpy_helper
+
+    g = _GraphBuilder(weights, helper, numpy_helper)
     g.nodes.append(helper.make_node("Transpose", [SPEC.input_name], ["nchw"], perm=[0, 3, 1, 2],
                                     name="to_nchw"))
     x = g.conv("nchw", "conv1", 2, relu=True)

@@ -16,7 +16,7 @@ from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_LOG_APPEND_TIME
 from confluent_kafka.admin import AdminClient
 
 from crayfish.kafka import CLIENT_LOG_LEVEL, MAX_MESSAGE_BYTES, admin_config, producer_config
-from sps_workers.runtime import EngineInstance, mark_ready
+from sps_workers.runtime import DeliveryFailed, EngineInstance, mark_ready
 from sps_workers.settings import WorkerSettings
 
 log = logging.getLogger("crayfish.worker.bytewax")
@@ -36,10 +36,6 @@ CONSUMER_CONFIG = {
 # Set on SIGTERM/SIGINT (sps_workers.bytewax.worker): every source partition ends (EOF), the dataflow
 # drains and completes, the sinks flush and close, and cli_main returns.
 STOP = threading.Event()
-
-
-class DeliveryFailed(RuntimeError):
-    pass
 
 
 class Instances:

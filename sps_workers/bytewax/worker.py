@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 from datetime import timedelta
 
-from crayfish.host.ports import free_ports
+from bytewax.run import cli_main
 
-from sps_workers.bytewax.options import BytewaxOptions, parse_options
+from crayfish.host.ports import free_ports
+from sps_workers.bytewax.dataflow import STOP, Instances, build_flow
+from sps_workers.bytewax.options import BytewaxOptions
 from sps_workers.runtime import read_settings, run_processes
 from sps_workers.settings import WorkerSettings
 
@@ -21,9 +22,6 @@ def run_process(settings: WorkerSettings, options: BytewaxOptions, proc_id: int,
     """One Bytewax process (of a cluster when ``addresses`` is set); runs until SIGTERM/SIGINT."""
     logging.basicConfig(level=os.environ.get("CRAYFISH_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from bytewax.run import cli_main
-
-    from sps_workers.bytewax.dataflow import STOP, Instances, build_flow
 
     def _stop(_signum, _frame):
         # Not KeyboardInterrupt: raised inside a step it makes Bytewax panic. The flag ends the
@@ -43,20 +41,9 @@ def run_process(settings: WorkerSettings, options: BytewaxOptions, proc_id: int,
         instances.close_all()
 
 
-
-
-def _load(argv: list[str] | None) -> tuple[WorkerSettings, BytewaxOptions]:
-    settings = read_settings(argv, "python -m sps_workers.bytewax",
-                             "Bytewax scoring worker (a local Bytewax cluster).")
-    try:
-        options = parse_options(settings.engine_options, settings.parallelism)
-    except ValueError as exc:
-        sys.exit(f"bytewax worker: {exc}")
-    return settings, options
-
-
 def main(argv: list[str] | None = None) -> None:
-    settings, options = _load(argv)
+    settings, options = read_settings(argv, "python -m sps_workers.bytewax",
+                                      "Bytewax scoring worker (a local Bytewax cluster).", BytewaxOptions)
     n_proc = settings.parallelism // options.workers_per_process
     if n_proc == 1:
         run_process(settings, options, 0, None)

@@ -10,8 +10,10 @@ import signal
 import sys
 import tempfile
 
-from sps_workers.faust.options import FaustOptions, parse_options
-from sps_workers.runtime import read_settings, run_processes
+import faust
+
+from sps_workers.faust.options import FaustOptions
+from sps_workers.runtime import EngineInstance, mark_ready, read_settings, run_processes
 from sps_workers.settings import WorkerSettings
 
 log = logging.getLogger("crayfish.worker.faust")
@@ -22,10 +24,6 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # = crayfish.kafka.MAX_MESSAGE_BYTES (ResN
 
 def build_app(settings: WorkerSettings, options: FaustOptions, index: int, datadir: str, failures: list):
     """The app; a failed delivery is appended to ``failures`` and stops the worker (event not acked)."""
-    import faust
-
-    from sps_workers.runtime import EngineInstance, mark_ready
-
     brokers = [f"kafka://{hp.strip()}" for hp in settings.bootstrap.split(",") if hp.strip()]
     app = faust.App(
         settings.consumer_group,                 # app id = Kafka consumer group
@@ -105,8 +103,6 @@ def build_app(settings: WorkerSettings, options: FaustOptions, index: int, datad
 
 def run_instance(settings: WorkerSettings, options: FaustOptions, index: int) -> None:
     """One Faust worker process: runs until SIGTERM/SIGINT (Faust's own handlers), then stops."""
-    import faust
-
     level = os.environ.get("CRAYFISH_LOG_LEVEL", "WARNING")
     datadir = tempfile.mkdtemp(prefix=f"crayfish-faust-{index}-")
     failures: list[str] = []
@@ -123,17 +119,9 @@ def run_instance(settings: WorkerSettings, options: FaustOptions, index: int) ->
         shutil.rmtree(datadir, ignore_errors=True)
 
 
-def _load(argv: list[str] | None) -> tuple[WorkerSettings, FaustOptions]:
-    settings = read_settings(argv, "python -m sps_workers.faust", "Faust scoring worker (faust-streaming).")
-    try:
-        options = parse_options(settings.engine_options)
-    except ValueError as exc:
-        sys.exit(f"faust worker: {exc}")
-    return settings, options
-
-
 def main(argv: list[str] | None = None) -> None:
-    settings, options = _load(argv)
+    settings, options = read_settings(argv, "python -m sps_workers.faust", "Faust scoring worker (faust-streaming).",
+                                      FaustOptions)
     if settings.parallelism == 1:
         run_instance(settings, options, 0)
         return

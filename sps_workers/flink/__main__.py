@@ -17,7 +17,8 @@ import subprocess
 import sys
 import time
 
-from sps_workers.flink.options import FlinkOptionsError
+from sps_workers.flink.job import COMMIT_WAIT_S, load_settings
+from sps_workers.settings import config_error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,12 +26,10 @@ def main(argv: list[str] | None = None) -> int:
                                 description="PyFlink scoring job (Kafka -> scoring -> Kafka).")
     p.add_argument("--config", required=True, help="WorkerSettings as JSON, or @path to a JSON file")
     a = p.parse_args(argv)
-    from sps_workers.flink.job import COMMIT_WAIT_S, load_settings
-
     try:
         _, opts = load_settings(a.config)
-    except (ValueError, FlinkOptionsError) as exc:
-        print(f"flink: bad config: {exc}", file=sys.stderr)
+    except (OSError, ValueError) as exc:
+        print(f"flink worker: bad config: {config_error(exc)}", file=sys.stderr)
         return 2
     child = subprocess.Popen([sys.executable, "-m", "sps_workers.flink.job", "--config", a.config],
                              start_new_session=True)

@@ -14,6 +14,9 @@ from pathlib import Path  # noqa: E402
 from pyflink.common import Row, Types  # noqa: E402
 from pyflink.datastream.functions import ProcessFunction, RuntimeContext  # noqa: E402
 
+from sps_workers.runtime import EngineInstance  # noqa: E402
+from sps_workers.settings import WorkerSettings  # noqa: E402
+
 BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
 HEADERS = Types.MAP(Types.STRING(), BYTES)
 # What the Kafka table source hands over (see job.SOURCE_DDL) and what the standalone source mimics.
@@ -33,9 +36,6 @@ class ScoringFunction(ProcessFunction):
         self.inst = None
 
     def open(self, runtime_context: RuntimeContext):
-        from sps_workers.runtime import EngineInstance
-        from sps_workers.settings import WorkerSettings
-
         settings = WorkerSettings.model_validate_json(self.settings_json)
         self.index = runtime_context.get_index_of_this_subtask()
         self.inst = EngineInstance(settings, engine="flink", index=self.index)

@@ -10,6 +10,7 @@ from sps_workers.flink import protocompat
 protocompat.install()
 
 import argparse  # noqa: E402
+import ctypes  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
@@ -22,11 +23,16 @@ import time  # noqa: E402
 import urllib.request  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import psutil  # noqa: E402
+
 from crayfish.host.paths import cache_dir  # noqa: E402
 from crayfish.host.ports import free_port  # noqa: E402
-from crayfish.kafka import MAX_MESSAGE_BYTES  # noqa: E402
-from sps_workers.flink.options import FlinkOptions, FlinkOptionsError, parse_options  # noqa: E402
-from sps_workers.settings import WorkerSettings  # noqa: E402
+from crayfish.kafka import MAX_MESSAGE_BYTES, consumer_lag  # noqa: E402
+from sps_workers.flink.jars import ensure_connector  # noqa: E402
+from sps_workers.flink.loopback import use_in_gateway  # noqa: E402
+from sps_workers.flink.options import FlinkOptions  # noqa: E402
+from sps_workers.runtime import mark_ready  # noqa: E402
+from sps_workers.settings import WorkerSettings, config_error, load_config  # noqa: E402
 
 TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 TERMINAL = {"FINISHED", "FAILED", "CANCELED", "SUSPENDED"}
@@ -38,17 +44,12 @@ def log(msg: str) -> None:
 
 
 def load_settings(raw: str) -> tuple[WorkerSettings, FlinkOptions]:
-    """WorkerSettings (+ its engine_options) from JSON or @file; ValueError naming the field."""
-    if raw.startswith("@"):
-        raw = Path(raw[1:]).read_text()
-    settings = WorkerSettings.model_validate(json.loads(raw))
-    opts = parse_options(settings.engine_options)
-    if opts.operator_parallelism is not None and opts.operator_parallelism[1] != settings.parallelism:
-        raise FlinkOptionsError(f"engine_options.operator_parallelism: the scoring entry "
-                                f"({opts.operator_parallelism[1]}) must equal parallelism ({settings.parallelism})")
+    """WorkerSettings (+ its engine_options) from JSON or @file; ValueError (or OSError for a
+    missing file) naming the field."""
+    settings, opts = load_config(raw, FlinkOptions)
     for field in ("input_topic", "output_topic", "dead_letter_topic"):
         if not TOPIC_RE.match(getattr(settings, field)):
-            raise FlinkOptionsError(f"{field}: not a plain Kafka topic name: {getattr(settings, field)!r}")
+            raise ValueError(f"{field}: not a plain Kafka topic name: {getattr(settings, field)!r}")
     return settings, opts
 
 
@@ -56,9 +57,8 @@ def make_env(settings: WorkerSettings, opts: FlinkOptions, jars: list[Path] = ()
              checkpointing: bool = True, rest_port: int | None = None):
     """StreamExecutionEnvironment + StreamTableEnvironment: local mini-cluster or the remote
     cluster of engine_options.jobmanager, this environment's interpreter for the Python workers."""
-    from sps_workers.flink.loopback import use_in_gateway
-
     use_in_gateway()  # before the first JVM call: Beam's gRPC servers for the Python workers on loopback
+    # PyFlink imported only now, after use_in_gateway() put the loopback jar on the gateway's class path.
     from pyflink.common import Configuration
     from pyflink.datastream import StreamExecutionEnvironment
     from pyflink.table import StreamTableEnvironment
@@ -104,7 +104,7 @@ def make_env(settings: WorkerSettings, opts: FlinkOptions, jars: list[Path] = ()
     if opts.jobmanager:
         # outside `flink run`, getExecutionEnvironment is always a local one: build Flink's
         # RemoteStreamEnvironment (job graph, jars and Python functions go to the cluster's REST API)
-        from pyflink.java_gateway import get_gateway
+        from pyflink.java_gateway import get_gateway  # PyFlink: see above
 
         gw = get_gateway()
         host, port = opts.host_port
@@ -181,7 +181,7 @@ CREATE TEMPORARY TABLE crayfish_output (
 
 
 def scoring_stream(ds, settings: WorkerSettings, opts: FlinkOptions, stats_dir: str | None = None):
-    from sps_workers.flink.functions import OUTPUT_TYPE, ScoringFunction
+    from sps_workers.flink.functions import OUTPUT_TYPE, ScoringFunction  # imports PyFlink: see make_env
 
     _, score_p, _ = opts.parallelisms(settings.parallelism)
     fn = ScoringFunction(settings.model_dump_json(), stats_dir=stats_dir)
@@ -191,8 +191,6 @@ def scoring_stream(ds, settings: WorkerSettings, opts: FlinkOptions, stats_dir: 
 
 def submit(settings: WorkerSettings, opts: FlinkOptions, rest_port: int | None = None):
     """Build the Kafka -> scoring -> Kafka job and submit it; returns (JobClient, t_env)."""
-    from sps_workers.flink.jars import ensure_connector
-
     src_p, _, sink_p = opts.parallelisms(settings.parallelism)
     env, t_env = make_env(settings, opts, jars=[ensure_connector()], rest_port=rest_port)
     t_env.execute_sql(source_ddl(settings, src_p))
@@ -201,8 +199,6 @@ def submit(settings: WorkerSettings, opts: FlinkOptions, rest_port: int | None =
     scored = scoring_stream(ds, settings, opts)
     result = t_env.from_data_stream(scored).execute_insert("crayfish_output")
     return result.get_job_client(), t_env
-
-
 
 
 def job_status(client) -> str:
@@ -250,8 +246,6 @@ class Driver:
                     return self._ended(status)
                 if not is_ready and self.ready(rest):
                     is_ready = True
-                    from sps_workers.runtime import mark_ready
-
                     graph = [{"name": v["name"], "parallelism": v["parallelism"]} for v in rest_vertices(rest, job_id)]
                     log(f"job {job_id} running, every task up ({time.monotonic() - t0:.1f}s)")
                     log("job graph " + json.dumps({"job_id": job_id, "rest": rest, "vertices": graph}))
@@ -278,8 +272,6 @@ class Driver:
         So on an idle, caught-up pipeline the commit of the last checkpoint is awaited before the
         job is stopped. If records are still coming, the stop goes ahead after the wait: what the
         final savepoint covered is then re-read by the next run of this group (at-least-once)."""
-        from crayfish.kafka import consumer_lag
-
         s = self.settings
         t0 = time.monotonic()
         while time.monotonic() - t0 < COMMIT_WAIT_S:
@@ -299,7 +291,7 @@ class Driver:
         sink flushes). Cancel if that stalls."""
         self._await_commits()
         t0 = time.monotonic()
-        from pyflink.java_gateway import get_gateway
+        from pyflink.java_gateway import get_gateway  # PyFlink: see make_env
 
         fmt = get_gateway().jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL
         fut = self.client._j_job_client.stopWithSavepoint(False, f"file://{savepoints}", fmt)
@@ -336,8 +328,6 @@ class Driver:
 def _die_with_parent() -> None:
     """SIGTERM this driver when the supervisor (sps_workers.flink.__main__) dies, even by SIGKILL."""
     try:
-        import ctypes
-
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
@@ -350,8 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         settings, opts = load_settings(a.config)
-    except (ValueError, FlinkOptionsError) as exc:
-        print(f"flink: bad config: {exc}", file=sys.stderr)
+    except (OSError, ValueError) as exc:
+        print(f"flink worker: bad config: {config_error(exc)}", file=sys.stderr)
         return 2
     _die_with_parent()
     protocompat.install()
@@ -371,8 +361,6 @@ def main(argv: list[str] | None = None) -> int:
 def _end_children(timeout_s: float = 5.0) -> None:
     """Shut the gateway JVM (the mini-cluster) down and reap it; the Python workers it started end
     with it. Whatever does not end in time is killed (the supervisor also kills the session)."""
-    import psutil
-
     procs = psutil.Process().children(recursive=True)
     for p in procs:
         try:

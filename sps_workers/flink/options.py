@@ -1,16 +1,19 @@
-"""engine_options of the flink engine (see the package docstring); unknown keys are rejected."""
+"""engine_options of the flink engine (what each does: the package docstring).
+
+No PyFlink import here: the runner validates experiment files in the core environment.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from typing import ClassVar
+
+from pydantic import Field, field_validator
+
+from sps_workers.options import EngineOptions
 
 
-class FlinkOptionsError(ValueError):
-    pass
-
-
-class FlinkOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class FlinkOptions(EngineOptions):
+    ENGINE: ClassVar[str] = "flink"
 
     jobmanager: str | None = Field(
         None, description="host:port of a running Flink cluster's REST endpoint (JobManager); "
@@ -59,6 +62,12 @@ class FlinkOptions(BaseModel):
             raise ValueError(f"expected [source, scoring, sink], each >= 1, got {v!r}")
         return v
 
+    def check(self, parallelism: int) -> FlinkOptions:
+        if self.operator_parallelism is not None and self.operator_parallelism[1] != parallelism:
+            raise self.error("operator_parallelism", f"the scoring entry ({self.operator_parallelism[1]}) must "
+                                                     f"equal parallelism ({parallelism})")
+        return self
+
     @property
     def host_port(self) -> tuple[str, int]:
         host, _, port = self.jobmanager.rpartition(":")
@@ -70,16 +79,3 @@ class FlinkOptions(BaseModel):
             return mp, mp, mp
         return tuple(self.operator_parallelism)
 
-
-def parse_options(raw: dict) -> FlinkOptions:
-    """FlinkOptions from WorkerSettings.engine_options; errors name the field."""
-    try:
-        return FlinkOptions.model_validate(raw or {})
-    except ValidationError as exc:
-        lines = []
-        for e in exc.errors():
-            where = ".".join(str(x) for x in e["loc"]) or "engine_options"
-            msg = "unknown option (known: " + ", ".join(FlinkOptions.model_fields) + ")" \
-                if e["type"] == "extra_forbidden" else e["msg"]
-            lines.append(f"engine_options.{where}: {msg}")
-        raise FlinkOptionsError("; ".join(lines)) from None

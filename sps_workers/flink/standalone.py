@@ -3,7 +3,7 @@
 The same scoring operator (functions.ScoringFunction, same parallelism, bundle and chaining
 options) between an in-job source and a discarding sink, to measure what Kafka costs the Flink
 job. The source emits ``N`` DataBatch records built like the generator builds them (the seeded
-synthetic pool of services.generator.workloads, cycled), already encoded, as the same rows the
+synthetic pool of crayfish.payloads, cycled), already encoded, as the same rows the
 Kafka table source produces (key, value, headers, timestamp, partition, offset), so the Python
 workers receive exactly what they receive from Kafka. It is a collection source (parallelism 1,
 its elements travel inside the job); the sink is Flink's DiscardingSink.
@@ -31,6 +31,8 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from sps_workers.flink.options import FlinkOptions  # noqa: E402
+from sps_workers.options import EngineOptionsError  # noqa: E402
 from sps_workers.settings import WorkerSettings  # noqa: E402
 
 PLACEHOLDERS = {"bootstrap": "none:0", "input_topic": "standalone-input", "output_topic": "standalone-output",
@@ -64,6 +66,8 @@ def build_records(model: str, codec_name: str, count: int, batch_size: int = 1, 
 
 
 def run(settings: WorkerSettings, count: int, batch_size: int = 1, seed: int = 42, pool_size: int = 64) -> dict:
+    # PyFlink and the job's modules (which import it) exist only in the flink environment; the
+    # functions above also run in the core one (benchmarks/flink_standalone.py).
     from pyflink.common import Row
     from pyflink.common.time import Instant
     from pyflink.datastream.connectors.base import Sink
@@ -71,9 +75,8 @@ def run(settings: WorkerSettings, count: int, batch_size: int = 1, seed: int = 4
 
     from sps_workers.flink.functions import INPUT_TYPE
     from sps_workers.flink.job import make_env, scoring_stream
-    from sps_workers.flink.options import parse_options
 
-    opts = parse_options(settings.engine_options, settings.parallelism)
+    opts = FlinkOptions.parse(settings.engine_options, settings.parallelism)
     _, score_p, sink_p = opts.parallelisms(settings.parallelism)
     t_build = time.monotonic()
     now = Instant.of_epoch_milli(int(time.time() * 1000))
@@ -142,12 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     if raw.startswith("@"):
         raw = Path(raw[1:]).read_text()
     doc = {**PLACEHOLDERS, **json.loads(raw)}
-    from sps_workers.flink.options import FlinkOptionsError, parse_options
-
     try:
         settings = WorkerSettings.model_validate(doc)
-        parse_options(settings.engine_options, settings.parallelism)
-    except (ValueError, FlinkOptionsError) as exc:
+        FlinkOptions.parse(settings.engine_options, settings.parallelism)
+    except (ValueError, EngineOptionsError) as exc:
         print(f"flink standalone: bad config: {exc}", file=sys.stderr)
         return 2
     result = run(settings, a.count, a.batch_size, a.seed, a.pool_size)

@@ -1,6 +1,7 @@
 """Kafka Streams scoring worker (Java): ``python -m sps_workers.kafka_streams --config <json | @file>``.
 
-This Python module only launches Java. It validates the WorkerSettings document like every engine
+This Python module only launches Java. It validates the WorkerSettings document and its
+engine_options (:class:`~sps_workers.kafka_streams.options.KafkaStreamsOptions`) like every engine
 does, builds the Java worker with Maven when its sources changed (``build.py``: cached in
 ``.cache/kafka-streams/<hash>/``), then ``os.execvp``\\ s ``java -jar crayfish-kafka-streams.jar
 --config <json>`` so the runner's SIGTERM reaches the JVM, whose shutdown hook closes Kafka
@@ -23,6 +24,9 @@ source → scoring → sink, one Processor API topology::
        ├──▶ "output"        sink → output_topic (headers: the trace context, if the batch is traced)
        └──▶ "dead-letters"  sink → dead_letter_topic
 
+- Model: what the model takes and returns (tensor names, per-item shapes, float32) is read at start
+  from ``<models_dir>/<model>/manifest.json``, which ``serving.models`` writes when it builds the
+  model (ModelSpec.java): any model of the Python registry works here unchanged.
 - Scoring: embedded ``onnxruntime`` (ONNX Runtime for Java loads the same
   ``<models_dir>/<model>/<model>.onnx`` as the Python backend; backend_options
   ``intra_op_threads``/``inter_op_threads`` (default 1/1, as the paper), ``graph_optimization``,
@@ -41,14 +45,14 @@ source → scoring → sink, one Processor API topology::
   with the OpenTelemetry Java SDK after the fact from the operator's stamps, and its output carries
   a ``traceparent`` with the same trace id and the send span's id. Spans go over OTLP
   (OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT) or, with CRAYFISH_SPANS_DIR, to
-  ``<dir>/spans/<service>-<pid>.jsonl`` in observability/tracing.py's JSON-lines format.
+  ``<dir>/spans/<service>-<pid>.jsonl`` in the span-file format of observability/spanlog.py.
   OTEL_TRACES_SAMPLER/_ARG, OTEL_SERVICE_NAME, OTEL_BSP_* and OTEL_SDK_DISABLED are honoured.
 - Readiness: the stream threads' consumers are members of consumer group ``consumer_group``
   (= ``application.id``), so the runner waits for the group; the worker also writes
   ``ready_file`` when Kafka Streams reaches RUNNING.
 
-Knobs (``engine_options``; unknown keys are rejected)
------------------------------------------------------
+Knobs (``engine_options``: :mod:`.options`; unknown keys are rejected, by the launcher and by Java)
+-------------------------------------------------------------------------------------------------
 - ``commit_interval_ms`` (default 100): Kafka Streams ``commit.interval.ms``.
 - ``poll_ms`` (default Kafka Streams' 100): ``poll.ms``, the longest an idle thread blocks in poll.
 - ``warmup_ms`` (default 2000; 0 = off): before joining the group, each embedded instance scores
@@ -83,7 +87,8 @@ from pathlib import Path
 
 from crayfish.host.paths import models_dir
 from sps_workers.kafka_streams.build import BuildError, ensure_built
-from sps_workers.settings import WorkerSettings
+from sps_workers.kafka_streams.options import KafkaStreamsOptions
+from sps_workers.settings import WorkerSettings, config_error, load_config
 
 DEFAULT_JVM_OPTIONS = ["-XX:+ExitOnOutOfMemoryError"]
 
@@ -98,15 +103,12 @@ def java_executable() -> str:
     return found
 
 
-def java_command(settings: WorkerSettings, jar: Path) -> list[str]:
+def java_command(settings: WorkerSettings, options: KafkaStreamsOptions, jar: Path) -> list[str]:
     doc = settings.model_dump(mode="json")
     if not doc.get("models_dir"):
-        doc["models_dir"] = str(models_dir())
-    jvm = settings.engine_options.get("jvm_options") or []
-    if not isinstance(jvm, list) or not all(isinstance(a, str) for a in jvm):
-        sys.exit("kafka-streams: engine_options.jvm_options: expected a list of strings")
+        doc["models_dir"] = str(models_dir())   # where the Java worker reads <model>/manifest.json
     java = java_executable()
-    return [java, *DEFAULT_JVM_OPTIONS, *jvm, "-jar", str(jar), "--config", json.dumps(doc)]
+    return [java, *DEFAULT_JVM_OPTIONS, *options.jvm_options, "-jar", str(jar), "--config", json.dumps(doc)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -119,11 +121,11 @@ def main(argv: list[str] | None = None) -> None:
     if not args.build:
         if not args.config:
             parser.error("--config is required")
-        raw = args.config
-        if raw.startswith("@"):
-            with open(raw[1:]) as f:
-                raw = f.read()
-        settings = WorkerSettings.model_validate(json.loads(raw))
+        try:
+            settings, options = load_config(args.config, KafkaStreamsOptions)
+        except (OSError, ValueError) as exc:
+            print(f"kafka-streams worker: bad config: {config_error(exc)}", file=sys.stderr, flush=True)
+            sys.exit(2)
     try:
         jar = ensure_built()
     except BuildError as exc:
@@ -131,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     if settings is None:
         print(jar)
         return
-    cmd = java_command(settings, jar)
+    cmd = java_command(settings, options, jar)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execvp(cmd[0], cmd)

@@ -10,12 +10,14 @@ session only the driver gets the signal, and it shuts Ray down after the drain.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
 import sys
 
-from sps_workers.ray.options import RayOptionError, parse_options
+from sps_workers.ray import driver
+from sps_workers.ray.options import RayOptions
 from sps_workers.runtime import read_settings
 
 CHILD_FLAG = "CRAYFISH_RAY_DRIVER_CHILD"
@@ -24,8 +26,6 @@ CHILD_FLAG = "CRAYFISH_RAY_DRIVER_CHILD"
 def _die_with_parent() -> None:
     """Linux: SIGTERM this process when its supervisor dies (even by SIGKILL)."""
     try:
-        import ctypes
-
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
@@ -53,18 +53,12 @@ def _supervise(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    settings = read_settings(argv, "python -m sps_workers.ray", "Ray actor scoring worker.")
-    try:
-        opts = parse_options(settings)
-    except RayOptionError as exc:
-        sys.exit(f"ray worker: {exc}")
+    settings, opts = read_settings(argv, "python -m sps_workers.ray", "Ray actor scoring worker.", RayOptions)
     if not os.environ.get(CHILD_FLAG):
         sys.exit(_supervise(argv))
     _die_with_parent()
     if os.getppid() != int(os.environ[CHILD_FLAG]):
         sys.exit("ray worker: supervisor gone before start")
-    from sps_workers.ray import driver
-
     if opts.local:
         driver.local_ray_env()
     else:

@@ -8,18 +8,20 @@ import logging
 import threading
 import time
 
+# The module, not its names: Ray pickles actor classes by value, and confluent-kafka's C types
+# (module "cimpl") cannot be pickled as globals; a module is pickled by its name.
+import confluent_kafka as kafka
 import ray
+
+from crayfish.kafka import consumer_config, poll_batch, produce, producer_config
+from sps_workers.offsets import commit_stored
+from sps_workers.runtime import DeliveryFailed, EngineInstance
+from sps_workers.settings import WorkerSettings
 
 log = logging.getLogger("crayfish.worker.ray")
 
 
-class DeliveryFailed(RuntimeError):
-    pass
-
-
-def _settings(settings_json: str):
-    from sps_workers.settings import WorkerSettings
-
+def _settings(settings_json: str) -> WorkerSettings:
     return WorkerSettings.model_validate_json(settings_json)
 
 
@@ -28,8 +30,6 @@ class ScoringActor:
     """One EngineInstance (model session or external-server client, hop spans)."""
 
     def __init__(self, settings_json: str, index: int):
-        from sps_workers.runtime import EngineInstance
-
         self.inst = EngineInstance(_settings(settings_json), engine="ray", index=index)
 
     def ready(self) -> str:
@@ -53,19 +53,13 @@ class OutputActor:
     """A Kafka producer; a call returns only once every record it was given is delivered."""
 
     def __init__(self, settings_json: str, index: int):
-        from confluent_kafka import Producer
-
-        from crayfish.kafka import producer_config
-
         s = _settings(settings_json)
-        self.producer = Producer(producer_config(s.bootstrap, **{"client.id": f"{s.worker_id}-{index}-out"}))
+        self.producer = kafka.Producer(producer_config(s.bootstrap, **{"client.id": f"{s.worker_id}-{index}-out"}))
 
     def ready(self) -> bool:
         return True
 
     def produce(self, emits: list) -> int:
-        from crayfish.kafka import produce
-
         failures: list[str] = []
 
         def on_delivery(err, _msg):
@@ -93,14 +87,10 @@ class InputActor:
     batch's offsets for commit only once the output actor has delivered it (at-least-once)."""
 
     def __init__(self, settings_json: str, index: int, scorer, output, max_in_flight: int):
-        from confluent_kafka import Consumer
-
-        from crayfish.kafka import consumer_config
-
         self.s = _settings(settings_json)
         self.scorer, self.output = scorer, output
         self.max_in_flight = max_in_flight
-        self.consumer = Consumer(consumer_config(self.s.bootstrap, self.s.consumer_group,
+        self.consumer = kafka.Consumer(consumer_config(self.s.bootstrap, self.s.consumer_group,
                                                  **{"client.id": f"{self.s.worker_id}-{index}-in"}))
         self.assigned: set[int] = set()
         self.partitions = 0
@@ -119,8 +109,6 @@ class InputActor:
     def _settle(self, block: bool, wait_s: float = 0.0) -> None:
         """Finish the oldest batches whose output is delivered (all of them when ``block``); store
         their offsets. A failed delivery or a dead actor raises here and ends run()."""
-        from confluent_kafka import TopicPartition
-
         while self.inflight:
             ref, offsets = self.inflight[0]
             if not block:
@@ -130,19 +118,11 @@ class InputActor:
                 wait_s = 0.0
             ray.get(ref)
             self.inflight.popleft()
-            self.consumer.store_offsets(offsets=[TopicPartition(self.s.input_topic, p, o) for p, o in offsets.items()])
+            self.consumer.store_offsets(offsets=[kafka.TopicPartition(self.s.input_topic, p, o) for p, o in offsets.items()])
 
     def _commit(self) -> None:
-        from confluent_kafka import KafkaException
-
-        from sps_workers.kafka.worker import COMMIT_ERRORS_TO_IGNORE
-
-        try:
-            self.consumer.commit(asynchronous=False)
+        if commit_stored(self.consumer):
             self.stats["commits"] += 1
-        except KafkaException as exc:
-            if exc.args[0].code() not in COMMIT_ERRORS_TO_IGNORE:
-                raise
 
     def _on_assign(self, consumer, partitions) -> None:
         self.assigned |= {tp.partition for tp in partitions}
@@ -157,10 +137,6 @@ class InputActor:
 
     # -- the loop ------------------------------------------------------------------------------------
     def run(self) -> dict:
-        from confluent_kafka import KafkaError
-
-        from crayfish.kafka import poll_batch
-
         topic = self.s.input_topic
         self.consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         try:
@@ -170,7 +146,7 @@ class InputActor:
                 for m in msgs:
                     err = m.error()
                     if err is not None:
-                        if err.code() != KafkaError._PARTITION_EOF:
+                        if err.code() != kafka.KafkaError._PARTITION_EOF:
                             log.warning("consumer error: %s", err)
                         continue
                     p, o = m.partition(), m.offset()

@@ -42,7 +42,7 @@ def remote_ray_env() -> None:
 
 
 def init_ray(settings: WorkerSettings, opts: RayOptions):
-    import ray
+    import ray  # inside: Ray reads the environment set by local_ray_env / remote_ray_env when imported
 
     env_vars = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
     runtime_env = dict(opts.runtime_env)
@@ -75,7 +75,7 @@ def run(settings: WorkerSettings, opts: RayOptions) -> None:
         signal.signal(sig, on_signal)
     t_ray = time.monotonic() - t0
 
-    from sps_workers.ray.actors import InputActor, OutputActor, ScoringActor
+    from sps_workers.ray.actors import InputActor, OutputActor, ScoringActor  # inside: imports ray (see init_ray)
 
     sj = settings.model_dump_json()
     mp = settings.parallelism

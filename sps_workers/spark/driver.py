@@ -12,12 +12,17 @@ import tempfile
 import threading
 import time
 
+import pyspark
+from pyspark import SparkConf, SparkContext
+from pyspark.java_gateway import launch_gateway
+from pyspark.sql import SparkSession
+
 from crayfish.kafka import MAX_MESSAGE_BYTES
-from sps_workers.runtime import mark_ready
+from sps_workers.runtime import mark_ready, read_settings
 from sps_workers.settings import WorkerSettings
 from sps_workers.spark import scoring
 from sps_workers.spark.jars import ensure_jars
-from sps_workers.spark.options import SparkOptionError, SparkOptions, local_cores, parse_options
+from sps_workers.spark.options import SparkOptions, local_cores
 
 log = logging.getLogger("crayfish.worker.spark")
 
@@ -48,10 +53,6 @@ def start_spark(conf: dict[str, str]):
     """A SparkSession whose JVM runs in a session of its own: the runner's SIGTERM to our process
     group reaches this driver only, which then stops the query and Spark in order (the JVM still
     exits with us: it ends when its stdin pipe from this process closes)."""
-    from pyspark import SparkConf, SparkContext
-    from pyspark.java_gateway import launch_gateway
-    from pyspark.sql import SparkSession
-
     sconf = SparkConf(loadDefaults=False)
     for k, v in conf.items():
         sconf.set(k, v)
@@ -111,16 +112,12 @@ def first_batch_planned(query) -> bool:
     return progress is not None and progress.get("batchId", -1) >= 0
 
 
-def run(settings: WorkerSettings) -> None:
-    opts = parse_options(settings)
+def run(settings: WorkerSettings, opts: SparkOptions) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     os.environ["SPARK_LOCAL_IP"] = opts.driver_host   # executors and block managers: loopback too
     os.environ["PYSPARK_PYTHON"] = sys.executable
-
-    import pyspark
-
     jars = ensure_jars(pyspark.__version__)
     scratch = tempfile.mkdtemp(prefix=f"crayfish-spark-{settings.worker_id}-")
     checkpoint = opts.checkpoint_dir or os.path.join(scratch, "checkpoint")
@@ -168,11 +165,6 @@ def _shutdown(spark, query, opts: SparkOptions) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from sps_workers.runtime import read_settings
-
-    settings = read_settings(argv, "python -m sps_workers.spark", "Spark Structured Streaming scoring worker.")
-    try:
-        parse_options(settings)
-    except SparkOptionError as exc:
-        sys.exit(f"spark worker: {exc}")
-    run(settings)
+    settings, opts = read_settings(argv, "python -m sps_workers.spark", "Spark Structured Streaming scoring worker.",
+                                   SparkOptions)
+    run(settings, opts)

@@ -18,8 +18,8 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * observability.tracing.JsonlSpanExporter for the JVM: one JSON object per finished span, one a
- * line, in {@code <dir>/<service>-<pid>.jsonl}, with exactly span_to_dict's fields (trace_id,
+ * The span files of observability.spanlog, for the JVM: one JSON object per finished span, one a
+ * line, in {@code <dir>/<service>-<pid>.jsonl}, with exactly the fields of a span line (trace_id,
  * span_id, parent_id, name, kind, start_ns, end_ns, status, attributes, links, service), which
  * observability.hops reads.
  */

@@ -21,9 +21,10 @@ import java.util.TreeSet;
 public final class Settings {
     public static final String ENGINE = "kafka-streams";
 
-    /** engine_options keys this engine understands (jvm_options is read by the Python launcher). */
-    public static final Set<String> ENGINE_OPTION_KEYS =
-            Set.of("commit_interval_ms", "poll_ms", "warmup_ms", "streams_config", "jvm_options");
+    /** engine_options keys this engine understands, in the order of the Python class
+     *  (sps_workers/kafka_streams/options.py; jvm_options is read by the Python launcher). */
+    public static final List<String> ENGINE_OPTION_KEYS =
+            List.of("commit_interval_ms", "poll_ms", "warmup_ms", "streams_config", "jvm_options");
 
     public String bootstrap;
     public String inputTopic;
@@ -100,7 +101,7 @@ public final class Settings {
             throw new ConfigError("codec: " + Py.repr(s.codec) + " is not supported by the " + ENGINE
                     + " engine (it speaks the protobuf codec only)");
         }
-        ModelSpec.get(s.model);
+        // The model itself is checked when the worker reads its manifest (ModelSpec.load).
 
         JsonNode ext = root.get("external");
         if (ext != null && !ext.isNull()) {
@@ -166,10 +167,11 @@ public final class Settings {
             }
         });
         if (!unknown.isEmpty()) {
-            List<String> quoted = new ArrayList<>();
-            unknown.forEach(k -> quoted.add(Py.repr(k)));
-            throw new ConfigError("engine_options: unknown key(s) " + String.join(", ", quoted) + " for engine "
-                    + ENGINE + "; known: " + String.join(", ", new TreeSet<>(ENGINE_OPTION_KEYS)));
+            // sps_workers/options.py's format: one line naming the option(s) and the engine.
+            List<String> where = new ArrayList<>();
+            unknown.forEach(k -> where.add("engine_options." + k));
+            throw new ConfigError(String.join(", ", where) + ": unknown option" + (unknown.size() > 1 ? "s" : "")
+                    + " of the " + ENGINE + " engine (known: " + String.join(", ", ENGINE_OPTION_KEYS) + ")");
         }
         s.commitIntervalMs = integer(node, "commit_interval_ms", 100, 0, "engine_options.");
         s.warmupMs = integer(node, "warmup_ms", 2000, 0, "engine_options.");

@@ -102,7 +102,7 @@ final class Tracing implements AutoCloseable {
         return new Tracing(sdk, service, jsonl == null ? null : jsonl.path());
     }
 
-    /** observability.tracing._service_name: OTEL_SERVICE_NAME, else service.name of OTEL_RESOURCE_ATTRIBUTES. */
+    /** observability.otel.service_name: OTEL_SERVICE_NAME, else service.name of OTEL_RESOURCE_ATTRIBUTES. */
     static String serviceName(String dflt, Map<String, String> env) {
         String n = firstNonEmpty(env.get("OTEL_SERVICE_NAME"));
         if (n != null) {

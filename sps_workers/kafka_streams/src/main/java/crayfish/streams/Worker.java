@@ -58,7 +58,7 @@ final class Worker implements AutoCloseable {
 
     Worker(Settings settings, Tracing tracing) {
         this.settings = settings;
-        this.spec = ModelSpec.get(settings.model);
+        this.spec = ModelSpec.load(settings.modelsRoot(), settings.model);
         this.tracing = tracing;
         // Fail fast (bad backend options, missing model) before joining the group.
         for (int i = 0; i < settings.parallelism; i++) {

@@ -22,7 +22,20 @@ import org.junit.jupiter.api.Test;
 
 /** The operator's contract with the Python side: stamps, reasons and detail strings. */
 class OperatorTest {
-    private static final ModelSpec FFNN = ModelSpec.get("ffnn");
+    /** The description serving/models/build.py writes into ffnn's manifest.json. */
+    static final String FFNN_MANIFEST = "{\"name\": \"ffnn\", \"seed\": 42, \"input_name\": \"input_1\", "
+            + "\"output_name\": \"output\", \"input_shape\": [\"batch\", 1, 784], \"input_dtype\": \"float32\", "
+            + "\"output_shape\": [\"batch\", 10], \"layout\": {\"dense\": \"[in, out]\"}}";
+    private static final ModelSpec FFNN = manifestSpec("ffnn", FFNN_MANIFEST);
+
+    private static ModelSpec manifestSpec(String name, String json) {
+        try {
+            return ModelSpec.fromManifest(name, new com.fasterxml.jackson.databind.ObjectMapper().readTree(json),
+                    "manifest.json");
+        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+            throw new IllegalArgumentException(e);
+        }
+    }
 
     private static Tensor tensor(DType dtype, int item, long... shape) {
         long n = 1;
@@ -183,10 +196,10 @@ class OperatorTest {
         assertEquals(1, Settings.parse(base + "}").parallelism);
         assertTrue(assertThrows(ConfigError.class, () -> Settings.parse(base + ",\"codec\":\"crayfish-json\"}"))
                 .getMessage().startsWith("codec: "));
-        assertTrue(assertThrows(ConfigError.class, () -> Settings.parse(base + ",\"engine_options\":{\"x\":1}}"))
-                .getMessage().startsWith("engine_options: unknown key(s) 'x'"));
-        assertTrue(assertThrows(ConfigError.class, () -> Settings.parse(base + ",\"model\":\"bert\"}"))
-                .getMessage().startsWith("model: unknown model 'bert'"));
+        assertEquals("engine_options.x: unknown option of the kafka-streams engine (known: commit_interval_ms, "
+                + "poll_ms, warmup_ms, streams_config, jvm_options)",
+                assertThrows(ConfigError.class, () -> Settings.parse(base + ",\"engine_options\":{\"x\":1}}"))
+                        .getMessage());
         assertTrue(assertThrows(ConfigError.class, () -> Settings.parse("{\"bootstrap\":\"h:1\"}"))
                 .getMessage().startsWith("input_topic: Field required"));
         assertTrue(assertThrows(ConfigError.class,
@@ -195,6 +208,31 @@ class OperatorTest {
         Settings s = Settings.parse(base + ",\"engine_options\":{\"commit_interval_ms\":5,\"streams_config\":{\"poll.ms\":7}}}");
         assertEquals(5, s.commitIntervalMs);
         assertEquals("7", s.streamsConfig.get("poll.ms"));
+    }
+
+    @Test
+    void modelSpecComesFromTheManifest(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir) throws Exception {
+        assertEquals("ffnn", FFNN.name());
+        assertArrayEquals(new long[] {1, 784}, FFNN.inputShape());
+        assertArrayEquals(new long[] {10}, FFNN.outputShape());
+        assertEquals("input_1", FFNN.inputName());
+        assertEquals("output", FFNN.outputName());
+        // Not built: the error names the model, the folder and the command that builds it.
+        String missing = assertThrows(ConfigError.class, () -> ModelSpec.load(dir, "toy")).getMessage();
+        assertTrue(missing.startsWith("model: 'toy' is not built in " + dir), missing);
+        assertTrue(missing.contains("python -m serving.models build --model toy"), missing);
+        // Built: whatever the manifest says (a model added in Python needs nothing in Java).
+        java.nio.file.Files.createDirectories(dir.resolve("toy"));
+        java.nio.file.Files.writeString(dir.resolve("toy").resolve("manifest.json"),
+                FFNN_MANIFEST.replace("ffnn", "toy").replace("1, 784", "3, 4"));
+        assertArrayEquals(new long[] {3, 4}, ModelSpec.load(dir, "toy").inputShape());
+        // A description that does not fit fails naming the field.
+        assertTrue(assertThrows(ConfigError.class, () -> manifestSpec("ffnn", FFNN_MANIFEST.replace("float32", "int8")))
+                .getMessage().contains("float32 models only"));
+        assertTrue(assertThrows(ConfigError.class, () -> manifestSpec("ffnn", FFNN_MANIFEST.replace("\"output_shape\"", "\"x\"")))
+                .getMessage().contains("output_shape"));
+        assertTrue(assertThrows(ConfigError.class, () -> manifestSpec("resnet50", FFNN_MANIFEST))
+                .getMessage().contains("describes model 'ffnn'"));
     }
 
     @Test
