@@ -1,6 +1,7 @@
 # Crayfish Mesh — every target sets up what it needs (virtualenv, Kafka jars, models) first.
 #   make run     the default benchmark (FFNN, embedded ONNX, baseline Kafka worker) -> runs/<stamp>/
-#   make test    the test suite (real Kafka broker, real onnxruntime)
+#   make test    the test suite: import contracts, then tests/unit and tests/integration (real broker)
+#   make test-fast  the fast group only (tests/unit: no broker, no server; ~20 s), the inner loop
 #   make bench   harness/worker/codec benchmarks -> bench-results/<stamp>/
 #   make mutate  mutation testing of the measurement code (>= 90 % killed; docs/mutation.md)
 #   make protos  regenerate the Python stubs from protos/ and lint the contracts with buf
@@ -15,10 +16,10 @@ EXPERIMENT  ?= experiments/default.yaml
 STAMP       := $(shell date +%Y%m%d-%H%M%S)
 OUT         ?= runs/$(STAMP)
 
-.PHONY: setup run test test-deps mutate bench protos protos-check lint-protos kafka models clean help envs up down ps logs jaeger
+.PHONY: setup run test test-fast test-deps mutate bench protos protos-check lint-protos kafka models clean help envs up down ps logs jaeger
 
 help:
-	@sed -n '1,8p' Makefile
+	@sed -n '1,9p' Makefile
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON_BOOT) -m venv $(VENV)
@@ -73,7 +74,13 @@ test-deps:
 	fi
 
 test: test-deps setup protos/node_modules/.installed envs jaeger
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
+
+# The inner loop: the layer contracts and the fast group (tests/unit), no broker or server needed.
+test-fast: $(VENV)/.installed protos/node_modules/.installed
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest -q tests/unit
 
 # Mutation testing of the analysis, the collector's batch table and the clock bound against their
 # known-case tests; fails under 90 % killed or on a survivor docs/mutation.md does not explain.

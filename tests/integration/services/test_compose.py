@@ -31,7 +31,7 @@ from services.stack.declarations import STACK
 from serving.scoring.settings import ScoringSettings
 from sps_workers.settings import WorkerSettings
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 COMPOSE = REPO / "compose"
 LAYERS = ["core.yaml", "serving.yaml", "observability.yaml"]
 

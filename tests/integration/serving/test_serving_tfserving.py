@@ -21,9 +21,9 @@ import pytest
 from serving.errors import BadInputError, ModelNotFoundError
 from serving.tfserving import launcher
 from serving.tfserving.remote_client import ClientHost
-from tests.conformance_serving import Served
-from tests.conformance_serving import *  # noqa: F401,F403
-from tests.procs import loopback_listeners
+from tests.support.conformance_serving import Served
+from tests.support.conformance_serving import *  # noqa: F401,F403
+from tests.support.procs import loopback_listeners
 
 # exactly who answers: our Scoring server speaking TF Serving's protocol (real TF Serving names
 # nobody, so its answers read "tf-serving")

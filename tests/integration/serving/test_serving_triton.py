@@ -20,8 +20,8 @@ from serving.clients import create_client
 from serving.errors import BadInputError, ModelNotFoundError
 from serving.models import MODELS, model_paths, reference_forward
 from serving.triton import launcher
-from tests.conformance_serving import Served, processes_in_session, wait_until
-from tests.procs import loopback_listeners
+from tests.support.conformance_serving import Served, processes_in_session, wait_until
+from tests.support.procs import loopback_listeners
 
 # exactly who answers: Triton 2.51.0, as bundled by nvidia-pytriton 0.7.0 (envs/triton/requirements.txt)
 SERVER_NAME = "triton 2.51.0 (pytriton 0.7.0)"
@@ -66,7 +66,7 @@ def served(triton):
     )
 
 
-from tests.conformance_serving import *  # noqa: E402,F401,F403
+from tests.support.conformance_serving import *  # noqa: E402,F401,F403
 
 
 def _x(batch: int = 1, seed: int = 0) -> np.ndarray:

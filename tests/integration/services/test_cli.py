@@ -25,9 +25,9 @@ import pytest
 import yaml
 
 from services.broker import launcher
-from tests.procs import loopback_listeners
+from tests.support.procs import loopback_listeners
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 EXPERIMENTS = sorted((REPO / "experiments").glob("*.y*ml"))
 
 # 50 batches/s for 2 s: 100 batches, a quarter of them traced per hop.

@@ -15,9 +15,9 @@ from crayfish.tensor import from_tensor, to_tensor
 from crayfish.v1 import batch_pb2
 from serving.clients import create_client
 from serving.models import MODELS, model_paths, reference_forward
-from tests.conformance_serving import *  # noqa: F401,F403
-from tests.conformance_serving import Served
-from tests.procs import loopback_listeners
+from tests.support.conformance_serving import *  # noqa: F401,F403
+from tests.support.conformance_serving import Served
+from tests.support.procs import loopback_listeners
 
 SERVER_NAME = "crayfish-scoring"
 

@@ -26,8 +26,8 @@ from serving.embedded import BACKENDS, backend, create_scorer, registry
 from serving.models import MODELS, model_paths, reference_forward
 from serving.scoring import SERVER_NAME, ScoringSettings
 from serving.scoring.server import build_server
-from tests.conformance_serving import *  # noqa: F401,F403
-from tests.conformance_serving import Served
+from tests.support.conformance_serving import *  # noqa: F401,F403
+from tests.support.conformance_serving import Served
 
 # (a) a backend: the model's ONNX Runtime output, doubled -- a result no shipped backend gives
 BACKEND_MODULE = '''
@@ -94,7 +94,7 @@ def throwaway(tmp_path_factory):
     root = tmp_path_factory.mktemp("throwaway")
     pkg = root / "crayfish_throwaway"
     pkg.mkdir()
-    _write(pkg / "__init__.py", '"""Throwaway extensions (tests/test_extension_serving.py)."""\n')
+    _write(pkg / "__init__.py", '"""Throwaway extensions (tests/integration/serving/test_extension_serving.py)."""\n')
     _write(pkg / "doubled_backend.py", BACKEND_MODULE)
     twin = pkg / "twin"
     twin.mkdir()

@@ -27,7 +27,7 @@ from crayfish.kafka import RunTopics, consumer_config, create_topics, delete_top
 from crayfish.tensor import from_tensor, to_tensor
 from crayfish.v1 import batch_pb2
 from crayfish.host.procs import Service, wait_file
-from tests.procs import listening
+from tests.support.procs import listening
 from sps_workers import ENGINES
 from sps_workers.kafka_streams import build
 from sps_workers.settings import ExternalSettings, WorkerSettings

@@ -2,7 +2,7 @@
 
 Pure functions only (no broker, no clock): the inputs are tables of stamps built here, and each
 expected number is worked out in the comment beside it, not by calling the code under test.
-`make mutate` runs this file (with tests/test_accounting.py and tests/test_clock.py) against mutants
+`make mutate` runs this file (with tests/unit/services/test_accounting.py and tests/unit/crayfish/test_clock.py) against mutants
 of services/analysis, the collector's batch table and the clock bound.
 """
 

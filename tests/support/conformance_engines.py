@@ -1,6 +1,6 @@
 """The engine conformance checks: what every registered stream processor must do, against the real broker.
 
-Used by tests/test_engines.py (every engine of sps_workers.ENGINES) and tests/test_extension_engines.py
+Used by tests/integration/sps_workers/test_engines.py (every engine of sps_workers.ENGINES) and tests/integration/sps_workers/test_extension_engines.py
 (a throwaway engine registered the way the checklist of sps_workers says). Each check starts the
 engine's worker the way the runner does (:class:`EngineStarter`) and asserts on what comes out:
 
@@ -33,7 +33,7 @@ from serving.models import model_paths, reference_forward
 from serving.scoring.launcher import start as start_scoring_server
 from sps_workers import ENGINES, EngineSpec
 from sps_workers.settings import ExternalSettings, WorkerSettings
-from tests.kafka_io import make_batch
+from tests.support.kafka_io import make_batch
 
 TRACEPARENT = "00-{trace}-{span}-01"
 

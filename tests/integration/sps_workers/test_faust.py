@@ -15,8 +15,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from crayfish.codec import get_codec
-from tests.kafka_io import read_records, read_to_end, send_batches, wait_committed
-from tests.procs import listening, loopback_listeners
+from tests.support.kafka_io import read_records, read_to_end, send_batches, wait_committed
+from tests.support.procs import listening, loopback_listeners
 from crayfish.kafka import RunTopics, create_topics, delete_topics, producer_config
 from crayfish.v1 import batch_pb2
 from crayfish.host.procs import Service

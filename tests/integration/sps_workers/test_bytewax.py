@@ -12,8 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.kafka_io import read_scored, read_scored_to_end, send_batches
-from tests.procs import is_loopback, listening
+from tests.support.kafka_io import read_scored, read_scored_to_end, send_batches
+from tests.support.procs import is_loopback, listening
 from crayfish.kafka import RunTopics, create_topics, delete_topics
 from crayfish.host.procs import Service
 from sps_workers import ENGINES

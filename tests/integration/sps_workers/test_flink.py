@@ -23,8 +23,8 @@ from sps_workers.flink.job import load_settings
 from sps_workers.flink.options import FlinkOptions
 from sps_workers.options import EngineOptionsError
 from sps_workers.settings import WorkerSettings
-from tests.kafka_io import read_scored, send_batches
-from tests.procs import is_loopback, listening, loopback_listeners
+from tests.support.kafka_io import read_scored, send_batches
+from tests.support.procs import is_loopback, listening, loopback_listeners
 
 BASE = {"bootstrap": "127.0.0.1:9", "input_topic": "in", "output_topic": "out", "dead_letter_topic": "dlq",
         "consumer_group": "g", "model": "ffnn", "worker_id": "flink"}

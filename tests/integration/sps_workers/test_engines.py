@@ -1,7 +1,7 @@
 """The engine conformance suite: every stream processor in sps_workers.ENGINES, against the real broker.
 
 Each engine runs for real in its own environment (built on demand and cached) and must pass the
-checks of tests/conformance_engines.py:
+checks of tests/support/conformance_engines.py:
 - score every batch, with predictions equal to the numpy reference, full accounting;
 - dead-letter malformed records with their reason and keep running (good records after them scored);
 - carry the W3C trace context of a sampled batch to its output and record the worker's hop spans;
@@ -9,7 +9,7 @@ checks of tests/conformance_engines.py:
 - score through the external Scoring service as well as embedded ONNX.
 
 A new engine passes this file unchanged once it is registered in sps_workers.ENGINES
-(tests/test_extension_engines.py proves it with a throwaway engine).
+(tests/integration/sps_workers/test_extension_engines.py proves it with a throwaway engine).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from services.runner.experiments import run_experiment
 from sps_workers import ENGINES
 from sps_workers.runtime import mark_ready
 from sps_workers.settings import WorkerSettings
-from tests.conformance_engines import (
+from tests.support.conformance_engines import (
     EngineStarter,
     check_mp_instances_in_parallel,
     check_registration,

@@ -38,10 +38,10 @@ from serving.errors import (
 from serving.models import build_model, default_models_dir, reference_forward
 from serving.scoring import ScoringSettings
 from serving.scoring.server import REQUEST_ID_METADATA, SCORING_SERVICE, build_server
-from tests.conformance_serving import wait_until
-from tests.procs import loopback_listeners
+from tests.support.conformance_serving import wait_until
+from tests.support.procs import loopback_listeners
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 

@@ -1,5 +1,5 @@
 """The clock-skew bound (crayfish/clock.py) on constructed round trips, and the host clock's test
-offset. The bound measured against a real broker is proven in tests/test_measurement.py."""
+offset. The bound measured against a real broker is proven in tests/integration/services/test_measurement.py."""
 
 from __future__ import annotations
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.kafka_io import read_scored, read_scored_to_end, send_batches
-from tests.procs import loopback_listeners
+from tests.support.kafka_io import read_scored, read_scored_to_end, send_batches
+from tests.support.procs import loopback_listeners
 from crayfish.kafka import RunTopics, create_topics, delete_topics
 from crayfish.host.procs import Service
 from sps_workers import ENGINES
@@ -27,7 +27,7 @@ from sps_workers.options import EngineOptionsError
 from sps_workers.spark.options import SparkOptions
 
 ENGINE = "spark"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _ws(**kw) -> WorkerSettings:

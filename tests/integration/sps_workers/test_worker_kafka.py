@@ -15,7 +15,7 @@ from crayfish.v1 import batch_pb2
 from crayfish.host.procs import Service
 from crayfish.kafka import wait_group_assigned
 from sps_workers.settings import WorkerSettings
-from tests.kafka_io import end_offsets, make_batch, wait_committed
+from tests.support.kafka_io import end_offsets, make_batch, wait_committed
 
 ENGINES_UNDER_TEST = ["kafka"]
 

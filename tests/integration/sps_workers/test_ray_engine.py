@@ -16,8 +16,8 @@ import psutil
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from tests.kafka_io import read_scored, read_scored_to_end, send_batches
-from tests.procs import loopback_listeners
+from tests.support.kafka_io import read_scored, read_scored_to_end, send_batches
+from tests.support.procs import loopback_listeners
 from crayfish.kafka import RunTopics, consumer_config, create_topics, delete_topics
 from crayfish.host.procs import Service, wait_file
 from sps_workers import ENGINES

@@ -1,8 +1,8 @@
 """The conformance suite every external-serving path passes (Scoring, TF Serving protocol, Triton,
 TorchServe, Ray Serve).
 
-Use: in ``tests/test_serving_<server>.py`` define a module-scoped fixture ``served`` returning a
-:class:`Served`, then ``from tests.conformance_serving import *  # noqa: F401,F403`` — pytest
+Use: in ``tests/integration/serving/test_serving_<server>.py`` define a module-scoped fixture ``served`` returning a
+:class:`Served`, then ``from tests.support.conformance_serving import *  # noqa: F401,F403`` — pytest
 collects these tests in that module, against that server. Everything is real: the server is
 started by the project, the client is the one the workers use.
 

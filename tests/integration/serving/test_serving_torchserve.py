@@ -23,8 +23,8 @@ from serving.clients import create_client
 from serving.errors import BadInputError, ServingError
 from serving.models import model_paths, reference_forward
 from serving.torchserve import launcher, wire
-from tests.conformance_serving import processes_in_session
-from tests.procs import loopback_listeners
+from tests.support.conformance_serving import processes_in_session
+from tests.support.procs import loopback_listeners
 
 # exactly who answers (envs/torch/requirements.txt pins torchserve==0.12.0); the handler inside
 # TorchServe's worker names it in every answer frame
@@ -53,7 +53,7 @@ def torchserve(models_dir):
 
 @pytest.fixture(scope="module")
 def served(torchserve):
-    from tests.conformance_serving import Served
+    from tests.support.conformance_serving import Served
 
     return Served(
         make_client=lambda model, timeout_s: create_client("torchserve", torchserve.target, model,
@@ -63,7 +63,7 @@ def served(torchserve):
     )
 
 
-from tests.conformance_serving import *  # noqa: E402,F401,F403
+from tests.support.conformance_serving import *  # noqa: E402,F401,F403
 
 
 def _x(batch: int, seed: int = 0) -> np.ndarray:

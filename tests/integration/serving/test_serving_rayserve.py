@@ -14,8 +14,8 @@ import pytest
 from serving.clients import create_client
 from serving.errors import BadInputError
 from serving.rayserve import launcher
-from tests.conformance_serving import Served, processes_in_session
-from tests.procs import loopback_listeners
+from tests.support.conformance_serving import Served, processes_in_session
+from tests.support.procs import loopback_listeners
 
 KINDS = ["ray-serve", "ray-serve-grpc"]
 # exactly who answers, over both proxies: the deployment inside Ray Serve names it in every answer
@@ -51,7 +51,7 @@ def served(request, rayserve):
     )
 
 
-from tests.conformance_serving import *  # noqa: E402,F401,F403
+from tests.support.conformance_serving import *  # noqa: E402,F401,F403
 
 
 # -- Ray Serve specifics ----------------------------------------------------------------------

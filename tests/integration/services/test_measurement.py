@@ -25,7 +25,7 @@ from crayfish.v1 import batch_pb2
 from services.analysis import account
 from services.runner.experiment import Experiment
 from services.runner.experiments import run_experiment
-from tests.kafka_io import make_batch, send_batches
+from tests.support.kafka_io import make_batch, send_batches
 
 
 def _exp(kafka_bootstrap, **fields) -> Experiment:

@@ -30,7 +30,7 @@ from services.stack.processes import members
 from services.stack.settings import DEFAULT_CONFIG, PortSettings
 from serving.models import MODELS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 PY = sys.executable
 PORT_KEYS = list(PortSettings.model_fields)
 N_BATCHES = 5

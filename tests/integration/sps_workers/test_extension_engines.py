@@ -4,7 +4,7 @@ one registry line, exactly as the checklists in the docstrings of ``sps_workers`
 
 (a) A throwaway engine ``toy`` in a temporary package (a confluent-kafka loop on
     sps_workers.runtime: options class, ``read_settings``, one EngineInstance per process), registered
-    with one line, passes the engine conformance checks of tests/conformance_engines.py and has its
+    with one line, passes the engine conformance checks of tests/support/conformance_engines.py and has its
     options checked by ``crayfish validate``.
 (b) A throwaway model ``toy`` in a temporary module, registered with one line, is accepted by
     ``crayfish validate``, built by ``python -m serving.models build`` (weights, ONNX, a manifest that
@@ -29,7 +29,7 @@ from serving.models import __main__ as models_cli
 from serving.models import registry as model_registry
 from services.runner.cli import app as crayfish_app
 from sps_workers import ENGINES, EngineSpec
-from tests.conformance_engines import (
+from tests.support.conformance_engines import (
     EngineStarter,
     check_mp_instances_in_parallel,
     check_registration,
