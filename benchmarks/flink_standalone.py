@@ -42,6 +42,7 @@ from crayfish.codec import get_codec
 from crayfish.host.envs import python_for
 from crayfish.host.procs import Service
 from crayfish.kafka import RunTopics, consumer_config, create_topics, delete_topics
+from services.broker import launcher
 from serving.models import build_model, default_models_dir
 from sps_workers import ENGINES
 from sps_workers.flink.standalone import build_records, throughput
@@ -193,8 +194,6 @@ def main(argv: list[str] | None = None) -> int:
     handle = None
     bootstrap = a.bootstrap
     if bootstrap is None:
-        from services.broker import launcher
-
         handle = launcher.start()
         bootstrap = handle.bootstrap
     try:
@@ -202,8 +201,6 @@ def main(argv: list[str] | None = None) -> int:
                   a.backend, a.delay_ms, log=log)
     finally:
         if handle is not None:
-            from services.broker import launcher
-
             launcher.stop(handle)
     (out / "flink_standalone.json").write_text(json.dumps(res, indent=2))
     print(json.dumps({k: v for k, v in res.items() if k != "runs"}, indent=2))

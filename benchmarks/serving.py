@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,10 @@ from benchmarks.common import (
     search_experiment,
 )
 from benchmarks.efficiency import MODEL, ORT_OPTIONS, input_array
+from serving.clients import create_client
+from serving.embedded import create_scorer
+from serving.models import MODELS
+from serving.scoring import launcher
 
 PIPELINING_GOAL = 4.0  # pipelined / blocking with the sleep server ("much more than 1"; ideal: max_in_flight)
 
@@ -72,8 +77,6 @@ def _latency_us(ns: list[int]) -> dict:
 
 
 def _start(out_dir: Path, name: str, **kw):
-    from serving.scoring import launcher
-
     return launcher.start(MODEL, log_dir=out_dir / name, **kw)
 
 
@@ -85,9 +88,6 @@ def _start(out_dir: Path, name: str, **kw):
 def unary(out_dir: Path, s: BenchSettings, log=print) -> dict:
     """Sequential unary calls (one Python client, batch 1) vs the same input on the embedded
     scorer in this process; the embedded loop runs first, with no server up."""
-    from serving.clients import create_client
-    from serving.embedded import create_scorer
-
     x = input_array(s.seed)
     n, warm = s.serving_unary_calls, s.serving_unary_warmup
 
@@ -222,8 +222,6 @@ def open_load(client, x: np.ndarray, in_flight: int, warmup_s: float, duration_s
 
 def _load_pair(out_dir: Path, s: BenchSettings, label: str, backend: str, options: dict, log=print) -> dict:
     """Open load against a 1-instance server with batching off, then on."""
-    from serving.clients import create_client
-
     x = input_array(s.seed)
     cfgs = {"off": None, "on": {"max_batch_size": s.serving_batch_max_size,
                                 "max_queue_delay_us": s.serving_batch_max_queue_delay_us}}
@@ -329,9 +327,6 @@ SLEEP_ACCURACY_DELAYS_MS = (0.3, 5.0, 50.0)
 
 def sleep_accuracy(s: BenchSettings, log=print) -> dict:
     """How closely ``create_scorer("sleep", "ffnn", delay_ms=d)`` takes ``d`` per call."""
-    from serving.embedded import create_scorer
-    from serving.models import MODELS
-
     x = np.zeros((1, *MODELS[MODEL].input_shape), dtype=np.float32)
     res: dict = {"calls": s.serving_sleep_accuracy_calls, "delays": {}}
     for delay in SLEEP_ACCURACY_DELAYS_MS:
@@ -363,8 +358,6 @@ def run(bootstrap: str, out_dir: Path, s: BenchSettings, console=None, log=print
         try:
             res[key] = fn()
         except Exception as exc:  # noqa: BLE001 - one measurement failing must not lose the others
-            import traceback
-
             log(f"serving: {key} failed: {error_line(f'{type(exc).__name__}: {exc}')}")
             res[key] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-4000:]}
     return res

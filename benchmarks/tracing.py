@@ -36,6 +36,7 @@ from crayfish.kafka import (
 )
 from crayfish.tensor import to_tensor
 from crayfish.v1 import batch_pb2
+from observability.hops import read_spans
 from observability.spanlog import new_span_id, new_trace_id, traceparent
 from observability.wiring import BatchTracing
 from serving.models import build_model, default_models_dir
@@ -106,8 +107,6 @@ def _drain(bootstrap: str, out_dir: Path, n: int, share: float, models_dir: Path
             counter.close()
             worker.stop()
         processed = n - done0
-        from observability.hops import read_spans
-
         spans = len(read_spans(spans_dir.parent)) if spans_dir.exists() else 0
         return {"share": share, "batches": processed, "drain_rate_bps": processed / (t1 - t0),
                 "cpu_us_per_batch": (cpu1 - cpu0) / processed * 1e6, "spans_written": spans}

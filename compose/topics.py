@@ -16,6 +16,11 @@ import sys
 import time
 from pathlib import Path
 
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from crayfish.kafka import MAX_MESSAGE_BYTES, admin_config
+
 
 def topic_specs(worker_config: dict, partitions: int) -> dict[str, int]:
     """``{topic: partitions}`` for the input, output and dead-letter topics of a worker config."""
@@ -26,11 +31,6 @@ def topic_specs(worker_config: dict, partitions: int) -> dict[str, int]:
 
 def ensure_topics(bootstrap: str, specs: dict[str, int], timeout_s: float = 60.0) -> list[str]:
     """Create the missing topics of ``specs``; return the names created."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    from crayfish.kafka import MAX_MESSAGE_BYTES, admin_config
-
     admin = AdminClient(admin_config(bootstrap))
     config = {"message.timestamp.type": "LogAppendTime", "max.message.bytes": str(MAX_MESSAGE_BYTES)}
     existing = set(admin.list_topics(timeout=timeout_s).topics)

@@ -13,7 +13,7 @@ Adding a codec
    Headers are ``(str, bytes)`` pairs (what confluent-kafka gives and takes); return ``[]`` when
    the codec has none.
 3. Add an instance to ``CODECS`` in :mod:`crayfish.codec`, and round-trip and error cases to
-   ``tests/test_codec.py``.
+   ``tests/unit/crayfish/test_codec.py``.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupState, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from crayfish.clock import SkewBound, combine
@@ -248,8 +248,6 @@ def wait_group_assigned(bootstrap: str, group: str, members: int, partitions: in
                         timeout_s: float = 90.0) -> None:
     """Ready = the consumer group is Stable with ``members`` members holding all ``partitions``.
     ``services`` (each with ``check_alive()``) are checked meanwhile, so a dead worker fails fast."""
-    from confluent_kafka import ConsumerGroupState
-
     admin = AdminClient(admin_config(bootstrap))
     deadline = time.monotonic() + timeout_s
     last = "no answer"

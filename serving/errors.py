@@ -83,6 +83,7 @@ def grpc_status(exc: BaseException) -> tuple[Any, str]:
     :class:`BackendError` -- is ``INTERNAL``; its message names the exception type when it is
     not a ``ServingError`` (an unexpected crash), so that the client sees more than a bare text.
     """
+    # lazy: the core stays importable without grpc (module docstring)
     import grpc
 
     for cls, name in _TO_GRPC:

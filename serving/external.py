@@ -25,11 +25,11 @@ Adding a server
 
 2. Add the package's name to :data:`SERVER_PACKAGES` below: one line.
 
-3. Pass ``tests/conformance_serving.py``: a ``tests/test_serving_<pkg>.py`` with a ``served``
+3. Pass ``tests/support/conformance_serving.py``: a ``tests/integration/serving/test_serving_<pkg>.py`` with a ``served``
    fixture that starts the server with ``serving.external.start_server`` (or the launcher) and
-   makes clients with ``create_client``, then ``from tests.conformance_serving import *``.
+   makes clients with ``create_client``, then ``from tests.support.conformance_serving import *``.
 
-``tests/test_extension_serving.py`` does exactly these steps with a throwaway package in a
+``tests/integration/serving/test_extension_serving.py`` does exactly these steps with a throwaway package in a
 temporary folder (its one line: that package's name appended to :data:`SERVER_PACKAGES`).
 """
 

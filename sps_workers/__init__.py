@@ -11,7 +11,7 @@ assembly: :class:`~sps_workers.runtime.EngineInstance`, the command line, readin
 and :mod:`.external` (decode -> validate -> score -> encode, calls to model servers) and
 :mod:`.offsets` (committing a confluent-kafka consumer's offsets at-least-once).
 
-How to add an engine (tests/test_extension_engines.py does exactly these steps with a throwaway
+How to add an engine (tests/integration/sps_workers/test_extension_engines.py does exactly these steps with a throwaway
 engine in a temporary package)
 -------------------------------------------------------------------------------------------------
 1. Create ``sps_workers/<engine>/`` with ``options.py``: one subclass of
@@ -36,8 +36,8 @@ engine in a temporary package)
    it runs in (``core``, or ``envs/<name>/requirements.txt``, built on demand by
    crayfish.host.envs) and how it becomes ready. The experiment files accept the name from then on
    (``engine: <engine>``, its ``engine_options`` checked against the class by ``crayfish validate``).
-6. Pass the conformance suite: ``tests/test_engines.py`` runs every registered engine through the
-   checks of ``tests/conformance_engines.py`` unchanged; add a row to docs/engines.md.
+6. Pass the conformance suite: ``tests/integration/sps_workers/test_engines.py`` runs every registered engine through the
+   checks of ``tests/support/conformance_engines.py`` unchanged; add a row to docs/engines.md.
 """
 
 from __future__ import annotations

@@ -28,7 +28,14 @@ from typing import Callable
 import numpy as np
 
 from observability.light import client_traceparent
-from serving.errors import BadInputError, ModelNotFoundError, ServingError
+from serving.errors import (
+    BadInputError,
+    DeadlineExceededError,
+    ModelNotFoundError,
+    OverloadedError,
+    ServingError,
+    UnavailableError,
+)
 from sps_workers.scoring_op import (
     BAD_SHAPE,
     SCORING_ERROR,
@@ -159,7 +166,5 @@ def _outcome(fut):
 
 def _retriable(exc: BaseException) -> bool:
     """Worth another attempt: the server was busy, slow or away. Not: a bad input or model name."""
-    from serving.errors import DeadlineExceededError, OverloadedError, UnavailableError
-
     return isinstance(exc, (OverloadedError, DeadlineExceededError, UnavailableError)) \
         or not isinstance(exc, ServingError)

@@ -22,14 +22,19 @@ from pathlib import Path
 
 import numpy as np
 
+from crayfish.host.paths import models_dir as default_models_dir
+from serving.clients import create_client
+from serving.models import build_model, model_paths, reference_forward
+from serving.models.export_torch import export_torchscript
+from serving.scoring.server import build_server
+from serving.scoring.settings import ScoringSettings
+
 
 def pct(values, q):
     return float(np.percentile(np.asarray(values), q)) if values else None
 
 
 def closed_loop(target: str, calls: int, x: np.ndarray, warmup: int) -> dict:
-    from serving.clients import create_client
-
     client = create_client("scoring", target, "resnet50", timeout_s=600)
     try:
         for _ in range(warmup):
@@ -48,9 +53,6 @@ def closed_loop(target: str, calls: int, x: np.ndarray, warmup: int) -> dict:
 
 
 def serve(device: str, models_dir: Path, threads: int = 1, allow_tf32: bool = False):
-    from serving.scoring.server import build_server
-    from serving.scoring.settings import ScoringSettings
-
     settings = ScoringSettings(models=["resnet50"], backend="torchscript",
                                backend_options={"device": device, "threads": threads, "interop_threads": 1,
                                                 **({"allow_tf32": allow_tf32} if device == "cuda" else {})},
@@ -69,10 +71,6 @@ def main() -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     import torch  # this script runs in the torch environment only
-
-    from crayfish.host.paths import models_dir as default_models_dir
-    from serving.models import build_model
-    from serving.models.export_torch import export_torchscript
 
     models_dir = default_models_dir()
     result: dict = {"python": platform.python_version(), "host_cpus": os.cpu_count(), "torch": torch.__version__,
@@ -136,8 +134,6 @@ def _bare_torch(torch, pt: Path, x: np.ndarray) -> dict:
 def _through_the_server(torch, models_dir: Path, x: np.ndarray, cpu_calls: int, gpu_calls: int) -> dict:
     """Closed-loop calls through our Scoring server (torchscript backend) on each device, checked
     against the numpy reference."""
-    from serving.models import model_paths, reference_forward
-
     result = {}
     ref = reference_forward("resnet50", model_paths("resnet50", models_dir).weights, x[:1])
     for device, calls, tf32 in (("cpu", cpu_calls, False), ("cuda", gpu_calls, False),

@@ -11,7 +11,7 @@
 * :mod:`.repetitions` — mean ± sd over repetitions.
 
 Each module's docstring states its exact definitions; docs/results.md collects them and
-tests/test_analysis.py proves each on a constructed case.
+tests/unit/services/test_analysis.py proves each on a constructed case.
 """
 
 from services.analysis.accounting import account, accounting_reasons

@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Optional
 
+import psutil
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.table import Table
 
+from crayfish.host import envs
+from crayfish.host.procs import ServiceError
 from services.runner.experiment import ExperimentError, format_validation_error, load_experiment
+from services.runner.report import print_summary
+from services.stack import StackError, stack_endpoints
+from serving.models import MODELS, build_model, default_models_dir
+
+# The modules that need Kafka or pyarrow (the broker launcher, the experiment runner, the reports)
+# are imported inside the commands that use them: `crayfish validate` and --help stay fast.
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Crayfish Mesh: benchmark ML inference in stream-processing pipelines.")
@@ -65,8 +81,6 @@ def _external_targets(exp) -> set[tuple[str, str]]:
 def _check_server(server: str, target: str, timeout_s: float = 10.0) -> None:
     """Fail in one line unless something listens at ``target`` (else every batch of the run would be
     dead-lettered with connection errors and the run would still end with exit code 0)."""
-    import socket
-
     host, sep, port = target.split("://", 1)[-1].rstrip("/").rpartition(":")
     if not (sep and host and port.isdigit()):
         return  # not host:port (e.g. a unix socket); the client reports what is wrong
@@ -85,6 +99,7 @@ def _check_server(server: str, target: str, timeout_s: float = 10.0) -> None:
 def _check_bootstrap(bootstrap: str, timeout_s: float = 10.0) -> None:
     """Fail in one line, within ``timeout_s``, unless a Kafka broker of ``bootstrap`` answers (instead
     of a traceback from the first topic creation of the run, 30 s later)."""
+    # lazy: the launcher pulls in confluent_kafka
     from services.broker.launcher import BrokerError, wait_ready
 
     servers = [x.strip() for x in bootstrap.split(",")]
@@ -104,8 +119,6 @@ def _check_bootstrap(bootstrap: str, timeout_s: float = 10.0) -> None:
 
 def _summary_of(run_dir: Path) -> dict:
     """The parsed summary.json of a run folder; a folder without a readable one fails in one line."""
-    import json
-
     path = run_dir / "summary.json"
     if not path.is_file():
         _fail(f"{run_dir}: no summary.json (not a run folder?)")
@@ -118,8 +131,6 @@ def _summary_of(run_dir: Path) -> dict:
 def _stop_cleanly_on_sigterm() -> None:
     """SIGTERM (kill, a CI timeout, systemd) unwinds like Ctrl-C: every ``finally`` of the run stops
     its worker, generator, collector, model server and broker instead of leaving them running."""
-    import signal
-
     def stop(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
@@ -135,17 +146,17 @@ def run(file: Path = typer.Argument(..., help="Experiment YAML file."),
                                                   "folder, e.g. .cache/stack/stack.json): its Kafka, and spans "
                                                   "over OTLP to its Jaeger.")):
     """Run an experiment and write summary.json, batches.parquet and manifest.json."""
+    # lazy: Kafka and pyarrow, which `crayfish validate` does not need
+    from confluent_kafka import KafkaException
+
+    # lazy: as above
+    from services.broker.launcher import BrokerError
     from services.runner.experiments import run_experiment
-    from services.runner.report import print_summary
 
     exp = _load(file)
     if bootstrap:
         exp.kafka.bootstrap = bootstrap
     if stack:
-        import os
-
-        from services.stack import StackError, stack_endpoints
-
         try:
             endpoints = stack_endpoints(stack)
         except StackError as exc:
@@ -157,11 +168,6 @@ def run(file: Path = typer.Argument(..., help="Experiment YAML file."),
     for server, target in sorted(_external_targets(exp)):
         _check_server(server, target)
     out = out or Path("runs") / f"{exp.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    from confluent_kafka import KafkaException
-
-    from services.broker.launcher import BrokerError
-    from crayfish.host.procs import ServiceError
-
     _stop_cleanly_on_sigterm()
     try:
         summary = run_experiment(exp, out, console=console, source_file=file)
@@ -174,8 +180,6 @@ def run(file: Path = typer.Argument(..., help="Experiment YAML file."),
 @app.command()
 def hops(run_dir: Path = typer.Argument(..., help="A run folder written by `crayfish run`.")):
     """Where the milliseconds went: per-hop p50/p99 of the traced batches of every point."""
-    from rich.table import Table
-
     summary = _summary_of(run_dir)
     shown = 0
     for i, p in enumerate(summary.get("points", [])):
@@ -211,6 +215,7 @@ def hops(run_dir: Path = typer.Argument(..., help="A run folder written by `cray
 def report(run_dir: Path = typer.Argument(..., help="A run folder written by `crayfish run`."),
            out: Optional[Path] = typer.Option(None, "--out", help="HTML file (default RUN_DIR/report.html).")):
     """Write the run's self-contained HTML report (charts, tables, verdicts, resources, manifest)."""
+    # lazy: the report pulls in pyarrow
     from services.report import write_report
 
     _summary_of(run_dir)
@@ -222,6 +227,7 @@ def compare(run_a: Path = typer.Argument(..., help="Run folder A (the reference)
             run_b: Path = typer.Argument(..., help="Run folder B (ratios are B/A)."),
             out: Optional[Path] = typer.Option(None, "--out", help="HTML file (default RUN_B/compare-<A name>.html).")):
     """Differences per matching point (throughput, latency percentiles, per-hop medians, validity; B/A)."""
+    # lazy: the report pulls in pyarrow
     from services.report.compare import compare_runs, default_out, print_comparison, write_comparison_html
 
     for d in (run_a, run_b):
@@ -243,15 +249,13 @@ def _background_state_dir() -> Path:
     every broker started there (each `crayfish run` without --bootstrap, the test session, the
     benchmarks) rewrites that state file, which would hide the background broker from `status` and
     `stop` and leave it running."""
-    from services.broker import launcher
+    from services.broker import launcher  # lazy: confluent_kafka
 
     return launcher.default_state_dir() / "background"
 
 
 def _broker_alive(handle) -> bool:
     """Whether the process of ``handle`` still is that broker (not exited, its pid not reused)."""
-    import psutil
-
     try:
         proc = psutil.Process(handle.pid)
         cmdline = proc.cmdline()
@@ -262,9 +266,7 @@ def _broker_alive(handle) -> bool:
 
 
 def _forget_broker(handle) -> None:
-    import shutil
-
-    from services.broker import launcher
+    from services.broker import launcher  # lazy: confluent_kafka
 
     launcher.clear_state(_background_state_dir())
     shutil.rmtree(handle.data_dir, ignore_errors=True)
@@ -273,9 +275,7 @@ def _forget_broker(handle) -> None:
 @broker_app.command("start")
 def broker_start():
     """Start a local broker in the background; prints its bootstrap address."""
-    import subprocess
-
-    from services.broker import launcher
+    from services.broker import launcher  # lazy: confluent_kafka
 
     state = _background_state_dir()
     existing = launcher.read_state(state)
@@ -300,7 +300,7 @@ def broker_start():
 @broker_app.command("stop")
 def broker_stop():
     """Stop the broker started by `crayfish broker start` (exit 0 also when none runs)."""
-    from services.broker import launcher
+    from services.broker import launcher  # lazy: confluent_kafka
 
     handle = launcher.read_state(_background_state_dir())
     if handle is None:
@@ -318,7 +318,7 @@ def broker_stop():
 @broker_app.command("status")
 def broker_status():
     """Say whether the background broker answers (exit 0), or not (exit 1)."""
-    from services.broker import launcher
+    from services.broker import launcher  # lazy: confluent_kafka
 
     handle = launcher.read_state(_background_state_dir())
     if handle is None:
@@ -340,8 +340,6 @@ def models_build(model: str = typer.Option("all", help="A model of serving.model
                  seed: int = typer.Option(42, help="Seed of the weights."),
                  dir: Optional[Path] = typer.Option(None, help="Models folder (default .cache/models).")):
     """Build the models (seeded weights -> .npz -> ONNX with a dynamic batch axis)."""
-    from serving.models import MODELS, build_model, default_models_dir
-
     names = list(MODELS) if model == "all" else [model]
     for name in names:
         if name not in MODELS:
@@ -356,8 +354,6 @@ def models_build(model: str = typer.Option("all", help="A model of serving.model
 @env_app.command("list")
 def env_list():
     """List the environments and whether they are built."""
-    from crayfish.host import envs
-
     for name in envs.available():
         state = "built" if envs.is_built(name) else "not built"
         console.print(f"{name:12s} {state:10s} {envs.env_dir(name) if name != 'core' else sys.prefix}")
@@ -367,8 +363,6 @@ def env_list():
 def env_build(names: list[str] = typer.Argument(..., help="Environment names, or 'all'."),
               force: bool = typer.Option(False, help="Rebuild even when cached.")):
     """Build environments (virtualenv + pinned requirements + this repo, editable)."""
-    from crayfish.host import envs
-
     wanted = [n for n in envs.available() if n != "core"] if names == ["all"] else names
     for name in wanted:
         if name == "core":

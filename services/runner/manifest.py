@@ -10,6 +10,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+import confluent_kafka
 import numpy as np
 import psutil
 
@@ -47,8 +48,6 @@ def package_versions() -> dict:
 
 def _librdkafka() -> str | None:
     try:
-        import confluent_kafka
-
         return confluent_kafka.libversion()[0]
     except Exception:  # noqa: BLE001
         return None

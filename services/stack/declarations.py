@@ -5,7 +5,7 @@ Each :class:`StackService` says everything the generic supervisor loop
 it starts (:class:`Launch`: command, environment, the config it writes), its ports, its health
 check and what it depends on. The name is the same everywhere: compose service (compose/*.yaml),
 process name (:class:`crayfish.host.procs.Service`), ``OTEL_SERVICE_NAME``, log file
-``logs/<name>.log`` and config file ``config/<name>.json`` (tests/test_compose.py checks the names
+``logs/<name>.log`` and config file ``config/<name>.json`` (tests/integration/services/test_compose.py checks the names
 and the dependencies against the compose files).
 
 =============  ========================  ===================================================

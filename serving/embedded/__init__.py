@@ -80,8 +80,8 @@ Adding a backend
 3. If it has an environment of its own: ``envs/<environment>/requirements.txt``; if it has an
    exporter: a module with ``python -m <exporter> --model M --dir D --seed S``.
 4. Prove it: predictions equal :func:`serving.models.reference_forward` within 1e-4
-   (:func:`serving.embedded.check.check`), in ``tests/test_scorers.py`` or its environment's
-   test file. ``tests/test_extension_serving.py`` does steps 1-2 with a throwaway backend in a
+   (:func:`serving.embedded.check.check`), in ``tests/unit/serving/test_scorers.py`` or its environment's
+   test file. ``tests/integration/serving/test_extension_serving.py`` does steps 1-2 with a throwaway backend in a
    temporary package and scores through :func:`create_scorer` and through our Scoring server.
 
 Contract every backend keeps:

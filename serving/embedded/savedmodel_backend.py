@@ -188,9 +188,8 @@ class SavedModelScorer(Scorer):
 
 def _quiet_v1_loader(tf):
     """``tf.compat.v1.saved_model.loader.load`` without its deprecation warning in every log."""
-    from tensorflow.python.saved_model import (
-        loader_impl,  # TensorFlow: the tensorflow environment only
-    )
+    # tensorflow: only in the tensorflow environment
+    from tensorflow.python.saved_model import loader_impl
 
     return getattr(loader_impl.load, "__wrapped__", None) or tf.compat.v1.saved_model.loader.load
 

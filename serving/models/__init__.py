@@ -20,7 +20,7 @@ on disk are described in :mod:`serving.models.build`.
 CLI: ``python -m serving.models build [--model NAME|all] [--dir DIR] [--seed N] [--force]``
 and ``python -m serving.models list [--dir DIR]``.
 
-How to add a model (tests/test_extension_engines.py does exactly these steps with a throwaway
+How to add a model (tests/integration/sps_workers/test_extension_engines.py does exactly these steps with a throwaway
 model in a temporary package)
 --------------------------------------------------------------------------------------------
 1. Write one module, ``serving/models/<name>.py``, with what :mod:`serving.models.registry` lists:

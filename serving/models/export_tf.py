@@ -29,7 +29,7 @@ same folded-BN graph as :mod:`serving.models.resnet50`, with *explicit symmetric
 (``k // 2`` on every side, and ``-inf`` padding before the 3x3/2 max pool) instead of TF's
 ``SAME`` (which pads stride-2 layers asymmetrically and would not match the ONNX graph or
 :func:`serving.models.reference_forward`). Predictions equal the reference within 1e-4
-(``tests/test_tensorflow.py``).
+(``tests/integration/serving/test_tensorflow.py``).
 
 Idempotent: when ``savedmodel.json`` records the current weights sha256, input key and exporter
 version, and ``saved_model.pb`` is there, nothing is written (unless ``force``). A missing
@@ -177,6 +177,7 @@ def export_savedmodel(name: str, models_dir: Path | str | None = None, *, seed: 
         if not force and _is_current(name, models_dir, input_key):
             return out
         quiet_tensorflow()
+        # tensorflow: only in .envs/tensorflow (and after quiet_tensorflow)
         import tensorflow as tf
 
         t0 = time.perf_counter()
@@ -217,6 +218,7 @@ def export_savedmodel(name: str, models_dir: Path | str | None = None, *, seed: 
 def load_signature(path: Path | str, signature: str = SIGNATURE):
     """``(loaded, fn, input_key, output_keys)`` of a SavedModel's signature (needs TensorFlow)."""
     quiet_tensorflow()
+    # tensorflow: only in .envs/tensorflow (and after quiet_tensorflow)
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(path))

@@ -30,7 +30,7 @@ free), in eval mode, every parameter with ``requires_grad=False``:
   Conv kernels are OIHW already; padding is ``k // 2`` on every side, as the ONNX graph.
 
 Predictions equal :func:`serving.models.reference_forward` within 1e-4 (checked by
-``serving.embedded.check.check("torchscript", ...)`` in ``tests/test_torch.py``).
+``serving.embedded.check.check("torchscript", ...)`` in ``tests/integration/serving/test_torch.py``).
 
 Idempotent: when the stamp records the current weights sha256 and exporter version and the ``.pt``
 still has the recorded sha256, nothing is written (unless ``force``). A missing ``.npz`` is built
@@ -149,6 +149,7 @@ _MODULES = {"ffnn": _ffnn, "resnet50": _resnet50}
 def build_module(name: str, weights: Mapping[str, np.ndarray]) -> Any:
     """The eager ``torch.nn.Module`` of ``name`` with ``weights`` (``.npz`` layout), in eval mode,
     no parameter requiring grad."""
+    # torch: only in .envs/torch
     import torch
 
     get_spec(name)
@@ -188,6 +189,7 @@ def export_torchscript(name: str, models_dir: Path | str | None = None, *, seed:
     with _locked(art.model_dir):
         if not force and _is_current(name, models_dir):
             return out
+        # torch: only in .envs/torch
         import torch
 
         t0 = time.perf_counter()

@@ -23,9 +23,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray
+from ray import serve
+from ray.serve.config import HTTPOptions, gRPCOptions
+from ray.serve.schema import LoggingConfig
+from starlette.responses import JSONResponse, Response
 
 from crayfish.host.ports import free_port
-
+from crayfish.tensor import DTYPE_NAMES, TensorError, from_tensor, to_tensor
+from crayfish.v1 import scoring_pb2
+from serving.embedded import create_scorer
+from serving.embedded.base import ScoringError
+from serving.errors import BadInputError, ModelNotFoundError, grpc_status
+from serving.models import MODELS
 from serving.rayserve import wire
 
 log = logging.getLogger("crayfish.rayserve")
@@ -34,8 +44,6 @@ GRPC_SERVICER = "crayfish.v1.scoring_pb2_grpc.add_ScoringServicer_to_server"
 
 
 def server_label() -> str:
-    import ray
-
     return f"ray-serve {ray.__version__}"
 
 
@@ -58,6 +66,7 @@ def _bind_loopback() -> None:
         return address
 
     try:
+        # inside the try: private Ray modules, which may move in another Ray version
         from ray._common import tls_utils
         from ray.serve._private import default_impl, replica
 
@@ -91,9 +100,6 @@ class ModelServer:
 
     def __init__(self, name: str, model: str, backend: str, options: dict[str, Any],
                  models_dir: str | None, warmup: bool = True):
-        from serving.embedded import create_scorer
-        from serving.models import MODELS
-
         self.name = name
         self.spec = MODELS[model]
         self.backend = backend
@@ -121,9 +127,6 @@ class ModelServer:
 
     async def _score(self, x: np.ndarray) -> tuple[np.ndarray, int, int]:
         """Score on the replica's scorer thread; Scorer input errors become BadInputError."""
-        from serving.embedded.base import ScoringError
-        from serving.errors import BadInputError
-
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._pool, self._timed, x, time.perf_counter_ns())
@@ -131,17 +134,11 @@ class ModelServer:
             raise BadInputError(str(exc)) from None
 
     def _check_model(self, requested: str) -> None:
-        from serving.errors import ModelNotFoundError
-
         if requested and requested != self.name:
             raise ModelNotFoundError(f"model {requested!r} is not served by application {self.name!r}")
 
     # -- HTTP ----------------------------------------------------------------------------------
     async def __call__(self, request):
-        from starlette.responses import JSONResponse, Response
-
-        from serving.errors import ModelNotFoundError, grpc_status
-
         path = request.url.path
         prefix = wire.route(self.name)
         sub = path[len(prefix):] if path.startswith(prefix) else path
@@ -151,8 +148,6 @@ class ModelServer:
                     x = wire.decode(await request.body(), request.headers.get(wire.H_SHAPE),
                                     request.headers.get(wire.H_DTYPE))
                 except ValueError as exc:
-                    from serving.errors import BadInputError
-
                     raise BadInputError(f"{self.name}: {exc}") from None
                 y, inference_ns, queue_ns = await self._score(x)
                 body, headers = wire.encode(y)
@@ -174,9 +169,6 @@ class ModelServer:
 
     # -- gRPC: crayfish.v1.Scoring -------------------------------------------------------------
     def _response(self, request, y: np.ndarray, inference_ns: int, queue_ns: int):
-        from crayfish.tensor import to_tensor
-        from crayfish.v1 import scoring_pb2
-
         resp = scoring_pb2.ScoreResponse(model=self.name, request_id=request.request_id,
                                          inference_ns=inference_ns, queue_ns=queue_ns,
                                          server=self.server, backend=self.backend)
@@ -184,9 +176,6 @@ class ModelServer:
         return resp
 
     async def _score_request(self, request):
-        from crayfish.tensor import TensorError, from_tensor
-        from serving.errors import BadInputError
-
         self._check_model(request.model)
         try:
             x = from_tensor(request.input)
@@ -196,15 +185,11 @@ class ModelServer:
 
     @staticmethod
     def _fail(grpc_context, exc: BaseException, request_id: str | None = None) -> None:
-        from serving.errors import grpc_status
-
         code, message = grpc_status(exc)
         grpc_context.set_code(code)
         grpc_context.set_details(f"request_id={request_id}: {message}" if request_id is not None else message)
 
     async def Score(self, request, grpc_context):
-        from crayfish.v1 import scoring_pb2
-
         try:
             return await self._score_request(request)
         except Exception as exc:  # noqa: BLE001 - mapped by serving.errors
@@ -226,9 +211,6 @@ class ModelServer:
             yield resp
 
     async def DescribeModel(self, request, grpc_context):
-        from crayfish.tensor import DTYPE_NAMES
-        from crayfish.v1 import scoring_pb2
-
         try:
             self._check_model(request.model)
         except Exception as exc:  # noqa: BLE001 - mapped by serving.errors
@@ -261,11 +243,6 @@ def run(cfg: dict[str, Any]) -> None:
     """Start Ray + Serve + one application per entry of ``cfg["models"]``; write the ready file;
     serve until SIGTERM/SIGINT; shut Serve and Ray down. ``cfg`` is what the launcher writes
     (see :func:`serving.rayserve.launcher.start`)."""
-    import ray
-    from ray import serve
-    from ray.serve.config import gRPCOptions, HTTPOptions
-    from ray.serve.schema import LoggingConfig
-
     host = cfg.get("host", "127.0.0.1")
     stop = threading.Event()
 

@@ -36,8 +36,9 @@ SERVERS = (ServerSpec("scoring", client="scoring", runs_backend=True),)
 _SERVER_NAMES = ("ScoringServicer", "build_server", "serve", "ProtocolHook", "SCORING_SERVICE")
 
 
-def __getattr__(name: str) -> Any:  # lazy: keep `import serving.scoring` free of grpc
+def __getattr__(name: str) -> Any:
     if name in _SERVER_NAMES:
+        # lazy: keeps `import serving.scoring` free of grpc (and the server imports this package)
         from serving.scoring import server
 
         return getattr(server, name)

@@ -60,6 +60,7 @@ def protos() -> SimpleNamespace:
     global _pb
     if _pb is None:
         try:
+            # lazy: pulls in all of TensorFlow where it is installed (module docstring)
             from tensorflow.core.framework import tensor_pb2, types_pb2
             from tensorflow.core.protobuf import meta_graph_pb2
             from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
@@ -69,7 +70,8 @@ def protos() -> SimpleNamespace:
                 f"'tensorflow' environment (`crayfish env build tensorflow`; python_for('tensorflow')), "
                 f"or install tensorflow-protobuf==2.11.0 in an environment without TensorFlow "
                 f"(see serving/tfserving/wire.py)") from exc
-        try:  # ModelService: tensorflow-protobuf 2.11 lacks tensorflow/tsl (error codes) for it
+        try:
+            # lazy, as above; ModelService: tensorflow-protobuf 2.11 lacks tensorflow/tsl (error codes) for it
             from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
         except ImportError:
             get_model_status_pb2 = model_service_pb2_grpc = None

@@ -24,10 +24,10 @@ import shutil
 import sys
 from pathlib import Path
 
+import ts  # TorchServe: this module runs only with the torch environment's interpreter
+
 
 def java_command(run_dir: Path, launch: dict) -> list[str]:
-    import ts
-
     ts_pkg = Path(ts.__file__).resolve().parent
     site = ts_pkg.parent
     java_home = os.environ.get("JAVA_HOME")

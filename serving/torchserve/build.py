@@ -30,9 +30,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Mapping
 
+from serving.models.export_torch import export_torchscript
 from serving.models.spec import MODELS
 
 HERE = Path(__file__).resolve().parent
@@ -70,16 +72,12 @@ def _sha256(path: Path) -> str:
 
 
 def _archiver_version() -> str:
-    from importlib.metadata import version
-
     return version("torch-model-archiver")
 
 
 def build_archive(served: str, settings: Mapping[str, Any] | None, store: Path,
                   models_dir: Path | None = None, force: bool = False) -> Path:
     """Build (or reuse) ``<store>/<served>.mar``; returns its path."""
-    from serving.models.export_torch import export_torchscript
-
     spec = normalize_spec(served, settings)
     store = Path(store)
     store.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,8 @@ from __future__ import annotations
 import fcntl
 import glob
 import importlib
+import importlib.resources as resources
+import importlib.util
 import os
 import re
 import shutil
@@ -33,9 +35,10 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-
-from crayfish.host.paths import cache_dir
 from types import SimpleNamespace
+
+from crayfish.host.envs import env_dir, python_for
+from crayfish.host.paths import cache_dir
 
 PACKAGE = "torchserve_grpc"
 PROTOS = ("inference.proto", "management.proto", "google/rpc/status.proto")
@@ -51,13 +54,9 @@ def stubs_root() -> Path:
 
 def find_ts_home() -> Path:
     """The directory of the installed ``ts`` package (here, else in the torch environment)."""
-    import importlib.util
-
     spec = importlib.util.find_spec("ts")
     if spec is not None and spec.origin and (Path(spec.origin).parent / "frontend" / "model-server.jar").is_file():
         return Path(spec.origin).parent
-    from crayfish.host.envs import env_dir
-
     for cand in sorted(glob.glob(str(env_dir("torch") / "lib" / "python3*" / "site-packages" / "ts"))):
         if (Path(cand) / "frontend" / "model-server.jar").is_file():
             return Path(cand)
@@ -73,8 +72,8 @@ def torchserve_version(ts_home: Path | None = None) -> str:
 def _protoc(proto_dir: Path, out_dir: Path) -> None:
     args = ["-I", str(proto_dir), f"--python_out={out_dir}", f"--grpc_python_out={out_dir}", *PROTOS]
     try:
+        # optional: grpcio-tools (the dev extra, the torch env); without it, protoc runs in the torch env
         from grpc_tools import protoc  # type: ignore[import-not-found]
-        import importlib.resources as resources
 
         well_known = str(resources.files("grpc_tools") / "_proto")
         rc = protoc.main(["protoc", f"-I{well_known}", *args])
@@ -83,8 +82,6 @@ def _protoc(proto_dir: Path, out_dir: Path) -> None:
         return
     except ImportError:
         pass
-    from crayfish.host.envs import python_for
-
     py = python_for("torch", build=False)
     code = ("import sys, importlib.resources as r; from grpc_tools import protoc; "
             "sys.exit(protoc.main(['protoc', '-I' + str(r.files('grpc_tools') / '_proto')] + sys.argv[1:]))")

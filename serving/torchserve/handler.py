@@ -33,7 +33,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch  # torch, ts: this module runs only in TorchServe's worker (the torch environment)
+from ts.utils.util import PredictionException
+from ts.version import __version__ as ts_version
 
+from serving.embedded.torchscript_backend import TorchScriptScorer
+from serving.models.build import ModelArtifacts
+from serving.models.spec import get_spec
 from serving.torchserve import wire
 
 logger = logging.getLogger(__name__)
@@ -44,12 +50,6 @@ _handler = None
 
 class _Handler:
     def __init__(self, context):
-        from serving.embedded.torchscript_backend import TorchScriptScorer
-        from serving.models.build import ModelArtifacts
-        from serving.models.spec import get_spec
-        from ts.utils.util import PredictionException
-
-        self._prediction_exception = PredictionException
         props = context.system_properties
         model_dir = Path(props.get("model_dir") or ".")
         settings = json.loads((model_dir / SETTINGS_FILE).read_text())
@@ -57,8 +57,6 @@ class _Handler:
         self.sleep_s = float(settings.get("sleep_s", 0.0))
         device = os.environ.get("CRAYFISH_TS_DEVICE", "cpu")
         if device == "cuda":
-            import torch
-
             gpu = props.get("gpu_id")
             if gpu is not None and torch.cuda.is_available():
                 torch.cuda.set_device(int(gpu))
@@ -74,8 +72,6 @@ class _Handler:
             self.scorer.warmup(batch_size=1)
         self.item_shape = tuple(self.spec.input_shape)
         # who answers, named in every answer frame: the TorchServe this worker runs in
-        from ts.version import __version__ as ts_version
-
         self.server = f"torchserve {ts_version}"
         logger.info("crayfish handler ready: %s", json.dumps(self.scorer.describe()))
         if os.environ.get("CRAYFISH_TS_QUIET", "0") == "1":
@@ -109,7 +105,7 @@ class _Handler:
             try:
                 x = self._decode(data[0])
             except wire.WireError as exc:
-                raise self._prediction_exception(str(exc), 400) from None
+                raise PredictionException(str(exc), 400) from None
             t0 = time.perf_counter_ns()
             y = self.scorer.score(x)
             return [wire.encode_response(y, time.perf_counter_ns() - t0, self.server)]

@@ -71,7 +71,7 @@ model server. Parallelism beyond one machine is then ``parallelism`` / ``operato
 Kafka partitions bound the useful source parallelism. To try it on one machine,
 ``.envs/flink/bin/python -m sps_workers.flink.cluster --slots 2`` starts a session cluster from the
 wheel's own ``bin/jobmanager.sh`` / ``taskmanager.sh`` (everything on 127.0.0.1, flink-python on
-its class path) and prints its REST address; tests/test_flink.py runs a job on one.
+its class path) and prints its REST address; tests/integration/sps_workers/test_flink.py runs a job on one.
 
 Limits (measured on the 2-core development host)
 -------------------------------------------------

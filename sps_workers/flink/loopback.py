@@ -33,6 +33,7 @@ JAR_NAME = "crayfish-beam-loopback.jar"  # sorts before flink-python-*.jar in a 
 
 
 def flink_home() -> Path:
+    # lazy: pyflink is only in .envs/flink, and job.py (so this module) is imported in .venv too
     import pyflink
 
     return Path(pyflink.__file__).resolve().parent

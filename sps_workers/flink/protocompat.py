@@ -24,8 +24,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 
+from google.protobuf import __version__ as protobuf_version
+
+import crayfish
 from crayfish.host.paths import REPO_ROOT, cache_dir
 
 COMMITTED = REPO_ROOT / "crayfish" / "v1"
@@ -43,9 +47,7 @@ def committed_gencode_version() -> tuple[int, ...]:
 
 
 def runtime_version() -> tuple[int, ...]:
-    from google.protobuf import __version__
-
-    return _version_tuple(__version__)
+    return _version_tuple(protobuf_version)
 
 
 def needed() -> bool:
@@ -55,15 +57,11 @@ def needed() -> bool:
 
 def stubs_dir() -> Path:
     """Output root of the generated stubs for this runtime + these .proto files (not created)."""
-    from google.protobuf import __version__ as pb
-
     try:
-        from importlib.metadata import version
-
         tools = version("grpcio-tools")
     except Exception:  # noqa: BLE001 - reported by ensure_generated
         tools = "none"
-    h = hashlib.sha256(f"{pb}|{tools}".encode())
+    h = hashlib.sha256(f"{protobuf_version}|{tools}".encode())
     for p in sorted(PROTOS.glob("*.proto")):
         h.update(p.name.encode())
         h.update(p.read_bytes())
@@ -108,8 +106,6 @@ def install() -> None:
     if not needed():
         return
     pkg_dir = ensure_generated() / "crayfish" / "v1"
-    import crayfish
-
     spec = importlib.util.spec_from_file_location("crayfish.v1", pkg_dir / "__init__.py",
                                                   submodule_search_locations=[str(pkg_dir)])
     mod = importlib.util.module_from_spec(spec)

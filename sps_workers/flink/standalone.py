@@ -31,6 +31,11 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from crayfish.codec import get_codec  # noqa: E402
+from crayfish.payloads import synthetic_pool  # noqa: E402
+from crayfish.tensor import to_tensor  # noqa: E402
+from crayfish.v1 import batch_pb2  # noqa: E402
+from serving.models import MODELS  # noqa: E402
 from sps_workers.flink.options import FlinkOptions  # noqa: E402
 from sps_workers.options import EngineOptionsError  # noqa: E402
 from sps_workers.settings import WorkerSettings  # noqa: E402
@@ -43,12 +48,6 @@ def build_records(model: str, codec_name: str, count: int, batch_size: int = 1, 
                   pool_size: int = 64, run_id: str = "standalone") -> list[tuple[bytes, bytes, list]]:
     """``count`` encoded DataBatch records (key, value, headers), tensors cycled over the seeded
     pool of the generator. Shared with benchmarks/flink_standalone.py (the Kafka pre-fill)."""
-    from crayfish.codec import get_codec
-    from crayfish.payloads import synthetic_pool
-    from crayfish.tensor import to_tensor
-    from crayfish.v1 import batch_pb2
-    from serving.models import MODELS
-
     spec = MODELS[model]
     codec = get_codec(codec_name)
     pool = synthetic_pool(spec.input_shape, spec.input_dtype, batch_size, pool_size, seed)

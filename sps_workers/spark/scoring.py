@@ -10,6 +10,13 @@ from __future__ import annotations
 
 import os
 
+import pyarrow as pa
+from pyspark import TaskContext
+
+from observability.light import sampled_traceparent
+from sps_workers.runtime import EngineInstance
+from sps_workers.settings import WorkerSettings
+
 # Columns the driver selects from the Kafka source, in this order.
 IN_COLUMNS = ("key", "value", "headers", "append_ms", "topic", "partition", "offset")
 # The Kafka sink's columns (topic per row: output or dead-letter topic).
@@ -22,9 +29,6 @@ def instance(settings_json: str, index: int):
     """This process's EngineInstance, labelled for task ``index``."""
     global _cached
     if _cached is None or _cached[0] != settings_json:
-        from sps_workers.runtime import EngineInstance
-        from sps_workers.settings import WorkerSettings
-
         if _cached is not None:
             _cached[1].close()
         settings = WorkerSettings.model_validate_json(settings_json)
@@ -38,8 +42,6 @@ def instance(settings_json: str, index: int):
 
 
 def _task_index() -> int:
-    from pyspark import TaskContext
-
     ctx = TaskContext.get()
     return ctx.partitionId() if ctx is not None else 0
 
@@ -50,10 +52,6 @@ def make_scorer(settings_json: str, chunk: int):
     batch as soon as it arrives, so a long micro-batch does not hold its first results back)."""
 
     def score(batches):
-        import pyarrow as pa
-
-        from observability.light import sampled_traceparent
-
         out_type = pa.schema([("topic", pa.string()), ("key", pa.binary()), ("value", pa.binary()),
                               ("headers", pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())])))])
         inst = None
@@ -97,8 +95,6 @@ def make_warmup(settings_json: str):
     query starts (model loaded, session created), returns the worker's pid."""
 
     def warm(batches):
-        import pyarrow as pa
-
         for rb in batches:
             if rb.num_rows:
                 instance(settings_json, _task_index())
