@@ -175,15 +175,6 @@ def consumer_lag(bootstrap: str, group_id: str, topic: str, timeout_s: float = 5
         c.close()
 
 
-def header_value(headers, key: str) -> bytes | None:
-    if not headers:
-        return None
-    for k, v in headers:
-        if k == key:
-            return v
-    return None
-
-
 def poll_batch(consumer, max_records: int, timeout_s: float) -> list:
     """Up to ``max_records`` messages, returning as soon as at least one is there.
 

@@ -66,15 +66,6 @@ def parse_traceparent(value) -> tuple[int, int, bool] | None:
         return None
 
 
-def header_value(headers, key: str = "traceparent"):
-    if not headers:
-        return None
-    for k, v in headers:
-        if k == key:
-            return v
-    return None
-
-
 def safe_filename(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "service"
 

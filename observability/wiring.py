@@ -28,12 +28,13 @@ from __future__ import annotations
 import os
 import time
 
+from crayfish.headers import header_value
 from observability.compact import worker_spans
 from observability.context import send_traceparent
 from observability.names import (BATCH_ID, DESTINATION, HOP, MESSAGING_SYSTEM, OPERATION, OPERATION_TYPE,
                                  RPC_METHOD, RPC_SERVICE, RPC_SYSTEM, SPANS_DIR_ENV, TRACEPARENT)
 from observability.otel import OtlpSink, otlp_endpoint, root_sampler, sample_root, service_name
-from observability.spanlog import SpanLog, header_value, new_span_id, new_trace_id, parse_traceparent, traceparent
+from observability.spanlog import SpanLog, new_span_id, new_trace_id, parse_traceparent, traceparent
 
 
 def tracing_enabled() -> bool:
@@ -136,7 +137,7 @@ class BatchTracing:
     # -- collector ------------------------------------------------------------------------------
     def record_receive(self, headers, topic: str, append_ms: int, batch_id: str) -> None:
         """The collector's consumer span of a sampled output record: from its broker append to now."""
-        parsed = parse_traceparent(header_value(headers))
+        parsed = parse_traceparent(header_value(headers, TRACEPARENT))
         if parsed is None or not parsed[2]:
             return
         self.log.add(parsed[0], new_span_id(), parsed[1], f"receive {topic}", "CONSUMER", append_ms * 1_000_000,

@@ -39,7 +39,7 @@ from crayfish.codec import get_codec
 from observability.light import batch_tracing, worker_context
 from serving.clients import create_client
 from serving.embedded import create_scorer
-from serving.models import get_spec
+from serving.models import resolve_spec
 from sps_workers.external import ExternalStage
 from sps_workers.options import EngineOptions
 from sps_workers.scoring_op import OpResult, Prepared, ScoringOperator
@@ -76,7 +76,7 @@ class EngineInstance:
         self.worker_id = f"{settings.worker_id}-{index}"
         self._out_topic, self._dead_topic = settings.output_topic, settings.dead_letter_topic
         codec = get_codec(settings.codec)
-        input_shape = get_spec(settings.model).input_shape
+        input_shape = resolve_spec(settings.model, settings.models_dir).input_shape
         ext = settings.external
         self.scorer = self.client = self.stage = None
         self._client_kind = None

@@ -1,8 +1,9 @@
 """Check a sample of the predictions a run produced against the reference model.
 
 The generator's inputs are reproducible (seeded pool, or the replay file), so the collector rebuilds
-the input of a sampled batch from its sequence number, runs the numpy reference forward pass of
-the model (serving.models.reference_forward, independent of every serving backend) and compares
+the input of a sampled batch from its sequence number, runs the model's reference
+(serving.models.reference_predictions: the numpy forward pass of a built-in model, independent of
+every serving backend; ONNX Runtime on the CPU on the file of a user's model) and compares
 (float32, absolute tolerance 1e-4). The sample is deterministic (a hash of the batch id), so a
 re-run checks the same batches. Reference outputs are cached per pool entry, and the checking time
 is capped (ResNet50's numpy forward pass takes about a second per image on one core).
@@ -18,7 +19,7 @@ import zlib
 import numpy as np
 
 from services.generator.generator import input_pool_for
-from serving.models import model_paths, reference_forward
+from serving.models import reference_of, reference_predictions
 
 UNCHECKED_BACKENDS = {"noop", "sleep"}
 
@@ -27,7 +28,8 @@ class PredictionChecker:
     def __init__(self, generator_settings, models_dir=None, sample_rate: float = 0.01,
                  tolerance: float = 1e-4, max_seconds: float = 30.0):
         self.model = generator_settings.model
-        self.weights = model_paths(self.model, models_dir).weights
+        self.models_dir = models_dir
+        self.reference = reference_of(self.model, models_dir)
         self.pool = input_pool_for(generator_settings)
         self.threshold = int(sample_rate * 2**32)
         self.tolerance = tolerance
@@ -51,7 +53,7 @@ class PredictionChecker:
                 self.skipped_budget += 1
                 return None
             t0 = time.perf_counter()
-            ref = reference_forward(self.model, self.weights, self.pool[index])
+            ref = reference_predictions(self.model, self.models_dir, self.pool[index])
             self.spent += time.perf_counter() - t0
             self.cache[index] = ref
         self.checked += 1
@@ -67,4 +69,4 @@ class PredictionChecker:
     def report(self) -> dict:
         return {"checked": self.checked, "wrong": self.wrong, "tolerance": self.tolerance,
                 "max_abs_error": self.max_abs_error, "skipped_over_budget": self.skipped_budget,
-                "reference": f"numpy forward pass of {self.model} (serving.models.reference_forward)"}
+                "reference": self.reference}

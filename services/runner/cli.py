@@ -24,7 +24,8 @@ from crayfish.host.procs import ServiceError
 from services.runner.experiment import ExperimentError, format_validation_error, load_experiment
 from services.runner.report import print_summary
 from services.stack import StackError, stack_endpoints
-from serving.models import MODELS, build_model, default_models_dir
+from serving.models import MODELS, ModelFileError, build_model, default_models_dir, read_signature
+from serving.models.files import default_name, spec_from_signature
 
 # The modules that need Kafka or pyarrow (the broker launcher, the experiment runner, the reports)
 # are imported inside the commands that use them: `crayfish validate` and --help stay fast.
@@ -349,6 +350,21 @@ def models_build(model: str = typer.Option("all", help="A model of serving.model
         except OSError as exc:
             _fail(f"cannot write the models to {dir or default_models_dir()}: {exc.strerror or exc}")
         console.print(f"{name}: {art.onnx}")
+
+
+@models_app.command("describe")
+def models_describe(file: Path = typer.Argument(..., help="A model file of your own (ONNX)."),
+                    name: Optional[str] = typer.Option(None, help="The name it would be served under.")):
+    """Print the signature read from a model file, and what an experiment with `model: {path: FILE}`
+    would serve (or, in one line, why it cannot)."""
+    try:
+        sig = read_signature(file)
+        console.print(sig.describe(), highlight=False)
+        spec = spec_from_signature(sig, name or default_name(file))
+    except ModelFileError as exc:
+        _fail(str(exc))
+    console.print(f"served as {spec.name!r}: one item {spec.input_dtype} {list(spec.input_shape)} -> "
+                  f"{list(spec.output_shape)}; reference: ONNX Runtime on the CPU on this file", highlight=False)
 
 
 @env_app.command("list")

@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from crayfish.codec import codecs
 from serving.embedded import BACKENDS, ScorerConfigError, backend
 from serving.external import SERVERS, available, server_spec
-from serving.models import MODELS
+from serving.models import MODELS, ModelFileError, read_signature
+from serving.models.files import default_name, spec_from_signature
 from services.generator.settings import Stall
 from services.generator.workloads import WorkloadConfig
 from sps_workers import ENGINES
@@ -148,9 +149,30 @@ class InjectConfig(Strict):
     generator_stall: Stall | None = Field(None, description="Pause the generator before one batch ({before_sequence, ms}): its lateness, the send delay and the latency from schedule show the pause.")
 
 
+class InputOverride(Strict):
+    shape: list[int] | None = Field(None, description="Shape of one item (no batch axis), where the file leaves axes free.")
+
+
+class ModelFile(Strict):
+    """A model file of your own (serving.models.files): its signature is read from the file."""
+
+    path: Path = Field(description="The model file (ONNX); a relative path is taken from the experiment file's folder.")
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$", description="Name it is served and reported under (default: from the file name).")
+    inputs: dict[str, InputOverride] = Field(default_factory=dict, description="Per input name, what the file does not say (shape).")
+
+    def overrides(self) -> dict[str, dict]:
+        return {k: v.model_dump(exclude_none=True) for k, v in self.inputs.items()}
+
+
+# The serving paths a model file runs on today: ONNX Runtime, in the worker or in our Scoring server.
+FILE_MODEL_BACKENDS = ("onnxruntime", "noop", "sleep")
+FILE_MODEL_SERVERS = ("scoring",)
+
+
 class Experiment(Strict):
     name: str = Field(description="Name of the experiment (used in the run folder name).")
-    model: str = Field("ffnn", description="Model: a name in serving.models.MODELS (ffnn, resnet50, ...).")
+    model: str = Field("ffnn", description="Model: a built-in name (serving.models.MODELS: ffnn, resnet50, ...), or a model file of your own: {path: my.onnx, name: ..., inputs: {<input>: {shape: [...]}}}.")
+    model_file: ModelFile | None = Field(None, description="Set by `model: {path: ...}`: the model file of your own; `model` is then its name.")
     engine: str = Field("kafka", description="Stream processor running the scoring op: a name in "
                                              "sps_workers.ENGINES (kafka, flink, ...).")
     serving: ServingConfig = Field(default_factory=ServingConfig)
@@ -172,10 +194,38 @@ class Experiment(Strict):
     inject: InjectConfig = Field(default_factory=InjectConfig, description="Known faults to inject (proving the measurement; default: none).")
     engine_options: dict = Field(default_factory=dict, description="Engine-specific options passed to the worker, checked against the engine's options class (sps_workers/<engine>/options.py; what each does: the package docstring), e.g. flink: operator_parallelism [source, scoring, sink], jobmanager; spark: master; ray: address.")
 
-    @field_validator("model")
+    @model_validator(mode="before")
     @classmethod
-    def _model_registered(cls, v):
-        return _registered("model", v, MODELS)
+    def _model_file_given(cls, data):
+        # `model: {path: ...}` -> model_file, and `model` becomes the name it is served under
+        if isinstance(data, dict) and isinstance(data.get("model"), dict):
+            data = dict(data)
+            given = data.pop("model")
+            data["model_file"] = given
+            data["model"] = given.get("name") or default_name(str(given.get("path", "model")))
+        return data
+
+    @model_validator(mode="after")
+    def _model_known(self):
+        if self.model_file is None:
+            if self.model not in MODELS:
+                raise NamedFieldError(f"model: unknown model {self.model!r}; known: {', '.join(MODELS)}, "
+                                      "or a file: {path: my.onnx}")
+            return self
+        if self.model in MODELS:
+            raise NamedFieldError(f"model.name: {self.model!r} is a built-in model; give the file another name")
+        try:
+            spec_from_signature(read_signature(self.model_file.path), self.model, self.model_file.overrides())
+        except ModelFileError as exc:
+            raise NamedFieldError(f"model.path: {exc}") from None
+        sv = self.serving
+        if sv.backend not in FILE_MODEL_BACKENDS:
+            raise NamedFieldError(f"serving.backend: {sv.backend} cannot serve a model file ({self.model_file.path}, "
+                                  f"onnx); use one of {', '.join(FILE_MODEL_BACKENDS)}")
+        if sv.kind == "external" and sv.server not in FILE_MODEL_SERVERS:
+            raise NamedFieldError(f"serving.server: {sv.server} cannot serve a model file yet ({self.model_file.path}, "
+                                  f"onnx); servers that can: {', '.join(FILE_MODEL_SERVERS)}")
+        return self
 
     @field_validator("engine")
     @classmethod
@@ -277,6 +327,9 @@ def load_experiment(path: str | Path) -> Experiment:
         raise ExperimentError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(raw, dict):
         raise ExperimentError(f"{path}: expected a mapping of fields at the top level")
+    given = raw.get("model")
+    if isinstance(given, dict) and isinstance(given.get("path"), str) and not Path(given["path"]).is_absolute():
+        raw["model"] = {**given, "path": str(path.parent / given["path"])}   # from the experiment's folder
     try:
         return Experiment.model_validate(raw)
     except ValidationError as exc:

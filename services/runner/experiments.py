@@ -39,6 +39,7 @@ from services.runner.experiment import Experiment
 from services.runner.manifest import json_safe, write_manifest
 from services.runner.orchestrator import PointRun, Stack, open_stack, run_point
 from services.runner.resources import resource_summary
+from serving.models import model_facts
 
 
 def run_experiment(exp: Experiment, out: Path, console: Console | None = None,
@@ -54,6 +55,7 @@ def run_experiment(exp: Experiment, out: Path, console: Console | None = None,
     with open_stack(exp, models_dir=models_dir, log=lambda m: console.print(f"[dim]{m}[/]")) as stack, \
             Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                      TimeElapsedColumn(), console=console, transient=False) as progress:
+        summary["model"] = model_facts(exp.model, stack.models_dir)
         runner = _PointRunner(exp, stack, out, progress, runs)
         sweep = exp.points()
         task = progress.add_task("points", total=len(sweep) * exp.repetitions)
@@ -74,7 +76,7 @@ def run_experiment(exp: Experiment, out: Path, console: Console | None = None,
     summary["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     summary["wall_s"] = round(time.time() - started, 1)
     _write_batches(out, runs)
-    write_manifest(out, exp, runs, source_file)
+    write_manifest(out, exp, runs, source_file, models_dir=stack.models_dir)
     (out / "summary.json").write_text(json.dumps(json_safe(summary), indent=2))
     write_report_safely(out, console)  # report.html (services/report)
     return summary

@@ -103,8 +103,8 @@ def _cpu_model() -> str | None:
     return None
 
 
-def write_manifest(out: Path, exp, runs, source_file: Path | None) -> dict:
-    model_manifest = Path(default_models_dir()) / exp.model / "manifest.json"
+def write_manifest(out: Path, exp, runs, source_file: Path | None, models_dir: Path | None = None) -> dict:
+    model_manifest = Path(models_dir or default_models_dir()) / exp.model / "manifest.json"
     manifest = {
         "experiment": exp.model_dump(mode="json"),
         "source_file": str(source_file) if source_file else None,

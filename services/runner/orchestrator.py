@@ -30,7 +30,7 @@ from services.runner.experiment import Experiment
 from services.runner.resources import ResourceSampler
 from serving.embedded import backend
 from serving.external import server_spec, start_server
-from serving.models import build_model, default_models_dir, model_paths
+from serving.models import build_model, default_models_dir, import_model_file, model_paths
 from sps_workers import ENGINES
 from sps_workers.settings import ExternalSettings, WorkerSettings
 
@@ -47,9 +47,13 @@ class Stack:
 @contextmanager
 def open_stack(exp: Experiment, models_dir: Path | None = None, log=print):
     models_dir = Path(models_dir or default_models_dir())
-    log(f"model {exp.model}: building/checking in {models_dir}")
-    build_model(exp.model, models_dir, seed=exp.seed)
-    backend(exp.serving.backend).export(exp.model, models_dir, seed=exp.seed, log=log)
+    if exp.model_file is not None:
+        log(f"model {exp.model}: importing {exp.model_file.path} into {models_dir}")
+        import_model_file(exp.model_file.path, models_dir, exp.model, exp.model_file.overrides())
+    else:
+        log(f"model {exp.model}: building/checking in {models_dir}")
+        build_model(exp.model, models_dir, seed=exp.seed)
+        backend(exp.serving.backend).export(exp.model, models_dir, seed=exp.seed, log=log)
     broker = None
     bootstrap = exp.kafka.bootstrap
     if not bootstrap:

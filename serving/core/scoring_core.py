@@ -15,7 +15,7 @@ from serving.core.pools import DirectPool, Pool, ScoreResult
 from serving.core.settings import CoreSettings
 from serving.embedded import Scorer, create_scorer
 from serving.errors import BadInputError, ModelNotFoundError, UnavailableError
-from serving.models.spec import MODELS
+from serving.models.build import resolve_spec
 
 log = logging.getLogger("serving.core")
 
@@ -105,7 +105,7 @@ class ScoringCore:
             pools: dict[str, Pool] = {}
             for name, m in self._served.items():
                 scorers = [made[(name, i)] for i in range(st.instances)]
-                spec = MODELS[m.spec_name]
+                spec = resolve_spec(m.spec_name, self.settings.models_dir)
                 if st.batching is None:
                     pools[name] = DirectPool(name, spec, m.backend, scorers, st.max_queue)
                 else:
@@ -194,7 +194,7 @@ class ScoringCore:
         m = self._served.get(model)
         if m is None:
             raise self._not_found(model)
-        spec = MODELS[m.spec_name]
+        spec = resolve_spec(m.spec_name, self.settings.models_dir)
         st = self.settings
         pool = self._pools.get(model)
         return {

@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from serving.models.build import resolve_spec
 from serving.models.spec import MODELS
 
 
@@ -119,15 +120,20 @@ class CoreSettings(BaseModel):
 
     @field_validator("models")
     @classmethod
-    def _known_models(cls, v: list[str | ModelEntry]) -> list[str | ModelEntry]:
-        specs = [m if isinstance(m, str) else m.spec_name for m in v]
-        unknown = [m for m in specs if m not in MODELS]
-        if unknown:
-            raise ValueError(f"unknown model(s) {unknown}; known: {', '.join(sorted(MODELS))}")
+    def _named_once(cls, v: list[str | ModelEntry]) -> list[str | ModelEntry]:
         names = [m if isinstance(m, str) else m.name for m in v]
         if len(set(names)) != len(names):
             raise ValueError(f"model names listed twice: {names}")
         return v
+
+    @model_validator(mode="after")
+    def _known_models(self) -> "CoreSettings":
+        # built-in models, or model files imported into models_dir (serving.models.files)
+        specs = [m if isinstance(m, str) else m.spec_name for m in self.models]
+        unknown = [m for m in specs if m not in MODELS and not _resolves(m, self.models_dir)]
+        if unknown:
+            raise ValueError(f"models: unknown model(s) {unknown}; known: {', '.join(sorted(MODELS))}")
+        return self
 
     @property
     def served_models(self) -> list[ServedModel]:
@@ -149,3 +155,11 @@ class CoreSettings(BaseModel):
 
 
 __all__ = ["CoreSettings", "BatchingSettings", "ModelEntry", "ServedModel"]
+
+
+def _resolves(name: str, models_dir: Path | None) -> bool:
+    try:
+        resolve_spec(name, models_dir)
+        return True
+    except (KeyError, ValueError):
+        return False

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from serving.embedded.base import Scorer, ScorerConfigError
-from serving.models.build import model_paths
+from serving.models.build import model_paths, resolve_spec
 from serving.models.spec import MODELS
 
 # The backend modules, one line each; every module lists its Scorer classes in ``SCORERS``.
@@ -72,10 +72,11 @@ def check_scorer(backend_name: str, model_name: str, models_dir: Path | str | No
     call it to fail in their own process, naming the culprit, rather than inside a server.
     Returns the backend's class; raises :class:`ScorerConfigError`."""
     cls = backend(backend_name)
-    if model_name not in MODELS:
-        raise ScorerConfigError(f"unknown model {model_name!r}; available models: {', '.join(sorted(MODELS))}")
+    try:
+        artifacts = model_paths(model_name, models_dir)
+    except KeyError:
+        raise ScorerConfigError(f"unknown model {model_name!r}; available models: {', '.join(sorted(MODELS))}") from None
     cls.resolve_options(options)  # option errors before any file access
-    artifacts = model_paths(model_name, models_dir)
     if cls.needs_artifacts and not artifacts.exists():
         raise ScorerConfigError(
             f"model {model_name!r} is not built in {artifacts.model_dir.parent}; run "
@@ -95,4 +96,4 @@ def create_scorer(backend_name: str, model_name: str, models_dir: Path | str | N
     """
     cls = check_scorer(backend_name, model_name, models_dir, **options)
     artifacts = model_paths(model_name, models_dir) if cls.needs_artifacts else None
-    return cls(MODELS[model_name], artifacts, **options)
+    return cls(resolve_spec(model_name, models_dir), artifacts, **options)

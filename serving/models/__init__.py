@@ -47,14 +47,20 @@ from serving.models.build import (
     build_all,
     build_model,
     default_models_dir,
+    model_facts,
     model_paths,
     reference_forward,
+    reference_of,
+    reference_predictions,
+    resolve_spec,
 )
+from serving.models.files import ModelFileError, import_model_file, read_signature
 from serving.models.spec import MODELS, ModelSpec, get_spec
 from serving.models.weights import load_weights, param_count
 
 __all__ = [
     "MODELS", "MODEL_MODULES", "register_model", "model_module", "ModelSpec", "ModelArtifacts", "get_spec",
     "build_model", "build_all", "model_paths", "reference_forward", "default_models_dir", "load_weights", "param_count", "OPSET", "IR_VERSION",
-    "BUILDER_VERSION",
+    "BUILDER_VERSION", "resolve_spec", "model_facts", "reference_of", "reference_predictions", "ModelFileError", "import_model_file",
+    "read_signature",
 ]

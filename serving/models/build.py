@@ -29,6 +29,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from crayfish.host.paths import models_dir as host_models_dir
+from serving.models.files import REFERENCE_ORT, is_file_model, reference_outputs
 from serving.models.registry import layout, model_module
 from serving.models.spec import MODELS, ModelSpec, get_spec
 from serving.models.weights import load_weights, param_count, save_npz, sha256_file
@@ -50,7 +51,16 @@ class ModelArtifacts:
     manifest_path: Path
 
     def exists(self) -> bool:
-        return self.weights.is_file() and self.onnx.is_file() and self.manifest_path.is_file()
+        if not (self.onnx.is_file() and self.manifest_path.is_file()):
+            return False
+        return self.weights.is_file() or self.is_file_model()
+
+    def is_file_model(self) -> bool:
+        """A user's model file imported by serving.models.files (no weights: the file is the model)."""
+        try:
+            return is_file_model(self.manifest)
+        except (OSError, ValueError):
+            return False
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -58,8 +68,8 @@ class ModelArtifacts:
 
     @property
     def spec(self) -> ModelSpec:
-        """The registry's description of the model."""
-        return get_spec(self.name)
+        """The registry's description of the model (a file model's: its manifest's)."""
+        return MODELS[self.name] if self.name in MODELS else self.built_spec()
 
     def built_spec(self) -> ModelSpec:
         """The description the built model's manifest.json carries (what was built, whatever this
@@ -73,11 +83,62 @@ def default_models_dir() -> Path:
 
 
 def model_paths(name: str, models_dir: Path | str | None = None) -> ModelArtifacts:
-    get_spec(name)  # raises on unknown names
+    """Where the files of ``name`` live: a built-in model, or a model file imported into
+    ``models_dir`` (:mod:`serving.models.files`); KeyError naming the known models otherwise."""
     root = Path(models_dir) if models_dir is not None else default_models_dir()
+    if name not in MODELS and not _imported(root, name):
+        get_spec(name)  # raises, naming the known models
     d = root / name
     return ModelArtifacts(name=name, model_dir=d, weights=d / f"{name}.npz", onnx=d / f"{name}.onnx",
                           manifest_path=d / "manifest.json")
+
+
+def _imported(root: Path, name: str) -> bool:
+    try:
+        return is_file_model(json.loads((root / name / "manifest.json").read_text()))
+    except (OSError, ValueError):
+        return False
+
+
+def resolve_spec(name: str, models_dir: Path | str | None = None) -> ModelSpec:
+    """The description of ``name``: a built-in model's from the registry, an imported model file's
+    from its manifest in ``models_dir``; KeyError naming the known models otherwise. Every service
+    that gets a model name (worker, server, generator, collector) asks here."""
+    if name in MODELS:
+        return MODELS[name]
+    return model_paths(name, models_dir).built_spec()
+
+
+def reference_predictions(name: str, models_dir: Path | str | None, x: np.ndarray) -> np.ndarray:
+    """The reference outputs for ``x`` (:func:`reference_of` says which reference that is)."""
+    art = model_paths(name, models_dir)
+    if art.is_file_model():
+        return reference_outputs(art.onnx, art.built_spec(), x)
+    return reference_forward(name, art.weights, x)
+
+
+def reference_of(name: str, models_dir: Path | str | None = None) -> str:
+    """Which reference checks the predictions of ``name``: the numpy forward pass of a built-in
+    model, ONNX Runtime on the CPU on the file of an imported model (named with its sha256)."""
+    art = model_paths(name, models_dir)
+    if art.is_file_model():
+        source = art.manifest["source"]
+        return f"{REFERENCE_ORT} on {source['path']} (sha256 {source['sha256']})"
+    return f"numpy forward pass of {name} (serving.models.reference_forward)"
+
+
+def model_facts(name: str, models_dir: Path | str | None = None) -> dict[str, Any]:
+    """What a run's results say about its model: name, kind, the description (tensor names, dtypes,
+    shapes), the reference its predictions are checked against and, for a user's model file, the
+    file, its sha256 and the signature read from it."""
+    art = model_paths(name, models_dir)
+    facts: dict[str, Any] = {"name": name, "kind": "file" if art.is_file_model() else "built-in",
+                             "spec": art.spec.manifest_fields(), "reference": reference_of(name, models_dir)}
+    if art.is_file_model():
+        m = art.manifest
+        facts.update(file=m["source"]["path"], format=m["source"]["format"], sha256=m["source"]["sha256"],
+                     signature=m["signature"])
+    return facts
 
 
 def _is_current(art: ModelArtifacts, seed: int) -> bool:

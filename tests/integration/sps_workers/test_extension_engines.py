@@ -225,7 +225,7 @@ def toy_model_module(tmp_path, monkeypatch):
 def test_a_new_model_is_validated_built_and_scored_after_one_line(toy_model_module, tmp_path):
     doc = {**BASE, "model": "toy", "serving": {"backend": "onnxruntime"}}
     path, r = validate(tmp_path, doc)
-    assert one_line_error(r) == f"error: {path}: model: unknown model 'toy'; known: ffnn, resnet50"
+    assert one_line_error(r) == f"error: {path}: model: unknown model 'toy'; known: ffnn, resnet50, or a file: {{path: my.onnx}}"
 
     spec = register_model(toy_model_module)                     # step 2: the one line
     path, r = validate(tmp_path, doc)                           # step 4: experiment files accept it

@@ -1,0 +1,219 @@
+"""Your model: a model file of your own, served and checked like the built-in ones.
+
+``model: {path: my.onnx}`` in an experiment (or :func:`import_model_file`) reads the signature from
+the file -- input and output names, dtypes, shapes, the batch axis -- and copies the file into the
+models dir under a name, beside a ``manifest.json`` with the same description the built-in models
+carry (:meth:`ModelSpec.manifest_fields`), plus where it came from (path, sha256) and which
+reference checks its predictions. From then on every service finds it by that name
+(:func:`serving.models.build.resolve_spec`), exactly like ``ffnn``.
+
+The reference of a file model is ONNX Runtime on the CPU on the same file
+(:func:`reference_outputs`): a model trained elsewhere checks as correct against itself.
+
+What a file may be, today (each refusal is one line naming the file and the input):
+
+- ONNX (``.onnx``); TorchScript and SavedModel files are refused with a clear error;
+- one input and one output, float32 input (the single-tensor contract, ``DataBatch.input``);
+- the first axis of every tensor is the batch axis (symbolic or -1); the other axes have fixed
+  sizes, or a size given in ``inputs: {<name>: {shape: [...]}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from serving.models.spec import ModelSpec
+from serving.models.weights import sha256_file
+
+FORMAT_ONNX = "onnx"
+REFERENCE_ORT = "onnxruntime-cpu"
+# ONNX Runtime's type strings -> numpy dtype names
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
+               "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8",
+               "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
+SUPPORTED_INPUT_DTYPES = ("float32",)
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be served as it is; the message is one line naming file and tensor."""
+
+
+@dataclass(frozen=True)
+class TensorSignature:
+    name: str
+    dtype: str                      # numpy dtype name, or the file's own type string when unknown
+    shape: tuple[int | None, ...]   # None: a free axis (symbolic or -1)
+
+    def describe(self) -> str:
+        dims = ", ".join("?" if d is None else str(d) for d in self.shape)
+        return f"{self.name}: {self.dtype} [{dims}]"
+
+
+@dataclass(frozen=True)
+class Signature:
+    path: Path
+    format: str
+    inputs: tuple[TensorSignature, ...]
+    outputs: tuple[TensorSignature, ...]
+
+    def describe(self) -> str:
+        lines = [f"{self.path} ({self.format})"]
+        lines += [f"  input  {t.describe()}" for t in self.inputs]
+        lines += [f"  output {t.describe()}" for t in self.outputs]
+        return "\n".join(lines)
+
+
+def model_format(path: Path) -> str:
+    if path.is_dir():
+        return "savedmodel"
+    return {".onnx": FORMAT_ONNX, ".pt": "torchscript", ".pth": "torchscript"}.get(path.suffix.lower(), "unknown")
+
+
+def _ort_session(path: Path):
+    import onnxruntime as ort  # lazy: the registry is imported in environments without ORT (triton)
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+
+
+def _tensor(arg) -> TensorSignature:
+    shape = tuple(d if isinstance(d, int) and d >= 0 else None for d in (arg.shape or ()))
+    return TensorSignature(arg.name, _ORT_DTYPES.get(arg.type, arg.type), shape)
+
+
+def read_signature(path: Path | str) -> Signature:
+    """The signature written in a model file (ONNX: read by ONNX Runtime, nothing run)."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(f"{path}: no such model file")
+    fmt = model_format(path)
+    if fmt != FORMAT_ONNX:
+        raise ModelFileError(f"{path}: {fmt} model files are not supported yet; export it to ONNX")
+    try:
+        sess = _ort_session(path)
+    except Exception as exc:  # ORT raises its own exception types for unreadable graphs
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(f"{path}: not a loadable ONNX model ({first})") from None
+    return Signature(path, fmt, tuple(_tensor(a) for a in sess.get_inputs()),
+                     tuple(_tensor(a) for a in sess.get_outputs()))
+
+
+def spec_from_signature(sig: Signature, name: str,
+                        inputs: Mapping[str, Mapping[str, Any]] | None = None) -> ModelSpec:
+    """The per-item :class:`ModelSpec` of a file (``inputs``: overrides per input name, ``shape``
+    of one item); :class:`ModelFileError` naming the file and the tensor when it does not fit."""
+    inputs = dict(inputs or {})
+    unknown = sorted(set(inputs) - {t.name for t in sig.inputs})
+    if unknown:
+        raise ModelFileError(f"{sig.path}: inputs.{unknown[0]}: the file has no such input "
+                             f"(inputs: {', '.join(t.name for t in sig.inputs)})")
+    if len(sig.inputs) != 1 or len(sig.outputs) != 1:
+        raise ModelFileError(
+            f"{sig.path}: {len(sig.inputs)} inputs and {len(sig.outputs)} outputs "
+            f"({', '.join(t.name for t in sig.inputs + sig.outputs)}); only one input and one output "
+            "are supported yet (the single-tensor DataBatch contract)")
+    (inp,), (out,) = sig.inputs, sig.outputs
+    if inp.dtype not in SUPPORTED_INPUT_DTYPES:
+        raise ModelFileError(f"{sig.path}: input {inp.name}: dtype {inp.dtype}; supported: "
+                             f"{', '.join(SUPPORTED_INPUT_DTYPES)}")
+    item_in = _item_shape(sig.path, "input", inp, inputs.get(inp.name, {}).get("shape"))
+    item_out = _item_shape(sig.path, "output", out, None)
+    return ModelSpec(name=name, input_shape=item_in, input_dtype=inp.dtype, output_shape=item_out,
+                     input_name=inp.name, output_name=out.name,
+                     description=f"model file {sig.path.name}")
+
+
+def _item_shape(path: Path, kind: str, t: TensorSignature, override: Sequence[int] | None) -> tuple[int, ...]:
+    if not t.shape:
+        raise ModelFileError(f"{path}: {kind} {t.name}: a scalar; the first axis must be the batch axis")
+    if t.shape[0] is not None and t.shape[0] != 1:
+        raise ModelFileError(f"{path}: {kind} {t.name}: first axis has fixed size {t.shape[0]}; "
+                             "it must be the batch axis (symbolic or -1)")
+    rest = t.shape[1:]
+    if override is not None:
+        given = tuple(int(d) for d in override)
+        if len(given) != len(rest) or any(f is not None and f != g for f, g in zip(rest, given)) \
+                or any(g < 1 for g in given):
+            raise ModelFileError(f"{path}: inputs.{t.name}.shape: {list(given)} does not fit the file's "
+                                 f"item shape {['?' if d is None else d for d in rest]}")
+        return given
+    if any(d is None for d in rest):
+        hint = f"; give it as inputs: {{{t.name}: {{shape: [...]}}}}" if kind == "input" else ""
+        raise ModelFileError(f"{path}: {kind} {t.name}: item shape {['?' if d is None else d for d in rest]} "
+                             f"has free axes besides the batch{hint}")
+    return tuple(rest)
+
+
+def default_name(path: Path | str) -> str:
+    """A model name from a file name: letters, digits, ``-`` and ``_``."""
+    stem = Path(path).name.removesuffix(Path(path).suffix) or "model"
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", stem).strip("-") or "model"
+
+
+def import_model_file(path: Path | str, models_dir: Path | str, name: str | None = None,
+                      inputs: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
+    """Copy the file into ``<models_dir>/<name>/<name>.onnx`` with its ``manifest.json``; returns the
+    manifest's path. Idempotent: an unchanged file (same sha256, same overrides) is not copied again.
+    """
+    path = Path(path).resolve()
+    sig = read_signature(path)
+    name = name or default_name(path)
+    spec = spec_from_signature(sig, name, inputs)
+    sha = sha256_file(path)
+    d = Path(models_dir) / name
+    target, manifest_path = d / f"{name}.onnx", d / "manifest.json"
+    source = {"path": str(path), "format": sig.format, "sha256": sha, "bytes": path.stat().st_size,
+              "inputs": {k: dict(v) for k, v in (inputs or {}).items()}}
+    if manifest_path.is_file():
+        try:
+            old = json.loads(manifest_path.read_text())
+        except ValueError:
+            old = {}
+        if old.get("source") == source and target.is_file() and sha256_file(target) == sha:
+            return manifest_path
+        if "source" not in old:
+            raise ModelFileError(f"{path}: name {name!r} is a built-in model in {models_dir}; "
+                                 "give the file another name (model: {path: ..., name: ...})")
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(path, tmp)
+    tmp.replace(target)
+    manifest = {
+        **spec.manifest_fields(),
+        "source": source,
+        "reference": REFERENCE_ORT,
+        "signature": {"inputs": [t.describe() for t in sig.inputs],
+                      "outputs": [t.describe() for t in sig.outputs]},
+        "files": {"onnx": {"path": target.name, "bytes": target.stat().st_size, "sha256": sha}},
+        "imported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    tmp = manifest_path.with_name(".manifest.json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.replace(manifest_path)
+    return manifest_path
+
+
+def is_file_model(manifest: Mapping[str, Any]) -> bool:
+    return "source" in manifest
+
+
+_SESSIONS: dict[Path, Any] = {}
+
+
+def reference_outputs(onnx_path: Path | str, spec: ModelSpec, x: np.ndarray) -> np.ndarray:
+    """The reference predictions of a file model: ONNX Runtime on the CPU, on the same file."""
+    path = Path(onnx_path)
+    sess = _SESSIONS.get(path)
+    if sess is None:
+        sess = _SESSIONS[path] = _ort_session(path)
+    return sess.run([spec.output_name], {spec.input_name: np.asarray(x, dtype=spec.input_dtype)})[0]

@@ -1,0 +1,62 @@
+"""Your model: a model file built here (not one of the zoo, weights of its own) runs end to end
+through the baseline worker (embedded ONNX Runtime) and through our Scoring server, and every
+checked prediction is right against its own file (ONNX Runtime on the CPU)."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import yaml
+
+from services.runner.experiment import load_experiment
+from services.runner.experiments import run_experiment
+from serving.models import import_model_file, reference_predictions, resolve_spec
+from serving.models.files import read_signature, sha256_file
+from tests.support.model_files import forward, two_layer_onnx
+
+
+def test_a_model_file_of_ones_own_runs_embedded_and_behind_the_scoring_server(kafka_bootstrap, tmp_path):
+    model = two_layer_onnx(tmp_path / "fraud.onnx", n_in=6, n_out=3)
+    exp_file = tmp_path / "mine.yaml"
+    exp_file.write_text(yaml.safe_dump({
+        "name": "mine", "model": {"path": "fraud.onnx"}, "engine": "kafka",
+        "kafka": {"bootstrap": kafka_bootstrap}, "check_predictions": 1.0, "batch_size": 4,
+        "workload": {"type": "constant", "rate": 40, "duration_s": 3},
+        "validity": {"min_duration_s": 1, "min_count": 20},
+        "sweep": {"serving": ["embedded", "scoring"]}}))
+    exp = load_experiment(exp_file)   # the relative path is taken from the experiment's folder
+    assert exp.model == "fraud" and exp.model_file.path == model
+
+    models_dir = tmp_path / "models"
+    summary = run_experiment(exp, tmp_path / "run", models_dir=models_dir)
+
+    facts = summary["model"]
+    assert facts["kind"] == "file" and facts["file"] == str(model)
+    assert facts["sha256"] == sha256_file(model)
+    assert facts["signature"] == {"inputs": ["features: float32 [?, 6]"], "outputs": ["scores: float32 [?, 3]"]}
+    assert facts["reference"].startswith("onnxruntime-cpu on ") and sha256_file(model) in facts["reference"]
+    assert [p["params"]["serving"] for p in summary["points"]] == ["embedded", "scoring"]
+    for point in summary["points"]:
+        acc = point["accounting"]
+        assert acc["sent"] == 120 and acc["scored"] == 120 and acc["dead_lettered"] == 0, acc
+        assert acc["missing"] == 0 and acc["checked"] == 120 and acc["wrong"] == 0, acc
+        assert point["valid"], point["reasons"]
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["model"]["source"]["sha256"] == sha256_file(model)
+    assert manifest["model"]["reference"] == "onnxruntime-cpu"
+    backends = set(pq.read_table(tmp_path / "run" / "batches.parquet").column("backend").to_pylist())
+    assert backends == {"onnxruntime", "scoring"}, backends
+
+
+def test_the_reference_of_a_file_is_the_file_itself(tmp_path):
+    """Checked against an independent numpy pass over the file's own weights."""
+    import numpy as np
+
+    model = two_layer_onnx(tmp_path / "m.onnx", n_in=6, n_out=3, seed=11)
+    import_model_file(model, tmp_path / "models", "m")
+    x = np.random.default_rng(0).random((5, 6), dtype=np.float32)
+    got = reference_predictions("m", tmp_path / "models", x)
+    assert np.allclose(got, forward(model, x), atol=1e-5)
+    assert resolve_spec("m", tmp_path / "models").input_shape == (6,)
+    assert read_signature(model).inputs[0].name == "features"

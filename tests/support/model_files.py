@@ -1,0 +1,52 @@
+"""Model files "trained elsewhere": small ONNX graphs built here with real (non-seeded-zoo) weights,
+not ones of the built-in zoo, to run the path a user's own model file takes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def two_layer_onnx(path: Path, n_in: int = 6, hidden: int = 5, n_out: int = 3, seed: int = 7,
+                   input_name: str = "features", output_name: str = "scores",
+                   free_item_axis: bool = False, extra_input: bool = False) -> Path:
+    """``input_name`` float32 [batch, n_in] -> Gemm -> Relu -> Gemm -> ``output_name`` [batch, n_out].
+
+    ``free_item_axis``: the item axis left symbolic too (the file does not say its size);
+    ``extra_input``: a second input (``mask`` int64 [batch, n_in]) that the graph multiplies in.
+    """
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.5, (n_in, hidden)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.normal(0, 0.1, (hidden,)).astype(np.float32), "b1"),
+             numpy_helper.from_array(rng.normal(0, 0.5, (hidden, n_out)).astype(np.float32), "w2"),
+             numpy_helper.from_array(rng.normal(0, 0.1, (n_out,)).astype(np.float32), "b2")]
+    item = "n" if free_item_axis else n_in
+    inputs = [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", item])]
+    nodes, x = [], input_name
+    if extra_input:
+        inputs.append(helper.make_tensor_value_info("mask", TensorProto.INT64, ["batch", item]))
+        nodes += [helper.make_node("Cast", ["mask"], ["maskf"], to=TensorProto.FLOAT),
+                  helper.make_node("Mul", [input_name, "maskf"], ["masked"])]
+        x = "masked"
+    nodes += [helper.make_node("Gemm", [x, "w1", "b1"], ["h"]),
+              helper.make_node("Relu", ["h"], ["hr"]),
+              helper.make_node("Gemm", ["hr", "w2", "b2"], [output_name])]
+    graph = helper.make_graph(nodes, "trained-elsewhere", inputs,
+                              [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["batch", n_out])],
+                              initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path = Path(path)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def forward(path: Path, x: np.ndarray) -> np.ndarray:
+    """The graph's answer computed with numpy from the file's own weights (an independent check)."""
+    w = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+    h = np.maximum(x.astype(np.float32) @ w["w1"] + w["b1"], 0)
+    return h @ w["w2"] + w["b2"]
