@@ -166,7 +166,7 @@ class ModelFile(Strict):
 
 # The serving paths a model file runs on today: ONNX Runtime, in the worker or in our Scoring server.
 FILE_MODEL_BACKENDS = ("onnxruntime", "noop", "sleep")
-FILE_MODEL_SERVERS = ("scoring",)
+FILE_MODEL_SERVERS = ("scoring", "triton", "ray-serve", "ray-serve-grpc")
 
 
 class Experiment(Strict):

@@ -47,6 +47,7 @@ from serving.models.build import (
     build_all,
     build_model,
     default_models_dir,
+    known_model,
     model_facts,
     model_paths,
     reference_forward,
@@ -61,6 +62,6 @@ from serving.models.weights import load_weights, param_count
 __all__ = [
     "MODELS", "MODEL_MODULES", "register_model", "model_module", "ModelSpec", "ModelArtifacts", "get_spec",
     "build_model", "build_all", "model_paths", "reference_forward", "default_models_dir", "load_weights", "param_count", "OPSET", "IR_VERSION",
-    "BUILDER_VERSION", "resolve_spec", "model_facts", "reference_of", "reference_predictions", "ModelFileError", "import_model_file",
+    "BUILDER_VERSION", "resolve_spec", "known_model", "model_facts", "reference_of", "reference_predictions", "ModelFileError", "import_model_file",
     "read_signature",
 ]

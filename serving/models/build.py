@@ -100,6 +100,12 @@ def _imported(root: Path, name: str) -> bool:
         return False
 
 
+def known_model(name: str, models_dir: Path | str | None = None) -> bool:
+    """A built-in model, or a model file imported into ``models_dir``."""
+    root = Path(models_dir) if models_dir is not None else default_models_dir()
+    return name in MODELS or _imported(root, name)
+
+
 def resolve_spec(name: str, models_dir: Path | str | None = None) -> ModelSpec:
     """The description of ``name``: a built-in model's from the registry, an imported model file's
     from its manifest in ``models_dir``; KeyError naming the known models otherwise. Every service

@@ -35,7 +35,7 @@ from crayfish.v1 import scoring_pb2
 from serving.embedded import create_scorer
 from serving.embedded.base import ScoringError
 from serving.errors import BadInputError, ModelNotFoundError, grpc_status
-from serving.models import MODELS
+from serving.models import resolve_spec
 from serving.rayserve import wire
 
 log = logging.getLogger("crayfish.rayserve")
@@ -101,7 +101,7 @@ class ModelServer:
     def __init__(self, name: str, model: str, backend: str, options: dict[str, Any],
                  models_dir: str | None, warmup: bool = True):
         self.name = name
-        self.spec = MODELS[model]
+        self.spec = resolve_spec(model, models_dir)
         self.backend = backend
         self.scorer = create_scorer(backend, model, models_dir, **options)
         if warmup:

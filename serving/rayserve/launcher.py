@@ -23,7 +23,7 @@ from crayfish.host.envs import python_for
 from crayfish.host.paths import cache_dir
 from crayfish.host.procs import Service, wait_file
 from serving.embedded import ScorerConfigError, check_scorer
-from serving.models import MODELS
+from serving.models import MODELS, known_model
 from serving.rayserve.client import RayServeGrpcClient, RayServeHttpClient
 from serving.server import RunningServer
 
@@ -58,13 +58,13 @@ OPTIONS: dict[str, Any] = {
 }
 
 
-def _model_entry(name: str, m: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+def _model_entry(name: str, m: dict[str, Any], defaults: dict[str, Any], models_dir=None) -> dict[str, Any]:
     known = {"model", "backend", "options", "instances", "replica_cpus", "max_ongoing_requests", "warmup"}
     unknown = sorted(set(m) - known)
     if unknown:
         raise ValueError(f"rayserve model {name!r}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     base = m.get("model", name)
-    if base not in MODELS:
+    if not known_model(base, models_dir):
         raise ValueError(f"rayserve model {name!r}: unknown base model {base!r}; known: {', '.join(sorted(MODELS))}")
     out = {**defaults, **m, "model": base}
     if int(out["instances"]) < 1:
@@ -100,14 +100,14 @@ def start(model: str = "ffnn", instances: int = 1, models_dir: Path | None = Non
     defaults = {"backend": opt["backend"], "options": backend_options, "instances": instances,
                 "replica_cpus": opt["replica_cpus"], "max_ongoing_requests": opt["max_ongoing_requests"],
                 "warmup": True}
-    models = {model: _model_entry(model, {}, defaults)}
+    models = {model: _model_entry(model, {}, defaults, models_dir)}
     for name, m in (extra_models or {}).items():
         if name in models:
             raise ValueError(f"rayserve launcher: model {name!r} given twice")
         extra_defaults = {**defaults, "instances": 1}
         if m.get("backend", opt["backend"]) != opt["backend"]:
             extra_defaults["options"] = {}   # the main backend's options don't apply to another
-        models[name] = _model_entry(name, dict(m), extra_defaults)
+        models[name] = _model_entry(name, dict(m), extra_defaults, models_dir)
 
     for name, m in models.items():
         _check_backend(name, m, models_dir)

@@ -15,8 +15,8 @@ Triton / KServe v2 gRPC server hosting a model with one FP32 input and one FP32 
 
 Options: ``timeout_s`` (gRPC deadline of every call; a stream of n inputs gets n * timeout_s),
 ``max_in_flight`` (unused: ``score_async`` is native), ``model_version`` ("" = the server's
-policy), ``input_name`` / ``output_name`` (default: the zoo's names for the model,
-``input_1`` / ``output``), ``streaming`` (True: ``score_stream`` uses ModelStreamInfer; False:
+policy), ``input_name`` / ``output_name`` (default: the zoo's names for a built-in model; for a
+model file, the server's model metadata, asked on the first call), ``streaming`` (True: ``score_stream`` uses ModelStreamInfer; False:
 pipelined unary calls), ``root_cert_file`` (PEM roots: TLS to the server).
 
 Errors are :mod:`serving.errors` exceptions: a non-float32 input or a shape the model does not take
@@ -91,13 +91,15 @@ class TritonClient(ExternalClient):
         super().__init__(target, model, timeout_s=timeout_s, max_in_flight=max_in_flight, **options)
         spec = MODELS.get(model)
         self.model_version = str(model_version)
-        self.input_name = input_name or (spec.input_name if spec else "input_1")
-        self.output_name = output_name or (spec.output_name if spec else "output")
+        # A built-in model's tensor names are known here; a model file's are asked of the server
+        # on the first call (:meth:`_tensor_names`).
+        self.input_name = input_name or (spec.input_name if spec else None)
+        self.output_name = output_name or (spec.output_name if spec else None)
         self.streaming = bool(streaming)
         self._tgrpc = tgrpc
         self._client = tgrpc.InferenceServerClient(url=target, ssl=bool(root_cert_file),
                                                    root_certificates=root_cert_file)
-        self._outputs = [tgrpc.InferRequestedOutput(self.output_name)]
+        self._outputs = [tgrpc.InferRequestedOutput(self.output_name)] if self.output_name else None
         self._server_name: str | None = None
         self._stream_lock = threading.Lock()
 
@@ -107,9 +109,21 @@ class TritonClient(ExternalClient):
         if not isinstance(x, np.ndarray) or x.dtype != np.float32:
             raise BadInputError(f"model {self.model!r}: input must be a float32 ndarray, got "
                                 f"{getattr(x, 'dtype', type(x).__name__)}")
+        if self._outputs is None or self.input_name is None:
+            self._tensor_names()
         inp = self._tgrpc.InferInput(self.input_name, list(x.shape), "FP32")
         inp.set_data_from_numpy(x)
         return [inp]
+
+    def _tensor_names(self) -> None:
+        """The model's one input and one output name, from the server's model metadata."""
+        try:
+            md = self._client.get_model_metadata(self.model, self.model_version, client_timeout=self.timeout_s)
+        except InferenceServerException as exc:
+            raise _triton_error(exc) from None
+        self.input_name = self.input_name or md.inputs[0].name
+        self.output_name = self.output_name or md.outputs[0].name
+        self._outputs = [self._tgrpc.InferRequestedOutput(self.output_name)]
 
     def identify(self) -> str:
         """``triton <version> (<id>)`` from ServerMetadata, asked once."""

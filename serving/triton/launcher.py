@@ -26,7 +26,7 @@ from crayfish.host.envs import python_for
 from crayfish.host.paths import cache_dir
 from crayfish.host.procs import Service, ServiceError, wait_file
 from serving.embedded import check_scorer
-from serving.models import MODELS, build_model, default_models_dir, model_paths
+from serving.models import MODELS, build_model, default_models_dir, known_model, model_paths
 from serving.server import RunningServer
 from serving.triton.client import TritonClient
 
@@ -100,7 +100,7 @@ def _model_entry(name: str, m: dict[str, Any], defaults: dict[str, Any], models_
                          f"known: {', '.join(sorted(MODEL_KEYS))}")
     e = {**defaults, **m}
     base = e.get("model") or name
-    if base not in MODELS:
+    if not known_model(base, models_dir):
         raise ValueError(f"triton model {name!r}: unknown base model {base!r}; known: {', '.join(sorted(MODELS))}")
     if e["backend"] not in BACKENDS:
         raise ValueError(f"triton model {name!r}: unknown backend {e['backend']!r}; known: {', '.join(BACKENDS)}")

@@ -49,7 +49,7 @@ from pytriton.triton import Triton, TritonConfig
 
 from crayfish.host.ports import free_port
 from serving.embedded import Scorer, create_scorer
-from serving.models.spec import MODELS
+from serving.models.build import resolve_spec
 
 LOG = logging.getLogger("serving.triton.server")
 
@@ -207,7 +207,7 @@ def _triton_config(cfg: dict[str, Any], pytriton_version: str) -> tuple[TritonCo
 def _bind(triton: Triton, name: str, spec: dict[str, Any], models_dir: str | None, stats: _ModelStats) -> None:
     """Bind served model ``name``: ``instances`` callables, each with a scorer of its own, and
     Triton's dynamic batcher when ``spec`` asks for it."""
-    model = MODELS[spec["model"]]
+    model = resolve_spec(spec["model"], models_dir)
     instances = int(spec.get("instances", 1))
     callables = [_infer_callable(_make_scorer(spec, models_dir), model.input_name, model.output_name, stats)
                  for _ in range(instances)]

@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 
 import pyarrow.parquet as pq
+import pytest
 import yaml
 
-from services.runner.experiment import load_experiment
+import sps_workers
+
+from services.runner.experiment import Experiment, load_experiment
 from services.runner.experiments import run_experiment
 from serving.models import import_model_file, reference_predictions, resolve_spec
 from serving.models.files import read_signature, sha256_file
@@ -60,3 +63,38 @@ def test_the_reference_of_a_file_is_the_file_itself(tmp_path):
     assert np.allclose(got, forward(model, x), atol=1e-5)
     assert resolve_spec("m", tmp_path / "models").input_shape == (6,)
     assert read_signature(model).inputs[0].name == "features"
+
+
+ENGINES_BESIDES_THE_BASELINE = [e for e in sps_workers.ENGINES if e != "kafka"]
+
+
+@pytest.mark.parametrize("engine", ENGINES_BESIDES_THE_BASELINE)
+def test_every_engine_serves_the_model_file(engine, kafka_bootstrap, tmp_path):
+    """The same file, embedded in every other engine (the Java one reads the imported manifest)."""
+    model = two_layer_onnx(tmp_path / "fraud.onnx", n_in=6, n_out=3)
+    exp = Experiment.model_validate({
+        "name": "mine", "model": {"path": str(model)}, "engine": engine,
+        "kafka": {"bootstrap": kafka_bootstrap}, "check_predictions": 1.0, "batch_size": 2,
+        "workload": {"type": "constant", "rate": 20, "duration_s": 3},
+        "validity": {"min_duration_s": 1, "min_count": 20}})
+    point = run_experiment(exp, tmp_path / "run", models_dir=tmp_path / "models")["points"][0]
+    acc = point["accounting"]
+    assert acc["sent"] == 60 and acc["scored"] == 60 and acc["dead_lettered"] == 0, acc
+    assert acc["checked"] == 60 and acc["wrong"] == 0, acc
+
+
+def test_triton_and_ray_serve_serve_the_model_file(kafka_bootstrap, tmp_path):
+    """Servers that run our embedded scorers serve the file too; their clients learn its tensor
+    names from the server (Triton's model metadata) or need none (Ray Serve)."""
+    model = two_layer_onnx(tmp_path / "fraud.onnx", n_in=6, n_out=3)
+    exp = Experiment.model_validate({
+        "name": "mine", "model": {"path": str(model)}, "engine": "kafka",
+        "kafka": {"bootstrap": kafka_bootstrap}, "check_predictions": 1.0, "batch_size": 2,
+        "workload": {"type": "constant", "rate": 20, "duration_s": 3},
+        "validity": {"min_duration_s": 1, "min_count": 20},
+        "sweep": {"serving": ["triton", "ray-serve", "ray-serve-grpc"]}})
+    summary = run_experiment(exp, tmp_path / "run", models_dir=tmp_path / "models")
+    for point in summary["points"]:
+        acc = point["accounting"]
+        assert acc["sent"] == 60 and acc["scored"] == 60 and acc["dead_lettered"] == 0, (point["params"], acc)
+        assert acc["checked"] == 60 and acc["wrong"] == 0, (point["params"], acc)

@@ -98,8 +98,8 @@ def _experiment(tmp_path, **fields):
     ({"model": {"path": "My Fraud.v2.onnx", "name": "ffnn"}}, r"model.name: 'ffnn' is a built-in model"),
     ({"model": {"path": "My Fraud.v2.onnx"}, "serving": {"backend": "torchscript"}},
      r"serving.backend: torchscript cannot serve a model file .*onnx\); use one of onnxruntime"),
-    ({"model": {"path": "My Fraud.v2.onnx"}, "serving": {"kind": "external", "server": "triton"}},
-     r"serving.server: triton cannot serve a model file yet"),
+    ({"model": {"path": "My Fraud.v2.onnx"}, "serving": {"kind": "external", "server": "torchserve"}},
+     r"serving.server: torchserve cannot serve a model file yet"),
     ({"model": "nope"}, r"model: unknown model 'nope'; known: ffnn, resnet50"),
 ])
 def test_experiment_errors_name_the_field_in_one_line(model, tmp_path, fields, message):
