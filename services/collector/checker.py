@@ -4,7 +4,8 @@ The generator's inputs are reproducible (seeded pool, or the replay file), so th
 the input of a sampled batch from its sequence number, runs the model's reference
 (serving.models.reference_predictions: the numpy forward pass of a built-in model, independent of
 every serving backend; ONNX Runtime on the CPU on the file of a user's model) and compares
-(float32, absolute tolerance 1e-4). The sample is deterministic (a hash of the batch id), so a
+(float32: |output - reference| <= atol + rtol * |reference| for every value; by default atol 1e-4,
+rtol 0 -- ``prediction_tolerance`` of an experiment). The sample is deterministic (a hash of the batch id), so a
 re-run checks the same batches. Reference outputs are cached per pool entry, and the checking time
 is capped (ResNet50's numpy forward pass takes about a second per image on one core).
 
@@ -26,13 +27,13 @@ UNCHECKED_BACKENDS = {"noop", "sleep"}
 
 class PredictionChecker:
     def __init__(self, generator_settings, models_dir=None, sample_rate: float = 0.01,
-                 tolerance: float = 1e-4, max_seconds: float = 30.0):
+                 atol: float = 1e-4, rtol: float = 0.0, max_seconds: float = 30.0):
         self.model = generator_settings.model
         self.models_dir = models_dir
         self.reference = reference_of(self.model, models_dir)
         self.pool = input_pool_for(generator_settings)
         self.threshold = int(sample_rate * 2**32)
-        self.tolerance = tolerance
+        self.atol, self.rtol = atol, rtol
         self.max_seconds = max_seconds
         self.spent = 0.0
         self.cache: dict[int, np.ndarray] = {}
@@ -61,12 +62,12 @@ class PredictionChecker:
         if ok:
             err = float(np.max(np.abs(output.astype(np.float32) - ref))) if ref.size else 0.0
             self.max_abs_error = max(self.max_abs_error, err)
-            ok = err <= self.tolerance
+            ok = bool(np.all(np.abs(output.astype(np.float32) - ref) <= self.atol + self.rtol * np.abs(ref)))
         if not ok:
             self.wrong += 1
         return ok
 
     def report(self) -> dict:
-        return {"checked": self.checked, "wrong": self.wrong, "tolerance": self.tolerance,
+        return {"checked": self.checked, "wrong": self.wrong, "atol": self.atol, "rtol": self.rtol,
                 "max_abs_error": self.max_abs_error, "skipped_over_budget": self.skipped_budget,
                 "reference": self.reference}

@@ -44,6 +44,8 @@ class CollectorSettings(BaseModel):
     expect_file: str = Field(description="sent.parquet of the generator; its appearance starts the drain.")
     drain_idle_s: float = Field(15.0, gt=0, description="Stop draining after this long without new records.")
     check_sample: float = Field(0.01, ge=0, le=1, description="Share of scored batches whose predictions are checked against the reference model.")
+    check_atol: float = Field(1e-4, ge=0, description="A checked value is right when |output - reference| <= check_atol + check_rtol * |reference|.")
+    check_rtol: float = Field(0.0, ge=0, description="Relative part of the check's tolerance (see check_atol).")
     generator_settings: str | None = Field(None, description="The generator's settings file (to rebuild the inputs of checked batches).")
     models_dir: str | None = Field(None, description="Where the built models live (reference weights).")
     backend: str = Field("", description="Backend that scored (calibration backends noop/sleep are not checked).")
@@ -64,7 +66,8 @@ class Collector:
         self.checker = None
         if s.check_sample > 0 and s.generator_settings and s.backend not in UNCHECKED_BACKENDS:
             gs = GeneratorSettings.model_validate_json(Path(s.generator_settings).read_text())
-            self.checker = PredictionChecker(gs, s.models_dir, sample_rate=s.check_sample)
+            self.checker = PredictionChecker(gs, s.models_dir, sample_rate=s.check_sample,
+                                             atol=s.check_atol, rtol=s.check_rtol)
 
     def run(self) -> dict:
         s = self.s

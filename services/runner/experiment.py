@@ -141,6 +141,11 @@ class BurstConfig(Strict):
     baseline_s: float = Field(10.0, gt=0, description="The baseline is the latency median over this long before each burst.")
 
 
+class ToleranceConfig(Strict):
+    atol: float = Field(1e-4, ge=0, description="Absolute part: a checked value is right when |output - reference| <= atol + rtol * |reference|.")
+    rtol: float = Field(0.0, ge=0, description="Relative part (e.g. 1e-3 for a model served in float16 or on a GPU).")
+
+
 class InjectConfig(Strict):
     """Known faults injected on purpose, to prove a measurement on a known case: each must come back
     in the results as exactly what was injected (docs/results.md, "Proving a measurement")."""
@@ -190,6 +195,7 @@ class Experiment(Strict):
     seed: int = Field(42, description="Seed of schedules and synthetic data.")
     trace_sample: float = Field(0.01, ge=0, le=1, description="Share of batches traced end to end (spans per hop), unless OTEL_TRACES_SAMPLER is set in the environment.")
     check_predictions: float = Field(0.01, ge=0, le=1, description="Share of scored batches whose predictions the collector checks against the reference model (accounting: checked, wrong).")
+    prediction_tolerance: ToleranceConfig = Field(default_factory=ToleranceConfig, description="When a checked prediction counts as right, against the model's reference (numpy for the built-in models, ONNX Runtime on the CPU on the file for a model file).")
     generator_processes: int | None = Field(None, ge=1, description="Producer processes of the generator (default: by rate).")
     inject: InjectConfig = Field(default_factory=InjectConfig, description="Known faults to inject (proving the measurement; default: none).")
     engine_options: dict = Field(default_factory=dict, description="Engine-specific options passed to the worker, checked against the engine's options class (sps_workers/<engine>/options.py; what each does: the package docstring), e.g. flink: operator_parallelism [source, scoring, sink], jobmanager; spark: master; ray: address.")

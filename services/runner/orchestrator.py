@@ -134,6 +134,7 @@ def run_point(stack: Stack, exp: Experiment, point_dir: Path, python: str | None
                                worker_group=group, codec=exp.codec,
                                expect_file=str(point_dir / "sent.parquet"),
                                check_sample=exp.check_predictions, models_dir=str(stack.models_dir),
+                               check_atol=exp.prediction_tolerance.atol, check_rtol=exp.prediction_tolerance.rtol,
                                generator_settings=str(point_dir / "generator.json.in"),
                                backend=exp.serving.backend)
         (point_dir / "collector.json.in").write_text(cs.model_dump_json(indent=2))
