@@ -14,7 +14,8 @@ What a file may be, today (each refusal is one line naming the file and the inpu
 
 - ONNX (``.onnx``); TorchScript and SavedModel files are refused with a clear error;
 - one input and one output, float32 input (the single-tensor contract, ``DataBatch.input``);
-- the first axis of every tensor is the batch axis (symbolic or -1); the other axes have fixed
+- the first axis of every tensor is the batch axis (symbolic or -1, not a fixed size such as 1);
+  the other axes have fixed
   sizes, or a size given in ``inputs: {<name>: {shape: [...]}}``.
 """
 
@@ -136,9 +137,9 @@ def spec_from_signature(sig: Signature, name: str,
 def _item_shape(path: Path, kind: str, t: TensorSignature, override: Sequence[int] | None) -> tuple[int, ...]:
     if not t.shape:
         raise ModelFileError(f"{path}: {kind} {t.name}: a scalar; the first axis must be the batch axis")
-    if t.shape[0] is not None and t.shape[0] != 1:
-        raise ModelFileError(f"{path}: {kind} {t.name}: first axis has fixed size {t.shape[0]}; "
-                             "it must be the batch axis (symbolic or -1)")
+    if t.shape[0] is not None:
+        raise ModelFileError(f"{path}: {kind} {t.name}: first axis has fixed size {t.shape[0]}; it must "
+                             "be the batch axis (symbolic or -1): export the model with a dynamic batch axis")
     rest = t.shape[1:]
     if override is not None:
         given = tuple(int(d) for d in override)
@@ -207,13 +208,14 @@ def is_file_model(manifest: Mapping[str, Any]) -> bool:
     return "source" in manifest
 
 
-_SESSIONS: dict[Path, Any] = {}
+_SESSIONS: dict[tuple[Path, int], Any] = {}   # (file, its mtime): a re-imported file gets a new session
 
 
 def reference_outputs(onnx_path: Path | str, spec: ModelSpec, x: np.ndarray) -> np.ndarray:
     """The reference predictions of a file model: ONNX Runtime on the CPU, on the same file."""
     path = Path(onnx_path)
-    sess = _SESSIONS.get(path)
+    key = (path, path.stat().st_mtime_ns)
+    sess = _SESSIONS.get(key)
     if sess is None:
-        sess = _SESSIONS[path] = _ort_session(path)
+        sess = _SESSIONS[key] = _ort_session(path)
     return sess.run([spec.output_name], {spec.input_name: np.asarray(x, dtype=spec.input_dtype)})[0]

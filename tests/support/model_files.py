@@ -12,11 +12,12 @@ from onnx import TensorProto, helper, numpy_helper
 
 def two_layer_onnx(path: Path, n_in: int = 6, hidden: int = 5, n_out: int = 3, seed: int = 7,
                    input_name: str = "features", output_name: str = "scores",
-                   free_item_axis: bool = False, extra_input: bool = False) -> Path:
+                   free_item_axis: bool = False, extra_input: bool = False, batch_axis: str | int = "batch") -> Path:
     """``input_name`` float32 [batch, n_in] -> Gemm -> Relu -> Gemm -> ``output_name`` [batch, n_out].
 
     ``free_item_axis``: the item axis left symbolic too (the file does not say its size);
-    ``extra_input``: a second input (``mask`` int64 [batch, n_in]) that the graph multiplies in.
+    ``extra_input``: a second input (``mask`` int64 [batch, n_in]) that the graph multiplies in;
+    ``batch_axis``: the first axis, symbolic by default (an int fixes it, as some exporters do).
     """
     rng = np.random.default_rng(seed)
     inits = [numpy_helper.from_array(rng.normal(0, 0.5, (n_in, hidden)).astype(np.float32), "w1"),
@@ -24,7 +25,7 @@ def two_layer_onnx(path: Path, n_in: int = 6, hidden: int = 5, n_out: int = 3, s
              numpy_helper.from_array(rng.normal(0, 0.5, (hidden, n_out)).astype(np.float32), "w2"),
              numpy_helper.from_array(rng.normal(0, 0.1, (n_out,)).astype(np.float32), "b2")]
     item = "n" if free_item_axis else n_in
-    inputs = [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", item])]
+    inputs = [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [batch_axis, item])]
     nodes, x = [], input_name
     if extra_input:
         inputs.append(helper.make_tensor_value_info("mask", TensorProto.INT64, ["batch", item]))
@@ -35,7 +36,7 @@ def two_layer_onnx(path: Path, n_in: int = 6, hidden: int = 5, n_out: int = 3, s
               helper.make_node("Relu", ["h"], ["hr"]),
               helper.make_node("Gemm", ["hr", "w2", "b2"], [output_name])]
     graph = helper.make_graph(nodes, "trained-elsewhere", inputs,
-                              [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["batch", n_out])],
+                              [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, [batch_axis, n_out])],
                               initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

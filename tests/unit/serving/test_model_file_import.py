@@ -46,6 +46,7 @@ def test_a_free_item_axis_needs_its_size_and_the_error_names_the_input(tmp_path)
 
 @pytest.mark.parametrize("make, message", [
     (lambda d: two_layer_onnx(d / "two.onnx", extra_input=True), r"2 inputs and 1 outputs \(features, mask, scores\)"),
+    (lambda d: two_layer_onnx(d / "fixed.onnx", batch_axis=1), r"input features: first axis has fixed size 1; .*dynamic batch axis"),
     (lambda d: (d / "m.pt").write_bytes(b"x") and d / "m.pt", r"torchscript model files are not supported yet"),
     (lambda d: (d / "junk.onnx").write_bytes(b"not a graph") and d / "junk.onnx", r"not a loadable ONNX model"),
     (lambda d: d / "absent.onnx", r"no such model file"),
