@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import time
 import uuid
 
 import numpy as np
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from crayfish.codec import get_codec
 from crayfish.host.envs import python_for
 from crayfish.host.procs import Service
-from crayfish.kafka import RunTopics, consumer_config, create_topics, delete_topics, producer_config
+from crayfish.kafka import RunTopics, create_topics, delete_topics, producer_config
 from crayfish.tensor import from_tensor
 from crayfish.v1 import batch_pb2
 from observability.hops import read_spans
@@ -33,25 +32,9 @@ from serving.models import model_paths, reference_forward
 from serving.scoring.launcher import start as start_scoring_server
 from sps_workers import ENGINES, EngineSpec
 from sps_workers.settings import ExternalSettings, WorkerSettings
-from tests.support.kafka_io import make_batch
+from tests.support.kafka_io import make_batch, read_topics
 
 TRACEPARENT = "00-{trace}-{span}-01"
-
-
-def read_topics(bootstrap, topics, until, timeout_s=120):
-    """Read the topics from the start until ``until(messages)`` holds (or the timeout)."""
-    c = Consumer(consumer_config(bootstrap, f"t-{uuid.uuid4().hex[:6]}", **{"enable.auto.commit": False}))
-    parts = []
-    for t in topics:
-        md = c.list_topics(t, timeout=10)
-        parts += [TopicPartition(t, p, 0) for p in md.topics[t].partitions]
-    c.assign(parts)
-    out = []
-    deadline = time.monotonic() + timeout_s
-    while not until(out) and time.monotonic() < deadline:
-        out += [m for m in c.consume(100, timeout=0.2) if not m.error()]
-    c.close()
-    return out
 
 
 class EngineStarter:

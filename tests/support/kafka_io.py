@@ -125,3 +125,19 @@ def read_scored_to_end(bootstrap: str, topic: str, timeout_s: float = 60) -> lis
     """The ScoredBatches of ``topic`` up to its high-water marks (duplicates kept), as :func:`read_to_end`."""
     codec = get_codec("protobuf")
     return [codec.decode_scored(m.value(), m.headers()) for m in read_to_end(bootstrap, topic, timeout_s)]
+
+
+def read_topics(bootstrap, topics, until, timeout_s=120):
+    """Read the topics from the start until ``until(messages)`` holds (or the timeout)."""
+    c = Consumer(consumer_config(bootstrap, f"t-{uuid.uuid4().hex[:6]}", **{"enable.auto.commit": False}))
+    parts = []
+    for t in topics:
+        md = c.list_topics(t, timeout=10)
+        parts += [TopicPartition(t, p, 0) for p in md.topics[t].partitions]
+    c.assign(parts)
+    out = []
+    deadline = time.monotonic() + timeout_s
+    while not until(out) and time.monotonic() < deadline:
+        out += [m for m in c.consume(100, timeout=0.2) if not m.error()]
+    c.close()
+    return out

@@ -27,6 +27,7 @@ from crayfish.kafka import RunTopics, consumer_config, create_topics, delete_top
 from crayfish.tensor import from_tensor, to_tensor
 from crayfish.v1 import batch_pb2
 from crayfish.host.procs import Service, wait_file
+from tests.support.kafka_io import read_topics
 from tests.support.procs import listening
 from sps_workers import ENGINES
 from sps_workers.kafka_streams import build
@@ -183,18 +184,7 @@ def start_worker(kafka_bootstrap, models_dir, tmp_path):
 
 
 def _read(bootstrap, topics, n, timeout_s=90):
-    c = Consumer(consumer_config(bootstrap, f"t-{uuid.uuid4().hex[:6]}", **{"enable.auto.commit": False}))
-    parts = []
-    for t in topics:
-        md = c.list_topics(t, timeout=10)
-        parts += [TopicPartition(t, p, 0) for p in md.topics[t].partitions]
-    c.assign(parts)
-    out = []
-    deadline = time.monotonic() + timeout_s
-    while len(out) < n and time.monotonic() < deadline:
-        out += [m for m in c.consume(100, timeout=0.2) if not m.error()]
-    c.close()
-    return out
+    return read_topics(bootstrap, topics, lambda got: len(got) >= n, timeout_s)
 
 
 def _batch(run_id, seq, x, model="ffnn", batch_id=None):

@@ -2,41 +2,26 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import numpy as np
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from crayfish.codec import get_codec
-from crayfish.kafka import RunTopics, consumer_config, create_topics, delete_topics, producer_config
+from crayfish.kafka import RunTopics, create_topics, delete_topics, producer_config
 from crayfish.v1 import batch_pb2
 from crayfish.host.procs import Service
 from crayfish.kafka import wait_group_assigned
 from sps_workers.settings import WorkerSettings
-from tests.support.kafka_io import end_offsets, make_batch, wait_committed
+from tests.support.kafka_io import end_offsets, make_batch, read_topics, wait_committed
 
 ENGINES_UNDER_TEST = ["kafka"]
 
 
 def _read_all(bootstrap, topics, expected, timeout_s=60, done=None):
-    c = Consumer(consumer_config(bootstrap, f"t-{uuid.uuid4().hex[:6]}", **{"enable.auto.commit": False}))
-    parts = []
-    for t in topics:
-        md = c.list_topics(t, timeout=10)
-        parts += [TopicPartition(t, p, 0) for p in md.topics[t].partitions]
-    c.assign(parts)
-    out = []
-    deadline = time.monotonic() + timeout_s
-    while len(out) < expected and time.monotonic() < deadline:
-        for m in c.consume(100, timeout=0.2):
-            if not m.error():
-                out.append(m)
-        if done is not None and done(out):
-            break
-    c.close()
-    return out
+    return read_topics(bootstrap, topics, lambda got: len(got) >= expected or (done is not None and done(got)),
+                       timeout_s)
 
 
 @pytest.fixture
