@@ -4,7 +4,8 @@
 #   make test-fast  the fast group only (tests/unit: no broker, no server; ~20 s), the inner loop
 #   make bench   harness/worker/codec benchmarks -> bench-results/<stamp>/
 #   make mutate  mutation testing of the measurement code (>= 90 % killed; docs/mutation.md)
-#   make protos  regenerate the Python stubs from protos/ and lint the contracts with buf
+#   make protos  regenerate the Python stubs from protos/, lint them and check them against the
+#                released contract with buf (lint, format, breaking)
 #   make up      the native stack (Kafka, Jaeger, Scoring, kafka-worker, collector); make down|ps|logs
 
 PYTHON_BOOT ?= python3.11
@@ -98,8 +99,11 @@ protos: $(VENV)/.installed
 protos-check: $(VENV)/.installed
 	$(PY) tools/gen_protos.py --check
 
+# buf breaking: every change must stay wire-compatible with the released contract
+# (protos/released/crayfish-v1.binpb, a `buf build` image of the last release).
 lint-protos: protos/node_modules/.installed
 	cd protos && npx buf lint && npx buf format -d --exit-code
+	cd protos && npx buf breaking --against released/crayfish-v1.binpb
 
 clean:
 	rm -rf $(VENV) $(CACHE)/broker

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from crayfish.v1 import tensor_pb2 as crayfish_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63rayfish/v1/batch.proto\x12\x0b\x63rayfish.v1\x1a\x18\x63rayfish/v1/tensor.proto\"\x8a\x02\n\tDataBatch\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\x13\n\x0bintended_ns\x18\x04 \x01(\x03\x12\x12\n\ncreated_ns\x18\x05 \x01(\x03\x12\r\n\x05model\x18\x06 \x01(\t\x12\"\n\x05input\x18\x07 \x01(\x0b\x32\x13.crayfish.v1.Tensor\x12:\n\nattributes\x18\x08 \x03(\x0b\x32&.crayfish.v1.DataBatch.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x86\x02\n\x0cScoringFacts\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x19\n\x11worker_receive_ns\x18\x03 \x01(\x03\x12\x16\n\x0eworker_send_ns\x18\x04 \x01(\x03\x12\x14\n\x0cinference_ns\x18\x05 \x01(\x03\x12\x11\n\tdecode_ns\x18\x06 \x01(\x03\x12\x11\n\tencode_ns\x18\x07 \x01(\x03\x12\x1b\n\x13server_inference_ns\x18\x08 \x01(\x03\x12\x17\n\x0fserver_queue_ns\x18\t \x01(\x03\x12\x0e\n\x06server\x18\n \x01(\t\x12\r\n\x05\x65rror\x18\x0b \x01(\t\x12\x0e\n\x06\x65ngine\x18\x0c \x01(\t\"\xd2\x02\n\x0bScoredBatch\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\x13\n\x0bintended_ns\x18\x04 \x01(\x03\x12\x12\n\ncreated_ns\x18\x05 \x01(\x03\x12\r\n\x05model\x18\x06 \x01(\t\x12#\n\x06output\x18\x07 \x01(\x0b\x32\x13.crayfish.v1.Tensor\x12(\n\x05\x66\x61\x63ts\x18\x08 \x01(\x0b\x32\x19.crayfish.v1.ScoringFacts\x12\x17\n\x0finput_append_ms\x18\t \x01(\x03\x12<\n\nattributes\x18\n \x03(\x0b\x32(.crayfish.v1.ScoredBatch.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x92\x02\n\nDeadLetter\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x14\n\x0csource_topic\x18\x05 \x01(\t\x12\x18\n\x10source_partition\x18\x06 \x01(\x05\x12\x15\n\rsource_offset\x18\x07 \x01(\x03\x12\x0f\n\x07payload\x18\x08 \x01(\x0c\x12(\n\x05\x66\x61\x63ts\x18\t \x01(\x0b\x32\x19.crayfish.v1.ScoringFacts\x12\x17\n\x0finput_append_ms\x18\n \x01(\x03\x12\x12\n\ncreated_ns\x18\x0b \x01(\x03\x12\x13\n\x0bintended_ns\x18\x0c \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63rayfish/v1/batch.proto\x12\x0b\x63rayfish.v1\x1a\x18\x63rayfish/v1/tensor.proto\"\x82\x03\n\tDataBatch\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\x13\n\x0bintended_ns\x18\x04 \x01(\x03\x12\x12\n\ncreated_ns\x18\x05 \x01(\x03\x12\r\n\x05model\x18\x06 \x01(\t\x12\"\n\x05input\x18\x07 \x01(\x0b\x32\x13.crayfish.v1.Tensor\x12:\n\nattributes\x18\x08 \x03(\x0b\x32&.crayfish.v1.DataBatch.AttributesEntry\x12\x32\n\x06inputs\x18\t \x03(\x0b\x32\".crayfish.v1.DataBatch.InputsEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x42\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.crayfish.v1.Tensor:\x02\x38\x01\"\x86\x02\n\x0cScoringFacts\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x19\n\x11worker_receive_ns\x18\x03 \x01(\x03\x12\x16\n\x0eworker_send_ns\x18\x04 \x01(\x03\x12\x14\n\x0cinference_ns\x18\x05 \x01(\x03\x12\x11\n\tdecode_ns\x18\x06 \x01(\x03\x12\x11\n\tencode_ns\x18\x07 \x01(\x03\x12\x1b\n\x13server_inference_ns\x18\x08 \x01(\x03\x12\x17\n\x0fserver_queue_ns\x18\t \x01(\x03\x12\x0e\n\x06server\x18\n \x01(\t\x12\r\n\x05\x65rror\x18\x0b \x01(\t\x12\x0e\n\x06\x65ngine\x18\x0c \x01(\t\"\xcf\x03\n\x0bScoredBatch\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\x13\n\x0bintended_ns\x18\x04 \x01(\x03\x12\x12\n\ncreated_ns\x18\x05 \x01(\x03\x12\r\n\x05model\x18\x06 \x01(\t\x12#\n\x06output\x18\x07 \x01(\x0b\x32\x13.crayfish.v1.Tensor\x12(\n\x05\x66\x61\x63ts\x18\x08 \x01(\x0b\x32\x19.crayfish.v1.ScoringFacts\x12\x17\n\x0finput_append_ms\x18\t \x01(\x03\x12<\n\nattributes\x18\n \x03(\x0b\x32(.crayfish.v1.ScoredBatch.AttributesEntry\x12\x36\n\x07outputs\x18\x0b \x03(\x0b\x32%.crayfish.v1.ScoredBatch.OutputsEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x43\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.crayfish.v1.Tensor:\x02\x38\x01\"\x92\x02\n\nDeadLetter\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x14\n\x0csource_topic\x18\x05 \x01(\t\x12\x18\n\x10source_partition\x18\x06 \x01(\x05\x12\x15\n\rsource_offset\x18\x07 \x01(\x03\x12\x0f\n\x07payload\x18\x08 \x01(\x0c\x12(\n\x05\x66\x61\x63ts\x18\t \x01(\x0b\x32\x19.crayfish.v1.ScoringFacts\x12\x17\n\x0finput_append_ms\x18\n \x01(\x03\x12\x12\n\ncreated_ns\x18\x0b \x01(\x03\x12\x13\n\x0bintended_ns\x18\x0c \x01(\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,18 +34,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DATABATCH_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_DATABATCH_ATTRIBUTESENTRY']._serialized_options = b'8\001'
+  _globals['_DATABATCH_INPUTSENTRY']._loaded_options = None
+  _globals['_DATABATCH_INPUTSENTRY']._serialized_options = b'8\001'
   _globals['_SCOREDBATCH_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_SCOREDBATCH_ATTRIBUTESENTRY']._serialized_options = b'8\001'
+  _globals['_SCOREDBATCH_OUTPUTSENTRY']._loaded_options = None
+  _globals['_SCOREDBATCH_OUTPUTSENTRY']._serialized_options = b'8\001'
   _globals['_DATABATCH']._serialized_start=67
-  _globals['_DATABATCH']._serialized_end=333
-  _globals['_DATABATCH_ATTRIBUTESENTRY']._serialized_start=284
-  _globals['_DATABATCH_ATTRIBUTESENTRY']._serialized_end=333
-  _globals['_SCORINGFACTS']._serialized_start=336
-  _globals['_SCORINGFACTS']._serialized_end=598
-  _globals['_SCOREDBATCH']._serialized_start=601
-  _globals['_SCOREDBATCH']._serialized_end=939
-  _globals['_SCOREDBATCH_ATTRIBUTESENTRY']._serialized_start=284
-  _globals['_SCOREDBATCH_ATTRIBUTESENTRY']._serialized_end=333
-  _globals['_DEADLETTER']._serialized_start=942
-  _globals['_DEADLETTER']._serialized_end=1216
+  _globals['_DATABATCH']._serialized_end=453
+  _globals['_DATABATCH_ATTRIBUTESENTRY']._serialized_start=336
+  _globals['_DATABATCH_ATTRIBUTESENTRY']._serialized_end=385
+  _globals['_DATABATCH_INPUTSENTRY']._serialized_start=387
+  _globals['_DATABATCH_INPUTSENTRY']._serialized_end=453
+  _globals['_SCORINGFACTS']._serialized_start=456
+  _globals['_SCORINGFACTS']._serialized_end=718
+  _globals['_SCOREDBATCH']._serialized_start=721
+  _globals['_SCOREDBATCH']._serialized_end=1184
+  _globals['_SCOREDBATCH_ATTRIBUTESENTRY']._serialized_start=336
+  _globals['_SCOREDBATCH_ATTRIBUTESENTRY']._serialized_end=385
+  _globals['_SCOREDBATCH_OUTPUTSENTRY']._serialized_start=1117
+  _globals['_SCOREDBATCH_OUTPUTSENTRY']._serialized_end=1184
+  _globals['_DEADLETTER']._serialized_start=1187
+  _globals['_DEADLETTER']._serialized_end=1461
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class DataBatch(_message.Message):
-    __slots__ = ("batch_id", "run_id", "sequence", "intended_ns", "created_ns", "model", "input", "attributes")
+    __slots__ = ("batch_id", "run_id", "sequence", "intended_ns", "created_ns", "model", "input", "attributes", "inputs")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,13 @@ class DataBatch(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class InputsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _tensor_pb2.Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -24,6 +31,7 @@ class DataBatch(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
     batch_id: str
     run_id: str
     sequence: int
@@ -32,7 +40,8 @@ class DataBatch(_message.Message):
     model: str
     input: _tensor_pb2.Tensor
     attributes: _containers.ScalarMap[str, str]
-    def __init__(self, batch_id: _Optional[str] = ..., run_id: _Optional[str] = ..., sequence: _Optional[int] = ..., intended_ns: _Optional[int] = ..., created_ns: _Optional[int] = ..., model: _Optional[str] = ..., input: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    inputs: _containers.MessageMap[str, _tensor_pb2.Tensor]
+    def __init__(self, batch_id: _Optional[str] = ..., run_id: _Optional[str] = ..., sequence: _Optional[int] = ..., intended_ns: _Optional[int] = ..., created_ns: _Optional[int] = ..., model: _Optional[str] = ..., input: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., inputs: _Optional[_Mapping[str, _tensor_pb2.Tensor]] = ...) -> None: ...
 
 class ScoringFacts(_message.Message):
     __slots__ = ("backend", "worker_id", "worker_receive_ns", "worker_send_ns", "inference_ns", "decode_ns", "encode_ns", "server_inference_ns", "server_queue_ns", "server", "error", "engine")
@@ -63,7 +72,7 @@ class ScoringFacts(_message.Message):
     def __init__(self, backend: _Optional[str] = ..., worker_id: _Optional[str] = ..., worker_receive_ns: _Optional[int] = ..., worker_send_ns: _Optional[int] = ..., inference_ns: _Optional[int] = ..., decode_ns: _Optional[int] = ..., encode_ns: _Optional[int] = ..., server_inference_ns: _Optional[int] = ..., server_queue_ns: _Optional[int] = ..., server: _Optional[str] = ..., error: _Optional[str] = ..., engine: _Optional[str] = ...) -> None: ...
 
 class ScoredBatch(_message.Message):
-    __slots__ = ("batch_id", "run_id", "sequence", "intended_ns", "created_ns", "model", "output", "facts", "input_append_ms", "attributes")
+    __slots__ = ("batch_id", "run_id", "sequence", "intended_ns", "created_ns", "model", "output", "facts", "input_append_ms", "attributes", "outputs")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +80,13 @@ class ScoredBatch(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class OutputsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _tensor_pb2.Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +97,7 @@ class ScoredBatch(_message.Message):
     FACTS_FIELD_NUMBER: _ClassVar[int]
     INPUT_APPEND_MS_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     batch_id: str
     run_id: str
     sequence: int
@@ -91,7 +108,8 @@ class ScoredBatch(_message.Message):
     facts: ScoringFacts
     input_append_ms: int
     attributes: _containers.ScalarMap[str, str]
-    def __init__(self, batch_id: _Optional[str] = ..., run_id: _Optional[str] = ..., sequence: _Optional[int] = ..., intended_ns: _Optional[int] = ..., created_ns: _Optional[int] = ..., model: _Optional[str] = ..., output: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., facts: _Optional[_Union[ScoringFacts, _Mapping]] = ..., input_append_ms: _Optional[int] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    outputs: _containers.MessageMap[str, _tensor_pb2.Tensor]
+    def __init__(self, batch_id: _Optional[str] = ..., run_id: _Optional[str] = ..., sequence: _Optional[int] = ..., intended_ns: _Optional[int] = ..., created_ns: _Optional[int] = ..., model: _Optional[str] = ..., output: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., facts: _Optional[_Union[ScoringFacts, _Mapping]] = ..., input_append_ms: _Optional[int] = ..., attributes: _Optional[_Mapping[str, str]] = ..., outputs: _Optional[_Mapping[str, _tensor_pb2.Tensor]] = ...) -> None: ...
 
 class DeadLetter(_message.Message):
     __slots__ = ("batch_id", "run_id", "reason", "detail", "source_topic", "source_partition", "source_offset", "payload", "facts", "input_append_ms", "created_ns", "intended_ns")

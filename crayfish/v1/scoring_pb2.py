@@ -25,23 +25,31 @@ _sym_db = _symbol_database.Default()
 from crayfish.v1 import tensor_pb2 as crayfish_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63rayfish/v1/scoring.proto\x12\x0b\x63rayfish.v1\x1a\x18\x63rayfish/v1/tensor.proto\"U\n\x0cScoreRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\"\n\x05input\x18\x02 \x01(\x0b\x32\x13.crayfish.v1.Tensor\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\xa0\x01\n\rScoreResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12#\n\x06output\x18\x02 \x01(\x0b\x32\x13.crayfish.v1.Tensor\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x14\n\x0cinference_ns\x18\x04 \x01(\x03\x12\x10\n\x08queue_ns\x18\x05 \x01(\x03\x12\x0e\n\x06server\x18\x06 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x07 \x01(\t\"%\n\x14\x44\x65scribeModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"L\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x05\x64type\x18\x02 \x01(\x0e\x32\x12.crayfish.v1.DType\x12\r\n\x05shape\x18\x03 \x03(\x03\"\x85\x01\n\x10ModelDescription\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\'\n\x06inputs\x18\x03 \x03(\x0b\x32\x17.crayfish.v1.TensorSpec\x12(\n\x07outputs\x18\x04 \x03(\x0b\x32\x17.crayfish.v1.TensorSpec2\xe6\x01\n\x07Scoring\x12>\n\x05Score\x12\x19.crayfish.v1.ScoreRequest\x1a\x1a.crayfish.v1.ScoreResponse\x12H\n\x0bScoreStream\x12\x19.crayfish.v1.ScoreRequest\x1a\x1a.crayfish.v1.ScoreResponse(\x01\x30\x01\x12Q\n\rDescribeModel\x12!.crayfish.v1.DescribeModelRequest\x1a\x1d.crayfish.v1.ModelDescriptionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63rayfish/v1/scoring.proto\x12\x0b\x63rayfish.v1\x1a\x18\x63rayfish/v1/tensor.proto\"\xd0\x01\n\x0cScoreRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\"\n\x05input\x18\x02 \x01(\x0b\x32\x13.crayfish.v1.Tensor\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x35\n\x06inputs\x18\x04 \x03(\x0b\x32%.crayfish.v1.ScoreRequest.InputsEntry\x1a\x42\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.crayfish.v1.Tensor:\x02\x38\x01\"\x9f\x02\n\rScoreResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12#\n\x06output\x18\x02 \x01(\x0b\x32\x13.crayfish.v1.Tensor\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x14\n\x0cinference_ns\x18\x04 \x01(\x03\x12\x10\n\x08queue_ns\x18\x05 \x01(\x03\x12\x0e\n\x06server\x18\x06 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x07 \x01(\t\x12\x38\n\x07outputs\x18\x08 \x03(\x0b\x32\'.crayfish.v1.ScoreResponse.OutputsEntry\x1a\x43\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.crayfish.v1.Tensor:\x02\x38\x01\"%\n\x14\x44\x65scribeModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"L\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x05\x64type\x18\x02 \x01(\x0e\x32\x12.crayfish.v1.DType\x12\r\n\x05shape\x18\x03 \x03(\x03\"\x85\x01\n\x10ModelDescription\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\'\n\x06inputs\x18\x03 \x03(\x0b\x32\x17.crayfish.v1.TensorSpec\x12(\n\x07outputs\x18\x04 \x03(\x0b\x32\x17.crayfish.v1.TensorSpec2\xe6\x01\n\x07Scoring\x12>\n\x05Score\x12\x19.crayfish.v1.ScoreRequest\x1a\x1a.crayfish.v1.ScoreResponse\x12H\n\x0bScoreStream\x12\x19.crayfish.v1.ScoreRequest\x1a\x1a.crayfish.v1.ScoreResponse(\x01\x30\x01\x12Q\n\rDescribeModel\x12!.crayfish.v1.DescribeModelRequest\x1a\x1d.crayfish.v1.ModelDescriptionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'crayfish.v1.scoring_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SCOREREQUEST']._serialized_start=68
-  _globals['_SCOREREQUEST']._serialized_end=153
-  _globals['_SCORERESPONSE']._serialized_start=156
-  _globals['_SCORERESPONSE']._serialized_end=316
-  _globals['_DESCRIBEMODELREQUEST']._serialized_start=318
-  _globals['_DESCRIBEMODELREQUEST']._serialized_end=355
-  _globals['_TENSORSPEC']._serialized_start=357
-  _globals['_TENSORSPEC']._serialized_end=433
-  _globals['_MODELDESCRIPTION']._serialized_start=436
-  _globals['_MODELDESCRIPTION']._serialized_end=569
-  _globals['_SCORING']._serialized_start=572
-  _globals['_SCORING']._serialized_end=802
+  _globals['_SCOREREQUEST_INPUTSENTRY']._loaded_options = None
+  _globals['_SCOREREQUEST_INPUTSENTRY']._serialized_options = b'8\001'
+  _globals['_SCORERESPONSE_OUTPUTSENTRY']._loaded_options = None
+  _globals['_SCORERESPONSE_OUTPUTSENTRY']._serialized_options = b'8\001'
+  _globals['_SCOREREQUEST']._serialized_start=69
+  _globals['_SCOREREQUEST']._serialized_end=277
+  _globals['_SCOREREQUEST_INPUTSENTRY']._serialized_start=211
+  _globals['_SCOREREQUEST_INPUTSENTRY']._serialized_end=277
+  _globals['_SCORERESPONSE']._serialized_start=280
+  _globals['_SCORERESPONSE']._serialized_end=567
+  _globals['_SCORERESPONSE_OUTPUTSENTRY']._serialized_start=500
+  _globals['_SCORERESPONSE_OUTPUTSENTRY']._serialized_end=567
+  _globals['_DESCRIBEMODELREQUEST']._serialized_start=569
+  _globals['_DESCRIBEMODELREQUEST']._serialized_end=606
+  _globals['_TENSORSPEC']._serialized_start=608
+  _globals['_TENSORSPEC']._serialized_end=684
+  _globals['_MODELDESCRIPTION']._serialized_start=687
+  _globals['_MODELDESCRIPTION']._serialized_end=820
+  _globals['_SCORING']._serialized_start=823
+  _globals['_SCORING']._serialized_end=1053
 # @@protoc_insertion_point(module_scope)

@@ -59,7 +59,7 @@ class ScoringServicer(object):
     """
 
     def Score(self, request, context):
-        """Score one tensor.
+        """Score one batch (one tensor, or one tensor per named input).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

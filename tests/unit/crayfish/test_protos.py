@@ -144,3 +144,28 @@ def test_buf_lint_and_format():
     fmt = subprocess.run([str(BUF), "format", "-d", "--exit-code"], cwd=REPO / "protos",
                          capture_output=True, text=True)
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
+RELEASED = REPO / "protos" / "released" / "crayfish-v1.binpb"
+
+
+def _buf_breaking(protos_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BUF), "breaking", "--against", str(RELEASED)], cwd=protos_dir,
+                          capture_output=True, text=True)
+
+
+def test_contracts_stay_compatible_with_the_released_ones():
+    assert RELEASED.is_file(), "protos/released/crayfish-v1.binpb (the released contract) is missing"
+    proc = _buf_breaking(REPO / "protos")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_buf_breaking_catches_a_removed_field(tmp_path):
+    protos = tmp_path / "protos"
+    shutil.copytree(REPO / "protos" / "crayfish", protos / "crayfish")
+    shutil.copy(REPO / "protos" / "buf.yaml", protos / "buf.yaml")
+    batch = protos / "crayfish" / "v1" / "batch.proto"
+    batch.write_text(batch.read_text().replace("  Tensor input = 7;\n", ""))
+    proc = _buf_breaking(protos)
+    assert proc.returncode != 0
+    assert "input" in proc.stdout + proc.stderr
