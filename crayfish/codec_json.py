@@ -246,6 +246,9 @@ class CrayfishJsonCodec(Codec):
     # -- input records -------------------------------------------------------------------------
 
     def _input_array(self, batch: batch_pb2.DataBatch) -> np.ndarray:
+        if batch.inputs:
+            raise CodecError(f"crayfish-json carries one unnamed tensor (the original format); this batch has "
+                             f"named inputs {', '.join(sorted(batch.inputs))}: use the protobuf codec")
         if not batch.HasField("input"):
             raise CodecError("batch has no input tensor")
         if batch.input.dtype != tensor_pb2.DTYPE_FLOAT32:
@@ -306,6 +309,9 @@ class CrayfishJsonCodec(Codec):
     def encode_scored(self, scored, source=None):
         if source is None:
             raise CodecError("crayfish-json echoes the input record: encode_scored needs the source batch")
+        if scored.outputs:
+            raise CodecError(f"crayfish-json carries one unnamed tensor (the original format); this output has "
+                             f"named tensors {', '.join(sorted(scored.outputs))}: use the protobuf codec")
         if not scored.HasField("output"):
             raise CodecError("scored batch has no output tensor")
         try:

@@ -7,6 +7,7 @@ standalone job feeds them without Kafka. All of it is pure, seeded and Kafka-fre
 
 - :func:`input_pool`: the pool of distinct batches of a run (synthetic or replayed); batch
   ``seq`` of the run carries ``pool[seq % len(pool)]``. Built before the timed path.
+  :func:`named_input_pool`: the same for a model with named inputs, each entry ``{name: array}``.
 - :func:`synthetic_pool`: a seeded ``(pool_size, batch_size, *item_shape)`` array;
   :func:`cycle_pool` walks it endlessly.
 - :func:`load_replay`: recorded data points (rows along axis 0) from a ``.npy`` / ``.npz`` file;
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["input_pool", "synthetic_pool", "cycle_pool", "load_replay", "replay_batch", "iter_replay_batches"]
+__all__ = ["input_pool", "named_input_pool", "synthetic_pool", "cycle_pool", "load_replay", "replay_batch", "iter_replay_batches"]
 
 
 def input_pool(item_shape: Sequence[int], dtype: Any, batch_size: int, pool_size: int, seed: int,
@@ -48,6 +49,35 @@ def input_pool(item_shape: Sequence[int], dtype: Any, batch_size: int, pool_size
         data = data.reshape((-1,) + item)
     return [np.ascontiguousarray(replay_batch(data, batch_size, k))
             for k in range(math.ceil(len(data) / batch_size))]
+
+
+def named_input_pool(tensors: Sequence[Any], batch_size: int, pool_size: int, seed: int,
+                     replay_path: str | Path | None = None) -> list[dict[str, np.ndarray]]:
+    """The distinct input batches of a model with named inputs: each entry ``{name: array}``.
+
+    ``tensors``: per input ``name``, ``shape`` (one item), ``dtype``, and for the synthetic values
+    ``low`` / ``high`` (integers in [low, high); None: the :func:`synthetic_pool` default) and
+    ``fill`` (``"ones"``: every value 1, e.g. attention masks). Input ``i`` is drawn with seed
+    ``seed + i``. Replay: a ``.npz`` with one array per input name (rows along axis 0); batches
+    are cut as in :func:`input_pool`, by the longest array.
+    """
+    if replay_path is not None:
+        arrays = {t.name: load_replay(replay_path, t.name).astype(t.dtype, copy=False) for t in tensors}
+        for t in tensors:
+            item = tuple(t.shape)
+            if arrays[t.name].size % max(1, math.prod(item)) == 0:
+                arrays[t.name] = arrays[t.name].reshape((-1,) + item)
+        n = max(len(a) for a in arrays.values())
+        return [{k: np.ascontiguousarray(replay_batch(a, batch_size, i)) for k, a in arrays.items()}
+                for i in range(math.ceil(n / batch_size))]
+    pools = {}
+    for i, t in enumerate(tensors):
+        if t.fill == "ones":
+            pools[t.name] = np.ones((pool_size, batch_size, *t.shape), dtype=t.dtype)
+        else:
+            rng = None if t.low is None else (t.low, t.high)
+            pools[t.name] = synthetic_pool(tuple(t.shape), t.dtype, batch_size, pool_size, seed + i, rng)
+    return [{k: np.ascontiguousarray(p[j]) for k, p in pools.items()} for j in range(pool_size)]
 
 
 # --------------------------------------------------------------------------------------

@@ -77,3 +77,39 @@ def from_tensor(msg: tensor_pb2.Tensor) -> np.ndarray:
         raise TensorError(
             f"tensor data has {len(msg.data)} bytes, shape {shape} of {dt.name} needs {count * dt.itemsize}")
     return np.frombuffer(msg.data, dtype=dt, count=count).reshape(shape)
+
+
+# -- named tensors (DataBatch.inputs, ScoredBatch.outputs, ScoreRequest.inputs, ...) -------------
+
+def arrays_from(named) -> dict[str, np.ndarray]:
+    """``{name: array}`` of a ``map<string, Tensor>`` field (read-only views, no copy)."""
+    return {name: from_tensor(t) for name, t in named.items()}
+
+
+def fill_named(named, arrays) -> None:
+    """Write ``{name: array}`` into a ``map<string, Tensor>`` field."""
+    for name, a in arrays.items():
+        to_tensor(a, named[name])
+
+
+def feed_rows(x) -> int:
+    """Rows (batch axis) of a feed: an array, or a ``{name: array}`` dict sharing the batch axis."""
+    if isinstance(x, dict):
+        return next(iter(x.values())).shape[0]
+    return x.shape[0]
+
+
+def concat_feeds(xs: list):
+    """Feeds stacked along the batch axis (per name for dicts)."""
+    if len(xs) == 1:
+        return xs[0]
+    if isinstance(xs[0], dict):
+        return {k: np.concatenate([x[k] for x in xs], axis=0) for k in xs[0]}
+    return np.concatenate(xs, axis=0)
+
+
+def slice_feeds(x, start: int, stop: int):
+    """Rows ``start:stop`` of a feed (per name for dicts)."""
+    if isinstance(x, dict):
+        return {k: v[start:stop] for k, v in x.items()}
+    return x[start:stop]

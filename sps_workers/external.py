@@ -27,6 +27,7 @@ from typing import Callable
 
 import numpy as np
 
+from crayfish.tensor import concat_feeds, feed_rows, slice_feeds
 from observability.light import client_traceparent
 from serving.errors import (
     BadInputError,
@@ -60,8 +61,8 @@ class _Unit:
     def x(self) -> np.ndarray:
         if len(self.preps) == 1:
             return self.preps[0].x
-        self.rows = [p.x.shape[0] for p in self.preps]
-        return np.concatenate([p.x for p in self.preps], axis=0)
+        self.rows = [feed_rows(p.x) for p in self.preps]
+        return concat_feeds([p.x for p in self.preps])
 
 
 class ExternalStage:
@@ -136,7 +137,7 @@ class ExternalStage:
             out = result.output
             offsets = np.cumsum([0, *unit.rows]) if unit.rows else None
             for i, prep in enumerate(unit.preps):
-                y = out if offsets is None else out[offsets[i]:offsets[i + 1]]
+                y = out if offsets is None else slice_feeds(out, offsets[i], offsets[i + 1])
                 self.emit(prep, self.op.finish(prep, y, elapsed, result.server_inference_ns,
                                                result.server_queue_ns, result.server))
             return

@@ -76,20 +76,20 @@ class EngineInstance:
         self.worker_id = f"{settings.worker_id}-{index}"
         self._out_topic, self._dead_topic = settings.output_topic, settings.dead_letter_topic
         codec = get_codec(settings.codec)
-        input_shape = resolve_spec(settings.model, settings.models_dir).input_shape
+        spec = resolve_spec(settings.model, settings.models_dir)
         ext = settings.external
         self.scorer = self.client = self.stage = None
         self._client_kind = None
         if ext is None:
             self.scorer = create_scorer(settings.backend, settings.model, models_dir=settings.models_dir,
                                         **settings.backend_options)
-            self.op = ScoringOperator(codec, self.scorer, settings.model, input_shape, self.worker_id, engine=engine)
+            self.op = ScoringOperator(codec, self.scorer, settings.model, spec, self.worker_id, engine=engine)
         else:
             concurrent = on_emit is not None
             self._client_kind = ext.client
             self.client = create_client(ext.client, ext.target, settings.model, timeout_s=ext.timeout_s,
                                         max_in_flight=ext.max_in_flight if concurrent else 1, **ext.client_options)
-            self.op = ScoringOperator(codec, None, settings.model, input_shape, self.worker_id, engine=engine,
+            self.op = ScoringOperator(codec, None, settings.model, spec, self.worker_id, engine=engine,
                                       backend=ext.client)
             self._done: list[Emit] = []
             self._on_emit = on_emit or (lambda _prep, emit: self._done.append(emit))

@@ -8,6 +8,11 @@ record or a dead-letter record. Two ways to use it:
   calls the model server however it likes (``x`` of the prepared batch), then ``finish(prepared,
   output, ...)`` or ``fail(prepared, error)``.
 
+Tensors: a batch carries the model's only input (``DataBatch.input``) or one tensor per input name
+(``DataBatch.inputs``); ``x`` is then an array or a ``{name: array}`` dict (serving.models.spec).
+The output goes back the way the input came: ``output``, or ``outputs`` by name when the batch was
+named or the model has several outputs.
+
 Stamps (ScoringFacts) mean the same in every engine:
 
 - worker_receive_ns: wall clock when the engine handed the record to the operator;
@@ -26,8 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from crayfish.codec import Codec, CodecError
-from crayfish.tensor import TensorError, from_tensor, to_tensor
+from crayfish.tensor import TensorError, arrays_from, fill_named, from_tensor, to_tensor
 from crayfish.v1 import batch_pb2
+from serving.models.spec import FeedError, ModelSpec, check_feeds
 
 # Dead-letter reasons (machine-readable; the detail string says more).
 DECODE_ERROR = "decode_error"
@@ -55,7 +61,7 @@ class Prepared:
     """A decoded, validated batch waiting for its scores."""
 
     batch: batch_pb2.DataBatch
-    x: np.ndarray
+    x: np.ndarray | dict
     value: bytes
     received_ns: int
     decode_ns: int
@@ -68,17 +74,25 @@ class Prepared:
     # Sampled batches scored by an external server: (trace_id, incoming parent span, span id base)
     # from observability.context.client_traceparent; the call carries the worker's score span as its parent.
     trace: tuple | None = None
+    named: bool = False     # the batch came with named inputs: the output goes back named
 
 
 class ScoringOperator:
-    def __init__(self, codec: Codec, scorer, model_name: str, input_shape: tuple, worker_id: str,
+    def __init__(self, codec: Codec, scorer, model_name: str, input_shape: tuple | ModelSpec, worker_id: str,
                  engine: str, backend: str | None = None):
         """``scorer``: an embedded backend (serving.embedded), or None when the engine calls an
-        external server itself (then give ``backend``, the name reported in ScoringFacts)."""
+        external server itself (then give ``backend``, the name reported in ScoringFacts).
+        ``input_shape``: the model's :class:`ModelSpec` (what workers pass), or the item shape of a
+        model with one float32 input and one output."""
         self.codec = codec
         self.scorer = scorer
         self.model_name = model_name
-        self.input_shape = tuple(input_shape)
+        if not isinstance(input_shape, ModelSpec):
+            input_shape = ModelSpec(model_name, tuple(input_shape), "float32", ())
+        self.spec = input_shape
+        # One float32 input: the single-tensor checks inline (the hot path of the paper's models).
+        self._simple = not self.spec.multi_input and self.spec.input_dtype == "float32"
+        self.input_shape = tuple(self.spec.input_shape)
         self.item_size = int(np.prod(self.input_shape))
         # The operator validates dtype and shape itself (to dead-letter with a reason), so it calls
         # the backend's unchecked hot path.
@@ -106,9 +120,13 @@ class ScoringOperator:
                 offset: int) -> Prepared | OpResult:
         received = time.time_ns()
         t0 = time.perf_counter_ns()
+        named = False
         try:
             batch = self.codec.decode_batch(value or b"", headers)
-            x = from_tensor(batch.input)
+            if batch.inputs:
+                x, named = arrays_from(batch.inputs), True
+            else:
+                x = from_tensor(batch.input)
         except (CodecError, TensorError) as exc:
             return self._dead(DECODE_ERROR, str(exc), value, None, topic, partition, offset,
                               input_append_ms, received)
@@ -120,10 +138,16 @@ class ScoringOperator:
             return self._dead(UNKNOWN_MODEL, f"model {batch.model!r} is not served here (serving "
                               f"{self.model_name!r})", value, batch, topic, partition, offset,
                               input_append_ms, received)
-        if x.dtype != np.float32:
+        if named or not self._simple:
+            try:
+                x = check_feeds(self.spec, x)
+            except FeedError as exc:
+                return self._dead(exc.reason, str(exc), value, batch, topic, partition, offset,
+                                  input_append_ms, received)
+        elif x.dtype != np.float32:
             return self._dead(BAD_DTYPE, f"expected float32 input, got {x.dtype}", value, batch, topic,
                               partition, offset, input_append_ms, received)
-        if x.shape[1:] != self.input_shape:
+        elif x.shape[1:] != self.input_shape:
             if self.reshape_flat and x.ndim >= 1 and x.size == x.shape[0] * self.item_size:
                 x = x.reshape((x.shape[0],) + self.input_shape)
             else:
@@ -131,9 +155,9 @@ class ScoringOperator:
                                   f", got {list(x.shape)}", value, batch, topic, partition, offset,
                                   input_append_ms, received)
         return Prepared(batch, x, value or b"", received, time.perf_counter_ns() - t0, input_append_ms,
-                        topic, partition, offset)
+                        topic, partition, offset, named=named)
 
-    def finish(self, prep: Prepared, y: np.ndarray, inference_ns: int, server_inference_ns: int = 0,
+    def finish(self, prep: Prepared, y: np.ndarray | dict, inference_ns: int, server_inference_ns: int = 0,
                server_queue_ns: int = 0, server: str = "") -> OpResult:
         t2 = time.perf_counter_ns()
         batch = prep.batch
@@ -144,8 +168,13 @@ class ScoringOperator:
         if batch.attributes:
             out.attributes.update(batch.attributes)
         try:
-            to_tensor(y, out.output)
-        except TensorError as exc:
+            if isinstance(y, dict):
+                fill_named(out.outputs, y)
+            elif prep.named:
+                to_tensor(y, out.outputs[self.spec.output_name])
+            else:
+                to_tensor(y, out.output)
+        except (TensorError, AttributeError, TypeError) as exc:
             return self.fail(prep, f"bad output from {self.backend}: {exc}")
         facts = out.facts
         facts.backend = self.backend

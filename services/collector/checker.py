@@ -4,8 +4,8 @@ The generator's inputs are reproducible (seeded pool, or the replay file), so th
 the input of a sampled batch from its sequence number, runs the model's reference
 (serving.models.reference_predictions: the numpy forward pass of a built-in model, independent of
 every serving backend; ONNX Runtime on the CPU on the file of a user's model) and compares
-(float32: |output - reference| <= atol + rtol * |reference| for every value; by default atol 1e-4,
-rtol 0 -- ``prediction_tolerance`` of an experiment). The sample is deterministic (a hash of the batch id), so a
+(|output - reference| <= atol + rtol * |reference| for every value of every output, by name; by
+default atol 1e-4, rtol 0 -- ``prediction_tolerance`` of an experiment). The sample is deterministic (a hash of the batch id), so a
 re-run checks the same batches. Reference outputs are cached per pool entry, and the checking time
 is capped (ResNet50's numpy forward pass takes about a second per image on one core).
 
@@ -20,7 +20,7 @@ import zlib
 import numpy as np
 
 from services.generator.generator import input_pool_for
-from serving.models import reference_of, reference_predictions
+from serving.models import reference_of, reference_predictions, resolve_spec
 
 UNCHECKED_BACKENDS = {"noop", "sleep"}
 
@@ -32,6 +32,7 @@ class PredictionChecker:
         self.models_dir = models_dir
         self.reference = reference_of(self.model, models_dir)
         self.pool = input_pool_for(generator_settings)
+        self.output_name = resolve_spec(self.model, models_dir).output_name
         self.threshold = int(sample_rate * 2**32)
         self.atol, self.rtol = atol, rtol
         self.max_seconds = max_seconds
@@ -45,8 +46,9 @@ class PredictionChecker:
     def sampled(self, batch_id: str) -> bool:
         return zlib.crc32(batch_id.encode()) < self.threshold
 
-    def check(self, sequence: int, output: np.ndarray) -> bool | None:
-        """True/False for a checked batch; None when the time budget is spent."""
+    def check(self, sequence: int, output) -> bool | None:
+        """True/False for a checked batch; None when the time budget is spent. ``output``: an array,
+        or ``{output name: array}`` (the named-tensor contract), compared name by name."""
         index = sequence % len(self.pool)
         ref = self.cache.get(index)
         if ref is None:
@@ -58,14 +60,25 @@ class PredictionChecker:
             self.spent += time.perf_counter() - t0
             self.cache[index] = ref
         self.checked += 1
-        ok = output.shape == ref.shape
-        if ok:
-            err = float(np.max(np.abs(output.astype(np.float32) - ref))) if ref.size else 0.0
-            self.max_abs_error = max(self.max_abs_error, err)
-            ok = bool(np.all(np.abs(output.astype(np.float32) - ref) <= self.atol + self.rtol * np.abs(ref)))
+        got, want = self._named(output), self._named(ref)
+        ok = got.keys() == want.keys()
+        for name in want if ok else ():
+            ok = self._close(got[name], want[name]) and ok
         if not ok:
             self.wrong += 1
         return ok
+
+    def _named(self, y) -> dict:
+        return y if isinstance(y, dict) else {self.output_name: y}
+
+    def _close(self, output: np.ndarray, ref: np.ndarray) -> bool:
+        if output.shape != ref.shape:
+            return False
+        ref = ref.astype(np.float64)
+        diff = np.abs(output.astype(np.float64) - ref)
+        if diff.size:
+            self.max_abs_error = max(self.max_abs_error, float(np.max(diff)))
+        return bool(np.all(diff <= self.atol + self.rtol * np.abs(ref)))
 
     def report(self) -> dict:
         return {"checked": self.checked, "wrong": self.wrong, "atol": self.atol, "rtol": self.rtol,

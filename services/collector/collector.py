@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 
 from crayfish.codec import CodecError, get_codec
 from crayfish.kafka import admin_config, consumer_config, poll_batch
-from crayfish.tensor import from_tensor
+from crayfish.tensor import arrays_from, from_tensor
 from crayfish.v1 import batch_pb2
 from observability.light import batch_tracing, sampled_traceparent
 from services.collector.batches import DEAD, SCORED, build_batches_table
@@ -141,7 +141,7 @@ class Collector:
             self.tracing.record_receive(headers, m.topic(), append_ms, sb.batch_id)
         correct = None
         if self.checker is not None and self.checker.sampled(sb.batch_id):
-            correct = self.checker.check(sb.sequence, from_tensor(sb.output))
+            correct = self.checker.check(sb.sequence, arrays_from(sb.outputs) if sb.outputs else from_tensor(sb.output))
         return {**base, "batch_id": sb.batch_id, "status": SCORED, "reason": "", "sequence": sb.sequence,
                 "correct": correct,
                 "intended_ns": sb.intended_ns, "created_ns": sb.created_ns,

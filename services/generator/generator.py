@@ -35,8 +35,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from crayfish.clock import host_clock
 from crayfish.codec import get_codec
 from crayfish.kafka import consumer_config, poll_batch, probe_skew, produce, producer_config
-from crayfish.payloads import input_pool
-from crayfish.tensor import to_tensor
+from crayfish.payloads import input_pool, named_input_pool
+from crayfish.tensor import fill_named, to_tensor
 from crayfish.v1 import batch_pb2
 from observability.light import batch_tracing
 from services.analysis.sending import send_report
@@ -46,12 +46,23 @@ from services.generator.settings import GeneratorSettings
 START_LEAD_NS = 200_000_000  # t0 lies this far after the processes are ready
 
 
-def input_pool_for(s: GeneratorSettings) -> list[np.ndarray]:
-    """The run's distinct input batches (crayfish.payloads.input_pool): batch ``seq`` carries
-    ``pool[seq % len(pool)]``. Whoever needs a run's inputs again (the prediction checker) calls this."""
+def input_pool_for(s: GeneratorSettings) -> list:
+    """The run's distinct input batches (crayfish.payloads.input_pool, or named_input_pool: each
+    entry ``{name: array}``): batch ``seq`` carries ``pool[seq % len(pool)]``. Whoever needs a
+    run's inputs again (the prediction checker) calls this."""
     wl = s.workload
     replay = (wl.path, wl.key) if wl.type == "replay" else (None, None)
+    if s.tensors:
+        return named_input_pool(s.tensors, s.batch_size, s.pool_size, s.seed, replay[0])
     return input_pool(s.item_shape, s.dtype, s.batch_size, s.pool_size, s.seed, *replay)
+
+
+def _with_inputs(batch: batch_pb2.DataBatch, entry) -> batch_pb2.DataBatch:
+    if isinstance(entry, dict):
+        fill_named(batch.inputs, entry)
+    else:
+        to_tensor(entry, batch.input)
+    return batch
 
 
 class BatchFactory:
@@ -65,9 +76,9 @@ class BatchFactory:
         if s.codec == "protobuf":
             # A DataBatch is valid protobuf when its fields are concatenated in any order: the
             # (large) tensor field is serialized once per pool entry, the small header per batch.
-            self.tensor_parts = [batch_pb2.DataBatch(input=to_tensor(a)).SerializeToString() for a in pool]
+            self.tensor_parts = [_with_inputs(batch_pb2.DataBatch(), a).SerializeToString() for a in pool]
         else:
-            self.tensors = [to_tensor(a) for a in pool]
+            self.tensors = [_with_inputs(batch_pb2.DataBatch(), a) for a in pool]
 
     def build(self, seq: int, intended_ns: int, created_ns: int) -> tuple[bytes, bytes, list]:
         s = self.s
@@ -77,7 +88,7 @@ class BatchFactory:
         key = batch_id.encode()
         if s.codec == "protobuf":
             return key, head.SerializeToString() + self.tensor_parts[seq % len(self.tensor_parts)], []
-        head.input.CopyFrom(self.tensors[seq % len(self.tensors)])
+        head.MergeFrom(self.tensors[seq % len(self.tensors)])
         value, headers = self.codec.encode_batch(head)
         return key, value, headers
 

@@ -14,6 +14,17 @@ class Stall(BaseModel):
     ms: float = Field(gt=0, description="How long it waits, ms.")
 
 
+class InputTensor(BaseModel):
+    """One named input of the model (the named-tensor contract, DataBatch.inputs)."""
+
+    name: str = Field(description="The model's input name.")
+    shape: list[int] = Field(description="Shape of one item (no batch axis).")
+    dtype: str = Field(description="numpy dtype name (float32, int64, bool, ...).")
+    low: int | None = Field(None, description="Integer inputs: synthetic values from low (inclusive)...")
+    high: int | None = Field(None, description="... to high (exclusive); None: [0, 256).")
+    fill: str = Field("random", description="random, or ones (every value 1: attention masks).")
+
+
 class GeneratorSettings(BaseModel):
     bootstrap: str = Field(description="Kafka bootstrap servers.")
     topic: str = Field(description="Input topic the DataBatch records go to.")
@@ -23,6 +34,7 @@ class GeneratorSettings(BaseModel):
     model: str = Field(description="Model name stamped into every DataBatch.")
     item_shape: list[int] = Field(description="Shape of one data point, e.g. [1, 784].")
     dtype: str = Field("float32", description="Element type of the synthetic data.")
+    tensors: list[InputTensor] = Field(default_factory=list, description="The model's inputs by name: when given, every batch carries DataBatch.inputs (one tensor per name; item_shape and dtype are then not used); empty: DataBatch.input.")
     batch_size: int = Field(1, ge=1, description="Data points per DataBatch (the paper's bsz).")
     codec: str = Field("protobuf", description="Payload codec: protobuf | crayfish-json.")
     workload: WorkloadConfig = Field(description="Arrival process; see services.generator.workload_configs.")
@@ -35,3 +47,9 @@ class GeneratorSettings(BaseModel):
     # Test settings: they inject a known fault so that the measurement can be proven on it.
     clock_offset_ms: float = Field(0.0, description="Test setting: shift this generator's wall clock by this many ms (the skew bound must contain minus it, latencies shrink by it).")
     stall: Stall | None = Field(None, description="Test setting: pause the sender before one batch (its lateness, send delay and latency from schedule must show the pause).")
+
+
+def input_tensors(spec) -> list[InputTensor]:
+    """The named inputs of a model (a serving.models.spec.ModelSpec) as the generator sends them."""
+    return [InputTensor(name=t.name, shape=list(t.shape), dtype=t.dtype, low=t.low, high=t.high, fill=t.fill)
+            for t in spec.inputs]

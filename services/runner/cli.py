@@ -363,8 +363,12 @@ def models_describe(file: Path = typer.Argument(..., help="A model file of your 
         spec = spec_from_signature(sig, name or default_name(file))
     except ModelFileError as exc:
         _fail(str(exc))
-    console.print(f"served as {spec.name!r}: one item {spec.input_dtype} {list(spec.input_shape)} -> "
-                  f"{list(spec.output_shape)}; reference: ONNX Runtime on the CPU on this file", highlight=False)
+    def item(tensors):
+        return ", ".join(f"{t.name} {t.dtype} {list(t.shape)}" for t in tensors)
+
+    contract = "named tensors (DataBatch.inputs)" if spec.named else "a single tensor (DataBatch.input)"
+    console.print(f"served as {spec.name!r}: one item {item(spec.inputs)} -> {item(spec.outputs)}; "
+                  f"travels as {contract}; reference: ONNX Runtime on the CPU on this file", highlight=False)
 
 
 @env_app.command("list")

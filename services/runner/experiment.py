@@ -31,7 +31,7 @@ from sps_workers.options import EngineOptionsError
 # Engines, models and codecs are the names their registries hold when a file is validated
 # (sps_workers.ENGINES, serving.models.MODELS, crayfish.codec.codecs()): adding one there is enough.
 SWEEPABLE = ("batch_size", "parallelism", "codec", "rate", "outstanding", "delay_ms", "threads", "call_mode",
-             "server", "instances", "max_in_flight", "serving", "engine", "engine_options")
+             "server", "instances", "max_in_flight", "serving", "engine", "engine_options", "named_tensors")
 
 
 class Strict(BaseModel):
@@ -156,6 +156,9 @@ class InjectConfig(Strict):
 
 class InputOverride(Strict):
     shape: list[int] | None = Field(None, description="Shape of one item (no batch axis), where the file leaves axes free.")
+    range: tuple[int, int] | None = Field(None, description="Integer inputs: synthetic values uniform in [low, high) (default [0, 256)).")
+    vocab: int | None = Field(None, ge=1, description="Integer inputs (token ids): synthetic values in [0, vocab); same as range: [0, vocab].")
+    fill: Literal["random", "ones"] | None = Field(None, description="ones: every value 1 (attention masks); random (default): drawn as above.")
 
 
 class ModelFile(Strict):
@@ -163,7 +166,7 @@ class ModelFile(Strict):
 
     path: Path = Field(description="The model file (ONNX); a relative path is taken from the experiment file's folder.")
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$", description="Name it is served and reported under (default: from the file name).")
-    inputs: dict[str, InputOverride] = Field(default_factory=dict, description="Per input name, what the file does not say (shape).")
+    inputs: dict[str, InputOverride] = Field(default_factory=dict, description="Per input name, what the file does not say: shape, and what synthetic values hold (range, vocab, fill).")
 
     def overrides(self) -> dict[str, dict]:
         return {k: v.model_dump(exclude_none=True) for k, v in self.inputs.items()}
@@ -172,6 +175,8 @@ class ModelFile(Strict):
 # The serving paths a model file runs on today: ONNX Runtime, in the worker or in our Scoring server.
 FILE_MODEL_BACKENDS = ("onnxruntime", "noop", "sleep")
 FILE_MODEL_SERVERS = ("scoring", "triton", "ray-serve", "ray-serve-grpc")
+# ... and those of them that take a model with several inputs or outputs (the named-tensor contract).
+NAMED_TENSOR_SERVERS = ("scoring",)
 
 
 class Experiment(Strict):
@@ -184,6 +189,7 @@ class Experiment(Strict):
     batch_size: int = Field(1, ge=1, description="Data points per batch (the paper's bsz).")
     parallelism: int = Field(1, ge=1, description="Scoring parallelism mp.")
     codec: str = Field("protobuf", description="Payload codec: a name of crayfish.codec (protobuf, crayfish-json).")
+    named_tensors: bool = Field(False, description="Send the inputs by name (DataBatch.inputs, the named-tensor contract) even when the model has one input and one output; a model with several always is. Sweep [false, true] to measure what the named contract costs.")
     workload: WorkloadConfig = Field(description="Arrival process (type + its parameters).")
     warmup: WarmupConfig = Field(default_factory=WarmupConfig)
     repetitions: int = Field(1, ge=1, description="Repetitions of every point (mean ± sd reported).")
@@ -213,6 +219,8 @@ class Experiment(Strict):
 
     @model_validator(mode="after")
     def _model_known(self):
+        if self.named_tensors and self.codec != "protobuf":
+            raise NamedFieldError(f"named_tensors: codec {self.codec} carries one unnamed tensor; use codec protobuf")
         if self.model_file is None:
             if self.model not in MODELS:
                 raise NamedFieldError(f"model: unknown model {self.model!r}; known: {', '.join(MODELS)}, "
@@ -221,10 +229,18 @@ class Experiment(Strict):
         if self.model in MODELS:
             raise NamedFieldError(f"model.name: {self.model!r} is a built-in model; give the file another name")
         try:
-            spec_from_signature(read_signature(self.model_file.path), self.model, self.model_file.overrides())
+            spec = spec_from_signature(read_signature(self.model_file.path), self.model, self.model_file.overrides())
         except ModelFileError as exc:
             raise NamedFieldError(f"model.path: {exc}") from None
         sv = self.serving
+        if spec.named and self.codec != "protobuf":
+            raise NamedFieldError(f"codec: {self.codec} carries one unnamed tensor; model {self.model} has "
+                                  f"{len(spec.inputs)} inputs and {len(spec.outputs)} outputs (named tensors): "
+                                  "use codec protobuf")
+        if spec.named and sv.kind == "external" and sv.server not in NAMED_TENSOR_SERVERS:
+            raise NamedFieldError(f"serving.server: {sv.server} cannot serve named tensors yet (model {self.model}: "
+                                  f"inputs {', '.join(t.name for t in spec.inputs)}); servers that can: "
+                                  f"{', '.join(NAMED_TENSOR_SERVERS)}")
         if sv.backend not in FILE_MODEL_BACKENDS:
             raise NamedFieldError(f"serving.backend: {sv.backend} cannot serve a model file ({self.model_file.path}, "
                                   f"onnx); use one of {', '.join(FILE_MODEL_BACKENDS)}")
@@ -277,7 +293,7 @@ class Experiment(Strict):
         data["sweep"] = None
         data["search"] = None
         for key, value in overrides.items():
-            if key in ("batch_size", "parallelism", "codec", "engine", "engine_options"):
+            if key in ("batch_size", "parallelism", "codec", "engine", "engine_options", "named_tensors"):
                 data[key] = value
             elif key in ("rate", "outstanding"):
                 data["workload"][key] = value

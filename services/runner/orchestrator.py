@@ -25,7 +25,7 @@ from crayfish.kafka import RunTopics, create_topics, delete_topics
 from observability.light import SPANS_DIR_ENV
 from services.broker import launcher
 from services.collector.collector import CollectorSettings
-from services.generator.settings import GeneratorSettings
+from services.generator.settings import GeneratorSettings, input_tensors
 from services.runner.experiment import Experiment
 from services.runner.resources import ResourceSampler
 from serving.embedded import backend
@@ -125,6 +125,7 @@ def run_point(stack: Stack, exp: Experiment, point_dir: Path, python: str | None
         gs = GeneratorSettings(bootstrap=stack.bootstrap, topic=topics.input,
                                feedback_topics=[topics.output, topics.dead_letter], run_id=run_id,
                                model=exp.model, item_shape=list(spec.input_shape), dtype=spec.input_dtype,
+                               tensors=input_tensors(spec) if spec.named or exp.named_tensors else [],
                                batch_size=exp.batch_size, codec=exp.codec, workload=exp.workload,
                                seed=exp.seed, processes=exp.generator_processes, probe_topic=topics.probe,
                                clock_offset_ms=exp.inject.clock_offset_ms, stall=exp.inject.generator_stall)

@@ -12,7 +12,8 @@ import numpy as np
 
 @dataclass
 class ClientResult:
-    output: np.ndarray
+    # An array, or {output name: array} when the request was named or the model has several outputs.
+    output: np.ndarray | dict
     # What the server reports about itself (0 when the protocol does not say).
     server_inference_ns: int = 0
     server_queue_ns: int = 0
@@ -36,7 +37,8 @@ class ExternalClient:
         self._pool: cf.ThreadPoolExecutor | None = None
 
     def score(self, x: np.ndarray, traceparent: str | None = None) -> ClientResult:
-        """Score ``x``. ``traceparent``: W3C context of the caller's client span (sampled batches
+        """Score ``x``: an array, or ``{input name: array}`` (the named-tensor contract,
+        serving.models.spec). ``traceparent``: W3C context of the caller's client span (sampled batches
         only); protocols that carry it (gRPC metadata / HTTP header) send it, servers we own
         record their spans under it, the others ignore it."""
         raise NotImplementedError

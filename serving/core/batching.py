@@ -10,6 +10,8 @@ from collections import deque
 
 import numpy as np
 
+from crayfish.tensor import concat_feeds, feed_rows, slice_feeds
+
 from serving.core.pools import Pool, ScoreResult, backend_error
 from serving.embedded import Scorer
 from serving.errors import (
@@ -29,7 +31,7 @@ class _Pending:
 
     def __init__(self, x: np.ndarray, deadline: float | None):
         self.x = x
-        self.rows = x.shape[0]
+        self.rows = feed_rows(x)
         self.arrive = _now_ns()
         self.deadline = deadline
         self.event = threading.Event()
@@ -152,20 +154,19 @@ class BatchingPool(Pool):
             total += p.rows
         err: ServingError | None = None
         try:
-            x = batch[0].x if len(batch) == 1 else np.concatenate([p.x for p in batch], axis=0)
+            x = concat_feeds([p.x for p in batch])
             t0 = _now_ns()
             out = self.scorers[idx]._score(x)
             t1 = _now_ns()
-            if getattr(out, "shape", (None,))[0] != total:
-                raise RuntimeError(f"backend returned {getattr(out, 'shape', None)} for a batch "
-                                   f"of {total} rows")
+            if feed_rows(out) != total:
+                raise RuntimeError(f"backend returned {feed_rows(out)} rows for a batch of {total}")
         except Exception as exc:
             err = backend_error(self.name, self.backend, exc)
         if err is None:
             inference = t1 - t0
             off = 0
             for p in batch:
-                p.result = ScoreResult(out[off:off + p.rows], inference, t_batch - p.arrive,
+                p.result = ScoreResult(slice_feeds(out, off, off + p.rows), inference, t_batch - p.arrive,
                                        self.backend, idx, total)
                 off += p.rows
         with self.lock:

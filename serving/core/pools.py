@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from crayfish.tensor import feed_rows
+
 from serving.embedded import Scorer, ScoringError
 from serving.errors import (
     BackendError,
@@ -42,7 +44,7 @@ class ScoreResult:
     that scored it. ``batch_rows``: rows of that backend call (== own rows without batching).
     """
 
-    output: np.ndarray
+    output: np.ndarray | dict
     inference_ns: int
     queue_ns: int
     backend: str
@@ -68,6 +70,8 @@ class Pool:
     def __init__(self, name: str, spec: ModelSpec, backend: str, scorers: list[Scorer],
                  max_queue: int):
         self.spec = spec
+        # One float32 input, not a dict: checked inline in ScoringCore.score (the hot path).
+        self.simple = not spec.multi_input and spec.input_dtype == "float32"
         self.name = name
         self.backend = backend
         self.scorers = scorers
@@ -164,7 +168,7 @@ class DirectPool(Pool):
             end = _now_ns()
         finally:
             self._release(idx)
-        rows = x.shape[0]
+        rows = feed_rows(x)
         with self.lock:
             stats["completed"] += 1
             stats["backend_calls"] += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -10,12 +11,14 @@ from typing import Any, Callable
 
 import numpy as np
 
+from crayfish.tensor import feed_rows
 from serving.core.batching import BatchingPool
 from serving.core.pools import DirectPool, Pool, ScoreResult
 from serving.core.settings import CoreSettings
 from serving.embedded import Scorer, create_scorer
 from serving.errors import BadInputError, ModelNotFoundError, UnavailableError
 from serving.models.build import resolve_spec
+from serving.models.spec import FeedError, check_feeds
 
 log = logging.getLogger("serving.core")
 
@@ -156,26 +159,37 @@ class ScoringCore:
         return ModelNotFoundError(f"model {model!r} is not served here; served: "
                                   f"{', '.join(self._served)}")
 
-    def score(self, model: str, x: np.ndarray, deadline: float | None = None) -> ScoreResult:
-        """Score ``x`` (float32 ``[b>=1, *spec.input_shape]``) on ``model``; thread-safe, blocking.
+    def score(self, model: str, x, deadline: float | None = None) -> ScoreResult:
+        """Score ``x`` (float32 ``[b>=1, *spec.input_shape]``, or ``{input name: array}``:
+        serving.models.spec.check_feeds) on ``model``; thread-safe, blocking. The output is a
+        ``{output name: array}`` dict when ``x`` was one or the model has several outputs.
 
         ``deadline``: absolute ``time.monotonic()`` seconds, or ``None`` to wait as long as it
         takes. Raises the :mod:`serving.errors` types listed in the module docstring.
         """
         pool = self._pool(model)
-        try:
-            dt = x.dtype
-            shape = x.shape
-        except AttributeError:
-            raise BadInputError(f"model {model!r}: expected a float32 array, got "
-                                f"{type(x).__name__}") from None
-        item = pool.spec.input_shape
-        if (dt is not _F32 and dt != _F32) or shape[1:] != item or not shape or shape[0] < 1:
+        spec = pool.spec
+        named = isinstance(x, dict)
+        if pool.simple and not named:
+            try:
+                dt = x.dtype
+                shape = x.shape
+            except AttributeError:
+                raise BadInputError(f"model {model!r}: expected a float32 array, got "
+                                    f"{type(x).__name__}") from None
+            item = spec.input_shape
+            ok = (dt is _F32 or dt == _F32) and shape[1:] == item and shape and shape[0] >= 1
+            message = f"model {model!r}: expected float32 [b>=1, {', '.join(map(str, item))}], got {dt} {list(shape)}"
+        else:
+            try:
+                x, ok = check_feeds(spec, x), True
+            except FeedError as exc:
+                ok, message = False, f"model {model!r}: {exc}"
+        if not ok:
             with pool.lock:
                 pool.stats["bad_input"] += 1
-            raise BadInputError(f"model {model!r}: expected float32 [b>=1, "
-                                f"{', '.join(map(str, item))}], got {dt} {list(shape)}")
-        rows = shape[0]
+            raise BadInputError(message)
+        rows = feed_rows(x)
         with pool.lock:
             pool.in_flight += 1
             stats = pool.stats
@@ -183,7 +197,10 @@ class ScoringCore:
             hist = pool.request_rows
             hist[rows] = hist.get(rows, 0) + 1
         try:
-            return pool.score(x, deadline)
+            r = pool.score(x, deadline)
+            if named and not isinstance(r.output, dict):   # named in, named out
+                r = dataclasses.replace(r, output={spec.output_name: r.output})
+            return r
         finally:
             with pool.lock:
                 pool.in_flight -= 1
@@ -201,10 +218,8 @@ class ScoringCore:
             "model": model,
             "spec": m.spec_name,
             "backend": m.backend,
-            "inputs": [{"name": spec.input_name, "dtype": spec.input_dtype,
-                        "shape": [-1, *spec.input_shape]}],
-            "outputs": [{"name": spec.output_name, "dtype": "float32",
-                         "shape": [-1, *spec.output_shape]}],
+            "inputs": [{"name": t.name, "dtype": t.dtype, "shape": [-1, *t.shape]} for t in spec.inputs],
+            "outputs": [{"name": t.name, "dtype": t.dtype, "shape": [-1, *t.shape]} for t in spec.outputs],
             "instances": st.instances,
             "max_queue": st.max_queue,
             "batching": st.batching.model_dump() if st.batching is not None else None,

@@ -11,7 +11,7 @@ import numpy as np
 
 from crayfish.host.envs import python_for
 from serving.models.build import ModelArtifacts
-from serving.models.spec import ModelSpec
+from serving.models.spec import FeedError, ModelSpec, check_feeds
 
 _F32 = np.dtype(np.float32)
 
@@ -127,6 +127,8 @@ class Scorer:
                                     f"(see serving.models.model_paths / build_model)")
         self._item_shape: tuple[int, ...] = tuple(model.input_shape)
         self._out_shape: tuple[int, ...] = tuple(model.output_shape)
+        # One float32 input, one output: the single-tensor hot path, checked inline.
+        self._simple = not model.named and model.input_dtype == "float32"
         self._closed = False
 
     # -- options -----------------------------------------------------------------------------
@@ -151,8 +153,15 @@ class Scorer:
         return out
 
     # -- scoring -----------------------------------------------------------------------------
-    def score(self, x: np.ndarray) -> np.ndarray:
-        """``x`` ``[b, *model.input_shape]`` float32 -> ``[b, *model.output_shape]`` float32."""
+    def score(self, x):
+        """``x`` ``[b, *model.input_shape]`` of the input's dtype -> ``[b, *model.output_shape]``;
+        for a model with several inputs a ``{name: array}`` dict, with several outputs a dict back
+        (serving.models.spec)."""
+        if not self._simple:
+            try:
+                return self._score(check_feeds(self.model, x))
+            except FeedError as exc:
+                raise ScoringError(str(exc)) from None
         try:
             dt = x.dtype
             shape = x.shape
@@ -163,12 +172,12 @@ class Scorer:
                                f"{', '.join(map(str, self._item_shape))}], got {dt} {list(shape)}")
         return self._score(x)
 
-    def _score(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+    def _score(self, x):  # pragma: no cover - abstract
         raise NotImplementedError
 
     def warmup(self, batch_size: int = 1, iterations: int = 3) -> None:
         """Score a zero batch a few times (first-call allocations, lazy init) before measuring."""
-        x = np.zeros((batch_size, *self._item_shape), dtype=np.float32)
+        x = self.model.zeros(batch_size)
         for _ in range(iterations):
             self.score(x)
 

@@ -73,21 +73,30 @@ class OnnxRuntimeScorer(Scorer):
         self._session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
         if device == "cuda" and self._session.get_providers()[0] != "CUDAExecutionProvider":
             raise ScorerConfigError("backend 'onnxruntime': the CUDA provider did not load (no usable GPU?)")
-        inputs = self._session.get_inputs()
-        outputs = self._session.get_outputs()
-        if [i.name for i in inputs] != [model.input_name] or model.output_name not in [o.name for o in outputs]:
+        inputs = sorted(i.name for i in self._session.get_inputs())
+        outputs = {o.name for o in self._session.get_outputs()}
+        want_in, want_out = sorted(t.name for t in model.inputs), [t.name for t in model.outputs]
+        if inputs != want_in or not set(want_out) <= outputs:
             raise ScorerConfigError(
-                f"backend 'onnxruntime': {path} has inputs {[i.name for i in inputs]} / outputs "
-                f"{[o.name for o in outputs]}, expected {model.input_name!r} / {model.output_name!r}")
+                f"backend 'onnxruntime': {path} has inputs {inputs} / outputs {sorted(outputs)}, "
+                f"expected {want_in} / {want_out}")
         self._input_name = model.input_name
-        self._output_names = [model.output_name]
+        self._output_names = want_out
         self._run_options = ort.RunOptions()
         # The C++ session's run(output_names, feed, run_options); fall back to the public wrapper.
         c_sess = getattr(self._session, "_sess", None)
         self._run = c_sess.run if c_sess is not None and hasattr(c_sess, "run") else self._session.run
+        if model.named:
+            self._score = self._score_named
 
     def _score(self, x: np.ndarray) -> np.ndarray:
         return self._run(self._output_names, {self._input_name: x}, self._run_options)[0]
+
+    def _score_named(self, x):
+        """Several inputs (a ``{name: array}`` dict) and/or several outputs (a dict back)."""
+        feed = x if isinstance(x, dict) else {self._input_name: x}
+        ys = self._run(self._output_names, feed, self._run_options)
+        return dict(zip(self._output_names, ys)) if self.model.multi_output else ys[0]
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()

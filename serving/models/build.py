@@ -115,11 +115,14 @@ def resolve_spec(name: str, models_dir: Path | str | None = None) -> ModelSpec:
     return model_paths(name, models_dir).built_spec()
 
 
-def reference_predictions(name: str, models_dir: Path | str | None, x: np.ndarray) -> np.ndarray:
-    """The reference outputs for ``x`` (:func:`reference_of` says which reference that is)."""
+def reference_predictions(name: str, models_dir: Path | str | None, x):
+    """The reference outputs for ``x`` (an array, or ``{input name: array}``; :func:`reference_of`
+    says which reference that is): an array, or ``{output name: array}`` for several outputs."""
     art = model_paths(name, models_dir)
     if art.is_file_model():
         return reference_outputs(art.onnx, art.built_spec(), x)
+    if isinstance(x, dict):     # a built-in model's one input, sent by name
+        x = x[MODELS[name].input_name]
     return reference_forward(name, art.weights, x)
 
 

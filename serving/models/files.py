@@ -13,10 +13,13 @@ The reference of a file model is ONNX Runtime on the CPU on the same file
 What a file may be, today (each refusal is one line naming the file and the input):
 
 - ONNX (``.onnx``); TorchScript and SavedModel files are refused with a clear error;
-- one input and one output, float32 input (the single-tensor contract, ``DataBatch.input``);
+- any number of inputs and outputs: one input and one output travel in the single-tensor contract
+  (``DataBatch.input``), more in the named one (``DataBatch.inputs``, see serving.models.spec);
+- inputs of dtype float32/64/16, int64/32/8, uint8 or bool; every output a tensor;
 - the first axis of every tensor is the batch axis (symbolic or -1, not a fixed size such as 1);
-  the other axes have fixed
-  sizes, or a size given in ``inputs: {<name>: {shape: [...]}}``.
+  the other axes have fixed sizes, or a size given in ``inputs: {<name>: {shape: [...]}}``;
+- what synthetic inputs hold: per input ``range: [low, high]`` or ``vocab: N`` for integer ids
+  (default [0, 256)), ``fill: ones`` for masks.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from serving.models.spec import ModelSpec
+from serving.models.spec import ModelSpec, TensorSpec
 from serving.models.weights import sha256_file
 
 FORMAT_ONNX = "onnx"
@@ -40,7 +43,8 @@ REFERENCE_ORT = "onnxruntime-cpu"
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
                "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8",
                "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
-SUPPORTED_INPUT_DTYPES = ("float32",)
+SUPPORTED_INPUT_DTYPES = ("float32", "float64", "float16", "int64", "int32", "int8", "uint8", "bool")
+_INT_DTYPES = ("int64", "int32", "int8", "uint8")
 
 
 class ModelFileError(ValueError):
@@ -111,27 +115,43 @@ def read_signature(path: Path | str) -> Signature:
 
 def spec_from_signature(sig: Signature, name: str,
                         inputs: Mapping[str, Mapping[str, Any]] | None = None) -> ModelSpec:
-    """The per-item :class:`ModelSpec` of a file (``inputs``: overrides per input name, ``shape``
-    of one item); :class:`ModelFileError` naming the file and the tensor when it does not fit."""
+    """The per-item :class:`ModelSpec` of a file (``inputs``: overrides per input name: ``shape`` of
+    one item, ``range`` [low, high) or ``vocab`` (= [0, vocab)) of an integer input's synthetic
+    values, ``fill: ones`` for masks); :class:`ModelFileError` naming the file and the tensor when
+    it does not fit."""
     inputs = dict(inputs or {})
     unknown = sorted(set(inputs) - {t.name for t in sig.inputs})
     if unknown:
         raise ModelFileError(f"{sig.path}: inputs.{unknown[0]}: the file has no such input "
                              f"(inputs: {', '.join(t.name for t in sig.inputs)})")
-    if len(sig.inputs) != 1 or len(sig.outputs) != 1:
-        raise ModelFileError(
-            f"{sig.path}: {len(sig.inputs)} inputs and {len(sig.outputs)} outputs "
-            f"({', '.join(t.name for t in sig.inputs + sig.outputs)}); only one input and one output "
-            "are supported yet (the single-tensor DataBatch contract)")
-    (inp,), (out,) = sig.inputs, sig.outputs
-    if inp.dtype not in SUPPORTED_INPUT_DTYPES:
-        raise ModelFileError(f"{sig.path}: input {inp.name}: dtype {inp.dtype}; supported: "
+    ins = tuple(_input_spec(sig.path, t, inputs.get(t.name, {})) for t in sig.inputs)
+    outs = []
+    for t in sig.outputs:
+        if t.dtype not in _ORT_DTYPES.values():
+            raise ModelFileError(f"{sig.path}: output {t.name}: type {t.dtype} is not a tensor; export the "
+                                 "model so that every output is a tensor (e.g. skl2onnx: zipmap=False)")
+        outs.append(TensorSpec(t.name, t.dtype, _item_shape(sig.path, "output", t, None)))
+    return ModelSpec.of_tensors(name, ins, outs, description=f"model file {sig.path.name}")
+
+
+def _input_spec(path: Path, t: TensorSignature, override: Mapping[str, Any]) -> TensorSpec:
+    if t.dtype not in SUPPORTED_INPUT_DTYPES:
+        raise ModelFileError(f"{path}: input {t.name}: dtype {t.dtype}; supported: "
                              f"{', '.join(SUPPORTED_INPUT_DTYPES)}")
-    item_in = _item_shape(sig.path, "input", inp, inputs.get(inp.name, {}).get("shape"))
-    item_out = _item_shape(sig.path, "output", out, None)
-    return ModelSpec(name=name, input_shape=item_in, input_dtype=inp.dtype, output_shape=item_out,
-                     input_name=inp.name, output_name=out.name,
-                     description=f"model file {sig.path.name}")
+    shape = _item_shape(path, "input", t, override.get("shape"))
+    low = high = None
+    if "vocab" in override or "range" in override:
+        if t.dtype not in _INT_DTYPES:
+            raise ModelFileError(f"{path}: inputs.{t.name}: range/vocab is for integer inputs; {t.name} is {t.dtype}")
+        low, high = (0, int(override["vocab"])) if "vocab" in override else map(int, override["range"])
+        info = np.iinfo(t.dtype)
+        if not info.min <= low < high <= int(info.max) + 1:
+            raise ModelFileError(f"{path}: inputs.{t.name}: value range [{low}, {high}) is empty or "
+                                 f"outside {t.dtype}")
+    fill = override.get("fill", "random")
+    if fill not in ("random", "ones"):
+        raise ModelFileError(f"{path}: inputs.{t.name}.fill: {fill!r}; use random or ones")
+    return TensorSpec(t.name, t.dtype, shape, low, high, fill)
 
 
 def _item_shape(path: Path, kind: str, t: TensorSignature, override: Sequence[int] | None) -> tuple[int, ...]:
@@ -211,11 +231,16 @@ def is_file_model(manifest: Mapping[str, Any]) -> bool:
 _SESSIONS: dict[tuple[Path, int], Any] = {}   # (file, its mtime): a re-imported file gets a new session
 
 
-def reference_outputs(onnx_path: Path | str, spec: ModelSpec, x: np.ndarray) -> np.ndarray:
-    """The reference predictions of a file model: ONNX Runtime on the CPU, on the same file."""
+def reference_outputs(onnx_path: Path | str, spec: ModelSpec, x):
+    """The reference predictions of a file model: ONNX Runtime on the CPU, on the same file; an
+    array for a model with one output, ``{output name: array}`` for several."""
     path = Path(onnx_path)
     key = (path, path.stat().st_mtime_ns)
     sess = _SESSIONS.get(key)
     if sess is None:
         sess = _SESSIONS[key] = _ort_session(path)
-    return sess.run([spec.output_name], {spec.input_name: np.asarray(x, dtype=spec.input_dtype)})[0]
+    feeds = x if isinstance(x, Mapping) else {spec.input_name: x}
+    feeds = {t.name: np.asarray(feeds[t.name], dtype=t.dtype) for t in spec.inputs}
+    names = [t.name for t in spec.outputs]
+    ys = sess.run(names, feeds)
+    return dict(zip(names, ys)) if spec.multi_output else ys[0]

@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from crayfish.tensor import from_tensor, numpy_dtype, to_tensor
+from crayfish.tensor import arrays_from, fill_named, from_tensor, numpy_dtype, to_tensor
 from crayfish.v1 import scoring_pb2, scoring_pb2_grpc
 from serving.clients.base import ClientResult, ExternalClient, grpc_channel
 from serving.errors import error_from_status
@@ -32,9 +32,12 @@ class ScoringClient(ExternalClient):
         self._stub = scoring_pb2_grpc.ScoringStub(self._channel)
         self._ids = itertools.count()
 
-    def _request(self, x: np.ndarray) -> scoring_pb2.ScoreRequest:
+    def _request(self, x) -> scoring_pb2.ScoreRequest:
         req = scoring_pb2.ScoreRequest(model=self.model, request_id=str(next(self._ids)))
-        to_tensor(x, req.input)
+        if isinstance(x, dict):
+            fill_named(req.inputs, x)
+        else:
+            to_tensor(x, req.input)
         return req
 
     @staticmethod
@@ -42,7 +45,8 @@ class ScoringClient(ExternalClient):
         # `server` is what the server says it is (our server: "crayfish-scoring", Ray Serve's
         # deployment: "ray-serve <version>"); never filled in here, so an answer from a server
         # that names nobody (or the wrong one) shows as such in the run record.
-        return ClientResult(output=from_tensor(resp.output), server_inference_ns=resp.inference_ns,
+        output = arrays_from(resp.outputs) if resp.outputs else from_tensor(resp.output)
+        return ClientResult(output=output, server_inference_ns=resp.inference_ns,
                             server_queue_ns=resp.queue_ns, server=resp.server)
 
     def score(self, x: np.ndarray, traceparent: str | None = None) -> ClientResult:

@@ -69,7 +69,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from crayfish.tensor import DTYPE_NAMES, TensorError, from_tensor, to_tensor
+from crayfish.tensor import DTYPE_NAMES, TensorError, arrays_from, fill_named, from_tensor, to_tensor
 from crayfish.v1 import scoring_pb2, scoring_pb2_grpc
 from observability.light import batch_tracing
 from serving.core import ScoreResult, ScoringCore
@@ -97,8 +97,9 @@ def request_deadline(context: grpc.ServicerContext) -> float | None:
 
 
 def decode_input(request: scoring_pb2.ScoreRequest):
+    """The request's input: an array (``input``), or ``{name: array}`` (named ``inputs``)."""
     try:
-        return from_tensor(request.input)
+        return arrays_from(request.inputs) if request.inputs else from_tensor(request.input)
     except TensorError as exc:
         raise BadInputError(f"model {request.model!r}: bad input tensor: {exc}") from None
 
@@ -107,7 +108,10 @@ def encode_response(request: scoring_pb2.ScoreRequest, r: ScoreResult) -> scorin
     resp = scoring_pb2.ScoreResponse(
         model=request.model, request_id=request.request_id, inference_ns=r.inference_ns,
         queue_ns=r.queue_ns, server=SERVER_NAME, backend=r.backend)
-    to_tensor(r.output, out=resp.output)
+    if isinstance(r.output, dict):      # several outputs, or a named request (ScoringCore.score)
+        fill_named(resp.outputs, r.output)
+    else:
+        to_tensor(r.output, out=resp.output)
     return resp
 
 

@@ -12,12 +12,15 @@ from onnx import TensorProto, helper, numpy_helper
 
 def two_layer_onnx(path: Path, n_in: int = 6, hidden: int = 5, n_out: int = 3, seed: int = 7,
                    input_name: str = "features", output_name: str = "scores",
-                   free_item_axis: bool = False, extra_input: bool = False, batch_axis: str | int = "batch") -> Path:
+                   free_item_axis: bool = False, extra_input: bool = False, batch_axis: str | int = "batch",
+                   extra_output: bool = False, mask_type: int = TensorProto.INT64) -> Path:
     """``input_name`` float32 [batch, n_in] -> Gemm -> Relu -> Gemm -> ``output_name`` [batch, n_out].
 
     ``free_item_axis``: the item axis left symbolic too (the file does not say its size);
     ``extra_input``: a second input (``mask`` int64 [batch, n_in]) that the graph multiplies in;
-    ``batch_axis``: the first axis, symbolic by default (an int fixes it, as some exporters do).
+    ``batch_axis``: the first axis, symbolic by default (an int fixes it, as some exporters do);
+    ``extra_output``: a second output, ``label`` int64 [batch] = argmax of the scores;
+    ``mask_type``: the mask's element type (a string mask is left unused: a type no path serves).
     """
     rng = np.random.default_rng(seed)
     inits = [numpy_helper.from_array(rng.normal(0, 0.5, (n_in, hidden)).astype(np.float32), "w1"),
@@ -28,16 +31,19 @@ def two_layer_onnx(path: Path, n_in: int = 6, hidden: int = 5, n_out: int = 3, s
     inputs = [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [batch_axis, item])]
     nodes, x = [], input_name
     if extra_input:
-        inputs.append(helper.make_tensor_value_info("mask", TensorProto.INT64, ["batch", item]))
-        nodes += [helper.make_node("Cast", ["mask"], ["maskf"], to=TensorProto.FLOAT),
-                  helper.make_node("Mul", [input_name, "maskf"], ["masked"])]
-        x = "masked"
+        inputs.append(helper.make_tensor_value_info("mask", mask_type, ["batch", item]))
+        if mask_type != TensorProto.STRING:
+            nodes += [helper.make_node("Cast", ["mask"], ["maskf"], to=TensorProto.FLOAT),
+                      helper.make_node("Mul", [input_name, "maskf"], ["masked"])]
+            x = "masked"
     nodes += [helper.make_node("Gemm", [x, "w1", "b1"], ["h"]),
               helper.make_node("Relu", ["h"], ["hr"]),
               helper.make_node("Gemm", ["hr", "w2", "b2"], [output_name])]
-    graph = helper.make_graph(nodes, "trained-elsewhere", inputs,
-                              [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, [batch_axis, n_out])],
-                              initializer=inits)
+    outputs = [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, [batch_axis, n_out])]
+    if extra_output:
+        nodes.append(helper.make_node("ArgMax", [output_name], ["label"], axis=1, keepdims=0))
+        outputs.append(helper.make_tensor_value_info("label", TensorProto.INT64, [batch_axis]))
+    graph = helper.make_graph(nodes, "trained-elsewhere", inputs, outputs, initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -46,8 +52,9 @@ def two_layer_onnx(path: Path, n_in: int = 6, hidden: int = 5, n_out: int = 3, s
     return path
 
 
-def forward(path: Path, x: np.ndarray) -> np.ndarray:
+def forward(path: Path, x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """The graph's answer computed with numpy from the file's own weights (an independent check)."""
     w = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
-    h = np.maximum(x.astype(np.float32) @ w["w1"] + w["b1"], 0)
+    x = x.astype(np.float32) * (1 if mask is None else mask.astype(np.float32))
+    h = np.maximum(x @ w["w1"] + w["b1"], 0)
     return h @ w["w2"] + w["b2"]

@@ -52,6 +52,27 @@ def test_a_model_file_of_ones_own_runs_embedded_and_behind_the_scoring_server(ka
     assert backends == {"onnxruntime", "scoring"}, backends
 
 
+def test_a_model_with_two_inputs_of_different_dtypes_runs_end_to_end(kafka_bootstrap, tmp_path):
+    """features float32 + mask int64 in, scores float32 + label int64 out: the named-tensor
+    contract through the baseline worker (embedded) and our Scoring server, every batch checked
+    against ONNX Runtime on the file, output by output."""
+    model = two_layer_onnx(tmp_path / "masked.onnx", n_in=6, n_out=3, extra_input=True, extra_output=True)
+    exp = Experiment.model_validate({
+        "name": "two-in", "model": {"path": str(model), "inputs": {"mask": {"range": [0, 2]}}},
+        "engine": "kafka", "kafka": {"bootstrap": kafka_bootstrap}, "check_predictions": 1.0, "batch_size": 4,
+        "workload": {"type": "constant", "rate": 40, "duration_s": 3},
+        "validity": {"min_duration_s": 1, "min_count": 20},
+        "sweep": {"serving": ["embedded", "scoring"]}})
+    summary = run_experiment(exp, tmp_path / "run", models_dir=tmp_path / "models")
+    assert summary["model"]["signature"] == {"inputs": ["features: float32 [?, 6]", "mask: int64 [?, 6]"],
+                                             "outputs": ["scores: float32 [?, 3]", "label: int64 [?]"]}
+    for point in summary["points"]:
+        acc = point["accounting"]
+        assert acc["sent"] == 120 and acc["scored"] == 120 and acc["dead_lettered"] == 0, (point["params"], acc)
+        assert acc["checked"] == 120 and acc["wrong"] == 0, (point["params"], acc)
+        assert point["valid"], point["reasons"]
+
+
 def test_the_reference_of_a_file_is_the_file_itself(tmp_path):
     """Checked against an independent numpy pass over the file's own weights."""
     import numpy as np

@@ -8,8 +8,10 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import yaml
+from onnx import TensorProto
 
 from serving.models import MODELS, ModelFileError, import_model_file, model_facts, read_signature, resolve_spec
 from serving.models.build import model_paths
@@ -45,7 +47,8 @@ def test_a_free_item_axis_needs_its_size_and_the_error_names_the_input(tmp_path)
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda d: two_layer_onnx(d / "two.onnx", extra_input=True), r"2 inputs and 1 outputs \(features, mask, scores\)"),
+    (lambda d: two_layer_onnx(d / "s.onnx", extra_input=True, mask_type=TensorProto.STRING),
+     r"input mask: dtype tensor\(string\); supported: float32"),
     (lambda d: two_layer_onnx(d / "fixed.onnx", batch_axis=1), r"input features: first axis has fixed size 1; .*dynamic batch axis"),
     (lambda d: (d / "m.pt").write_bytes(b"x") and d / "m.pt", r"torchscript model files are not supported yet"),
     (lambda d: (d / "junk.onnx").write_bytes(b"not a graph") and d / "junk.onnx", r"not a loadable ONNX model"),
@@ -121,7 +124,13 @@ def test_models_describe_prints_the_signature_or_one_line_why_not(model, tmp_pat
     ok = subprocess.run([*cli, str(model)], capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr
     assert "input  features: float32 [?, 6]" in ok.stdout and "served as 'My-Fraud-v2'" in ok.stdout
-    bad = subprocess.run([*cli, str(two_layer_onnx(tmp_path / "two.onnx", extra_input=True))],
+    assert "a single tensor (DataBatch.input)" in ok.stdout
+    two = subprocess.run([*cli, str(two_layer_onnx(tmp_path / "two.onnx", extra_input=True, extra_output=True))],
+                         capture_output=True, text=True, timeout=60)
+    assert two.returncode == 0, two.stderr
+    assert "features float32 [6], mask int64 [6] -> scores float32 [3], label int64 []" in two.stdout
+    assert "named tensors (DataBatch.inputs)" in two.stdout
+    bad = subprocess.run([*cli, str(two_layer_onnx(tmp_path / "free.onnx", free_item_axis=True))],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert bad.stderr.strip().count("\n") == 0 and "only one input and one output" in bad.stderr
+    assert bad.stderr.strip().count("\n") == 0 and "has free axes besides the batch" in bad.stderr
