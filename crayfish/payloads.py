@@ -140,12 +140,14 @@ def cycle_pool(pool: np.ndarray, start: int = 0) -> Iterator[np.ndarray]:
 
 
 def load_replay(path: str | Path, key: str | None = None) -> np.ndarray:
-    """Load replay data points: a ``.npy`` array, or one array of a ``.npz`` archive
-    (``key`` names it; None takes the first array stored). Rows (axis 0) are data
+    """Load replay data points: a ``.npy`` array, one array of a ``.npz`` archive or one column
+    of a Parquet file (``key`` names it; None takes the first one stored). Rows (axis 0) are data
     points. Pickled object arrays are refused (allow_pickle=False)."""
     p = Path(path)
     suffix = p.suffix.lower()
-    if suffix == ".npy":
+    if suffix == ".parquet":
+        arr = _parquet_column(p, key)
+    elif suffix == ".npy":
         arr = np.load(p, allow_pickle=False)
     elif suffix == ".npz":
         with np.load(p, allow_pickle=False) as z:
@@ -156,11 +158,28 @@ def load_replay(path: str | Path, key: str | None = None) -> np.ndarray:
                 raise KeyError(f"{p}: no array {name!r} (has {z.files})")
             arr = z[name]
     else:
-        raise ValueError(f"replay file must be .npy or .npz: {p}")
+        raise ValueError(f"replay file must be .npy, .npz or .parquet: {p}")
     arr = np.asarray(arr)
     if arr.ndim == 0 or len(arr) == 0:
         raise ValueError(f"{p}: replay data needs at least one row")
     return arr
+
+
+def _parquet_column(p: Path, key: str | None) -> np.ndarray:
+    """One column as ``(rows, ...)``: list cells (nested or fixed-size) flattened into the row."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = pq.read_schema(p).names
+    name = names[0] if key is None else key
+    if name not in names:
+        raise KeyError(f"{p}: no column {name!r} (has {names})")
+    col = pq.read_table(p, columns=[name]).column(0).combine_chunks()
+    rows = len(col)
+    while pa.types.is_list(col.type) or pa.types.is_large_list(col.type) or pa.types.is_fixed_size_list(col.type):
+        col = col.flatten()
+    flat = col.to_numpy(zero_copy_only=False)
+    return flat if flat.size == rows else flat.reshape(rows, -1)
 
 
 def replay_batch(data: np.ndarray, batch_size: int, index: int) -> np.ndarray:

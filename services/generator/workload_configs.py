@@ -157,7 +157,7 @@ class RampConfig(_WorkloadBase):
 
 
 class ReplayConfig(_WorkloadBase):
-    """Replay recorded data points from a .npy/.npz file at a constant rate.
+    """Replay recorded data points from a .npy/.npz/.parquet file at a constant rate.
 
     Timing is exactly the constant schedule (batch i at i / rate); only the
     payload comes from the file, batch_size rows per batch, wrapping around.
@@ -167,18 +167,21 @@ class ReplayConfig(_WorkloadBase):
     """Discriminator."""
 
     path: str
-    """Path of a .npy file, or a .npz archive, holding data points along axis 0."""
+    """Path of a .npy file, a .npz archive (one array per input name for a model with several
+    inputs) or a Parquet file (one column per input; a row is a data point, list cells are
+    flattened into the item), holding data points along axis 0."""
 
     key: str | None = None
-    """Array name inside a .npz archive; None takes the first array. Ignored for .npy."""
+    """Array name inside a .npz archive (column of a Parquet file); None takes the first. Ignored
+    for .npy and for models with several inputs (each takes its own name)."""
 
     rate: float = Field(gt=0)
     """Batches per second (constant-rate timing)."""
 
     @model_validator(mode="after")
     def _suffix(self):
-        if Path(self.path).suffix.lower() not in (".npy", ".npz"):
-            raise ValueError(f"replay path must end in .npy or .npz: {self.path!r}")
+        if Path(self.path).suffix.lower() not in (".npy", ".npz", ".parquet"):
+            raise ValueError(f"replay path must end in .npy, .npz or .parquet: {self.path!r}")
         return self
 
 

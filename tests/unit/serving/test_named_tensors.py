@@ -196,3 +196,19 @@ def test_the_generator_sends_named_inputs_and_the_checker_checks_every_output(mo
     assert checker.check(2, wrong_label) is False
     assert checker.check(2, {"scores": ref["scores"]}) is False          # an output missing
     assert checker.report()["wrong"] == 2
+
+
+def test_parquet_replay_gives_one_column_per_input(models, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rec = tmp_path / "rec.parquet"
+    features = [[float(r * 6 + c) for c in range(6)] for r in range(3)]
+    pq.write_table(pa.table({"mask": [[1] * 6, [0] * 6, [1, 0] * 3], "features": features}), rec)
+    pool = named_input_pool(input_tensors(resolve_spec("masked", models)), 3, 1, seed=0, replay_path=rec)
+    assert len(pool) == 1 and pool[0]["features"].shape == (3, 6) and pool[0]["mask"].dtype == np.int64
+    assert np.array_equal(pool[0]["features"], np.array(features, np.float32))
+    assert pool[0]["mask"][2].tolist() == [1, 0, 1, 0, 1, 0]
+    with pytest.raises(KeyError, match="no column 'ids'"):
+        named_input_pool([input_tensors(resolve_spec("masked", models))[0].model_copy(update={"name": "ids"})],
+                         3, 1, seed=0, replay_path=rec)
