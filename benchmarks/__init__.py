@@ -72,6 +72,14 @@ Parts and definitions
    (encode + decode) / median protobuf (encode + decode); goal >= 1000x. The round trip is checked
    for equality and the payload sizes are reported.
 
+8. **Tensor contract** (``contract``; :mod:`benchmarks.contract`). No broker. The FFNN (embedded
+   ONNX Runtime, protobuf codec), bsz 1 and 64, sent as one tensor (``DataBatch.input``) and by
+   name (``DataBatch.inputs``): per batch, the generator's build + serialization, the scoring
+   operator's whole ``process`` and the collector's decode, in alternating rounds. **overhead** =
+   (named - single) / single of the medians; goal <= 5 %.
+
+Parts 5-7 (serving, tracing, Flink standalone) are described in their modules.
+
 ``--quick`` shrinks every part (tiny ``N``, 2-second search points, one tried rate per search,
 relaxed point validity) to a smoke test of ~2 minutes; its numbers are not meaningful.
 """

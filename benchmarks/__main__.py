@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from benchmarks import codec, efficiency, flink_standalone, harness, parallelism, serving, tracing
+from benchmarks import codec, contract, efficiency, flink_standalone, harness, parallelism, serving, tracing
 from benchmarks.common import PARTS, BenchSettings, Timer, host_facts
 from benchmarks.report import markdown
 from services.broker import launcher
@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             launcher.stop(broker)
     if "codec" in s.parts and "codec" not in b.doc["results"]:
         b.part("codec", lambda: codec.run(s, log=b.log))
+    if "contract" in s.parts:     # no broker either
+        b.part("contract", lambda: contract.run(s, log=b.log))
     b.doc["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     b.doc["host"]["loadavg_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     b.save()

@@ -17,7 +17,7 @@ from services.runner.experiment import Experiment
 from services.runner.experiments import run_experiment
 
 SEED = 42
-PARTS = ("efficiency", "parallelism", "harness", "codec", "serving", "tracing", "flink_standalone")
+PARTS = ("efficiency", "parallelism", "harness", "codec", "serving", "tracing", "flink_standalone", "contract")
 
 
 @dataclass

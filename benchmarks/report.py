@@ -41,9 +41,23 @@ def rows(bench: dict) -> list[Row]:
             r += make(parts[part], bench)
     if parts.get("serving") is not None:
         r += _serving_rows(parts["serving"], bench.get("settings") or {})
-    for part, make in (("tracing", _tracing_rows), ("flink_standalone", _flink_rows)):
+    for part, make in (("tracing", _tracing_rows), ("flink_standalone", _flink_rows),
+                       ("contract", _contract_rows)):
         if parts.get(part) is not None:
             r += make(parts[part], bench)
+    return r
+
+
+def _contract_rows(con: dict, bench: dict) -> list[Row]:
+    if "error" in con:
+        return [("8", "contract", "error: " + error_line(con["error"], 140), "", "")]
+    r: list[Row] = []
+    for p in con["points"]:
+        s, n = p["single"]["total_us_median"], p["named"]["total_us_median"]
+        r.append(("8", f"FFNN bsz {p['batch_size']}: per batch, single-tensor -> named-tensor contract "
+                       f"(generator + worker + collector, median of {p['rounds']} alternating rounds)",
+                  f"{s:.1f} -> {n:.1f} µs ({p['overhead_pct']:+.1f} %)", f"≤ +{con['goal']['overhead_pct_max']:.0f} %",
+                  _goal(p["overhead_pct"] <= con["goal"]["overhead_pct_max"])))
     return r
 
 

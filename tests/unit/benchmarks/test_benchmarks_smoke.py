@@ -30,3 +30,16 @@ def test_codec_part_writes_bench_files(tmp_path, capsys):
     md = (tmp_path / "bench.md").read_text()
     assert "naive Python JSON / protobuf" in md
     assert "naive Python JSON / protobuf" in capsys.readouterr().out
+
+
+def test_contract_part_compares_single_and_named_tensors(tmp_path):
+    assert main(["--out", str(tmp_path), "--quick", "--only", "contract", "--quiet"]) == 0
+    con = json.loads((tmp_path / "bench.json").read_text())["results"]["contract"]
+    assert "error" not in con, con.get("traceback")
+    assert [p["batch_size"] for p in con["points"]] == [1, 64]
+    for p in con["points"]:
+        for kind in ("single", "named"):
+            assert p[kind]["worker_us_median"] > 0 and p[kind]["generator_us_median"] > 0
+        assert p["overhead_pct"] == (p["named"]["total_us_median"] - p["single"]["total_us_median"]) \
+            / p["single"]["total_us_median"] * 100
+    assert "single-tensor -> named-tensor contract" in (tmp_path / "bench.md").read_text()
