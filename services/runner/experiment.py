@@ -23,6 +23,7 @@ from serving.embedded import BACKENDS, ScorerConfigError, backend
 from serving.external import SERVERS, available, server_spec
 from serving.models import MODELS, ModelFileError, read_signature
 from serving.models.files import default_name, spec_from_signature
+from serving.models.zoo import ZOO
 from services.generator.settings import Stall
 from services.generator.workloads import WorkloadConfig
 from sps_workers import ENGINES
@@ -162,14 +163,42 @@ class InputOverride(Strict):
 
 
 class ModelFile(Strict):
-    """A model file of your own (serving.models.files): its signature is read from the file."""
+    """A model file of your own (serving.models.files): its signature is read from the file. Or a
+    model of the zoo (serving.models.zoo), built here by its framework and served as a file."""
 
-    path: Path = Field(description="The model file (ONNX); a relative path is taken from the experiment file's folder.")
-    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$", description="Name it is served and reported under (default: from the file name).")
+    path: Path | None = Field(None, description="The model file (ONNX); a relative path is taken from the experiment file's folder.")
+    zoo: str | None = Field(None, description="Instead of a path: a model of the zoo (serving.models.zoo: fraud-gbt, text-encoder), built here.")
+    seq_len: int | None = Field(None, ge=1, description="Zoo models with a sequence axis (text-encoder): tokens per item (default 128).")
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$", description="Name it is served and reported under (default: from the file name; a zoo model keeps its own).")
     inputs: dict[str, InputOverride] = Field(default_factory=dict, description="Per input name, what the file does not say: shape, and what synthetic values hold (range, vocab, fill).")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.path is None) == (self.zoo is None):
+            raise NamedFieldError("path: give either path (a model file) or zoo (a model of the zoo: "
+                             f"{', '.join(ZOO)})")
+        if self.zoo is not None:
+            if self.zoo not in ZOO:
+                raise NamedFieldError(f"zoo: unknown zoo model {self.zoo!r}; the zoo: {', '.join(ZOO)}")
+            z = ZOO[self.zoo]
+            if self.name not in (None, self.zoo) or self.inputs:
+                raise NamedFieldError(f"zoo: {self.zoo} is served under its own name and inputs; only seq_len is a setting")
+            if self.seq_len is not None and z.max_seq_len is None:
+                raise NamedFieldError(f"seq_len: {self.zoo} has no sequence axis")
+            if self.seq_len is not None and self.seq_len > z.max_seq_len:
+                raise NamedFieldError(f"seq_len: {self.seq_len} is longer than {self.zoo}'s {z.max_seq_len} positions")
+        elif self.seq_len is not None:
+            raise NamedFieldError("seq_len: only for a zoo model; a file's item shape goes in inputs: {<input>: {shape: [...]}}")
+        return self
 
     def overrides(self) -> dict[str, dict]:
         return {k: v.model_dump(exclude_none=True) for k, v in self.inputs.items()}
+
+    def spec(self, name: str):
+        """What will be served (for validation, before anything is imported or built)."""
+        if self.zoo is not None:
+            return ZOO[self.zoo].spec(self.seq_len)
+        return spec_from_signature(read_signature(self.path), name, self.overrides())
 
 
 # The serving paths a model file runs on today: ONNX Runtime, in the worker or in our Scoring server.
@@ -181,7 +210,7 @@ NAMED_TENSOR_SERVERS = ("scoring",)
 
 class Experiment(Strict):
     name: str = Field(description="Name of the experiment (used in the run folder name).")
-    model: str = Field("ffnn", description="Model: a built-in name (serving.models.MODELS: ffnn, resnet50, ...), or a model file of your own: {path: my.onnx, name: ..., inputs: {<input>: {shape: [...]}}}.")
+    model: str = Field("ffnn", description="Model: a built-in name (serving.models.MODELS: ffnn, resnet50, ...), a model of the zoo (fraud-gbt, text-encoder, or {zoo: text-encoder, seq_len: 64}), or a model file of your own: {path: my.onnx, name: ..., inputs: {<input>: {shape: [...]}}}.")
     model_file: ModelFile | None = Field(None, description="Set by `model: {path: ...}`: the model file of your own; `model` is then its name.")
     engine: str = Field("kafka", description="Stream processor running the scoring op: a name in "
                                              "sps_workers.ENGINES (kafka, flink, ...).")
@@ -210,11 +239,13 @@ class Experiment(Strict):
     @classmethod
     def _model_file_given(cls, data):
         # `model: {path: ...}` -> model_file, and `model` becomes the name it is served under
-        if isinstance(data, dict) and isinstance(data.get("model"), dict):
+        if isinstance(data, dict) and isinstance(data.get("model"), str) and data["model"] in ZOO:
+            data = {**data, "model_file": {"zoo": data["model"]}}      # `model: fraud-gbt`
+        elif isinstance(data, dict) and isinstance(data.get("model"), dict):
             data = dict(data)
             given = data.pop("model")
             data["model_file"] = given
-            data["model"] = given.get("name") or default_name(str(given.get("path", "model")))
+            data["model"] = given.get("name") or given.get("zoo") or default_name(str(given.get("path", "model")))
         return data
 
     @model_validator(mode="after")
@@ -229,9 +260,10 @@ class Experiment(Strict):
         if self.model in MODELS:
             raise NamedFieldError(f"model.name: {self.model!r} is a built-in model; give the file another name")
         try:
-            spec = spec_from_signature(read_signature(self.model_file.path), self.model, self.model_file.overrides())
+            spec = self.model_file.spec(self.model)
         except ModelFileError as exc:
             raise NamedFieldError(f"model.path: {exc}") from None
+        source = self.model_file.path or f"zoo model {self.model_file.zoo}"
         sv = self.serving
         if spec.named and self.codec != "protobuf":
             raise NamedFieldError(f"codec: {self.codec} carries one unnamed tensor; model {self.model} has "
@@ -242,10 +274,10 @@ class Experiment(Strict):
                                   f"inputs {', '.join(t.name for t in spec.inputs)}); servers that can: "
                                   f"{', '.join(NAMED_TENSOR_SERVERS)}")
         if sv.backend not in FILE_MODEL_BACKENDS:
-            raise NamedFieldError(f"serving.backend: {sv.backend} cannot serve a model file ({self.model_file.path}, "
+            raise NamedFieldError(f"serving.backend: {sv.backend} cannot serve a model file ({source}, "
                                   f"onnx); use one of {', '.join(FILE_MODEL_BACKENDS)}")
         if sv.kind == "external" and sv.server not in FILE_MODEL_SERVERS:
-            raise NamedFieldError(f"serving.server: {sv.server} cannot serve a model file yet ({self.model_file.path}, "
+            raise NamedFieldError(f"serving.server: {sv.server} cannot serve a model file yet ({source}, "
                                   f"onnx); servers that can: {', '.join(FILE_MODEL_SERVERS)}")
         return self
 
@@ -331,6 +363,7 @@ def format_validation_error(exc: ValidationError) -> str:
     for err in exc.errors():
         cause = (err.get("ctx") or {}).get("error")
         loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith("function-"))
+        loc = "model" + loc.removeprefix("model_file") if loc.startswith("model_file") else loc
         if isinstance(cause, NamedFieldError):
             parts.append(f"{loc + '.' if loc else ''}{cause}")
             continue

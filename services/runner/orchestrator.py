@@ -31,6 +31,7 @@ from services.runner.resources import ResourceSampler
 from serving.embedded import backend
 from serving.external import server_spec, start_server
 from serving.models import build_model, default_models_dir, import_model_file, model_paths
+from serving.models.zoo import build_zoo_model
 from sps_workers import ENGINES
 from sps_workers.settings import ExternalSettings, WorkerSettings
 
@@ -47,7 +48,9 @@ class Stack:
 @contextmanager
 def open_stack(exp: Experiment, models_dir: Path | None = None, log=print):
     models_dir = Path(models_dir or default_models_dir())
-    if exp.model_file is not None:
+    if exp.model_file is not None and exp.model_file.zoo is not None:
+        build_zoo_model(exp.model_file.zoo, models_dir, seed=exp.seed, seq_len=exp.model_file.seq_len, log=log)
+    elif exp.model_file is not None:
         log(f"model {exp.model}: importing {exp.model_file.path} into {models_dir}")
         import_model_file(exp.model_file.path, models_dir, exp.model, exp.model_file.overrides())
     else:

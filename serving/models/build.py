@@ -147,6 +147,8 @@ def model_facts(name: str, models_dir: Path | str | None = None) -> dict[str, An
         m = art.manifest
         facts.update(file=m["source"]["path"], format=m["source"]["format"], sha256=m["source"]["sha256"],
                      signature=m["signature"])
+        if "zoo" in m:      # built here by its framework (serving.models.zoo): how, and the export check
+            facts["zoo"] = m["zoo"]
     return facts
 
 
