@@ -337,16 +337,23 @@ def broker_status():
 
 
 @models_app.command("build")
-def models_build(model: str = typer.Option("all", help="A model of serving.models.MODELS (ffnn, ...), or all."),
-                 seed: int = typer.Option(42, help="Seed of the weights."),
+def models_build(model: str = typer.Option("all", help="A built-in model (serving.models.MODELS: ffnn, ...), a model of the zoo (fraud-gbt, text-encoder: built on demand, in its framework's environment), or all (the built-in ones)."),
+                 seed: int = typer.Option(42, help="Seed of the weights (and of the zoo's training data)."),
                  dir: Optional[Path] = typer.Option(None, help="Models folder (default .cache/models).")):
-    """Build the models (seeded weights -> .npz -> ONNX with a dynamic batch axis)."""
+    """Build the models (seeded weights -> .npz -> ONNX with a dynamic batch axis; the zoo's by
+    their own frameworks, in their environments)."""
+    from serving.models.zoo import ZOO, build_zoo_model
+
     names = list(MODELS) if model == "all" else [model]
     for name in names:
-        if name not in MODELS:
-            _fail(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+        if name not in MODELS and name not in ZOO:
+            _fail(f"unknown model {name!r}; known: {', '.join([*MODELS, *ZOO])}")
+        models_dir = Path(dir or default_models_dir())
         try:
-            art = build_model(name, Path(dir or default_models_dir()), seed=seed)
+            if name in ZOO:
+                console.print(f"{name}: {build_zoo_model(name, models_dir, seed=seed).parent / f'{name}.onnx'}")
+                continue
+            art = build_model(name, models_dir, seed=seed)
         except OSError as exc:
             _fail(f"cannot write the models to {dir or default_models_dir()}: {exc.strerror or exc}")
         console.print(f"{name}: {art.onnx}")
