@@ -64,7 +64,14 @@ Per served model ``<m>`` (wire details in :mod:`serving.rayserve.wire`):
     replica), ``X-Crayfish-Queue-Ns`` (wait for the replica's scorer) and ``X-Crayfish-Server``
     (``ray-serve 2.60.0``). The original Crayfish posted a text list of numbers and parsed a
     text list back: the raw body is smaller (4 bytes per value instead of ~10-20 characters)
-    and costs no formatting or parsing on either side.
+    and costs no formatting or parsing on either side. A dtype other than float32 is named in
+    ``X-Crayfish-Dtype`` (both ways).
+
+    Named tensors (several inputs or outputs; serving.models.spec): the body is every tensor's
+    raw bytes one after the other and ``X-Crayfish-Tensors`` (JSON ``[[name, dtype, shape],
+    ...]``, in body order) replaces ``X-Crayfish-Shape``. The replica checks the inputs against
+    the model's (``check_feeds``); the answer is named (same layout) when the request was, or
+    when the model has several outputs -- named in, named out, as on the Scoring server.
 ``GET /models/<m>/metadata``
     JSON: ``{"model", "backend", "server", "inputs": [{"name", "dtype", "shape"}], "outputs":
     [...], "scorer": {...}}`` with ``-1`` for the batch axis.
@@ -86,6 +93,8 @@ gRPC protocol (client kind ``ray-serve-grpc``)
 Ray Serve's gRPC proxy hosts our ``crayfish.v1.Scoring`` service; the deployment implements
 ``Score``, ``DescribeModel`` and the bidi ``ScoreStream`` (Ray Serve 2.60 proxies client- and
 bidi-streaming: the method gets the request stream as an async iterator and yields answers).
+Named tensors travel in ``ScoreRequest.inputs`` / ``ScoreResponse.outputs`` (named in, named
+out; a model with several outputs always answers in ``outputs``).
 Ray routes on the call's ``application`` metadata, which the client
 (:class:`serving.rayserve.client.RayServeGrpcClient`, a subclass of the Scoring client) adds to
 every call; an unknown application is Ray's ``NOT_FOUND`` (``ModelNotFoundError``). Errors are

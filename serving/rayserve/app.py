@@ -30,12 +30,13 @@ from ray.serve.schema import LoggingConfig
 from starlette.responses import JSONResponse, Response
 
 from crayfish.host.ports import free_port
-from crayfish.tensor import DTYPE_NAMES, TensorError, from_tensor, to_tensor
+from crayfish.tensor import DTYPE_NAMES, TensorError, arrays_from, fill_named, from_tensor, to_tensor
 from crayfish.v1 import scoring_pb2
 from serving.embedded import create_scorer
 from serving.embedded.base import ScoringError
 from serving.errors import BadInputError, ModelNotFoundError, grpc_status
 from serving.models import resolve_spec
+from serving.models.spec import FeedError, check_feeds
 from serving.rayserve import wire
 
 log = logging.getLogger("crayfish.rayserve")
@@ -112,26 +113,38 @@ class ModelServer:
             "model": name,
             "backend": backend,
             "server": self.server,
-            "inputs": [{"name": self.spec.input_name, "dtype": self.spec.input_dtype,
-                        "shape": [-1, *self.spec.input_shape]}],
-            "outputs": [{"name": self.spec.output_name, "dtype": "float32",
-                         "shape": [-1, *self.spec.output_shape]}],
+            "inputs": [{"name": t.name, "dtype": t.dtype, "shape": [-1, *t.shape]} for t in self.spec.inputs],
+            "outputs": [{"name": t.name, "dtype": t.dtype, "shape": [-1, *t.shape]} for t in self.spec.outputs],
             "scorer": self.scorer.describe(),
         }
 
     # -- scoring -------------------------------------------------------------------------------
-    def _timed(self, x: np.ndarray, queued_at: int) -> tuple[np.ndarray, int, int]:
+    def _timed(self, x, queued_at: int) -> tuple[np.ndarray | dict, int, int]:
         t0 = time.perf_counter_ns()
         y = self.scorer.score(x)
         return y, time.perf_counter_ns() - t0, t0 - queued_at
 
-    async def _score(self, x: np.ndarray) -> tuple[np.ndarray, int, int]:
-        """Score on the replica's scorer thread; Scorer input errors become BadInputError."""
+    async def _score(self, x) -> tuple[np.ndarray | dict, int, int]:
+        """Score on the replica's scorer thread; Scorer input errors become BadInputError.
+
+        ``x``: an array, or ``{input name: array}`` (the named-tensor contract, as
+        serving.core.ScoringCore.score): named in, named out -- the output is then a
+        ``{output name: array}`` dict, as it is for a model with several outputs."""
+        named = isinstance(x, dict)
+        if named:
+            try:
+                x = check_feeds(self.spec, x)   # an array for a model of one input
+            except FeedError as exc:
+                raise BadInputError(f"{self.name}: {exc}") from None
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, self._timed, x, time.perf_counter_ns())
+            y, inference_ns, queue_ns = await loop.run_in_executor(self._pool, self._timed, x,
+                                                                   time.perf_counter_ns())
         except ScoringError as exc:
             raise BadInputError(str(exc)) from None
+        if named and not isinstance(y, dict):
+            y = {self.spec.output_name: y}
+        return y, inference_ns, queue_ns
 
     def _check_model(self, requested: str) -> None:
         if requested and requested != self.name:
@@ -144,13 +157,17 @@ class ModelServer:
         sub = path[len(prefix):] if path.startswith(prefix) else path
         try:
             if sub == wire.SCORE_PATH and request.method == "POST":
+                headers = request.headers
+                shape = headers.get(wire.H_SHAPE)
                 try:
-                    x = wire.decode(await request.body(), request.headers.get(wire.H_SHAPE),
-                                    request.headers.get(wire.H_DTYPE))
+                    if shape is None and wire.H_TENSORS in headers:     # named tensors
+                        x = wire.decode_named(await request.body(), headers[wire.H_TENSORS])
+                    else:
+                        x = wire.decode(await request.body(), shape, headers.get(wire.H_DTYPE))
                 except ValueError as exc:
                     raise BadInputError(f"{self.name}: {exc}") from None
                 y, inference_ns, queue_ns = await self._score(x)
-                body, headers = wire.encode(y)
+                body, headers = wire.encode_named(y) if isinstance(y, dict) else wire.encode(y)
                 headers.update({wire.H_INFERENCE_NS: str(inference_ns), wire.H_QUEUE_NS: str(queue_ns),
                                 wire.H_SERVER: self.server})
                 return Response(body, media_type=wire.CONTENT_TYPE, headers=headers)
@@ -168,17 +185,20 @@ class ModelServer:
                             headers={wire.H_ERROR: code.name, wire.H_SERVER: self.server})
 
     # -- gRPC: crayfish.v1.Scoring -------------------------------------------------------------
-    def _response(self, request, y: np.ndarray, inference_ns: int, queue_ns: int):
+    def _response(self, request, y: np.ndarray | dict, inference_ns: int, queue_ns: int):
         resp = scoring_pb2.ScoreResponse(model=self.name, request_id=request.request_id,
                                          inference_ns=inference_ns, queue_ns=queue_ns,
                                          server=self.server, backend=self.backend)
-        to_tensor(y, resp.output)
+        if isinstance(y, dict):         # several outputs, or a named request: ScoreResponse.outputs
+            fill_named(resp.outputs, y)
+        else:
+            to_tensor(y, resp.output)
         return resp
 
     async def _score_request(self, request):
         self._check_model(request.model)
         try:
-            x = from_tensor(request.input)
+            x = arrays_from(request.inputs) if request.inputs else from_tensor(request.input)
         except TensorError as exc:
             raise BadInputError(f"{self.name}: {exc}") from None
         return self._response(request, *(await self._score(x)))

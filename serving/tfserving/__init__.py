@@ -27,11 +27,14 @@ What is served (TF Serving semantics)
 - ``PredictionService.Predict``: ``model_spec.name`` = the model (``ffnn``, ``resnet50``, or an
   extra model name, below); ``model_spec.version`` absent or 1 (the only version; another
   version or any ``version_label`` is NOT_FOUND); ``signature_name`` empty or
-  ``serving_default`` (anything else INVALID_ARGUMENT); exactly one input, keyed by the model's
-  input name (``input_1``), a ``DT_FLOAT`` TensorProto ``[b, *input_shape]`` with raw
-  ``tensor_content`` (``float_val`` accepted too); ``output_filter`` empty or ``["output"]``.
-  The answer: ``outputs["output"]`` DT_FLOAT ``[b, *output_shape]`` in ``tensor_content``,
-  ``model_spec`` echoed with ``version = 1`` and the signature name.
+  ``serving_default`` (anything else INVALID_ARGUMENT); exactly the model's inputs, keyed by
+  their names (``input_1`` for the zoo's models), each a TensorProto ``[b, *item]`` of the
+  input's DataType (``DT_FLOAT`` for float32; a model with several inputs -- named tensors,
+  serving.models.spec -- e.g. ``features`` DT_FLOAT + ``mask`` DT_INT64) with raw
+  ``tensor_content`` (the typed value lists accepted too); ``output_filter`` empty or outputs of
+  the model. The answer: every output (or those of ``output_filter``) by name, e.g.
+  ``outputs["output"]`` DT_FLOAT ``[b, *output_shape]``, each in its own DataType in
+  ``tensor_content``, ``model_spec`` echoed with ``version = 1`` and the signature name.
 - ``PredictionService.GetModelMetadata`` with ``metadata_field: ["signature_def"]``: a
   ``SignatureDefMap`` (packed in ``Any``) with ``serving_default``: method
   ``tensorflow/serving/predict``, inputs/outputs as TensorInfo (dtype, shape with -1 batch).
@@ -52,8 +55,10 @@ missing or stale, waits for the ready file and for gRPC health, and returns a
 :class:`serving.server.RunningServer` (``targets={"tf-serving": host:port}``). Knobs (``start``
 keywords):
 
-``model`` (``ffnn``), ``instances`` (1; the paper's mp: scorer instances, i.e. TF sessions),
-``models_dir``, ``log_dir``;
+``model`` (``ffnn``; a model file imported into ``models_dir`` too, on a backend other than
+``savedmodel``: the protocol layer serves named tensors, but experiments keep the TF Serving
+path to the built-in models), ``instances`` (1; the paper's mp: scorer instances, i.e. TF
+sessions), ``models_dir``, ``log_dir``;
 ``backend`` (``savedmodel``; ``onnxruntime`` works too) and ``backend_options`` (savedmodel:
 ``runtime`` session|eager, ``intra_op_threads``/``inter_op_threads`` 1/1, ``device`` cpu|cuda,
 ``signature``; see :mod:`serving.embedded.savedmodel_backend`);

@@ -16,6 +16,12 @@ Per call (TF Serving's wire format, as the original Crayfish used it):
   TensorProto with the batch's raw little-endian bytes in ``tensor_content`` (not ``float_val``
   lists); ``output_filter`` = ``[output_key]``.
 - The answer's ``outputs[output_key]`` (default ``output``) -> float32 ndarray.
+- Named tensors (serving.models.spec): ``score({"features": f32, "mask": i64})`` puts every
+  input in ``inputs[name]`` with its own DataType (DT_FLOAT, DT_INT64, DT_BOOL, ...; raw
+  ``tensor_content``), sets no ``output_filter``, and returns ``{output name: array}`` of every
+  output the answer holds, each in its dtype. A model of one input may be sent by name too (the
+  answer then comes back by name). ``output_key=None``: unnamed requests set no filter either and
+  get the only output as an array, or every output by name when the signature has several.
 - Which server answered: our servicer (:mod:`serving.tfserving`) sets gRPC trailing metadata
   ``crayfish-server: crayfish-scoring (tf-serving protocol)`` plus ``crayfish-inference-ns`` /
   ``crayfish-queue-ns``; real TF Serving sets none, so ``ClientResult.server`` is then
@@ -25,8 +31,8 @@ Errors are :mod:`serving.errors` exceptions via :func:`serving.errors.error_from
 INVALID_ARGUMENT (bad shape / key / dtype) -> BadInputError, NOT_FOUND (unknown model or
 version) -> ModelNotFoundError, the call's ``timeout_s`` passing -> DeadlineExceededError,
 RESOURCE_EXHAUSTED -> OverloadedError, UNAVAILABLE -> UnavailableError, INTERNAL ->
-BackendError. A non-float32 input is refused locally (BadInputError): the client sends DT_FLOAT
-only.
+BackendError. A non-float32 unnamed input is refused locally (BadInputError): the single-tensor
+path sends DT_FLOAT only (named inputs go in their own dtypes; the server checks them).
 
 ``health()``: ``ModelService.GetModelStatus`` -- True when a version of the model is
 ``AVAILABLE`` (TF Serving's own readiness probe; TF Serving has no ``grpc.health.v1``); with
@@ -36,7 +42,8 @@ native gRPC futures (``max_in_flight`` is not a cap here: every call goes out at
 multiplexes them on one HTTP/2 connection). ``score_stream``: TF Serving has no streaming
 Predict, so it pipelines unary calls (results in input order).
 
-Options: ``signature_name``, ``input_key``, ``output_key``, ``model_version`` (int or None),
+Options: ``signature_name``, ``input_key``, ``output_key`` (None: no output filter, see above),
+``model_version`` (int or None),
 ``root_cert_file`` (TLS), ``max_message_bytes`` (default 256 MiB: a ResNet50 batch of 64 is
 ~38 MB; gRPC's default is 4 MB).
 """
@@ -74,7 +81,7 @@ class TFServingClient(ExternalClient):
 
     def __init__(self, target: str, model: str, timeout_s: float = 5.0, max_in_flight: int = 1,
                  signature_name: str = "serving_default", input_key: str = "input_1",
-                 output_key: str = "output", model_version: int | None = None,
+                 output_key: str | None = "output", model_version: int | None = None,
                  root_cert_file: str | None = None, max_message_bytes: int = 256 * 1024 * 1024,
                  **options: Any):
         super().__init__(target, model, timeout_s=timeout_s, max_in_flight=max_in_flight, **options)
@@ -90,10 +97,14 @@ class TFServingClient(ExternalClient):
         self._predict = pb.prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._models = (pb.model_service_pb2_grpc.ModelServiceStub(self._channel)
                         if pb.model_service_pb2_grpc is not None else None)
-        # the request template: everything but the tensor, copied per call
+        # the request templates: everything but the tensors, copied per call. A single tensor
+        # asks for ``output_key`` (output_filter); a named request for every output (no filter).
+        self._named_template = pb.predict_pb2.PredictRequest()
+        self._fill_spec(self._named_template.model_spec, signature=True)
         self._template = pb.predict_pb2.PredictRequest()
-        self._fill_spec(self._template.model_spec, signature=True)
-        self._template.output_filter.append(output_key)
+        self._template.CopyFrom(self._named_template)
+        if output_key:
+            self._template.output_filter.append(output_key)
 
     def _fill_spec(self, spec: Any, signature: bool) -> None:
         spec.name = self.model
@@ -104,6 +115,8 @@ class TFServingClient(ExternalClient):
 
     # -- scoring -------------------------------------------------------------------------------
     def _request(self, x: np.ndarray):
+        if isinstance(x, dict):
+            return self._named_request(x)
         try:
             dt = x.dtype
         except AttributeError:
@@ -115,15 +128,35 @@ class TFServingClient(ExternalClient):
         self._wire.to_tensor(x, req.inputs[self.input_key])
         return req
 
-    def _result(self, resp, trailing) -> ClientResult:
-        if self.output_key not in resp.outputs:
-            raise ServingError(f"tf-serving answer has outputs {sorted(resp.outputs)}, not {self.output_key!r}")
-        out = self._wire.to_array(resp.outputs[self.output_key], f"output {self.output_key!r}")
+    def _named_request(self, x: dict):
+        """``{input name: array}``: every input by name with its own DataType (DT_FLOAT,
+        DT_INT64, DT_BOOL, ...); the answer then holds every output of the signature."""
+        req = self._pb.predict_pb2.PredictRequest()
+        req.CopyFrom(self._named_template)
+        for name, a in x.items():
+            try:
+                self._wire.to_tensor(a, req.inputs[name])
+            except (AttributeError, ValueError) as exc:
+                raise BadInputError(f"tf-serving client: input {name!r}: {exc}") from None
+        return req
+
+    def _result(self, resp, trailing, named: bool = False) -> ClientResult:
+        outs = resp.outputs
+        if named or self.output_key is None:
+            # by name: every output of the answer; unnamed and no output_key: the only one as it
+            # is, or every one by name when the signature has several
+            output = {k: self._wire.to_array(t, f"output {k!r}") for k, t in outs.items()}
+            if not named and len(output) == 1:
+                output = next(iter(output.values()))
+        else:
+            if self.output_key not in outs:
+                raise ServingError(f"tf-serving answer has outputs {sorted(outs)}, not {self.output_key!r}")
+            output = self._wire.to_array(outs[self.output_key], f"output {self.output_key!r}")
         md = _metadata(trailing)
         server = md.get(self._wire.MD_SERVER)
         if server is None:
-            return ClientResult(output=out, server=self.server)
-        return ClientResult(output=out, server_inference_ns=int(md.get(self._wire.MD_INFERENCE_NS, 0)),
+            return ClientResult(output=output, server=self.server)
+        return ClientResult(output=output, server_inference_ns=int(md.get(self._wire.MD_INFERENCE_NS, 0)),
                             server_queue_ns=int(md.get(self._wire.MD_QUEUE_NS, 0)), server=server)
 
     def _error(self, exc) -> ServingError:
@@ -135,11 +168,12 @@ class TFServingClient(ExternalClient):
             resp, call = self._predict.Predict.with_call(req, timeout=self.timeout_s)
         except self._grpc.RpcError as exc:
             raise self._error(exc) from None
-        return self._result(resp, call.trailing_metadata())
+        return self._result(resp, call.trailing_metadata(), isinstance(x, dict))
 
     def score_async(self, x: np.ndarray, traceparent: str | None = None) -> cf.Future:
         """A native gRPC future, adapted to a concurrent.futures.Future of ClientResult."""
         out: cf.Future = cf.Future()
+        named = isinstance(x, dict)
         try:
             call = self._predict.Predict.future(self._request(x), timeout=self.timeout_s)
         except BadInputError as exc:
@@ -149,7 +183,7 @@ class TFServingClient(ExternalClient):
 
         def done(c):
             try:
-                out.set_result(self._result(c.result(), c.trailing_metadata()))
+                out.set_result(self._result(c.result(), c.trailing_metadata(), named))
             except rpc_error as exc:
                 out.set_exception(self._error(exc))
             except Exception as exc:  # noqa: BLE001 - delivered to the caller

@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from crayfish.host.envs import python_for
 from crayfish.host.paths import REPO_ROOT, cache_dir
 from crayfish.host.procs import Service, ServiceError, wait_file
-from serving.models import MODELS
+from serving.models import MODELS, known_model
 from serving.models.export_tf import DEFAULT_INPUT_KEY, _is_current
 from serving.server import RunningServer
 from serving.tfserving import SERVER_NAME
@@ -69,8 +69,12 @@ def start(model: str = "ffnn", instances: int = 1, models_dir: Path | None = Non
 
     :meth:`RunningServer.stop`: SIGTERM (graceful: health NOT_SERVING, in-flight calls get
     shutdown_grace_s), then SIGKILL after 30 s; the server is one process, in its own session."""
-    if model not in MODELS:
-        raise ValueError(f"tf-serving launcher: unknown model {model!r}; known: {', '.join(sorted(MODELS))}")
+    if not known_model(model, models_dir):
+        raise ValueError(f"tf-serving launcher: unknown model {model!r}; known: {', '.join(sorted(MODELS))}, "
+                         f"or a model file imported into models_dir")
+    if model not in MODELS and backend == "savedmodel":
+        raise ValueError(f"tf-serving launcher: model {model!r} is a model file (ONNX): the savedmodel "
+                         f"backend exports built-in models only; serve it with backend 'onnxruntime'")
     log_dir = Path(log_dir or cache_dir("tfserving", "logs"))
     log_dir.mkdir(parents=True, exist_ok=True)
     python = python_for(ENV_NAME)

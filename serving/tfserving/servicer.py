@@ -17,7 +17,7 @@ import grpc
 
 from serving.core import CoreSettings, ScoringCore
 from serving.errors import BadInputError, ModelNotFoundError, grpc_status
-from serving.models.spec import MODELS
+from serving.models.build import resolve_spec
 from serving.scoring.server import request_deadline
 from serving.tfserving import SERVER_NAME, wire
 
@@ -36,12 +36,16 @@ EXTRA_MODEL_KEYS = {"model", "backend", "options", "instances", "warmup", "max_q
 
 
 class _Route:
-    __slots__ = ("core", "model", "spec")
+    __slots__ = ("core", "model", "spec", "input_names", "output_names")
 
     def __init__(self, core: ScoringCore, model: str):
         self.core = core
         self.model = model            # the model name inside that core
-        self.spec = MODELS[model]
+        st = core.settings
+        spec_name = next((m.spec_name for m in st.served_models if m.name == model), model)
+        self.spec = resolve_spec(spec_name, st.models_dir)   # a built-in model, or a model file
+        self.input_names = [t.name for t in self.spec.inputs]
+        self.output_names = [t.name for t in self.spec.outputs]
 
 
 class TFServingServicer:
@@ -96,21 +100,34 @@ class TFServingServicer:
         try:
             route = self._route(request.model_spec)
             sig = self._signature(request.model_spec)
-            key = route.spec.input_name
-            if len(request.inputs) != 1 or key not in request.inputs:
-                raise BadInputError(f"model {request.model_spec.name!r}: inputs "
-                                    f"{sorted(request.inputs)}; the signature takes exactly {key!r}")
+            names = route.input_names
+            inputs = request.inputs
+            if len(names) == 1:     # one input: the single-tensor path
+                key = names[0]
+                if len(inputs) != 1 or key not in inputs:
+                    raise BadInputError(f"model {request.model_spec.name!r}: inputs "
+                                        f"{sorted(inputs)}; the signature takes exactly {key!r}")
+                x = wire.to_array(inputs[key], f"input {key!r}")
+            else:                   # several: every one by name, each in its own dtype
+                if len(inputs) != len(names) or any(n not in inputs for n in names):
+                    raise BadInputError(f"model {request.model_spec.name!r}: inputs {sorted(inputs)}; "
+                                        f"the signature takes {names}")
+                x = {n: wire.to_array(inputs[n], f"input {n!r}") for n in names}
             for f in request.output_filter:
-                if f != route.spec.output_name:
+                if f not in route.output_names:
                     raise BadInputError(f"output_filter {f!r} is not an output of the signature; "
-                                        f"outputs: {route.spec.output_name!r}")
-            x = wire.to_array(request.inputs[key], f"input {key!r}")
+                                        f"outputs: {', '.join(map(repr, route.output_names))}")
             r = route.core.score(route.model, x, request_deadline(context))
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status, one mapping
             context.abort(*grpc_status(exc))
         resp = predict_pb2.PredictResponse()
         self._answer_spec(resp.model_spec, request.model_spec, sig)
-        wire.to_tensor(r.output, resp.outputs[route.spec.output_name])
+        y = r.output
+        if isinstance(y, dict):     # several outputs: every one (or those of output_filter), by name
+            for name in (request.output_filter or route.output_names):
+                wire.to_tensor(y[name], resp.outputs[name])
+        else:
+            wire.to_tensor(y, resp.outputs[route.output_names[0]])
         context.set_trailing_metadata((
             (wire.MD_SERVER, PROTOCOL_SERVER_NAME),
             (wire.MD_INFERENCE_NS, str(r.inference_ns)),

@@ -19,10 +19,13 @@ protos, i.e. the ``tensorflow`` package. Two ways to have both:
 
 Tensors
 -------
-Requests and responses carry ``DT_FLOAT`` tensors with the raw little-endian bytes in
-``tensor_content`` (not ``float_val`` lists: one memcpy instead of a repeated-field encode).
-:func:`to_array` also accepts ``float_val`` (what ``tf.make_tensor_proto`` of a Python list, or
-TF Serving's REST path, produces), including TensorFlow's one-value broadcast.
+Requests and responses carry tensors with the raw little-endian bytes in ``tensor_content`` (not
+``float_val`` lists: one memcpy instead of a repeated-field encode): ``DT_FLOAT`` for float32 (the
+single-tensor path), and for named tensors every DataType of a ``crayfish.v1.Tensor`` dtype
+(``DT_INT64``, ``DT_BOOL``, ``DT_INT32``, ``DT_DOUBLE``, ...; TensorFlow's bool is one byte).
+:func:`to_array` also accepts the typed value lists (``float_val``, ``int64_val``, ``bool_val``,
+... : what ``tf.make_tensor_proto`` of a Python list, or TF Serving's REST path, produces),
+including TensorFlow's one-value broadcast.
 """
 
 from __future__ import annotations
@@ -85,8 +88,17 @@ def protos() -> SimpleNamespace:
 
 # numpy dtype name <-> tensorflow.DataType (what describe() reports)
 _DTYPE_NAMES = {1: "float32", 2: "float64", 3: "int32", 4: "uint8", 5: "int16", 6: "int8",
-                7: "string", 9: "int64", 10: "bool", 19: "float16", 14: "bfloat16"}
+                7: "string", 9: "int64", 10: "bool", 19: "float16", 14: "bfloat16",
+                17: "uint16", 22: "uint32", 23: "uint64"}
 DT_FLOAT = 1
+# the DataTypes a tensor may carry here (the crayfish.v1.Tensor dtypes): the little-endian numpy
+# dtype of its tensor_content, and the typed field TensorFlow fills instead (tf.make_tensor_proto)
+_NUMPY: dict[int, np.dtype] = {code: np.dtype(_DTYPE_NAMES[code]).newbyteorder("<")
+                               for code in (1, 2, 3, 4, 5, 6, 9, 10, 17, 19, 22, 23)}
+_CODE_OF: dict[str, int] = {dt.name: code for code, dt in _NUMPY.items()}
+_VAL_FIELD = {1: "float_val", 2: "double_val", 3: "int_val", 4: "int_val", 5: "int_val", 6: "int_val",
+              9: "int64_val", 10: "bool_val", 17: "int_val", 19: "half_val", 22: "uint32_val",
+              23: "uint64_val"}
 
 
 def dtype_name(dt: int) -> str:
@@ -114,22 +126,36 @@ def set_shape(shape_proto: Any, shape) -> None:
 
 
 def to_tensor(a: np.ndarray, out: Any) -> Any:
-    """Fill ``out`` (a ``TensorProto``) with float32 ``a``: DT_FLOAT, shape, raw ``tensor_content``."""
-    out.dtype = DT_FLOAT
-    set_shape(out.tensor_shape, a.shape)
-    out.tensor_content = np.ascontiguousarray(a, dtype=_LE_F32).tobytes()
+    """Fill ``out`` (a ``TensorProto``) with ``a``: its DataType (DT_FLOAT for float32), shape, raw
+    little-endian ``tensor_content``. ValueError for a dtype TensorFlow has no DataType for here."""
+    if a.dtype == _LE_F32:
+        out.dtype = DT_FLOAT
+        data = np.ascontiguousarray(a, dtype=_LE_F32)
+    else:
+        code = _CODE_OF.get(a.dtype.name)
+        if code is None:
+            raise ValueError(f"no TensorFlow DataType carries {a.dtype} here; one of {', '.join(_CODE_OF)}")
+        out.dtype = code
+        data = np.ascontiguousarray(a, dtype=_NUMPY[code])
+    set_shape(out.tensor_shape, data.shape)
+    out.tensor_content = data.tobytes()
     return out
 
 
-def to_array(t: Any, what: str = "tensor") -> np.ndarray:
-    """A ``DT_FLOAT`` ``TensorProto`` -> float32 ndarray (read-only view of ``tensor_content``
-    when present). Anything else is a :class:`BadInputError` naming ``what``."""
-    if t.dtype != DT_FLOAT:
-        raise BadInputError(f"{what}: dtype {dtype_name(t.dtype)} ({t.dtype}); expected DT_FLOAT (float32)")
+def _shape(t: Any, what: str) -> tuple[list[int], int]:
     shape = shape_of(t.tensor_shape)
     if shape is None or any(s < 0 for s in shape):
         raise BadInputError(f"{what}: tensor_shape must be fully known, got {shape}")
-    n = math.prod(shape)
+    return shape, math.prod(shape)
+
+
+def to_array(t: Any, what: str = "tensor") -> np.ndarray:
+    """A ``TensorProto`` -> ndarray of its dtype (read-only view of ``tensor_content`` when
+    present; DT_FLOAT -> float32, DT_INT64 -> int64, DT_BOOL -> bool, ...). An unsupported
+    DataType or inconsistent content is a :class:`BadInputError` naming ``what``."""
+    if t.dtype != DT_FLOAT:
+        return _other_to_array(t, what)
+    shape, n = _shape(t, what)
     content = t.tensor_content
     if content:
         if len(content) != 4 * n:
@@ -142,3 +168,26 @@ def to_array(t: Any, what: str = "tensor") -> np.ndarray:
     if len(vals) == 1:  # TensorFlow's broadcast of a single value
         return np.full(shape, vals[0], dtype=np.float32)
     raise BadInputError(f"{what}: {len(vals)} float_val values for shape {shape} ({n} elements)")
+
+
+def _other_to_array(t: Any, what: str) -> np.ndarray:
+    dt = _NUMPY.get(t.dtype)
+    if dt is None:
+        raise BadInputError(f"{what}: dtype {dtype_name(t.dtype)} ({t.dtype}) is not supported; "
+                            f"supported: {', '.join(_CODE_OF)}")
+    shape, n = _shape(t, what)
+    content = t.tensor_content
+    if content:
+        if len(content) != dt.itemsize * n:
+            raise BadInputError(f"{what}: tensor_content has {len(content)} bytes, shape {shape} of "
+                                f"{dt.name} needs {dt.itemsize * n}")
+        return np.frombuffer(content, dtype=dt).reshape(shape)
+    field = _VAL_FIELD[t.dtype]
+    vals = getattr(t, field)
+    if t.dtype == 19:       # half_val holds the float16 bit patterns
+        vals = np.asarray(vals, dtype=np.uint16).view(np.float16)
+    if len(vals) == n:
+        return np.asarray(vals).astype(dt, copy=False).reshape(shape)
+    if len(vals) == 1:  # TensorFlow's broadcast of a single value
+        return np.full(shape, np.asarray(vals).astype(dt)[0], dtype=dt)
+    raise BadInputError(f"{what}: {len(vals)} {field} values for shape {shape} ({n} elements)")

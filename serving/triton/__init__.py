@@ -26,9 +26,16 @@ work directory and any ``/dev/shm/pytrtion<pid>-*`` region: no orphan process, f
 
 Models
 ------
-A served model has one input ``input_1`` FP32 ``[-1, *item]`` and one output ``output`` FP32
-``[-1, *out]`` (names and shapes from :data:`serving.models.MODELS`; the batch dimension is
-Triton's, so ``max_batch_size`` > 0). Each instance's callable (``server.py``) runs one embedded
+A served model binds every input and output of its spec (:func:`serving.models.resolve_spec`:
+the zoo's, or an imported model file's manifest) by name, each with its own datatype and shape
+``[-1, *item]`` -- the FFNN: ``input_1`` FP32 ``[-1, 1, 784]`` -> ``output`` FP32 ``[-1, 10]``;
+a model file of two inputs: ``features`` FP32 + ``mask`` INT64 -> ``scores`` FP32 + ``label``
+INT64 (the batch dimension is Triton's, so ``max_batch_size`` > 0). A tensor of no item axis
+(``[b]``) is bound as dims ``[1]`` with ``reshape: {shape: []}`` (Triton wants non-empty dims;
+PyTriton has no reshape field, so ``server.py`` adds it to the config PyTriton generates): the
+model sees ``[b]``, the wire carries ``[b, 1]``, the client hands back ``[b]``. A model of one
+FP32 input and one FP32 output runs the single-tensor callable; any other the named one
+(several inputs as a ``{name: array}`` dict to the scorer, several outputs back by name). Each instance's callable (``server.py``) runs one embedded
 scorer (:func:`serving.embedded.create_scorer`: the very code the workers run), on one of the
 backends whose library the ``triton`` environment has:
 

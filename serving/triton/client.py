@@ -1,7 +1,7 @@
 """Client of Triton Inference Server over the KServe v2 gRPC protocol (``tritonclient.grpc``).
 
 Kind ``"triton"``; the server it talks to is started by :mod:`serving.triton.launcher` (or is any
-Triton / KServe v2 gRPC server hosting a model with one FP32 input and one FP32 output)::
+Triton / KServe v2 gRPC server)::
 
     from serving.clients import create_client
 
@@ -13,13 +13,23 @@ Triton / KServe v2 gRPC server hosting a model with one FP32 input and one FP32 
     rs = c.score_stream(xs)    # one ModelStreamInfer bidirectional stream for all xs, in order
     c.close()
 
+Named tensors (serving.models.spec): ``score({"features": f32, "mask": i64})`` sends one
+InferInput per input name with its own datatype (FP32, INT64, BOOL, ...) and returns
+``{output name: array}`` for every output; so does an unnamed array sent to a model with several
+outputs. A model of one input may be sent by name too (the answer then comes back by name). The
+tensors are the zoo's for a built-in model, else the server's model metadata (asked on the first
+call) plus its model config for Triton's reshapes: a tensor of no item axis (``[b]``, e.g. a
+label per item) is dims ``[1]`` reshaped to ``[]`` (Triton wants non-empty dims), so it travels
+as ``[b, 1]`` and the client hands back ``[b]``.
+
 Options: ``timeout_s`` (gRPC deadline of every call; a stream of n inputs gets n * timeout_s),
 ``max_in_flight`` (unused: ``score_async`` is native), ``model_version`` ("" = the server's
-policy), ``input_name`` / ``output_name`` (default: the zoo's names for a built-in model; for a
-model file, the server's model metadata, asked on the first call), ``streaming`` (True: ``score_stream`` uses ModelStreamInfer; False:
+policy), ``input_name`` / ``output_name`` (the name of a model's only input / output, when it
+differs from the zoo's or the server's), ``streaming`` (True: ``score_stream`` uses ModelStreamInfer; False:
 pipelined unary calls), ``root_cert_file`` (PEM roots: TLS to the server).
 
-Errors are :mod:`serving.errors` exceptions: a non-float32 input or a shape the model does not take
+Errors are :mod:`serving.errors` exceptions: an input of another dtype than the model's (refused
+here), names that are not the model's inputs (refused here), or a shape the model does not take
 -> :class:`BadInputError` (``INVALID_ARGUMENT``); a model the server does not host ->
 :class:`ModelNotFoundError` (``NOT_FOUND``); the deadline passed -> :class:`DeadlineExceededError`;
 server unreachable -> :class:`UnavailableError`; the model failed -> :class:`BackendError`.
@@ -40,10 +50,11 @@ from __future__ import annotations
 import concurrent.futures as cf
 import threading
 import time
+from typing import NamedTuple
 
 import numpy as np
 import tritonclient.grpc as tgrpc
-from tritonclient.utils import InferenceServerException, triton_to_np_dtype
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype, triton_to_np_dtype
 
 from serving.clients.base import ClientResult, ExternalClient
 from serving.errors import (
@@ -81,6 +92,23 @@ def _triton_error(exc: Exception) -> ServingError:
     return BackendError(message)
 
 
+class _Tensor(NamedTuple):
+    """One input or output of the served model as the client sends / reads it."""
+
+    name: str
+    datatype: str                       # KServe v2 datatype: FP32, INT64, BOOL, ...
+    dtype: np.dtype
+    dims: tuple[int, ...] | None = None     # per-item dims on the wire, where Triton reshapes ...
+    reshape: tuple[int, ...] | None = None  # ... to these (the model's own per-item shape)
+
+
+def _from_spec(t) -> _Tensor:
+    """A tensor of a model spec (serving.models.spec.TensorSpec) as our Triton server binds it: a
+    tensor of no item axis travels as dims [1] reshaped to [] (serving.triton.server)."""
+    dt = np.dtype(t.dtype)
+    return _Tensor(t.name, np_to_triton_dtype(dt), dt, *(((1,), ()) if not t.shape else (None, None)))
+
+
 class TritonClient(ExternalClient):
     kind = "triton"
     server = "triton"
@@ -91,39 +119,115 @@ class TritonClient(ExternalClient):
         super().__init__(target, model, timeout_s=timeout_s, max_in_flight=max_in_flight, **options)
         spec = MODELS.get(model)
         self.model_version = str(model_version)
-        # A built-in model's tensor names are known here; a model file's are asked of the server
-        # on the first call (:meth:`_tensor_names`).
-        self.input_name = input_name or (spec.input_name if spec else None)
-        self.output_name = output_name or (spec.output_name if spec else None)
         self.streaming = bool(streaming)
         self._tgrpc = tgrpc
         self._client = tgrpc.InferenceServerClient(url=target, ssl=bool(root_cert_file),
                                                    root_certificates=root_cert_file)
-        self._outputs = [tgrpc.InferRequestedOutput(self.output_name)] if self.output_name else None
+        self._given = (input_name, output_name)
+        self.input_name = input_name
+        self.output_name = output_name
+        # A built-in model's tensors are known here; a model file's are asked of the server on the
+        # first call (:meth:`_learn`: model metadata, and the model config for Triton's reshapes).
+        self._ins: list[_Tensor] | None = None
+        self._outs: list[_Tensor] = []
+        self._outputs = None
+        if spec is not None:
+            self._set_tensors([_from_spec(t) for t in spec.inputs], [_from_spec(t) for t in spec.outputs])
         self._server_name: str | None = None
         self._stream_lock = threading.Lock()
 
-    # -- helpers ----------------------------------------------------------------------------
+    # -- the model's tensors --------------------------------------------------------------------
 
-    def _inputs(self, x: np.ndarray) -> list:
-        if not isinstance(x, np.ndarray) or x.dtype != np.float32:
-            raise BadInputError(f"model {self.model!r}: input must be a float32 ndarray, got "
-                                f"{getattr(x, 'dtype', type(x).__name__)}")
-        if self._outputs is None or self.input_name is None:
-            self._tensor_names()
-        inp = self._tgrpc.InferInput(self.input_name, list(x.shape), "FP32")
-        inp.set_data_from_numpy(x)
-        return [inp]
+    def _set_tensors(self, ins: list[_Tensor], outs: list[_Tensor]) -> None:
+        given_in, given_out = self._given
+        if given_in and len(ins) == 1:
+            ins = [ins[0]._replace(name=given_in)]
+        if given_out and len(outs) == 1:
+            outs = [outs[0]._replace(name=given_out)]
+        self.input_name, self.output_name = ins[0].name, outs[0].name
+        self._in_dtype = ins[0].dtype
+        self._in_datatype = ins[0].datatype
+        # one input of no reshape: an unnamed array goes as it is (the hot path)
+        self._plain_in = len(ins) == 1 and ins[0].dims is None
+        # one output of no reshape: an unnamed request gets that array back as it is
+        self._plain_out = len(outs) == 1 and outs[0].dims is None
+        self._outs = outs
+        self._outputs = [self._tgrpc.InferRequestedOutput(t.name) for t in outs]
+        self._ins = ins
 
-    def _tensor_names(self) -> None:
-        """The model's one input and one output name, from the server's model metadata."""
+    def _learn(self) -> None:
+        """Every input and output of the model (name, datatype) from the server's model metadata,
+        and Triton's reshapes (a tensor of no item axis is dims [1] on the wire) from its model
+        config (a server that does not show its config: none)."""
         try:
             md = self._client.get_model_metadata(self.model, self.model_version, client_timeout=self.timeout_s)
         except InferenceServerException as exc:
             raise _triton_error(exc) from None
-        self.input_name = self.input_name or md.inputs[0].name
-        self.output_name = self.output_name or md.outputs[0].name
-        self._outputs = [self._tgrpc.InferRequestedOutput(self.output_name)]
+        reshapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+        try:
+            cfg = self._client.get_model_config(self.model, self.model_version,
+                                                client_timeout=self.timeout_s).config
+            for io in (*cfg.input, *cfg.output):
+                if io.HasField("reshape"):
+                    reshapes[io.name] = (tuple(int(d) for d in io.dims), tuple(int(d) for d in io.reshape.shape))
+        except InferenceServerException:
+            pass
+
+        def tensors(ts) -> list[_Tensor]:
+            out = []
+            for t in ts:
+                np_dtype = triton_to_np_dtype(t.datatype)
+                if np_dtype is None:
+                    raise BackendError(f"model {self.model!r}: tensor {t.name!r} has datatype "
+                                       f"{t.datatype}, which this client cannot carry")
+                out.append(_Tensor(t.name, t.datatype, np.dtype(np_dtype), *reshapes.get(t.name, (None, None))))
+            return out
+
+        ins, outs = tensors(md.inputs), tensors(md.outputs)
+        if not ins or not outs:
+            raise BackendError(f"model {self.model!r}: metadata lists no inputs or no outputs")
+        self._set_tensors(ins, outs)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _inputs(self, x) -> list:
+        """The InferInputs of ``x``: an array (a model of one input) or ``{input name: array}``."""
+        if isinstance(x, dict):
+            return self._named_inputs(x)
+        if self._ins is None:
+            self._learn()
+        if not isinstance(x, np.ndarray) or x.dtype != self._in_dtype:
+            raise BadInputError(f"model {self.model!r}: input must be a {self._in_dtype.name} ndarray, got "
+                                f"{getattr(x, 'dtype', type(x).__name__)}")
+        if not self._plain_in:
+            if len(self._ins) > 1:
+                raise BadInputError(f"model {self.model!r} takes named inputs "
+                                    f"{', '.join(t.name for t in self._ins)}, got one unnamed tensor")
+            return [self._input(self._ins[0], x)]
+        inp = self._tgrpc.InferInput(self.input_name, list(x.shape), self._in_datatype)
+        inp.set_data_from_numpy(x)
+        return [inp]
+
+    def _named_inputs(self, x: dict) -> list:
+        if self._ins is None:
+            self._learn()
+        names = [t.name for t in self._ins]
+        if len(x) != len(names) or any(n not in x for n in names):
+            raise BadInputError(f"model {self.model!r}: inputs {sorted(x)} do not match the model's {names}")
+        return [self._input(t, x[t.name]) for t in self._ins]
+
+    def _input(self, t: _Tensor, a):
+        if not isinstance(a, np.ndarray) or a.dtype != t.dtype:
+            raise BadInputError(f"model {self.model!r}: input {t.name!r} must be a {t.dtype.name} ndarray, "
+                                f"got {getattr(a, 'dtype', type(a).__name__)}")
+        if t.dims is not None:          # Triton reshapes it: the wire carries its dims
+            if a.ndim < 1 or a.shape[1:] != t.reshape:
+                raise BadInputError(f"model {self.model!r}: input {t.name!r} must be "
+                                    f"[b, {', '.join(map(str, t.reshape))}], got {list(a.shape)}")
+            a = a.reshape((a.shape[0], *t.dims))
+        inp = self._tgrpc.InferInput(t.name, list(a.shape), t.datatype)
+        inp.set_data_from_numpy(a)
+        return inp
 
     def identify(self) -> str:
         """``triton <version> (<id>)`` from ServerMetadata, asked once."""
@@ -139,11 +243,34 @@ class TritonClient(ExternalClient):
             self._server_name = label
         return self._server_name
 
+    def _output(self, result, t: _Tensor) -> np.ndarray:
+        out = result.as_numpy(t.name)
+        if out is None:
+            raise BackendError(f"model {self.model!r}: reply has no output {t.name!r}")
+        if t.dims is not None:
+            out = out.reshape((out.shape[0], *t.reshape))
+        return out
+
     def _result(self, result) -> ClientResult:
+        """The reply's output to an unnamed request: the array (the hot path), or
+        ``{output name: array}`` when the model has several outputs."""
+        if not self._plain_out:
+            return self._named_result(result, len(self._outs) > 1)
         out = result.as_numpy(self.output_name)
         if out is None:
             raise BackendError(f"model {self.model!r}: reply has no output {self.output_name!r}")
         return ClientResult(output=out, server=self._server_name or self.identify())
+
+    def _named_result(self, result, named: bool = True) -> ClientResult:
+        """``{output name: array}`` of every output (``named``), else the only one."""
+        if named:
+            output = {t.name: self._output(result, t) for t in self._outs}
+        else:
+            output = self._output(result, self._outs[0])
+        return ClientResult(output=output, server=self._server_name or self.identify())
+
+    def _answer(self, result, x) -> ClientResult:
+        return self._named_result(result) if isinstance(x, dict) else self._result(result)
 
     # -- ExternalClient -----------------------------------------------------------------------
 
@@ -154,12 +281,15 @@ class TritonClient(ExternalClient):
                                         outputs=self._outputs, client_timeout=self.timeout_s)
         except InferenceServerException as exc:
             raise _triton_error(exc) from None
+        if isinstance(x, dict):
+            return self._named_result(result)
         return self._result(result)
 
     def score_async(self, x: np.ndarray, traceparent: str | None = None) -> cf.Future:
         """Native: ``async_infer`` (a gRPC future), adapted to a Future of ClientResult."""
         out: cf.Future = cf.Future()
         inputs = self._inputs(x)
+        answer = self._named_result if isinstance(x, dict) else self._result
         if self._server_name is None:
             self.identify()
 
@@ -168,7 +298,7 @@ class TritonClient(ExternalClient):
                 if error is not None:
                     out.set_exception(_triton_error(error))
                 else:
-                    out.set_result(self._result(result))
+                    out.set_result(answer(result))
             except Exception as exc:  # noqa: BLE001 - delivered to the caller
                 if not out.done():
                     out.set_exception(exc)
@@ -236,7 +366,7 @@ class TritonClient(ExternalClient):
         with cond:
             if errors:
                 raise _triton_error(errors[0])
-            return [self._result(results[i]) for i in range(n)]
+            return [self._answer(results[i], xs[i]) for i in range(n)]
 
     def health(self) -> bool:
         """ServerReady and ModelReady(model). Raises (UnavailableError, ...) when the server

@@ -50,6 +50,7 @@ from pytriton.triton import Triton, TritonConfig
 from crayfish.host.ports import free_port
 from serving.embedded import Scorer, create_scorer
 from serving.models.build import resolve_spec
+from serving.models.spec import ModelSpec, TensorSpec
 
 LOG = logging.getLogger("serving.triton.server")
 
@@ -155,25 +156,90 @@ def _write_json(path: str, data: Any) -> None:
     tmp.replace(path)
 
 
-def _infer_callable(scorer: Scorer, input_name: str, output_name: str, stats: _ModelStats | None = None):
+def _infer_callable(scorer: Scorer, model: ModelSpec, stats: _ModelStats | None = None):
     """The PyTriton inference callable of one instance. ``@batch`` concatenates the requests
     Triton hands over at once (more than one only with dynamic batching) and splits the output
-    back per request."""
+    back per request.
+
+    A model with one float32 input and one output gets the single-tensor callable (the hot path,
+    as before); any other the named one: every input of the spec by name in its own dtype (a dict
+    for several, serving.models.spec), every output back by name."""
     stats = stats or _ModelStats()
+    if not model.named and model.input_dtype == "float32" and model.outputs[0].dtype == "float32":
+        input_name, output_name = model.input_name, model.output_name
+
+        @batch
+        def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
+            x = inputs[input_name]
+            if x.dtype != np.float32:       # Triton already checked FP32; keep the scorer's contract
+                x = x.astype(np.float32)
+            stats.begin(x.shape[0])
+            try:
+                y = scorer.score(x)
+            finally:
+                stats.end()
+            return {output_name: np.ascontiguousarray(y, dtype=np.float32)}
+
+        return infer
+
+    ins = [(t.name, np.dtype(t.dtype)) for t in model.inputs]
+    outs = [(t.name, np.dtype(t.dtype)) for t in model.outputs]
+    first = ins[0][0]
 
     @batch
-    def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
-        x = inputs[input_name]
-        if x.dtype != np.float32:       # Triton already checked FP32; keep the scorer's contract
-            x = x.astype(np.float32)
-        stats.begin(x.shape[0])
+    def infer_named(**inputs: np.ndarray) -> dict[str, np.ndarray]:
+        # Triton checked every input's datatype against the bound one: the casts are no-ops
+        feeds = {name: inputs[name] if inputs[name].dtype == dt else inputs[name].astype(dt)
+                 for name, dt in ins}
+        stats.begin(feeds[first].shape[0])
         try:
-            y = scorer.score(x)
+            y = scorer.score(feeds if len(ins) > 1 else feeds[first])
         finally:
             stats.end()
-        return {output_name: np.ascontiguousarray(y, dtype=np.float32)}
+        if not isinstance(y, dict):
+            y = {outs[0][0]: y}
+        return {name: np.ascontiguousarray(y[name], dtype=dt) for name, dt in outs}
 
-    return infer
+    return infer_named
+
+
+# -- tensors of no item axis ([batch] only): Triton's dims [1] + reshape [] ---------------------
+# Triton wants non-empty dims for every tensor of a batching model; a tensor of shape [batch]
+# (e.g. a label per item) is bound as dims [1] with ``reshape: {shape: []}``, Triton's own way:
+# the model takes / produces [b], the inference API carries [b, 1] (clients read the reshape from
+# the model config: serving.triton.client). PyTriton 0.7.0 has no reshape field, so the config it
+# generates gets it added here, for the tensors listed per served model name.
+_RESHAPED: dict[str, set[str]] = {}
+_GENERATOR_PATCHED = False
+
+
+def _tensor(t: TensorSpec, model_name: str) -> Tensor:
+    if not t.shape:
+        _RESHAPED.setdefault(model_name, set()).add(t.name)
+        _patch_config_generator()
+        return Tensor(name=t.name, dtype=np.dtype(t.dtype), shape=(1,))
+    return Tensor(name=t.name, dtype=np.dtype(t.dtype), shape=tuple(t.shape))
+
+
+def _patch_config_generator() -> None:
+    global _GENERATOR_PATCHED
+    if _GENERATOR_PATCHED:
+        return
+    from pytriton.model_config.generator import ModelConfigGenerator
+
+    original = ModelConfigGenerator.get_config
+
+    def get_config(self):
+        config = original(self)
+        names = _RESHAPED.get(config.get("name"), ())
+        for item in [*config.get("input", ()), *config.get("output", ())]:
+            if item["name"] in names:
+                item["dims"] = [1]
+                item["reshape"] = {"shape": []}
+        return config
+
+    ModelConfigGenerator.get_config = get_config
+    _GENERATOR_PATCHED = True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,8 +275,7 @@ def _bind(triton: Triton, name: str, spec: dict[str, Any], models_dir: str | Non
     Triton's dynamic batcher when ``spec`` asks for it."""
     model = resolve_spec(spec["model"], models_dir)
     instances = int(spec.get("instances", 1))
-    callables = [_infer_callable(_make_scorer(spec, models_dir), model.input_name, model.output_name, stats)
-                 for _ in range(instances)]
+    callables = [_infer_callable(_make_scorer(spec, models_dir), model, stats) for _ in range(instances)]
     db = spec.get("dynamic_batching")
     batcher = (DynamicBatcher(max_queue_delay_microseconds=int(db.get("max_queue_delay_us", 0)),
                               preferred_batch_size=db.get("preferred_batch_size"))
@@ -218,8 +283,9 @@ def _bind(triton: Triton, name: str, spec: dict[str, Any], models_dir: str | Non
     triton.bind(
         model_name=name,
         infer_func=callables if instances > 1 else callables[0],
-        inputs=[Tensor(name=model.input_name, dtype=np.float32, shape=tuple(model.input_shape))],
-        outputs=[Tensor(name=model.output_name, dtype=np.float32, shape=tuple(model.output_shape))],
+        # every input and output of the model's spec, by name, in its own dtype
+        inputs=[_tensor(t, name) for t in model.inputs],
+        outputs=[_tensor(t, name) for t in model.outputs],
         config=ModelConfig(batching=True, max_batch_size=int(spec.get("max_batch_size", 1024)),
                            batcher=batcher),
         strict=False,

@@ -3,6 +3,8 @@ as the paper) and over Ray's gRPC proxy speaking crayfish.v1.Scoring (``ray-serv
 
 One real Ray + Serve start for the module (``.envs/ray``, built on first use by
 ``crayfish env build ray``); the ``served`` fixture is parametrized over the two client kinds.
+Besides ``ffnn`` (2 replicas) and ``ffnn-hung`` it hosts ``masked``: a model file of two inputs
+and two outputs of different dtypes (named tensors), from a models dir of the module's own.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import pytest
 
 from serving.clients import create_client
 from serving.errors import BadInputError
+from serving.models import build_model, import_model_file, model_paths, reference_forward, reference_predictions
 from serving.rayserve import launcher
 from tests.support.conformance_serving import Served, processes_in_session
+from tests.support.model_files import two_layer_onnx
 from tests.support.procs import loopback_listeners
 
 KINDS = ["ray-serve", "ray-serve-grpc"]
@@ -23,9 +27,25 @@ KINDS = ["ray-serve", "ray-serve-grpc"]
 SERVER_NAME = "ray-serve 2.60.0"
 
 
+# features float32 [b, 6] + mask int64 [b, 6] -> scores float32 [b, 3] + label int64 [b]
+NAMED_MODELS = {"masked": {"model": "masked", "instances": 1}}
+
+
 @pytest.fixture(scope="module")
-def rayserve(models_dir):
-    srv = launcher.start("ffnn", instances=2, models_dir=models_dir, extra_models=launcher.HUNG_MODELS)
+def ray_models(tmp_path_factory):
+    """A models dir of the module's own: the FFNN (same seed as the shared one) and the imported
+    two-input model file (not written into the shared .cache/models)."""
+    d = tmp_path_factory.mktemp("ray-models")
+    build_model("ffnn", d, seed=42)
+    f = two_layer_onnx(d / "masked-src.onnx", n_in=6, n_out=3, extra_input=True, extra_output=True)
+    import_model_file(f, d, "masked", {"mask": {"range": [0, 2]}})
+    return d
+
+
+@pytest.fixture(scope="module")
+def rayserve(ray_models):
+    srv = launcher.start("ffnn", instances=2, models_dir=ray_models,
+                         extra_models={**launcher.HUNG_MODELS, **NAMED_MODELS})
     pid = srv.service.proc.pid
     try:
         tree = psutil.Process(pid).children(recursive=True)
@@ -117,5 +137,79 @@ def test_grpc_stream_failure_carries_its_status(rayserve):
     try:
         with pytest.raises(BadInputError, match=r"request_id=\d+: .*783"):
             client.score_stream([ok, np.zeros((1, 1, 783), dtype=np.float32), ok])
+    finally:
+        client.close()
+
+
+# -- named tensors (serving.models.spec), over both protocols -----------------------------------
+
+def _masked_x(batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"features": rng.random((batch, 6), dtype=np.float32),
+            "mask": rng.integers(0, 2, (batch, 6), dtype=np.int64)}
+
+
+def _assert_masked(out, x, models_dir) -> None:
+    ref = reference_predictions("masked", models_dir, x)
+    assert isinstance(out, dict) and set(out) == {"scores", "label"}, out
+    assert out["scores"].dtype == np.float32 and out["scores"].shape == (len(x["mask"]), 3)
+    assert out["label"].dtype == np.int64 and out["label"].shape == (len(x["mask"]),)
+    np.testing.assert_allclose(out["scores"], ref["scores"], atol=1e-4, rtol=0)
+    np.testing.assert_array_equal(out["label"], ref["label"])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_two_inputs_and_two_outputs_of_their_own_dtypes(rayserve, ray_models, kind):
+    """Every input by name in its dtype (float32 + int64), every output back by name (float32 +
+    int64 [b]); unary, pipelined and streamed; the metadata lists them all."""
+    client = create_client(kind, rayserve.targets[kind], "masked", timeout_s=10.0, max_in_flight=4)
+    try:
+        d = client.describe()
+        assert [(t["name"], t["dtype"], t["shape"]) for t in d["inputs"]] == [
+            ("features", "float32", [-1, 6]), ("mask", "int64", [-1, 6])]
+        assert [(t["name"], t["dtype"], t["shape"]) for t in d["outputs"]] == [
+            ("scores", "float32", [-1, 3]), ("label", "int64", [-1])]
+        for batch in (1, 5):
+            x = _masked_x(batch, seed=batch)
+            r = client.score(x)
+            assert r.server == SERVER_NAME and r.server_inference_ns > 0
+            _assert_masked(r.output, x, ray_models)
+        xs = [_masked_x(1 + i % 3, seed=10 + i) for i in range(6)]
+        for x, f in zip(xs, [client.score_async(x) for x in xs]):
+            _assert_masked(f.result(timeout=30).output, x, ray_models)
+        for x, r in zip(xs, client.score_stream(xs)):
+            _assert_masked(r.output, x, ray_models)
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_named_inputs_that_do_not_fit_are_bad_input(rayserve, ray_models, kind):
+    client = create_client(kind, rayserve.targets[kind], "masked", timeout_s=10.0)
+    x = _masked_x(2)
+    try:
+        with pytest.raises(BadInputError, match="named inputs"):       # one unnamed tensor
+            client.score(x["features"])
+        with pytest.raises(BadInputError, match="mask"):               # int32 instead of int64
+            client.score({**x, "mask": x["mask"].astype(np.int32)})
+        with pytest.raises(BadInputError, match="missing mask"):       # an input missing
+            client.score({"features": x["features"]})
+        with pytest.raises(BadInputError, match="mask"):               # a wrong item shape
+            client.score({**x, "mask": np.zeros((2, 5), dtype=np.int64)})
+        _assert_masked(client.score(x).output, x, ray_models)         # still serving
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_one_input_model_sent_by_name_answers_by_name(rayserve, kind):
+    x = np.random.default_rng(3).random((3, 1, 784), dtype=np.float32)
+    ref = reference_forward("ffnn", model_paths("ffnn").weights, x)
+    client = create_client(kind, rayserve.targets[kind], "ffnn", timeout_s=10.0)
+    try:
+        r = client.score({"input_1": x})
+        assert set(r.output) == {"output"}
+        np.testing.assert_allclose(r.output["output"], ref, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(client.score(x).output, ref, atol=1e-4, rtol=0)   # unnamed still
     finally:
         client.close()

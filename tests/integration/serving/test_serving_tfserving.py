@@ -5,6 +5,11 @@ Serving's ``PredictionService`` in the ``tensorflow`` environment (FFNN on the `
 backend, i.e. TensorFlow running the exported SavedModel), plus ``ffnn-hung``, a second core on
 the ``sleep`` backend (5 s per call) for the deadline test.
 
+Named tensors (several inputs / outputs of their own dtypes) are checked at the protocol level
+with a second real server of the module: the same servicer hosting ``masked``, a model file of two
+inputs and two outputs, on the ``onnxruntime`` backend (the SavedModel export is for the built-in
+models; experiments keep the TF Serving path to those).
+
 The client is real too, but it needs the TF Serving stubs, i.e. the ``tensorflow`` environment,
 while these tests run in the core env. So ``make_client`` returns a
 :class:`serving.tfserving.remote_client.RemoteClient`: a thin proxy whose calls run the real
@@ -19,10 +24,12 @@ import numpy as np
 import pytest
 
 from serving.errors import BadInputError, ModelNotFoundError
+from serving.models import build_model, import_model_file, model_paths, reference_forward, reference_predictions
 from serving.tfserving import launcher
 from serving.tfserving.remote_client import ClientHost
 from tests.support.conformance_serving import Served
 from tests.support.conformance_serving import *  # noqa: F401,F403
+from tests.support.model_files import two_layer_onnx
 from tests.support.procs import loopback_listeners
 
 # exactly who answers: our Scoring server speaking TF Serving's protocol (real TF Serving names
@@ -103,5 +110,91 @@ def test_health_of_an_unknown_model_is_false(tfserving):
     client = host.client(running.kind, running.target, "no-such-model", timeout_s=5.0)
     try:
         assert client.health() is False
+    finally:
+        client.close()
+
+
+# -- named tensors (serving.models.spec) --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def named_server(tfserving, tmp_path_factory):
+    """The servicer hosting ``masked`` (features float32 [b, 6] + mask int64 [b, 6] -> scores
+    float32 [b, 3] + label int64 [b]) on onnxruntime, from a models dir of the module's own."""
+    _, host = tfserving
+    d = tmp_path_factory.mktemp("tfserving-models")
+    build_model("ffnn", d, seed=42)
+    f = two_layer_onnx(d / "masked-src.onnx", n_in=6, n_out=3, extra_input=True, extra_output=True)
+    import_model_file(f, d, "masked", {"mask": {"range": [0, 2]}})
+    running = launcher.start("masked", instances=1, models_dir=d, log_dir=d / "logs", backend="onnxruntime")
+    try:
+        yield running, host, d
+    finally:
+        running.stop()
+
+
+def _masked_x(batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"features": rng.random((batch, 6), dtype=np.float32),
+            "mask": rng.integers(0, 2, (batch, 6), dtype=np.int64)}
+
+
+def _assert_masked(out, x, models_dir) -> None:
+    ref = reference_predictions("masked", models_dir, x)
+    assert isinstance(out, dict) and set(out) == {"scores", "label"}, out
+    assert out["scores"].dtype == np.float32 and out["scores"].shape == (len(x["mask"]), 3)
+    assert out["label"].dtype == np.int64 and out["label"].shape == (len(x["mask"]),)
+    np.testing.assert_allclose(out["scores"], ref["scores"], atol=1e-4, rtol=0)
+    np.testing.assert_array_equal(out["label"], ref["label"])
+
+
+def test_two_inputs_and_two_outputs_of_their_own_dtypes(named_server):
+    """PredictRequest.inputs holds every input by name with its DataType (DT_FLOAT + DT_INT64);
+    the answer every output (DT_FLOAT + DT_INT64 [b]); the signature lists them all."""
+    running, host, models_dir = named_server
+    assert running.server == SERVER_NAME
+    client = host.client(running.kind, running.target, "masked", timeout_s=10.0)
+    try:
+        d = client.describe()
+        assert d["inputs"] == [{"name": "features", "dtype": "float32", "shape": [-1, 6]},
+                               {"name": "mask", "dtype": "int64", "shape": [-1, 6]}]
+        assert d["outputs"] == [{"name": "label", "dtype": "int64", "shape": [-1]},
+                                {"name": "scores", "dtype": "float32", "shape": [-1, 3]}]
+        for batch in (1, 5):
+            x = _masked_x(batch, seed=batch)
+            r = client.score(x)
+            assert r.server == SERVER_NAME and r.server_inference_ns > 0
+            _assert_masked(r.output, x, models_dir)
+        xs = [_masked_x(1 + i % 3, seed=10 + i) for i in range(6)]
+        for x, r in zip(xs, client.score_stream(xs)):
+            _assert_masked(r.output, x, models_dir)
+    finally:
+        client.close()
+
+
+def test_named_inputs_that_do_not_fit_are_bad_input(named_server):
+    running, host, models_dir = named_server
+    client = host.client(running.kind, running.target, "masked", timeout_s=10.0)
+    x = _masked_x(2)
+    try:
+        with pytest.raises(BadInputError, match="mask"):               # int32 instead of int64
+            client.score({**x, "mask": x["mask"].astype(np.int32)})
+        with pytest.raises(BadInputError, match="mask"):               # an input missing
+            client.score({"features": x["features"]})
+        with pytest.raises(BadInputError, match="mask"):               # a wrong item shape
+            client.score({**x, "mask": np.zeros((2, 5), dtype=np.int64)})
+        _assert_masked(client.score(x).output, x, models_dir)         # still serving
+    finally:
+        client.close()
+
+
+def test_a_one_input_model_sent_by_name_answers_by_name(served):
+    x = np.random.default_rng(3).random((3, 1, 784), dtype=np.float32)
+    ref = reference_forward("ffnn", model_paths("ffnn").weights, x)
+    client = served.make_client("ffnn", 10.0)
+    try:
+        r = client.score({"input_1": x})
+        assert set(r.output) == {"output"}
+        np.testing.assert_allclose(r.output["output"], ref, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(client.score(x).output, ref, atol=1e-4, rtol=0)   # unnamed still
     finally:
         client.close()

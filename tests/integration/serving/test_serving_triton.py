@@ -4,7 +4,8 @@ gRPC via tritonclient) through the shared conformance suite, plus Triton-specifi
 One real Triton start for the module (``.envs/triton``, built on first use by
 ``crayfish env build triton``), with its gRPC, HTTP and metrics endpoints on: ``ffnn`` with 2
 instances, ``ffnn-hung`` (5 s sleep), a 2-instance 300 ms sleep model (instances really run
-concurrently) and a dynamically batched FFNN.
+concurrently), a dynamically batched FFNN, and ``masked``: a model file of two inputs and two
+outputs of different dtypes (named tensors), from a models dir of the module's own.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import pytest
 
 from serving.clients import create_client
 from serving.errors import BadInputError, ModelNotFoundError
-from serving.models import MODELS, model_paths, reference_forward
+from serving.models import MODELS, build_model, import_model_file, model_paths, reference_forward, reference_predictions
 from serving.triton import launcher
 from tests.support.conformance_serving import Served, processes_in_session, wait_until
+from tests.support.model_files import two_layer_onnx
 from tests.support.procs import loopback_listeners
 
 # exactly who answers: Triton 2.51.0, as bundled by nvidia-pytriton 0.7.0 (envs/triton/requirements.txt)
@@ -31,12 +33,25 @@ EXTRA_MODELS = {
     "ffnn-sleep": {"model": "ffnn", "backend": "sleep", "options": {"delay_ms": 300}, "instances": 2},
     "ffnn-batched": {"model": "ffnn", "instances": 1,
                      "batching": {"max_batch_size": 64, "max_queue_delay_us": 2000}},
+    # features float32 [b, 6] + mask int64 [b, 6] -> scores float32 [b, 3] + label int64 [b]
+    "masked": {"model": "masked", "instances": 1},
 }
 
 
 @pytest.fixture(scope="module")
-def triton(models_dir):
-    srv = launcher.start("ffnn", instances=2, models_dir=models_dir, extra_models=EXTRA_MODELS,
+def triton_models(tmp_path_factory):
+    """A models dir of the module's own: the FFNN (same seed as the shared one) and the imported
+    two-input model file (not written into the shared .cache/models)."""
+    d = tmp_path_factory.mktemp("triton-models")
+    build_model("ffnn", d, seed=42)
+    f = two_layer_onnx(d / "masked-src.onnx", n_in=6, n_out=3, extra_input=True, extra_output=True)
+    import_model_file(f, d, "masked", {"mask": {"range": [0, 2]}})
+    return d
+
+
+@pytest.fixture(scope="module")
+def triton(triton_models):
+    srv = launcher.start("ffnn", instances=2, models_dir=triton_models, extra_models=EXTRA_MODELS,
                          http=True, metrics=True)
     pid = srv.service.proc.pid
     workdir = srv.info["workdir"]
@@ -183,3 +198,71 @@ def test_launcher_rejects_unknown_options(models_dir):
         launcher.start("ffnn", models_dir=models_dir, no_such_option=1)
     with pytest.raises(ValueError, match="unknown key"):
         launcher.start("ffnn", models_dir=models_dir, extra_models={"x": {"delay": 1}})
+
+
+# -- named tensors (serving.models.spec) --------------------------------------------------------
+
+def _masked_x(batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"features": rng.random((batch, 6), dtype=np.float32),
+            "mask": rng.integers(0, 2, (batch, 6), dtype=np.int64)}
+
+
+def _assert_masked(out, x, models_dir) -> None:
+    ref = reference_predictions("masked", models_dir, x)
+    assert isinstance(out, dict) and set(out) == {"scores", "label"}, out
+    assert out["scores"].dtype == np.float32 and out["scores"].shape == (len(x["mask"]), 3)
+    assert out["label"].dtype == np.int64 and out["label"].shape == (len(x["mask"]),)
+    np.testing.assert_allclose(out["scores"], ref["scores"], atol=1e-4, rtol=0)
+    np.testing.assert_array_equal(out["label"], ref["label"])
+
+
+def test_two_inputs_and_two_outputs_of_their_own_dtypes(triton, triton_models):
+    """One InferInput per name with its datatype (FP32 + INT64), every output back by name (the
+    [b] label: dims [1] reshaped to [] on the server, [b] again here); unary, pipelined, streamed."""
+    client = create_client("triton", triton.target, "masked", timeout_s=10.0)
+    try:
+        d = client.describe()
+        assert [(t["name"], t["dtype"]) for t in d["inputs"]] == [("features", "float32"), ("mask", "int64")]
+        assert [(t["name"], t["dtype"]) for t in d["outputs"]] == [("scores", "float32"), ("label", "int64")]
+        for batch in (1, 5):
+            x = _masked_x(batch, seed=batch)
+            r = client.score(x)
+            assert r.server == SERVER_NAME
+            _assert_masked(r.output, x, triton_models)
+        xs = [_masked_x(1 + i % 3, seed=10 + i) for i in range(6)]
+        for x, f in zip(xs, [client.score_async(x) for x in xs]):
+            _assert_masked(f.result(timeout=30).output, x, triton_models)
+        for x, r in zip(xs, client.score_stream(xs)):
+            _assert_masked(r.output, x, triton_models)
+    finally:
+        client.close()
+
+
+def test_named_inputs_that_do_not_fit_are_bad_input(triton, triton_models):
+    client = create_client("triton", triton.target, "masked", timeout_s=5.0)
+    x = _masked_x(2)
+    try:
+        with pytest.raises(BadInputError, match="named inputs"):       # one unnamed tensor
+            client.score(x["features"])
+        with pytest.raises(BadInputError, match="mask"):               # int32 instead of int64
+            client.score({**x, "mask": x["mask"].astype(np.int32)})
+        with pytest.raises(BadInputError):                              # an input missing
+            client.score({"features": x["features"]})
+        with pytest.raises(BadInputError):                              # a wrong item shape
+            client.score({**x, "mask": np.zeros((2, 5), dtype=np.int64)})
+        _assert_masked(client.score(x).output, x, triton_models)      # the client still works
+    finally:
+        client.close()
+
+
+def test_a_one_input_model_sent_by_name_answers_by_name(triton):
+    client = create_client("triton", triton.target, "ffnn", timeout_s=10.0)
+    try:
+        x = _x(batch=3, seed=4)
+        r = client.score({"input_1": x})
+        assert set(r.output) == {"output"}
+        np.testing.assert_allclose(r.output["output"], _ref(x), atol=1e-4, rtol=0)
+        np.testing.assert_allclose(client.score(x).output, _ref(x), atol=1e-4, rtol=0)  # unnamed still
+    finally:
+        client.close()
