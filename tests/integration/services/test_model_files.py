@@ -91,10 +91,11 @@ ENGINES_BESIDES_THE_BASELINE = [e for e in sps_workers.ENGINES if e != "kafka"]
 
 @pytest.mark.parametrize("engine", ENGINES_BESIDES_THE_BASELINE)
 def test_every_engine_serves_the_model_file(engine, kafka_bootstrap, tmp_path):
-    """The same file, embedded in every other engine (the Java one reads the imported manifest)."""
-    model = two_layer_onnx(tmp_path / "fraud.onnx", n_in=6, n_out=3)
+    """A file with two inputs of different dtypes and two outputs (the named-tensor contract),
+    embedded in every other engine (the Java one reads the imported manifest)."""
+    model = two_layer_onnx(tmp_path / "fraud.onnx", n_in=6, n_out=3, extra_input=True, extra_output=True)
     exp = Experiment.model_validate({
-        "name": "mine", "model": {"path": str(model)}, "engine": engine,
+        "name": "mine", "model": {"path": str(model), "inputs": {"mask": {"range": [0, 2]}}}, "engine": engine,
         "kafka": {"bootstrap": kafka_bootstrap}, "check_predictions": 1.0, "batch_size": 2,
         "workload": {"type": "constant", "rate": 20, "duration_s": 3},
         "validity": {"min_duration_s": 1, "min_count": 20}})
@@ -119,3 +120,27 @@ def test_triton_and_ray_serve_serve_the_model_file(kafka_bootstrap, tmp_path):
         acc = point["accounting"]
         assert acc["sent"] == 60 and acc["scored"] == 60 and acc["dead_lettered"] == 0, (point["params"], acc)
         assert acc["checked"] == 60 and acc["wrong"] == 0, (point["params"], acc)
+
+
+def test_triton_and_ray_serve_serve_a_model_of_two_inputs_and_two_outputs(kafka_bootstrap, tmp_path):
+    """Named tensors behind the servers that run our embedded scorers: features float32 + mask
+    int64 in, scores float32 + label int64 out, every input by name in its dtype to Triton (one
+    InferInput each), Ray Serve over HTTP and over its gRPC proxy; every batch checked against ONNX
+    Runtime on the file, output by output."""
+    model = two_layer_onnx(tmp_path / "masked.onnx", n_in=6, n_out=3, extra_input=True, extra_output=True)
+    exp = Experiment.model_validate({
+        "name": "two-in-servers", "model": {"path": str(model), "inputs": {"mask": {"range": [0, 2]}}},
+        "engine": "kafka", "kafka": {"bootstrap": kafka_bootstrap}, "check_predictions": 1.0, "batch_size": 2,
+        "workload": {"type": "constant", "rate": 20, "duration_s": 3},
+        "validity": {"min_duration_s": 1, "min_count": 20},
+        "sweep": {"serving": ["triton", "ray-serve", "ray-serve-grpc"]}})
+    summary = run_experiment(exp, tmp_path / "run", models_dir=tmp_path / "models")
+    assert [p["params"]["serving"] for p in summary["points"]] == ["triton", "ray-serve", "ray-serve-grpc"]
+    answered = [p["answered_by"] for p in summary["points"]]
+    assert answered[0][0].startswith("triton ") and answered[1] == answered[2] and \
+        answered[1][0].startswith("ray-serve "), answered
+    for point in summary["points"]:
+        acc = point["accounting"]
+        assert acc["sent"] == 60 and acc["scored"] == 60 and acc["dead_lettered"] == 0, (point["params"], acc)
+        assert acc["missing"] == 0 and acc["checked"] == acc["sent"] and acc["wrong"] == 0, (point["params"], acc)
+        assert point["valid"], point["reasons"]

@@ -9,12 +9,19 @@ import crayfish.v1.TensorOuterClass.DType;
 import crayfish.v1.TensorOuterClass.Tensor;
 import com.google.protobuf.ByteString;
 import java.time.Instant;
+import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.HashMap;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.TreeSet;
 
 /**
  * sps_workers/scoring_op.py for the JVM: decode -> validate -> score -> encode, with the same
  * ScoringFacts stamps, the same dead-letter reasons and the same detail strings. One per worker
- * instance (stream thread); not thread-safe.
+ * instance (stream thread); not thread-safe. A batch carries the model's only input ({@code input})
+ * or one tensor per input name ({@code inputs}, checked as serving.models.spec.check_feeds).
  */
 final class Operator {
     static final String DECODE_ERROR = "decode_error";
@@ -33,6 +40,9 @@ final class Operator {
     }
 
     private final ModelSpec spec;
+    private final boolean simple;
+    private final boolean singleFloat32;
+    private final List<String> inputNames;
     private final String workerId;
     private final String backend;
     private final Scorer scorer;
@@ -51,6 +61,9 @@ final class Operator {
     private Operator(ModelSpec spec, String workerId, Scorer scorer, ScoringClient client, String backend,
                      int retries, double backoffS) {
         this.spec = spec;
+        this.simple = spec.simple();
+        this.singleFloat32 = spec.singleFloat32();
+        this.inputNames = spec.inputs().stream().map(ModelSpec.TensorSpec::name).toList();
         this.workerId = workerId;
         this.scorer = scorer;
         this.client = client;
@@ -68,15 +81,26 @@ final class Operator {
         long received = wallNs();
         long t0 = System.nanoTime();
         DataBatch batch;
-        long[] shape;
+        long[] shape = null;
+        Map<String, long[]> shapes = null;
         try {
             batch = DataBatch.parseFrom(value == null ? new byte[0] : value);
         } catch (InvalidProtocolBufferException e) {
             return dead(DECODE_ERROR, "not a crayfish.v1.DataBatch: " + e.getMessage(), value, null, topic, partition,
                     offset, inputAppendMs, received);
         }
+        // hasInput() first: getInputsCount() on a batch without inputs allocates an empty MapField (the hot
+        // path stays as it was); a batch carrying both, against the contract, is read by its input.
+        boolean named = !batch.hasInput() && batch.getInputsCount() > 0;
         try {
-            shape = Tensors.check(batch.getInput());
+            if (named) {
+                shapes = new HashMap<>();
+                for (Map.Entry<String, Tensor> e : batch.getInputsMap().entrySet()) {
+                    shapes.put(e.getKey(), Tensors.check(e.getValue()));
+                }
+            } else {
+                shape = Tensors.check(batch.getInput());
+            }
         } catch (Tensors.TensorError e) {
             return dead(DECODE_ERROR, e.getMessage(), value, null, topic, partition, offset, inputAppendMs, received);
         }
@@ -94,45 +118,133 @@ final class Operator {
             return dead(UNKNOWN_MODEL, "model " + Py.repr(batch.getModel()) + " is not served here (serving "
                     + Py.repr(spec.name()) + ")", value, batch, topic, partition, offset, inputAppendMs, received);
         }
-        if (batch.getInput().getDtypeValue() != DType.DTYPE_FLOAT32_VALUE) {
-            return dead(BAD_DTYPE, "expected float32 input, got " + Tensors.dtypeName(batch.getInput().getDtypeValue()),
-                    value, batch, topic, partition, offset, inputAppendMs, received);
-        }
-        long[] item = shape.length == 0 ? shape : Arrays.copyOfRange(shape, 1, shape.length);
-        if (!Arrays.equals(item, spec.inputShape())) {
-            return dead(BAD_SHAPE, "expected shape [batch, " + Py.list(spec.inputShape()).substring(1) + ", got "
-                    + Py.list(shape), value, batch, topic, partition, offset, inputAppendMs, received);
+        Map<String, Tensor> feeds = null;
+        if (named || !simple) {
+            try {
+                feeds = checkFeeds(batch, shape, shapes);
+            } catch (FeedError e) {
+                return dead(e.reason, e.getMessage(), value, batch, topic, partition, offset, inputAppendMs, received);
+            }
+        } else {
+            if (batch.getInput().getDtypeValue() != DType.DTYPE_FLOAT32_VALUE) {
+                return dead(BAD_DTYPE, "expected float32 input, got "
+                        + Tensors.dtypeName(batch.getInput().getDtypeValue()), value, batch, topic, partition, offset,
+                        inputAppendMs, received);
+            }
+            long[] item = shape.length == 0 ? shape : Arrays.copyOfRange(shape, 1, shape.length);
+            if (!Arrays.equals(item, spec.inputShape())) {
+                return dead(BAD_SHAPE, "expected shape [batch, " + Py.list(spec.inputShape()).substring(1) + ", got "
+                        + Py.list(shape), value, batch, topic, partition, offset, inputAppendMs, received);
+            }
         }
         long decodeNs = System.nanoTime() - t0;
 
         if (client != null) {
-            return external(batch, shape, value, received, decodeNs, inputAppendMs, topic, partition, offset);
+            return external(batch, named, value, received, decodeNs, inputAppendMs, topic, partition, offset);
         }
         long t1 = System.nanoTime();
-        Tensor y;
+        Tensor y = null;
+        Map<String, Tensor> ys = null;
         try {
-            y = scorer.score(batch.getInput(), shape);
+            if (feeds == null && singleFloat32) {
+                y = scorer.score(batch.getInput(), shape);
+            } else {
+                ys = scorer.scoreNamed(feeds == null ? Map.of(spec.inputName(), batch.getInput()) : feeds);
+                if (!named && !spec.multiOutput()) {
+                    y = ys.get(spec.outputName());
+                    ys = null;
+                }
+            }
         } catch (Exception e) {
             return dead(SCORING_ERROR, e.getClass().getSimpleName() + ": " + e.getMessage(), value, batch, topic,
                     partition, offset, inputAppendMs, received);
         }
-        return finish(batch, y, received, decodeNs, System.nanoTime() - t1, 0, 0, "", inputAppendMs);
+        return finish(batch, named, y, ys, received, decodeNs, System.nanoTime() - t1, 0, 0, "", inputAppendMs);
+    }
+
+    /** A batch whose inputs do not fit the model; {@code reason} is bad_shape or bad_dtype. */
+    static final class FeedError extends Exception {
+        final String reason;
+
+        FeedError(String reason, String message) {
+            super(message);
+            this.reason = reason;
+        }
+    }
+
+    /**
+     * serving.models.spec.check_feeds, with its messages: the batch's tensors by input name in the
+     * model's order ({@code shapes}: those of the named inputs, else {@code shape}: of the single input).
+     */
+    private Map<String, Tensor> checkFeeds(DataBatch batch, long[] shape, Map<String, long[]> shapes)
+            throws FeedError {
+        List<ModelSpec.TensorSpec> inputs = spec.inputs();
+        if (shapes == null) {
+            if (spec.multiInput()) {
+                throw new FeedError(BAD_SHAPE, spec.name() + ": takes named inputs " + String.join(", ", inputNames)
+                        + ", got one unnamed tensor");
+            }
+            checkOne(inputs.get(0), batch.getInput(), shape, -1);
+            return Map.of(spec.inputName(), batch.getInput());
+        }
+        Map<String, Tensor> x = batch.getInputsMap();
+        List<String> missing = new ArrayList<>();
+        for (String n : inputNames) {
+            if (!x.containsKey(n)) {
+                missing.add(n);
+            }
+        }
+        TreeSet<String> extra = new TreeSet<>(x.keySet());
+        extra.removeAll(inputNames);
+        if (!missing.isEmpty() || !extra.isEmpty()) {
+            throw new FeedError(BAD_SHAPE, spec.name() + ": inputs " + Py.strList(new TreeSet<>(x.keySet()))
+                    + " do not match the model's " + Py.strList(inputNames)
+                    + (missing.isEmpty() ? "" : " (missing " + String.join(", ", missing) + ")")
+                    + (extra.isEmpty() ? "" : " (unknown " + String.join(", ", extra) + ")"));
+        }
+        Map<String, Tensor> feeds = new LinkedHashMap<>();
+        long rows = -1;
+        for (ModelSpec.TensorSpec t : inputs) {
+            long[] s = shapes.get(t.name());
+            checkOne(t, x.get(t.name()), s, rows);
+            rows = s[0];
+            feeds.put(t.name(), x.get(t.name()));
+        }
+        return feeds;
+    }
+
+    /** check_feeds' _check_one; {@code rows} of the first input, -1 for the first itself. */
+    private void checkOne(ModelSpec.TensorSpec t, Tensor x, long[] shape, long rows) throws FeedError {
+        String got = Tensors.dtypeName(x.getDtypeValue()) + " " + Py.list(shape);
+        if (x.getDtypeValue() != t.code()) {
+            throw new FeedError(BAD_DTYPE, spec.name() + ": input " + t.name() + ": expected " + t.want() + ", got "
+                    + got);
+        }
+        long[] item = shape.length == 0 ? shape : Arrays.copyOfRange(shape, 1, shape.length);
+        if (!Arrays.equals(item, t.shape()) || shape.length == 0 || shape[0] < 1) {
+            throw new FeedError(BAD_SHAPE, spec.name() + ": input " + t.name() + ": expected " + t.want() + ", got "
+                    + got);
+        }
+        if (rows >= 0 && shape[0] != rows) {
+            throw new FeedError(BAD_SHAPE, spec.name() + ": input " + t.name() + " has " + shape[0] + " rows, "
+                    + spec.inputName() + " has " + rows + ": every input shares the batch axis");
+        }
     }
 
     /** Run the whole path (decode, score, encode) on zero batches of one item for up to
-     *  {@code budgetMs} (at most 1000 rounds), so the JIT has compiled it before the first record. */
+     *  {@code budgetMs} (at most 1000 rounds), so the JIT has compiled it before the first record.
+     *  A model with several inputs gets them by name, one with one input the single tensor. */
     void warmup(long budgetMs) {
-        long n = 1;
-        for (long d : spec.inputShape()) {
-            n *= d;
+        DataBatch.Builder b = DataBatch.newBuilder().setBatchId("warmup").setModel(spec.name());
+        for (ModelSpec.TensorSpec t : spec.inputs()) {
+            Tensor zeros = Tensors.zeros(t.code(), 1, t.shape());
+            if (spec.multiInput()) {
+                b.putInputs(t.name(), zeros);
+            } else {
+                b.setInput(zeros);
+            }
         }
-        Tensor.Builder t = Tensor.newBuilder().setDtype(DType.DTYPE_FLOAT32).addShape(1)
-                .setData(ByteString.copyFrom(new byte[Math.toIntExact(n * 4)]));
-        for (long d : spec.inputShape()) {
-            t.addShape(d);
-        }
-        byte[] value = DataBatch.newBuilder().setBatchId("warmup").setModel(spec.name()).setInput(t).build()
-                .toByteArray();
+        byte[] value = b.build().toByteArray();
         long deadline = System.nanoTime() + budgetMs * 1_000_000L;
         for (int i = 0; i < 1000 && System.nanoTime() < deadline; i++) {
             process(value, 0, "warmup", 0, i);
@@ -140,13 +252,13 @@ final class Operator {
     }
 
     /** sps_workers.external.ExternalStage in blocking mode: retries with backoff, then dead letter. */
-    private Result external(DataBatch batch, long[] shape, byte[] value, long received, long decodeNs,
+    private Result external(DataBatch batch, boolean named, byte[] value, long received, long decodeNs,
                             long inputAppendMs, String topic, int partition, long offset) {
         for (int attempt = 1; ; attempt++) {
             long started = System.nanoTime();
             try {
-                ScoringClient.Answer a = client.score(batch.getInput());
-                return finish(batch, a.output(), received, decodeNs, System.nanoTime() - started,
+                ScoringClient.Answer a = named ? client.score(batch.getInputsMap()) : client.score(batch.getInput());
+                return finish(batch, named, a.output(), a.outputs(), received, decodeNs, System.nanoTime() - started,
                         a.serverInferenceNs(), a.serverQueueNs(), a.server(), inputAppendMs);
             } catch (ScoringClient.CallError e) {
                 if (e.retriable && attempt <= retries) {
@@ -168,13 +280,23 @@ final class Operator {
         }
     }
 
-    private Result finish(DataBatch batch, Tensor y, long received, long decodeNs, long inferenceNs,
-                          long serverInferenceNs, long serverQueueNs, String server, long inputAppendMs) {
+    /** The output goes back the way the input came: {@code ys} by name (several outputs, or a named
+     *  batch), a named batch's single output under the model's output name, else {@code output}. */
+    private Result finish(DataBatch batch, boolean named, Tensor y, Map<String, Tensor> ys, long received,
+                          long decodeNs, long inferenceNs, long serverInferenceNs, long serverQueueNs, String server,
+                          long inputAppendMs) {
         long t2 = System.nanoTime();
         ScoredBatch.Builder out = ScoredBatch.newBuilder()
                 .setBatchId(batch.getBatchId()).setRunId(batch.getRunId()).setSequence(batch.getSequence())
                 .setIntendedNs(batch.getIntendedNs()).setCreatedNs(batch.getCreatedNs()).setModel(batch.getModel())
-                .setInputAppendMs(inputAppendMs).putAllAttributes(batch.getAttributesMap()).setOutput(y);
+                .setInputAppendMs(inputAppendMs).putAllAttributes(batch.getAttributesMap());
+        if (ys != null) {
+            out.putAllOutputs(ys);
+        } else if (named) {
+            out.putOutputs(spec.outputName(), y);
+        } else {
+            out.setOutput(y);
+        }
         ScoringFacts.Builder f = out.getFactsBuilder()
                 .setBackend(backend).setWorkerId(workerId).setEngine(Settings.ENGINE)
                 .setWorkerReceiveNs(received).setDecodeNs(decodeNs).setInferenceNs(inferenceNs);

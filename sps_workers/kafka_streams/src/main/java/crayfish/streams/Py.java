@@ -60,6 +60,15 @@ final class Py {
         return b.append(']').toString();
     }
 
+    /** str(list) of strings: ['a', 'b']. */
+    static String strList(Iterable<String> xs) {
+        StringBuilder b = new StringBuilder("[");
+        for (String x : xs) {
+            b.append(b.length() == 1 ? "" : ", ").append(repr(x));
+        }
+        return b.append(']').toString();
+    }
+
     /** s[:n] by code points. */
     static String head(String s, int n) {
         if (s.length() <= n) {

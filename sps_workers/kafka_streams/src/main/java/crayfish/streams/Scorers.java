@@ -10,14 +10,20 @@ import ai.onnxruntime.OrtSession;
 import ai.onnxruntime.TensorInfo;
 import com.google.protobuf.ByteString;
 import com.google.protobuf.UnsafeByteOperations;
+import crayfish.v1.TensorOuterClass.DType;
 import crayfish.v1.TensorOuterClass.Tensor;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.LinkedHashMap;
+import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import java.util.TreeSet;
 import java.util.concurrent.locks.LockSupport;
 
 /** The embedded backends of serving/embedded, for the JVM: onnxruntime, noop, sleep. */
@@ -49,12 +55,14 @@ final class Scorers {
     /** ``noop`` (zeros) and ``sleep`` (a fixed delay, then zeros): calibration backends. */
     static final class Zeros implements Scorer {
         private final String name;
+        private final ModelSpec spec;
         private final long[] outShape;
         private final long delayNs;
         private final long spinNs;
 
         Zeros(String name, ModelSpec spec, long delayNs, long spinNs) {
             this.name = name;
+            this.spec = spec;
             this.outShape = spec.outputShape();
             this.delayNs = delayNs;
             this.spinNs = spinNs;
@@ -67,6 +75,29 @@ final class Scorers {
 
         @Override
         public Tensor score(Tensor input, long[] shape) {
+            delay();
+            long[] out = new long[outShape.length + 1];
+            out[0] = shape[0];
+            long n = shape[0];
+            for (int i = 0; i < outShape.length; i++) {
+                out[i + 1] = outShape[i];
+                n *= outShape[i];
+            }
+            return Tensors.float32(out, ByteString.copyFrom(new byte[Math.toIntExact(n * 4)]));
+        }
+
+        @Override
+        public Map<String, Tensor> scoreNamed(Map<String, Tensor> inputs) {
+            delay();
+            long rows = inputs.get(spec.inputName()).getShape(0);
+            Map<String, Tensor> out = new LinkedHashMap<>();
+            for (ModelSpec.TensorSpec t : spec.outputs()) {
+                out.put(t.name(), Tensors.zeros(t.code(), rows, t.shape()));
+            }
+            return out;
+        }
+
+        private void delay() {
             if (delayNs > 0) {
                 long deadline = System.nanoTime() + delayNs;
                 long coarse = delayNs - spinNs;
@@ -82,14 +113,6 @@ final class Scorers {
                     }
                 }
             }
-            long[] out = new long[outShape.length + 1];
-            out[0] = shape[0];
-            long n = shape[0];
-            for (int i = 0; i < outShape.length; i++) {
-                out[i + 1] = outShape[i];
-                n *= outShape[i];
-            }
-            return Tensors.float32(out, ByteString.copyFrom(new byte[Math.toIntExact(n * 4)]));
         }
 
         @Override
@@ -100,14 +123,36 @@ final class Scorers {
     /**
      * ``onnxruntime``: the model's ONNX export in one ORT session (1 intra-op / 1 inter-op thread by
      * default, as the paper), sequential execution. The input bytes are copied once into a reused
-     * direct buffer that ORT reads without another copy.
+     * direct buffer (one per input) that ORT reads without another copy. Every input is fed by name
+     * with its own dtype; every output of the model comes back by name with its dtype.
      */
     static final class Onnx implements Scorer {
         private static final List<String> LEVELS = List.of("disable", "basic", "extended", "all");
+        /** The dtypes ONNX Runtime's Java API reads and writes, by numpy name. */
+        private static final Map<String, OnnxJavaType> JAVA_TYPES = javaTypes();
+
+        private static Map<String, OnnxJavaType> javaTypes() {
+            Map<String, OnnxJavaType> m = new LinkedHashMap<>();
+            m.put("float32", OnnxJavaType.FLOAT);
+            m.put("float64", OnnxJavaType.DOUBLE);
+            m.put("float16", OnnxJavaType.FLOAT16);
+            m.put("int8", OnnxJavaType.INT8);
+            m.put("int16", OnnxJavaType.INT16);
+            m.put("int32", OnnxJavaType.INT32);
+            m.put("int64", OnnxJavaType.INT64);
+            m.put("uint8", OnnxJavaType.UINT8);
+            m.put("bool", OnnxJavaType.BOOL);
+            return m;
+        }
+
         private final OrtEnvironment env;
         private final OrtSession session;
         private final String inputName;
         private final Set<String> outputs;
+        private final List<ModelSpec.TensorSpec> inputSpecs;
+        private final OnnxJavaType[] inputTypes;
+        private final ByteBuffer[] inputBuffers;
+        private final Set<String> allOutputs = new LinkedHashSet<>();
         private ByteBuffer in = ByteBuffer.allocateDirect(0);
 
         Onnx(Settings s, ModelSpec spec) {
@@ -145,14 +190,58 @@ final class Scorers {
             } catch (OrtException e) {
                 throw new ConfigError("models_dir: backend 'onnxruntime': cannot load " + path + ": " + e.getMessage());
             }
-            if (!session.getInputNames().equals(Set.of(spec.inputName()))
-                    || !session.getOutputNames().contains(spec.outputName())) {
-                throw new ConfigError("models_dir: backend 'onnxruntime': " + path + " has inputs "
-                        + session.getInputNames() + " / outputs " + session.getOutputNames() + ", expected "
-                        + Py.repr(spec.inputName()) + " / " + Py.repr(spec.outputName()));
+            List<String> wantIn = spec.inputs().stream().map(ModelSpec.TensorSpec::name).sorted().toList();
+            List<String> wantOut = spec.outputs().stream().map(ModelSpec.TensorSpec::name).toList();
+            if (!new TreeSet<>(session.getInputNames()).equals(new TreeSet<>(wantIn))
+                    || !session.getOutputNames().containsAll(wantOut)) {
+                String has = Py.strList(new TreeSet<>(session.getInputNames())) + " / outputs "
+                        + Py.strList(new TreeSet<>(session.getOutputNames()));
+                close();
+                throw new ConfigError("models_dir: backend 'onnxruntime': " + path + " has inputs " + has
+                        + ", expected " + Py.strList(wantIn) + " / " + Py.strList(wantOut));
+            }
+            List<ModelSpec.TensorSpec> tensors = new ArrayList<>(spec.inputs());
+            tensors.addAll(spec.outputs());
+            for (ModelSpec.TensorSpec t : tensors) {
+                if (javaType(t.code()) == null) {
+                    close();
+                    throw new ConfigError("models_dir: backend 'onnxruntime': tensor " + Py.repr(t.name()) + " of "
+                            + path + " is " + t.dtype() + "; ONNX Runtime's Java API takes "
+                            + String.join(", ", JAVA_TYPES.keySet()));
+                }
+            }
+            inputSpecs = spec.inputs();
+            inputTypes = new OnnxJavaType[inputSpecs.size()];
+            inputBuffers = new ByteBuffer[inputSpecs.size()];
+            for (int i = 0; i < inputTypes.length; i++) {
+                inputTypes[i] = javaType(inputSpecs.get(i).code());
+            }
+            for (ModelSpec.TensorSpec t : spec.outputs()) {
+                allOutputs.add(t.name());
             }
             inputName = spec.inputName();
             outputs = Set.of(spec.outputName());
+        }
+
+        static OnnxJavaType javaType(int code) {
+            String name = Tensors.dtypeName(code);
+            return name == null ? null : JAVA_TYPES.get(name);
+        }
+
+        /** DType code of an ORT output; -1 for those crayfish.v1 has no code for. */
+        static int dtypeCode(TensorInfo.OnnxTensorType t) {
+            switch (t) {
+                case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT: return DType.DTYPE_FLOAT32_VALUE;
+                case ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE: return DType.DTYPE_FLOAT64_VALUE;
+                case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16: return DType.DTYPE_FLOAT16_VALUE;
+                case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8: return DType.DTYPE_INT8_VALUE;
+                case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT16: return DType.DTYPE_INT16_VALUE;
+                case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32: return DType.DTYPE_INT32_VALUE;
+                case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64: return DType.DTYPE_INT64_VALUE;
+                case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8: return DType.DTYPE_UINT8_VALUE;
+                case ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL: return DType.DTYPE_BOOL_VALUE;
+                default: return -1;
+            }
         }
 
         @Override
@@ -182,6 +271,41 @@ final class Scorers {
                 }
                 ByteBuffer out = y.getByteBuffer().order(ByteOrder.LITTLE_ENDIAN);
                 return Tensors.float32(info.getShape(), UnsafeByteOperations.unsafeWrap(out));
+            }
+        }
+
+        @Override
+        public Map<String, Tensor> scoreNamed(Map<String, Tensor> feeds) throws OrtException {
+            Map<String, OnnxTensor> x = new HashMap<>(inputTypes.length * 2);
+            try {
+                for (int i = 0; i < inputTypes.length; i++) {
+                    Tensor t = feeds.get(inputSpecs.get(i).name());
+                    inputBuffers[i] = Tensors.direct(t, inputBuffers[i]);
+                    x.put(inputSpecs.get(i).name(),
+                            OnnxTensor.createTensor(env, inputBuffers[i], Tensors.shape(t), inputTypes[i]));
+                }
+                try (OrtSession.Result r = session.run(x, allOutputs)) {
+                    Map<String, Tensor> out = new LinkedHashMap<>();
+                    for (String name : allOutputs) {
+                        OnnxValue v = r.get(name).orElseThrow(() -> new IllegalStateException(
+                                "onnxruntime returned no output " + Py.repr(name)));
+                        if (!(v instanceof OnnxTensor)) {
+                            throw new IllegalStateException("onnxruntime returned a " + v.getType() + " for "
+                                    + Py.repr(name) + ", not a tensor");
+                        }
+                        TensorInfo info = ((OnnxTensor) v).getInfo();
+                        int code = dtypeCode(info.onnxType);
+                        if (code < 0) {
+                            throw new IllegalStateException("onnxruntime returned " + info.onnxType + " for "
+                                    + Py.repr(name));
+                        }
+                        ByteBuffer y = ((OnnxTensor) v).getByteBuffer().order(ByteOrder.LITTLE_ENDIAN);
+                        out.put(name, Tensors.of(code, info.getShape(), UnsafeByteOperations.unsafeWrap(y)));
+                    }
+                    return out;
+                }
+            } finally {
+                x.values().forEach(OnnxTensor::close);
             }
         }
 

@@ -13,6 +13,7 @@ import io.grpc.StatusRuntimeException;
 import io.grpc.TlsChannelCredentials;
 import java.io.File;
 import java.io.IOException;
+import java.util.Map;
 import java.util.concurrent.TimeUnit;
 
 /**
@@ -31,8 +32,10 @@ final class ScoringClient implements AutoCloseable {
     private final ScoringGrpc.ScoringBlockingStub stub;
     private long ids;
 
-    /** One answer: the output tensor plus what the server says about itself. */
-    record Answer(Tensor output, long serverInferenceNs, long serverQueueNs, String server) {
+    /** One answer: the output tensor, or the outputs by name (named request or several outputs), plus
+     *  what the server says about itself. */
+    record Answer(Tensor output, Map<String, Tensor> outputs, long serverInferenceNs, long serverQueueNs,
+                  String server) {
     }
 
     /** A failed call, named as the Python client names it (OverloadedError, BackendError, ...). */
@@ -67,8 +70,17 @@ final class ScoringClient implements AutoCloseable {
     }
 
     Answer score(Tensor input) throws CallError {
-        ScoreRequest req = ScoreRequest.newBuilder().setModel(model).setInput(input)
-                .setRequestId(Long.toString(ids++)).build();
+        return call(ScoreRequest.newBuilder().setModel(model).setInput(input).setRequestId(Long.toString(ids++))
+                .build());
+    }
+
+    /** Named inputs (ScoreRequest.inputs): the answer carries the outputs by name. */
+    Answer score(Map<String, Tensor> inputs) throws CallError {
+        return call(ScoreRequest.newBuilder().setModel(model).putAllInputs(inputs)
+                .setRequestId(Long.toString(ids++)).build());
+    }
+
+    private Answer call(ScoreRequest req) throws CallError {
         ScoreResponse resp;
         try {
             resp = stub.withDeadlineAfter(timeoutNs, TimeUnit.NANOSECONDS).score(req);
@@ -78,13 +90,21 @@ final class ScoringClient implements AutoCloseable {
             throw new CallError(e.getClass().getSimpleName(), String.valueOf(e.getMessage()), true,
                     Operator.SCORING_ERROR);
         }
+        Map<String, Tensor> outputs = resp.getOutputsCount() > 0 ? resp.getOutputsMap() : null;
         try {
-            Tensors.check(resp.getOutput());
+            if (outputs == null) {
+                Tensors.check(resp.getOutput());
+            } else {
+                for (Tensor t : outputs.values()) {
+                    Tensors.check(t);
+                }
+            }
         } catch (Tensors.TensorError e) {
             throw new CallError("TensorError", e.getMessage(), true, Operator.SCORING_ERROR);
         }
         String server = resp.getServer();  // what the server says it is: never filled in here
-        return new Answer(resp.getOutput(), resp.getInferenceNs(), resp.getQueueNs(), server);
+        return new Answer(outputs == null ? resp.getOutput() : null, outputs, resp.getInferenceNs(),
+                resp.getQueueNs(), server);
     }
 
     /** serving.errors.error_from_status, plus sps_workers.external._retriable and the reason. */

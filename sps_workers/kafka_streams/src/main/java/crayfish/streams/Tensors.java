@@ -4,6 +4,9 @@ import com.google.protobuf.ByteString;
 import crayfish.v1.TensorOuterClass.DType;
 import crayfish.v1.TensorOuterClass.Tensor;
 import java.math.BigInteger;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.util.List;
 
 /**
  * crayfish/tensor.py for Java: a Tensor is raw little-endian bytes in C order plus dtype and shape.
@@ -18,6 +21,16 @@ final class Tensors {
         TensorError(String message) {
             super(message);
         }
+    }
+
+    /** The numpy names of every DType, in code order (crayfish.tensor.DTYPE_NAMES). */
+    static final List<String> DTYPE_NAMES = List.of("float32", "float64", "float16", "int8", "int16", "int32",
+            "int64", "uint8", "uint16", "uint32", "uint64", "bool");
+
+    /** DType code of a numpy dtype name; -1 when unknown. */
+    static int dtypeCode(String name) {
+        int i = DTYPE_NAMES.indexOf(name);
+        return i < 0 ? -1 : i + 1;
     }
 
     /** numpy dtype name and item size by DType code; null name = unknown code. */
@@ -80,5 +93,48 @@ final class Tensors {
             b.addShape(d);
         }
         return b.build();
+    }
+
+    static Tensor of(int code, long[] shape, ByteString littleEndianData) {
+        Tensor.Builder b = Tensor.newBuilder().setDtypeValue(code).setData(littleEndianData);
+        for (long d : shape) {
+            b.addShape(d);
+        }
+        return b.build();
+    }
+
+    /** Zeros of {@code code}, shape [rows, *item]. */
+    static Tensor zeros(int code, long rows, long[] item) {
+        long[] shape = new long[item.length + 1];
+        shape[0] = rows;
+        long n = rows;
+        for (int i = 0; i < item.length; i++) {
+            shape[i + 1] = item[i];
+            n *= item[i];
+        }
+        return of(code, shape, ByteString.copyFrom(new byte[Math.toIntExact(n * itemSize(code))]));
+    }
+
+    /** The tensor's shape (unchecked). */
+    static long[] shape(Tensor t) {
+        long[] shape = new long[t.getShapeCount()];
+        for (int i = 0; i < shape.length; i++) {
+            shape[i] = t.getShape(i);
+        }
+        return shape;
+    }
+
+    /** The tensor's bytes in {@code reuse} (a direct buffer in native order, little-endian here), or in
+     *  a new one when it is too small; flipped, ready to read. */
+    static ByteBuffer direct(Tensor t, ByteBuffer reuse) {
+        ByteString data = t.getData();
+        ByteBuffer b = reuse;
+        if (b == null || b.capacity() < data.size()) {
+            b = ByteBuffer.allocateDirect(data.size()).order(ByteOrder.nativeOrder());
+        }
+        b.clear();
+        data.copyTo(b);
+        b.flip();
+        return b;
     }
 }

@@ -143,6 +143,10 @@ class OperatorTest {
                 throw new IllegalStateException("boom");
             }
 
+            public java.util.Map<String, Tensor> scoreNamed(java.util.Map<String, Tensor> inputs) {
+                throw new IllegalStateException("boom");
+            }
+
             public void close() {
             }
         };
@@ -176,6 +180,8 @@ class OperatorTest {
         assertEquals("()", Py.tuple(new long[] {}));
         assertEquals("(1, 784)", Py.tuple(new long[] {1, 784}));
         assertEquals("[]", Py.list(new long[] {}));
+        assertEquals("['a', \"it's\"]", Py.strList(java.util.List.of("a", "it's")));
+        assertEquals("[]", Py.strList(java.util.List.of()));
     }
 
     @Test
@@ -227,12 +233,113 @@ class OperatorTest {
                 FFNN_MANIFEST.replace("ffnn", "toy").replace("1, 784", "3, 4"));
         assertArrayEquals(new long[] {3, 4}, ModelSpec.load(dir, "toy").inputShape());
         // A description that does not fit fails naming the field.
-        assertTrue(assertThrows(ConfigError.class, () -> manifestSpec("ffnn", FFNN_MANIFEST.replace("float32", "int8")))
-                .getMessage().contains("float32 models only"));
+        assertEquals("model: manifest.json: input_dtype: tensor 'input_1' has dtype 'string'; the kafka-streams "
+                + "engine takes float32, float64, float16, int8, int16, int32, int64, uint8, uint16, uint32, uint64, bool",
+                assertThrows(ConfigError.class, () -> manifestSpec("ffnn", FFNN_MANIFEST.replace("float32", "string")))
+                        .getMessage());
+        assertEquals(DType.DTYPE_INT8_VALUE, manifestSpec("ffnn", FFNN_MANIFEST.replace("float32", "int8"))
+                .inputs().get(0).code());
         assertTrue(assertThrows(ConfigError.class, () -> manifestSpec("ffnn", FFNN_MANIFEST.replace("\"output_shape\"", "\"x\"")))
                 .getMessage().contains("output_shape"));
         assertTrue(assertThrows(ConfigError.class, () -> manifestSpec("resnet50", FFNN_MANIFEST))
                 .getMessage().contains("describes model 'ffnn'"));
+    }
+
+    /** serving/models/spec.py manifest_fields of a model with two inputs and two outputs. */
+    static final String MASKED_MANIFEST = "{\"name\": \"masked\", \"input_name\": \"features\", "
+            + "\"output_name\": \"scores\", \"input_shape\": [\"batch\", 6], \"input_dtype\": \"float32\", "
+            + "\"output_shape\": [\"batch\", 3], "
+            + "\"inputs\": [{\"name\": \"features\", \"dtype\": \"float32\", \"shape\": [\"batch\", 6]}, "
+            + "{\"name\": \"mask\", \"dtype\": \"int64\", \"shape\": [\"batch\", 6], \"range\": [0, 2]}], "
+            + "\"outputs\": [{\"name\": \"scores\", \"dtype\": \"float32\", \"shape\": [\"batch\", 3]}, "
+            + "{\"name\": \"label\", \"dtype\": \"int64\", \"shape\": [\"batch\"]}]}";
+    private static final ModelSpec MASKED = manifestSpec("masked", MASKED_MANIFEST);
+
+    private static byte[] named(String id, String model, java.util.Map<String, Tensor> inputs) {
+        return DataBatch.newBuilder().setBatchId(id).setRunId("r").setModel(model).putAllInputs(inputs).build()
+                .toByteArray();
+    }
+
+    @Test
+    void manifestListsEveryTensor() {
+        assertEquals(java.util.List.of("features", "mask"),
+                MASKED.inputs().stream().map(ModelSpec.TensorSpec::name).toList());
+        assertEquals(DType.DTYPE_INT64_VALUE, MASKED.inputs().get(1).code());
+        assertArrayEquals(new long[] {}, MASKED.outputs().get(1).shape());
+        assertEquals("int64 [b>=1, ]", MASKED.outputs().get(1).want());
+        assertTrue(MASKED.multiInput() && MASKED.multiOutput() && !MASKED.simple());
+        assertTrue(FFNN.simple() && FFNN.singleFloat32() && !FFNN.multiOutput());
+        assertEquals("model: manifest.json: inputs[1]: dtype: tensor 'mask' has dtype 'str'; the kafka-streams engine "
+                + "takes float32, float64, float16, int8, int16, int32, int64, uint8, uint16, uint32, uint64, bool",
+                assertThrows(ConfigError.class, () -> manifestSpec("masked", MASKED_MANIFEST.replaceFirst("int64", "str")))
+                        .getMessage());
+    }
+
+    @Test
+    void namedBatchesAreCheckedLikeCheckFeeds() throws Exception {
+        Operator op = new Operator(MASKED, "ks-0", new Scorers.Zeros("noop", MASKED, 0, 0));
+        Tensor features = tensor(DType.DTYPE_FLOAT32, 4, 2, 6);
+        Tensor mask = tensor(DType.DTYPE_INT64, 8, 2, 6);
+
+        ScoredBatch s = ScoredBatch.parseFrom(op.process(named("a", "masked",
+                java.util.Map.of("features", features, "mask", mask)), 1, "in", 0, 0).value());
+        assertFalse(s.hasOutput());
+        assertEquals(java.util.Set.of("scores", "label"), s.getOutputsMap().keySet());
+        assertEquals(java.util.List.of(2L, 3L), s.getOutputsMap().get("scores").getShapeList());
+        assertEquals(DType.DTYPE_INT64, s.getOutputsMap().get("label").getDtype());
+        assertEquals(java.util.List.of(2L), s.getOutputsMap().get("label").getShapeList());
+        assertEquals(16, s.getOutputsMap().get("label").getData().size());
+
+        DeadLetter d = dead(op.process(named("b", "masked", java.util.Map.of("features", features, "extra", mask)),
+                1, "in", 0, 1));
+        assertEquals("bad_shape", d.getReason());
+        assertEquals("masked: inputs ['extra', 'features'] do not match the model's ['features', 'mask'] "
+                + "(missing mask) (unknown extra)", d.getDetail());
+        d = dead(op.process(named("c", "masked", java.util.Map.of("features", features,
+                "mask", tensor(DType.DTYPE_INT32, 4, 2, 6))), 1, "in", 0, 2));
+        assertEquals("bad_dtype", d.getReason());
+        assertEquals("masked: input mask: expected int64 [b>=1, 6], got int32 [2, 6]", d.getDetail());
+        d = dead(op.process(named("d", "masked", java.util.Map.of("features", tensor(DType.DTYPE_FLOAT32, 4, 2, 5),
+                "mask", mask)), 1, "in", 0, 3));
+        assertEquals("bad_shape", d.getReason());
+        assertEquals("masked: input features: expected float32 [b>=1, 6], got float32 [2, 5]", d.getDetail());
+        d = dead(op.process(named("e", "masked", java.util.Map.of("features", features,
+                "mask", tensor(DType.DTYPE_INT64, 8, 3, 6))), 1, "in", 0, 4));
+        assertEquals("bad_shape", d.getReason());
+        assertEquals("masked: input mask has 3 rows, features has 2: every input shares the batch axis", d.getDetail());
+        d = dead(op.process(batch("f", "masked", features), 1, "in", 0, 5));
+        assertEquals("bad_shape", d.getReason());
+        assertEquals("masked: takes named inputs features, mask, got one unnamed tensor", d.getDetail());
+        d = dead(op.process(named("g", "masked", java.util.Map.of("features", features,
+                "mask", mask.toBuilder().setData(ByteString.copyFrom(new byte[5])).build())), 1, "in", 0, 6));
+        assertEquals("decode_error", d.getReason());
+        assertEquals("tensor data has 5 bytes, shape (2, 6) of int64 needs 96", d.getDetail());
+    }
+
+    @Test
+    void aOneInputModelAnswersANamedBatchByName() throws Exception {
+        Operator op = noop();
+        Tensor x = tensor(DType.DTYPE_FLOAT32, 4, 3, 1, 784);
+        ScoredBatch s = ScoredBatch.parseFrom(op.process(named("a", "ffnn", java.util.Map.of("input_1", x)), 1, "in",
+                0, 0).value());
+        assertFalse(s.hasOutput());
+        assertEquals(java.util.List.of(3L, 10L), s.getOutputsMap().get("output").getShapeList());
+        DeadLetter d = dead(op.process(named("b", "ffnn", java.util.Map.of("input_1",
+                tensor(DType.DTYPE_FLOAT64, 8, 3, 1, 784))), 1, "in", 0, 1));
+        assertEquals("bad_dtype", d.getReason());
+        assertEquals("ffnn: input input_1: expected float32 [b>=1, 1, 784], got float64 [3, 1, 784]", d.getDetail());
+        d = dead(op.process(named("c", "ffnn", java.util.Map.of("input_1", tensor(DType.DTYPE_FLOAT32, 4, 0, 1, 784))),
+                1, "in", 0, 2));
+        assertEquals("bad_shape", d.getReason());
+        assertEquals("ffnn: input input_1: expected float32 [b>=1, 1, 784], got float32 [0, 1, 784]", d.getDetail());
+        // A one-input model of another dtype: check_feeds on the single tensor, the output unnamed.
+        ModelSpec ids = manifestSpec("ffnn", FFNN_MANIFEST.replace("float32", "int64"));
+        Operator op2 = new Operator(ids, "ks-0", new Scorers.Zeros("noop", ids, 0, 0));
+        s = ScoredBatch.parseFrom(op2.process(batch("d", "ffnn", tensor(DType.DTYPE_INT64, 8, 2, 1, 784)), 1, "in", 0,
+                3).value());
+        assertEquals(java.util.List.of(2L, 10L), s.getOutput().getShapeList());
+        d = dead(op2.process(batch("e", "ffnn", tensor(DType.DTYPE_FLOAT32, 4, 2, 1, 784)), 1, "in", 0, 4));
+        assertEquals("ffnn: input input_1: expected int64 [b>=1, 1, 784], got float32 [2, 1, 784]", d.getDetail());
     }
 
     @Test
