@@ -22,7 +22,8 @@ from crayfish.codec import codecs
 from serving.embedded import BACKENDS, ScorerConfigError, backend
 from serving.external import SERVERS, available, server_spec
 from serving.models import MODELS, ModelFileError, read_signature
-from serving.models.files import default_name, spec_from_signature
+from serving.models.files import (FORMAT_BACKENDS, FORMAT_ONNX, FORMAT_TORCHSCRIPT, default_name, model_format,
+                                  spec_from_signature)
 from serving.models.zoo import ZOO
 from services.generator.settings import Stall
 from services.generator.workloads import WorkloadConfig
@@ -157,6 +158,7 @@ class InjectConfig(Strict):
 
 class InputOverride(Strict):
     shape: list[int] | None = Field(None, description="Shape of one item (no batch axis), where the file leaves axes free.")
+    dtype: str | None = Field(None, description="Element type (float32, int64, bool, ...): needed for a TorchScript file, which does not say; must match an ONNX file's.")
     range: tuple[int, int] | None = Field(None, description="Integer inputs: synthetic values uniform in [low, high) (default [0, 256)).")
     vocab: int | None = Field(None, ge=1, description="Integer inputs (token ids): synthetic values in [0, vocab); same as range: [0, vocab].")
     fill: Literal["random", "ones"] | None = Field(None, description="ones: every value 1 (attention masks); random (default): drawn as above.")
@@ -198,14 +200,14 @@ class ModelFile(Strict):
         """What will be served (for validation, before anything is imported or built)."""
         if self.zoo is not None:
             return ZOO[self.zoo].spec(self.seq_len)
-        return spec_from_signature(read_signature(self.path), name, self.overrides())
+        return spec_from_signature(read_signature(self.path, self.overrides()), name, self.overrides())
 
 
-# The serving paths a model file runs on today: ONNX Runtime, in the worker or in our Scoring server.
-FILE_MODEL_BACKENDS = ("onnxruntime", "noop", "sleep")
-FILE_MODEL_SERVERS = ("scoring", "triton", "ray-serve", "ray-serve-grpc")
+# The servers a model file runs behind, per format (its embedded backends: FORMAT_BACKENDS).
+FILE_MODEL_SERVERS = {FORMAT_ONNX: ("scoring", "triton", "ray-serve", "ray-serve-grpc"),
+                      FORMAT_TORCHSCRIPT: ("scoring",)}
 # ... and those of them that take a model with several inputs or outputs (the named-tensor contract).
-NAMED_TENSOR_SERVERS = ("scoring",)
+NAMED_TENSOR_SERVERS = ("scoring", "triton", "ray-serve", "ray-serve-grpc")
 
 
 class Experiment(Strict):
@@ -264,6 +266,7 @@ class Experiment(Strict):
         except ModelFileError as exc:
             raise NamedFieldError(f"model.path: {exc}") from None
         source = self.model_file.path or f"zoo model {self.model_file.zoo}"
+        fmt = model_format(self.model_file.path) if self.model_file.path else FORMAT_ONNX
         sv = self.serving
         if spec.named and self.codec != "protobuf":
             raise NamedFieldError(f"codec: {self.codec} carries one unnamed tensor; model {self.model} has "
@@ -273,12 +276,17 @@ class Experiment(Strict):
             raise NamedFieldError(f"serving.server: {sv.server} cannot serve named tensors yet (model {self.model}: "
                                   f"inputs {', '.join(t.name for t in spec.inputs)}); servers that can: "
                                   f"{', '.join(NAMED_TENSOR_SERVERS)}")
-        if sv.backend not in FILE_MODEL_BACKENDS:
+        backends = FORMAT_BACKENDS[fmt]
+        if sv.backend not in backends:
             raise NamedFieldError(f"serving.backend: {sv.backend} cannot serve a model file ({source}, "
-                                  f"onnx); use one of {', '.join(FILE_MODEL_BACKENDS)}")
-        if sv.kind == "external" and sv.server not in FILE_MODEL_SERVERS:
+                                  f"{fmt}); use one of {', '.join(backends)}")
+        servers = FILE_MODEL_SERVERS[fmt]
+        if sv.kind == "external" and sv.server not in servers:
             raise NamedFieldError(f"serving.server: {sv.server} cannot serve a model file yet ({source}, "
-                                  f"onnx); servers that can: {', '.join(FILE_MODEL_SERVERS)}")
+                                  f"{fmt}); servers that can: {', '.join(servers)}")
+        if fmt == FORMAT_TORCHSCRIPT and sv.kind == "embedded" and ENGINES[self.engine].environment != "core":
+            raise NamedFieldError(f"engine: {self.engine} runs in its own environment, without libtorch, so it cannot "
+                                  f"embed a TorchScript file ({source}); use engine kafka, or serving: scoring")
         return self
 
     @field_validator("engine")

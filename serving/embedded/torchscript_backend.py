@@ -104,6 +104,8 @@ class TorchScriptScorer(Scorer):
         self._inference_mode = torch.inference_mode
         self._from_numpy = torch.from_numpy
         self._cuda = device == "cuda"
+        if model.named or model.input_dtype != "float32" or model.outputs[0].dtype != "float32":
+            self._score = self._score_named
 
     def _set_threads(self, torch: Any) -> None:
         threads, interop = self.options["threads"], self.options["interop_threads"]
@@ -124,6 +126,19 @@ class TorchScriptScorer(Scorer):
                 y = self._module(self._from_numpy(x).to(self._device, non_blocking=True))
                 return y.cpu().numpy()
             return self._module(self._from_numpy(x)).numpy()
+
+    def _score_named(self, x):
+        """A model file's signature (serving.models.framework): ``forward`` takes the inputs in the
+        spec's order; a tuple or dict of outputs comes back as ``{output name: array}``."""
+        feeds = [x[t.name] for t in self.model.inputs] if isinstance(x, dict) else [x]
+        with self._inference_mode():
+            out = self._module(*[self._from_numpy(a).to(self._device) for a in feeds])
+        if isinstance(out, dict):
+            out = list(out.values())
+        arrays = [o.cpu().numpy() for o in (out if isinstance(out, (tuple, list)) else [out])]
+        if not self.model.multi_output:
+            return arrays[0]
+        return {t.name: a for t, a in zip(self.model.outputs, arrays)}
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()

@@ -29,7 +29,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from crayfish.host.paths import models_dir as host_models_dir
-from serving.models.files import REFERENCE_ORT, is_file_model, reference_outputs
+from serving.models.files import (FORMAT_TORCHSCRIPT, REFERENCE_ORT, framework_reference, is_file_model,
+                                  reference_outputs)
 from serving.models.registry import layout, model_module
 from serving.models.spec import MODELS, ModelSpec, get_spec
 from serving.models.weights import load_weights, param_count, save_npz, sha256_file
@@ -51,9 +52,11 @@ class ModelArtifacts:
     manifest_path: Path
 
     def exists(self) -> bool:
-        if not (self.onnx.is_file() and self.manifest_path.is_file()):
+        if not self.manifest_path.is_file():
             return False
-        return self.weights.is_file() or self.is_file_model()
+        if self.is_file_model():     # the imported file, whatever its format
+            return all((self.model_dir / f["path"]).is_file() for f in self.manifest["files"].values())
+        return self.onnx.is_file() and self.weights.is_file()
 
     def is_file_model(self) -> bool:
         """A user's model file imported by serving.models.files (no weights: the file is the model)."""
@@ -118,12 +121,21 @@ def resolve_spec(name: str, models_dir: Path | str | None = None) -> ModelSpec:
 def reference_predictions(name: str, models_dir: Path | str | None, x):
     """The reference outputs for ``x`` (an array, or ``{input name: array}``; :func:`reference_of`
     says which reference that is): an array, or ``{output name: array}`` for several outputs."""
+    return reference_predictions_many(name, models_dir, [x])[0]
+
+
+def reference_predictions_many(name: str, models_dir: Path | str | None, batches: list) -> list:
+    """:func:`reference_predictions` of many batches: one framework run for a TorchScript file
+    (libtorch lives in another environment), else one batch at a time."""
     art = model_paths(name, models_dir)
     if art.is_file_model():
-        return reference_outputs(art.onnx, art.built_spec(), x)
-    if isinstance(x, dict):     # a built-in model's one input, sent by name
-        x = x[MODELS[name].input_name]
-    return reference_forward(name, art.weights, x)
+        spec = art.built_spec()
+        if art.manifest["source"]["format"] == FORMAT_TORCHSCRIPT:
+            return framework_reference(art.model_dir / art.manifest["files"][FORMAT_TORCHSCRIPT]["path"], spec, batches)
+        return [reference_outputs(art.onnx, spec, x) for x in batches]
+    one = MODELS[name].input_name
+    # a built-in model's one input may come by name
+    return [reference_forward(name, art.weights, x[one] if isinstance(x, dict) else x) for x in batches]
 
 
 def reference_of(name: str, models_dir: Path | str | None = None) -> str:
@@ -132,7 +144,7 @@ def reference_of(name: str, models_dir: Path | str | None = None) -> str:
     art = model_paths(name, models_dir)
     if art.is_file_model():
         source = art.manifest["source"]
-        return f"{REFERENCE_ORT} on {source['path']} (sha256 {source['sha256']})"
+        return f"{art.manifest.get('reference', REFERENCE_ORT)} on {source['path']} (sha256 {source['sha256']})"
     return f"numpy forward pass of {name} (serving.models.reference_forward)"
 
 

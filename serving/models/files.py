@@ -8,11 +8,15 @@ reference checks its predictions. From then on every service finds it by that na
 (:func:`serving.models.build.resolve_spec`), exactly like ``ffnn``.
 
 The reference of a file model is ONNX Runtime on the CPU on the same file
-(:func:`reference_outputs`): a model trained elsewhere checks as correct against itself.
+(:func:`reference_outputs`), or for a TorchScript file libtorch on the CPU on it: a model trained
+elsewhere checks as correct against itself.
 
 What a file may be, today (each refusal is one line naming the file and the input):
 
-- ONNX (``.onnx``); TorchScript and SavedModel files are refused with a clear error;
+- ONNX (``.onnx``), or TorchScript (``.pt``, read and run by libtorch in the torch environment;
+  its inputs' dtypes and shapes are given in ``inputs``, its outputs learned by scoring a zero
+  batch; the reference is torch on the CPU on the same file, :func:`framework_reference`);
+  SavedModel folders are refused with a clear error;
 - any number of inputs and outputs: one input and one output travel in the single-tensor contract
   (``DataBatch.input``), more in the named one (``DataBatch.inputs``, see serving.models.spec);
 - inputs of dtype float32/64/16, int64/32/8, uint8 or bool; every output a tensor;
@@ -27,6 +31,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,11 +39,18 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from crayfish.host.envs import EnvironmentError_, python_for
 from serving.models.spec import ModelSpec, TensorSpec
 from serving.models.weights import sha256_file
 
 FORMAT_ONNX = "onnx"
+FORMAT_TORCHSCRIPT = "torchscript"
 REFERENCE_ORT = "onnxruntime-cpu"
+REFERENCE_TORCH = "torch-cpu"
+# What serves a file of each format (embedded backends; noop / sleep are calibrations of any).
+FORMAT_BACKENDS = {FORMAT_ONNX: ("onnxruntime", "noop", "sleep"), FORMAT_TORCHSCRIPT: ("torchscript", "noop", "sleep")}
+# Where the copy goes in the models dir: the file name each backend looks for.
+_TARGET = {FORMAT_ONNX: "{name}.onnx", FORMAT_TORCHSCRIPT: "{name}.torchscript.pt"}
 # ONNX Runtime's type strings -> numpy dtype names
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
                "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8",
@@ -96,14 +108,18 @@ def _tensor(arg) -> TensorSignature:
     return TensorSignature(arg.name, _ORT_DTYPES.get(arg.type, arg.type), shape)
 
 
-def read_signature(path: Path | str) -> Signature:
-    """The signature written in a model file (ONNX: read by ONNX Runtime, nothing run)."""
+def read_signature(path: Path | str, inputs: Mapping[str, Mapping[str, Any]] | None = None) -> Signature:
+    """The signature written in a model file (ONNX: read by ONNX Runtime, nothing run; TorchScript:
+    by libtorch in the torch environment, with the dtypes and shapes ``inputs`` gives, see
+    :mod:`serving.models.framework`)."""
     path = Path(path)
     if not path.exists():
         raise ModelFileError(f"{path}: no such model file")
     fmt = model_format(path)
+    if fmt == FORMAT_TORCHSCRIPT:
+        return _torchscript_signature(path, inputs or {})
     if fmt != FORMAT_ONNX:
-        raise ModelFileError(f"{path}: {fmt} model files are not supported yet; export it to ONNX")
+        raise ModelFileError(f"{path}: {fmt} model files are not supported yet; export it to ONNX or TorchScript")
     try:
         sess = _ort_session(path)
     except Exception as exc:  # ORT raises its own exception types for unreadable graphs
@@ -111,6 +127,31 @@ def read_signature(path: Path | str) -> Signature:
         raise ModelFileError(f"{path}: not a loadable ONNX model ({first})") from None
     return Signature(path, fmt, tuple(_tensor(a) for a in sess.get_inputs()),
                      tuple(_tensor(a) for a in sess.get_outputs()))
+
+
+def _torchscript_signature(path: Path, inputs: Mapping[str, Mapping[str, Any]]) -> Signature:
+    given = {k: {f: v[f] for f in ("shape", "dtype") if f in v} for k, v in inputs.items()}
+    try:
+        python = python_for("torch", build=False)
+    except EnvironmentError_ as exc:
+        raise ModelFileError(f"{path}: a TorchScript file is read by libtorch: {exc}") from None
+    proc = subprocess.run([python, "-m", "serving.models.framework", "signature", str(path),
+                           "--inputs", json.dumps(given)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ModelFileError(f"{path}: not a loadable TorchScript model ({last})")
+    sig = json.loads(proc.stdout)
+
+    def tensor(t):
+        shape = tuple(t["shape"]) if t["shape"] is not None else ()
+        return TensorSignature(t["name"], t["dtype"] or "?", shape)
+
+    for t in sig["inputs"]:
+        if t["dtype"] is None or t["shape"] is None:
+            raise ModelFileError(f"{path}: input {t['name']}: a TorchScript file does not say its dtype and shape; "
+                                 f"give them as inputs: {{{t['name']}: {{dtype: float32, shape: [...]}}}}")
+    return Signature(path, FORMAT_TORCHSCRIPT, tuple(tensor(t) for t in sig["inputs"]),
+                     tuple(tensor(t) for t in sig["outputs"]))
 
 
 def spec_from_signature(sig: Signature, name: str,
@@ -139,6 +180,8 @@ def _input_spec(path: Path, t: TensorSignature, override: Mapping[str, Any]) -> 
         raise ModelFileError(f"{path}: input {t.name}: dtype {t.dtype}; supported: "
                              f"{', '.join(SUPPORTED_INPUT_DTYPES)}")
     shape = _item_shape(path, "input", t, override.get("shape"))
+    if override.get("dtype") not in (None, t.dtype):
+        raise ModelFileError(f"{path}: inputs.{t.name}.dtype: {override['dtype']} does not match the file's {t.dtype}")
     low = high = None
     if "vocab" in override or "range" in override:
         if t.dtype not in _INT_DTYPES:
@@ -183,16 +226,17 @@ def default_name(path: Path | str) -> str:
 
 def import_model_file(path: Path | str, models_dir: Path | str, name: str | None = None,
                       inputs: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
-    """Copy the file into ``<models_dir>/<name>/<name>.onnx`` with its ``manifest.json``; returns the
+    """Copy the file into ``<models_dir>/<name>/<name>.onnx`` (TorchScript: ``<name>.torchscript.pt``,
+    where the torchscript backend looks) with its ``manifest.json``; returns the
     manifest's path. Idempotent: an unchanged file (same sha256, same overrides) is not copied again.
     """
     path = Path(path).resolve()
-    sig = read_signature(path)
+    sig = read_signature(path, inputs)
     name = name or default_name(path)
     spec = spec_from_signature(sig, name, inputs)
     sha = sha256_file(path)
     d = Path(models_dir) / name
-    target, manifest_path = d / f"{name}.onnx", d / "manifest.json"
+    target, manifest_path = d / _TARGET[sig.format].format(name=name), d / "manifest.json"
     source = {"path": str(path), "format": sig.format, "sha256": sha, "bytes": path.stat().st_size,
               "inputs": {k: dict(v) for k, v in (inputs or {}).items()}}
     if manifest_path.is_file():
@@ -212,10 +256,10 @@ def import_model_file(path: Path | str, models_dir: Path | str, name: str | None
     manifest = {
         **spec.manifest_fields(),
         "source": source,
-        "reference": REFERENCE_ORT,
+        "reference": REFERENCE_ORT if sig.format == FORMAT_ONNX else REFERENCE_TORCH,
         "signature": {"inputs": [t.describe() for t in sig.inputs],
                       "outputs": [t.describe() for t in sig.outputs]},
-        "files": {"onnx": {"path": target.name, "bytes": target.stat().st_size, "sha256": sha}},
+        "files": {sig.format: {"path": target.name, "bytes": target.stat().st_size, "sha256": sha}},
         "imported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     tmp = manifest_path.with_name(".manifest.json.tmp")
@@ -244,3 +288,28 @@ def reference_outputs(onnx_path: Path | str, spec: ModelSpec, x):
     names = [t.name for t in spec.outputs]
     ys = sess.run(names, feeds)
     return dict(zip(names, ys)) if spec.multi_output else ys[0]
+
+
+def framework_reference(path: Path | str, spec: ModelSpec, batches: Sequence) -> list:
+    """The reference predictions of a TorchScript file for many batches at once (one run of
+    ``serving.models.framework reference`` in the torch environment): per batch an array, or
+    ``{output name: array}`` for several outputs."""
+    import tempfile
+
+    python = python_for("torch", build=False)
+    with tempfile.TemporaryDirectory(prefix="crayfish-ref-") as tmp:
+        inp, out = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
+        arrays = {}
+        for k, x in enumerate(batches):
+            feeds = x if isinstance(x, Mapping) else {spec.input_name: x}
+            arrays.update({f"{k}/{t.name}": np.asarray(feeds[t.name], dtype=t.dtype) for t in spec.inputs})
+        np.savez(inp, **arrays)
+        manifest = {"inputs": [{"name": t.name} for t in spec.inputs], "outputs": [{"name": t.name} for t in spec.outputs]}
+        proc = subprocess.run([python, "-m", "serving.models.framework", "reference", str(path), "--spec",
+                               json.dumps(manifest), "--inputs", str(inp), "--out", str(out)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{path}: torch reference failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+        with np.load(out) as z:
+            results = [{t.name: z[f"{k}/{t.name}"] for t in spec.outputs} for k in range(len(batches))]
+    return results if spec.multi_output else [r[spec.output_name] for r in results]
