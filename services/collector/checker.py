@@ -22,7 +22,7 @@ import numpy as np
 from services.generator.generator import input_pool_for
 from serving.models import reference_of, reference_predictions, resolve_spec
 from serving.models.build import reference_predictions_many
-from serving.models.files import REFERENCE_TORCH
+from serving.models.files import FRAMEWORK_REFERENCES
 
 UNCHECKED_BACKENDS = {"noop", "sleep"}
 
@@ -36,8 +36,8 @@ class PredictionChecker:
         self.pool = input_pool_for(generator_settings)
         self.cache: dict[int, np.ndarray] = {}
         self.spent = 0.0
-        if self.reference.startswith(REFERENCE_TORCH):
-            # libtorch lives in the torch environment: the whole pool in one run there, up front
+        if self.reference.startswith(FRAMEWORK_REFERENCES):
+            # libtorch / TensorFlow live in their own environments: the whole pool in one run there
             t0 = time.perf_counter()
             self.cache = dict(enumerate(reference_predictions_many(self.model, models_dir, self.pool)))
             self.spent = time.perf_counter() - t0

@@ -22,7 +22,7 @@ from crayfish.codec import codecs
 from serving.embedded import BACKENDS, ScorerConfigError, backend
 from serving.external import SERVERS, available, server_spec
 from serving.models import MODELS, ModelFileError, read_signature
-from serving.models.files import (FORMAT_BACKENDS, FORMAT_ONNX, FORMAT_TORCHSCRIPT, default_name, model_format,
+from serving.models.files import (FORMAT_BACKENDS, FORMAT_ONNX, FORMAT_SAVEDMODEL, FORMAT_TORCHSCRIPT, default_name, model_format,
                                   spec_from_signature)
 from serving.models.zoo import ZOO
 from services.generator.settings import Stall
@@ -205,9 +205,9 @@ class ModelFile(Strict):
 
 # The servers a model file runs behind, per format (its embedded backends: FORMAT_BACKENDS).
 FILE_MODEL_SERVERS = {FORMAT_ONNX: ("scoring", "triton", "ray-serve", "ray-serve-grpc"),
-                      FORMAT_TORCHSCRIPT: ("scoring",)}
+                      FORMAT_TORCHSCRIPT: ("scoring",), FORMAT_SAVEDMODEL: ("scoring", "tf-serving")}
 # ... and those of them that take a model with several inputs or outputs (the named-tensor contract).
-NAMED_TENSOR_SERVERS = ("scoring", "triton", "ray-serve", "ray-serve-grpc")
+NAMED_TENSOR_SERVERS = ("scoring", "triton", "ray-serve", "ray-serve-grpc", "tf-serving")
 
 
 class Experiment(Strict):
@@ -284,9 +284,9 @@ class Experiment(Strict):
         if sv.kind == "external" and sv.server not in servers:
             raise NamedFieldError(f"serving.server: {sv.server} cannot serve a model file yet ({source}, "
                                   f"{fmt}); servers that can: {', '.join(servers)}")
-        if fmt == FORMAT_TORCHSCRIPT and sv.kind == "embedded" and ENGINES[self.engine].environment != "core":
-            raise NamedFieldError(f"engine: {self.engine} runs in its own environment, without libtorch, so it cannot "
-                                  f"embed a TorchScript file ({source}); use engine kafka, or serving: scoring")
+        if fmt != FORMAT_ONNX and sv.kind == "embedded" and ENGINES[self.engine].environment != "core":
+            raise NamedFieldError(f"engine: {self.engine} runs in its own environment, without the {fmt} file's framework, "
+                                  f"so it cannot embed {source}; use engine kafka, or serving: scoring")
         return self
 
     @field_validator("engine")

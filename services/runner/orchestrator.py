@@ -128,7 +128,7 @@ def run_point(stack: Stack, exp: Experiment, point_dir: Path, python: str | None
         gs = GeneratorSettings(bootstrap=stack.bootstrap, topic=topics.input,
                                feedback_topics=[topics.output, topics.dead_letter], run_id=run_id,
                                model=exp.model, item_shape=list(spec.input_shape), dtype=spec.input_dtype,
-                               tensors=input_tensors(spec) if spec.named or exp.named_tensors else [],
+                               tensors=input_tensors(spec) if sends_named(exp, spec) else [],
                                batch_size=exp.batch_size, codec=exp.codec, workload=exp.workload,
                                seed=exp.seed, processes=exp.generator_processes, probe_topic=topics.probe,
                                clock_offset_ms=exp.inject.clock_offset_ms, stall=exp.inject.generator_stall)
@@ -233,6 +233,14 @@ def _external_serving(exp: Experiment, stack: Stack, point_dir: Path, timings: d
                            max_in_flight=sv.max_in_flight, microbatch_max=sv.microbatch_max,
                            timeout_s=sv.timeout_ms / 1000.0, retries=sv.retries)
     return handle, ext, spec.worker_env
+
+
+def sends_named(exp: Experiment, spec) -> bool:
+    """Whether the batches carry named tensors: a model of several inputs or outputs, or asked
+    for (``named_tensors``), or a model file behind TF Serving's Predict, which is keyed by name
+    (a file's tensors go by its own names, not the ``input_1`` / ``output`` of the zoo's exports)."""
+    file_on_tfserving = exp.model_file is not None and exp.serving.kind == "external" and exp.serving.server == "tf-serving"
+    return spec.named or exp.named_tensors or file_on_tfserving
 
 
 def _workload_budget_s(exp: Experiment) -> float:

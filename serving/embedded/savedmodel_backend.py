@@ -28,7 +28,8 @@ Options:
     without one the scorer is rejected with a :class:`ScorerConfigError` saying which is missing.
 ``signature`` (default ``serving_default``)
     The signature to call; its one input key is read from the signature (export default
-    ``input_1``), its output must be ``output``.
+    ``input_1``), its output must be ``output``. A user's SavedModel (``model: {path: folder}``,
+    serving.models.files) is called with every key of its signature, inputs and outputs by name.
 """
 
 from __future__ import annotations
@@ -90,6 +91,10 @@ class SavedModelScorer(Scorer):
                 "use device='cpu', or a CUDA-enabled TensorFlow with the NVIDIA libraries on a "
                 "machine with an NVIDIA GPU")
         self._device = "/GPU:0" if cuda else "/CPU:0"
+        # A user's SavedModel (serving.models.files): every key of its signature, in the spec's order.
+        self._file = self.artifacts.is_file_model()
+        if self._file and self.options["runtime"] != "session":
+            raise ScorerConfigError("backend 'savedmodel': a model file runs with runtime 'session'")
         if self.options["runtime"] == "session":
             self._load_session(tf, path, cuda)
         else:
@@ -125,6 +130,11 @@ class SavedModelScorer(Scorer):
                 raise ScorerConfigError(f"backend 'savedmodel': {path}: no signature {sig_name!r}; "
                                         f"has {sorted(meta.signature_def)}")
             sig = meta.signature_def[sig_name]
+            if self._file:
+                self._bind_file(sig, graph, session)
+                _PROCESS_THREADS.setdefault("intra", intra)
+                self._session = session
+                return
             if len(sig.inputs) != 1 or self._output_key not in sig.outputs:
                 raise ScorerConfigError(
                     f"backend 'savedmodel': {path} signature {sig_name!r} has inputs "
@@ -166,6 +176,21 @@ class SavedModelScorer(Scorer):
                 return fn(**{key: constant(x)})[out_key].numpy()
 
         self._call = call
+
+    def _bind_file(self, sig, graph, session) -> None:
+        ins, outs = [t.name for t in self.model.inputs], [t.name for t in self.model.outputs]
+        if sorted(sig.inputs) != sorted(ins) or not set(outs) <= set(sig.outputs):
+            raise ScorerConfigError(f"backend 'savedmodel': {self._path} has inputs {sorted(sig.inputs)} / outputs "
+                                    f"{sorted(sig.outputs)}, expected {sorted(ins)} / {outs}")
+        feeds = [graph.get_tensor_by_name(sig.inputs[k].name) for k in ins]
+        fetches = [graph.get_tensor_by_name(sig.outputs[k].name) for k in outs]
+        call = session.make_callable(fetches, feed_list=feeds)
+
+        def score(x):
+            ys = call(*([x[k] for k in ins] if isinstance(x, dict) else [x]))
+            return dict(zip(outs, ys)) if self.model.multi_output else ys[0]
+
+        self._call = score
 
     # -- scoring -------------------------------------------------------------------------------
     def _score(self, x: np.ndarray) -> np.ndarray:

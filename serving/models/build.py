@@ -29,7 +29,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from crayfish.host.paths import models_dir as host_models_dir
-from serving.models.files import (FORMAT_TORCHSCRIPT, REFERENCE_ORT, framework_reference, is_file_model,
+from serving.models.files import (FORMAT_ONNX, REFERENCE_ORT, framework_reference, is_file_model,
                                   reference_outputs)
 from serving.models.registry import layout, model_module
 from serving.models.spec import MODELS, ModelSpec, get_spec
@@ -55,7 +55,7 @@ class ModelArtifacts:
         if not self.manifest_path.is_file():
             return False
         if self.is_file_model():     # the imported file, whatever its format
-            return all((self.model_dir / f["path"]).is_file() for f in self.manifest["files"].values())
+            return all((self.model_dir / f["path"]).exists() for f in self.manifest["files"].values())
         return self.onnx.is_file() and self.weights.is_file()
 
     def is_file_model(self) -> bool:
@@ -125,13 +125,14 @@ def reference_predictions(name: str, models_dir: Path | str | None, x):
 
 
 def reference_predictions_many(name: str, models_dir: Path | str | None, batches: list) -> list:
-    """:func:`reference_predictions` of many batches: one framework run for a TorchScript file
-    (libtorch lives in another environment), else one batch at a time."""
+    """:func:`reference_predictions` of many batches: one framework run for a TorchScript file or a
+    SavedModel (libtorch and TensorFlow live in other environments), else one batch at a time."""
     art = model_paths(name, models_dir)
     if art.is_file_model():
         spec = art.built_spec()
-        if art.manifest["source"]["format"] == FORMAT_TORCHSCRIPT:
-            return framework_reference(art.model_dir / art.manifest["files"][FORMAT_TORCHSCRIPT]["path"], spec, batches)
+        fmt = art.manifest["source"]["format"]
+        if fmt != FORMAT_ONNX:       # libtorch / TensorFlow: in their own environment, all at once
+            return framework_reference(art.model_dir / art.manifest["files"][fmt]["path"], spec, batches)
         return [reference_outputs(art.onnx, spec, x) for x in batches]
     one = MODELS[name].input_name
     # a built-in model's one input may come by name

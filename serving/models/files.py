@@ -16,7 +16,9 @@ What a file may be, today (each refusal is one line naming the file and the inpu
 - ONNX (``.onnx``), or TorchScript (``.pt``, read and run by libtorch in the torch environment;
   its inputs' dtypes and shapes are given in ``inputs``, its outputs learned by scoring a zero
   batch; the reference is torch on the CPU on the same file, :func:`framework_reference`);
-  SavedModel folders are refused with a clear error;
+  or a SavedModel folder (read and run by TensorFlow in the tensorflow environment: its
+  ``serving_default`` signature says every input and output; the reference is TensorFlow on the
+  CPU on it);
 - any number of inputs and outputs: one input and one output travel in the single-tensor contract
   (``DataBatch.input``), more in the named one (``DataBatch.inputs``, see serving.models.spec);
 - inputs of dtype float32/64/16, int64/32/8, uint8 or bool; every output a tensor;
@@ -45,12 +47,19 @@ from serving.models.weights import sha256_file
 
 FORMAT_ONNX = "onnx"
 FORMAT_TORCHSCRIPT = "torchscript"
+FORMAT_SAVEDMODEL = "savedmodel"
 REFERENCE_ORT = "onnxruntime-cpu"
-REFERENCE_TORCH = "torch-cpu"
+# The reference of a file of each format: its own framework on the CPU.
+REFERENCES = {FORMAT_ONNX: REFERENCE_ORT, FORMAT_TORCHSCRIPT: "torch-cpu", FORMAT_SAVEDMODEL: "tensorflow-cpu"}
+# The environment (crayfish.host.envs) whose framework reads a format (ONNX Runtime: every one).
+FRAMEWORK_ENVIRONMENT = {FORMAT_TORCHSCRIPT: "torch", FORMAT_SAVEDMODEL: "tensorflow"}
+# References that run in another environment: computed for a whole pool at once.
+FRAMEWORK_REFERENCES = tuple(REFERENCES[f] for f in FRAMEWORK_ENVIRONMENT)
 # What serves a file of each format (embedded backends; noop / sleep are calibrations of any).
-FORMAT_BACKENDS = {FORMAT_ONNX: ("onnxruntime", "noop", "sleep"), FORMAT_TORCHSCRIPT: ("torchscript", "noop", "sleep")}
-# Where the copy goes in the models dir: the file name each backend looks for.
-_TARGET = {FORMAT_ONNX: "{name}.onnx", FORMAT_TORCHSCRIPT: "{name}.torchscript.pt"}
+FORMAT_BACKENDS = {FORMAT_ONNX: ("onnxruntime", "noop", "sleep"), FORMAT_TORCHSCRIPT: ("torchscript", "noop", "sleep"),
+                   FORMAT_SAVEDMODEL: ("savedmodel", "noop", "sleep")}
+# Where the copy goes in the models dir: the name each backend looks for.
+_TARGET = {FORMAT_ONNX: "{name}.onnx", FORMAT_TORCHSCRIPT: "{name}.torchscript.pt", FORMAT_SAVEDMODEL: "savedmodel"}
 # ONNX Runtime's type strings -> numpy dtype names
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
                "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8",
@@ -116,10 +125,13 @@ def read_signature(path: Path | str, inputs: Mapping[str, Mapping[str, Any]] | N
     if not path.exists():
         raise ModelFileError(f"{path}: no such model file")
     fmt = model_format(path)
-    if fmt == FORMAT_TORCHSCRIPT:
-        return _torchscript_signature(path, inputs or {})
+    if fmt == FORMAT_SAVEDMODEL and not (path / "saved_model.pb").is_file():
+        raise ModelFileError(f"{path}: a folder, but not a SavedModel (no saved_model.pb in it)")
+    if fmt in (FORMAT_TORCHSCRIPT, FORMAT_SAVEDMODEL):
+        return _framework_signature(path, fmt, inputs or {})
     if fmt != FORMAT_ONNX:
-        raise ModelFileError(f"{path}: {fmt} model files are not supported yet; export it to ONNX or TorchScript")
+        raise ModelFileError(f"{path}: not a model format served here ({path.suffix or 'no suffix'}); give an ONNX "
+                             "(.onnx) or TorchScript (.pt) file or a SavedModel folder")
     try:
         sess = _ort_session(path)
     except Exception as exc:  # ORT raises its own exception types for unreadable graphs
@@ -129,17 +141,18 @@ def read_signature(path: Path | str, inputs: Mapping[str, Mapping[str, Any]] | N
                      tuple(_tensor(a) for a in sess.get_outputs()))
 
 
-def _torchscript_signature(path: Path, inputs: Mapping[str, Mapping[str, Any]]) -> Signature:
+def _framework_signature(path: Path, fmt: str, inputs: Mapping[str, Mapping[str, Any]]) -> Signature:
     given = {k: {f: v[f] for f in ("shape", "dtype") if f in v} for k, v in inputs.items()}
+    what = {FORMAT_TORCHSCRIPT: ("TorchScript", "libtorch"), FORMAT_SAVEDMODEL: ("SavedModel", "TensorFlow")}[fmt]
     try:
-        python = python_for("torch", build=False)
+        python = python_for(FRAMEWORK_ENVIRONMENT[fmt], build=False)
     except EnvironmentError_ as exc:
-        raise ModelFileError(f"{path}: a TorchScript file is read by libtorch: {exc}") from None
+        raise ModelFileError(f"{path}: a {what[0]} is read by {what[1]}: {exc}") from None
     proc = subprocess.run([python, "-m", "serving.models.framework", "signature", str(path),
                            "--inputs", json.dumps(given)], capture_output=True, text=True)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ModelFileError(f"{path}: not a loadable TorchScript model ({last})")
+        raise ModelFileError(f"{path}: not a loadable {what[0]} model ({last})")
     sig = json.loads(proc.stdout)
 
     def tensor(t):
@@ -150,8 +163,7 @@ def _torchscript_signature(path: Path, inputs: Mapping[str, Mapping[str, Any]]) 
         if t["dtype"] is None or t["shape"] is None:
             raise ModelFileError(f"{path}: input {t['name']}: a TorchScript file does not say its dtype and shape; "
                                  f"give them as inputs: {{{t['name']}: {{dtype: float32, shape: [...]}}}}")
-    return Signature(path, FORMAT_TORCHSCRIPT, tuple(tensor(t) for t in sig["inputs"]),
-                     tuple(tensor(t) for t in sig["outputs"]))
+    return Signature(path, fmt, tuple(tensor(t) for t in sig["inputs"]), tuple(tensor(t) for t in sig["outputs"]))
 
 
 def spec_from_signature(sig: Signature, name: str,
@@ -234,38 +246,64 @@ def import_model_file(path: Path | str, models_dir: Path | str, name: str | None
     sig = read_signature(path, inputs)
     name = name or default_name(path)
     spec = spec_from_signature(sig, name, inputs)
-    sha = sha256_file(path)
+    sha = _sha256(path)
     d = Path(models_dir) / name
     target, manifest_path = d / _TARGET[sig.format].format(name=name), d / "manifest.json"
-    source = {"path": str(path), "format": sig.format, "sha256": sha, "bytes": path.stat().st_size,
+    source = {"path": str(path), "format": sig.format, "sha256": sha, "bytes": _size(path),
               "inputs": {k: dict(v) for k, v in (inputs or {}).items()}}
     if manifest_path.is_file():
         try:
             old = json.loads(manifest_path.read_text())
         except ValueError:
             old = {}
-        if old.get("source") == source and target.is_file() and sha256_file(target) == sha:
+        if old.get("source") == source and target.exists() and _sha256(target) == sha:
             return manifest_path
         if "source" not in old:
             raise ModelFileError(f"{path}: name {name!r} is a built-in model in {models_dir}; "
                                  "give the file another name (model: {path: ..., name: ...})")
     d.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(path, tmp)
-    tmp.replace(target)
+    shutil.rmtree(tmp, ignore_errors=True)
+    if path.is_dir():
+        shutil.copytree(path, tmp)
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+    else:
+        shutil.copyfile(path, tmp)
+        tmp.replace(target)
     manifest = {
         **spec.manifest_fields(),
         "source": source,
-        "reference": REFERENCE_ORT if sig.format == FORMAT_ONNX else REFERENCE_TORCH,
+        "reference": REFERENCES[sig.format],
         "signature": {"inputs": [t.describe() for t in sig.inputs],
                       "outputs": [t.describe() for t in sig.outputs]},
-        "files": {sig.format: {"path": target.name, "bytes": target.stat().st_size, "sha256": sha}},
+        "files": {sig.format: {"path": target.name, "bytes": _size(target), "sha256": sha}},
         "imported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     tmp = manifest_path.with_name(".manifest.json.tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     tmp.replace(manifest_path)
     return manifest_path
+
+
+def _files(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+
+
+def _sha256(path: Path) -> str:
+    """A file's sha256; a folder's: the sha256 of its files' relative paths and sha256s, sorted."""
+    if not path.is_dir():
+        return sha256_file(path)
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in _files(path):
+        h.update(f"{p.relative_to(path).as_posix()}\0{sha256_file(p)}\n".encode())
+    return h.hexdigest()
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in _files(path))
 
 
 def is_file_model(manifest: Mapping[str, Any]) -> bool:
@@ -291,12 +329,12 @@ def reference_outputs(onnx_path: Path | str, spec: ModelSpec, x):
 
 
 def framework_reference(path: Path | str, spec: ModelSpec, batches: Sequence) -> list:
-    """The reference predictions of a TorchScript file for many batches at once (one run of
-    ``serving.models.framework reference`` in the torch environment): per batch an array, or
-    ``{output name: array}`` for several outputs."""
+    """The reference predictions of a TorchScript file or a SavedModel for many batches at once
+    (one run of ``serving.models.framework reference`` in its framework's environment): per batch
+    an array, or ``{output name: array}`` for several outputs."""
     import tempfile
 
-    python = python_for("torch", build=False)
+    python = python_for(FRAMEWORK_ENVIRONMENT[model_format(Path(path))], build=False)
     with tempfile.TemporaryDirectory(prefix="crayfish-ref-") as tmp:
         inp, out = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
         arrays = {}
@@ -309,7 +347,7 @@ def framework_reference(path: Path | str, spec: ModelSpec, batches: Sequence) ->
                                json.dumps(manifest), "--inputs", str(inp), "--out", str(out)],
                               capture_output=True, text=True)
         if proc.returncode != 0:
-            raise RuntimeError(f"{path}: torch reference failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+            raise RuntimeError(f"{path}: the framework's reference failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
         with np.load(out) as z:
             results = [{t.name: z[f"{k}/{t.name}"] for t in spec.outputs} for k in range(len(batches))]
     return results if spec.multi_output else [r[spec.output_name] for r in results]

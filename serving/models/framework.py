@@ -1,9 +1,10 @@
 """Model files of other frameworks, read and run by that framework in its own environment.
 
 ONNX files are read and run by ONNX Runtime in every environment. A TorchScript file (``.pt``)
-needs libtorch, which lives in the ``torch`` environment only; so everything the core environment
-needs from such a file -- its signature, and the reference predictions the collector checks
-against -- comes from ``python -m serving.models.framework ...`` run there:
+needs libtorch, which lives in the ``torch`` environment only, and a SavedModel folder TensorFlow,
+in the ``tensorflow`` one; so everything the core environment needs from such a file -- its
+signature, and the reference predictions the collector checks against -- comes from
+``python -m serving.models.framework ...`` run there (:data:`ENVIRONMENT` says which):
 
 ``signature FILE --inputs JSON``
     prints ``{"inputs": [...], "outputs": [...]}``: the input names are the arguments of
@@ -11,6 +12,8 @@ against -- comes from ``python -m serving.models.framework ...`` run there:
     experiment's ``inputs: {<name>: {shape, dtype}}``) must; the outputs are learned by scoring
     a zero batch of two items (a tensor: ``output``; a tuple: ``output_0``, ``output_1``, ...; a
     dict: its keys).
+    A SavedModel says everything in its ``serving_default`` signature: the inputs and outputs are
+    its keys (sorted), with their dtypes and shapes.
 ``reference FILE --spec MANIFEST_JSON --inputs IN.npz --out OUT.npz``
     scores every batch of ``IN.npz`` (arrays ``<k>/<input name>``) with the file on the CPU and
     writes ``<k>/<output name>``: the reference of a run (serving.models.files.framework_reference).
@@ -20,10 +23,42 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
+
+ENVIRONMENT = {"torchscript": "torch", "savedmodel": "tensorflow"}
+SIGNATURE = "serving_default"
+
+
+def _is_savedmodel(path: str) -> bool:
+    return Path(path).is_dir()
+
+
+def _tf_signature(path: str) -> dict:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    fn = tf.saved_model.load(path).signatures[SIGNATURE]
+    _, kwargs = fn.structured_input_signature
+
+    def tensor(name, spec):
+        shape = [None if d is None else int(d) for d in spec.shape.as_list()] if spec.shape.rank is not None else None
+        return {"name": name, "dtype": spec.dtype.as_numpy_dtype().dtype.name if spec.dtype != tf.bool else "bool",
+                "shape": shape}
+
+    return {"inputs": [tensor(k, kwargs[k]) for k in sorted(kwargs)],
+            "outputs": [tensor(k, fn.structured_outputs[k]) for k in sorted(fn.structured_outputs)]}
+
+
+def _tf_reference(path: str, in_names: list[str], batches: list[dict]) -> list[dict]:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    fn = tf.saved_model.load(path).signatures[SIGNATURE]
+    return [{k: v.numpy() for k, v in fn(**{n: tf.constant(b[n]) for n in in_names}).items()} for b in batches]
 
 
 def _load(path: str):
@@ -52,6 +87,8 @@ def _arrays(outputs) -> list[np.ndarray]:
 
 
 def signature(path: str, given: dict) -> dict:
+    if _is_savedmodel(path):
+        return _tf_signature(path)
     torch, module = _load(path)
     args = [a.name for a in module.forward.schema.arguments[1:]]      # [0] is self
     inputs = [{"name": n, "dtype": given.get(n, {}).get("dtype"),
@@ -67,12 +104,16 @@ def signature(path: str, given: dict) -> dict:
 
 
 def reference(path: str, spec: dict, inputs: Path, out: Path) -> None:
-    torch, module = _load(path)
     in_names = [t["name"] for t in spec["inputs"]]
     out_names = [t["name"] for t in spec["outputs"]]
     results = {}
     with np.load(inputs) as z:
         keys = sorted({k.split("/")[0] for k in z.files}, key=int)
+        if _is_savedmodel(path):
+            answers = _tf_reference(path, in_names, [{n: z[f"{k}/{n}"] for n in in_names} for k in keys])
+            np.savez(out, **{f"{k}/{n}": a[n] for k, a in zip(keys, answers) for n in out_names})
+            return
+        torch, module = _load(path)
         with torch.inference_mode():
             for k in keys:
                 ys = _arrays(module(*[torch.from_numpy(np.array(z[f"{k}/{n}"])) for n in in_names]))
@@ -81,7 +122,7 @@ def reference(path: str, spec: dict, inputs: Path, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="TorchScript files, read in the torch environment")
+    p = argparse.ArgumentParser(description="TorchScript files and SavedModels, read in their framework's environment")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("signature")
     s.add_argument("file")

@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from crayfish.host.envs import python_for
 from crayfish.host.paths import REPO_ROOT, cache_dir
 from crayfish.host.procs import Service, ServiceError, wait_file
-from serving.models import MODELS, known_model
+from serving.models import MODELS, known_model, model_paths
 from serving.models.export_tf import DEFAULT_INPUT_KEY, _is_current
 from serving.server import RunningServer
 from serving.tfserving import SERVER_NAME
@@ -72,13 +72,15 @@ def start(model: str = "ffnn", instances: int = 1, models_dir: Path | None = Non
     if not known_model(model, models_dir):
         raise ValueError(f"tf-serving launcher: unknown model {model!r}; known: {', '.join(sorted(MODELS))}, "
                          f"or a model file imported into models_dir")
-    if model not in MODELS and backend == "savedmodel":
-        raise ValueError(f"tf-serving launcher: model {model!r} is a model file (ONNX): the savedmodel "
-                         f"backend exports built-in models only; serve it with backend 'onnxruntime'")
+    file_format = None if model in MODELS else model_paths(model, models_dir).manifest["source"]["format"]
+    if backend == "savedmodel" and file_format not in (None, "savedmodel"):
+        raise ValueError(f"tf-serving launcher: model {model!r} is a model file ({file_format}): the savedmodel "
+                         f"backend serves SavedModel files and exports built-in models; serve it with backend "
+                         f"'onnxruntime'")
     log_dir = Path(log_dir or cache_dir("tfserving", "logs"))
     log_dir.mkdir(parents=True, exist_ok=True)
     python = python_for(ENV_NAME)
-    if backend == "savedmodel" and export:
+    if backend == "savedmodel" and export and file_format is None:   # a SavedModel file is served as it is
         _export_if_needed(model, models_dir, python, log_dir, timeout_s)
     stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{time.time_ns() % 10**6}"
     ready = log_dir / f"tfserving-{stamp}.port"

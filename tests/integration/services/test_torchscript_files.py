@@ -45,7 +45,7 @@ def test_the_reference_is_torch_on_the_file(tmp_path):
 
 @pytest.mark.parametrize("given, message", [
     ({"serving": {"backend": "onnxruntime"}}, r"serving.backend: onnxruntime cannot serve a model file .*torchscript\); use one of torchscript"),
-    ({"serving": {"backend": "torchscript"}, "engine": "flink"}, r"engine: flink runs in its own environment, without libtorch"),
+    ({"serving": {"backend": "torchscript"}, "engine": "flink"}, r"engine: flink runs in its own environment, without the torchscript file"),
     ({"serving": {"backend": "torchscript", "kind": "external", "server": "triton"}}, r"serving.server: triton cannot serve a model file yet .*torchscript"),
 ])
 def test_where_a_torchscript_file_cannot_run_is_said_in_one_line(tmp_path, given, message):

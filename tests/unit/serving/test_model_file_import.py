@@ -50,7 +50,8 @@ def test_a_free_item_axis_needs_its_size_and_the_error_names_the_input(tmp_path)
     (lambda d: two_layer_onnx(d / "s.onnx", extra_input=True, mask_type=TensorProto.STRING),
      r"input mask: dtype tensor\(string\); supported: float32"),
     (lambda d: two_layer_onnx(d / "fixed.onnx", batch_axis=1), r"input features: first axis has fixed size 1; .*dynamic batch axis"),
-    (lambda d: (d / "saved").mkdir() or d / "saved", r"savedmodel model files are not supported yet"),
+    (lambda d: (d / "saved").mkdir() or d / "saved", r"a folder, but not a SavedModel \(no saved_model.pb in it\)"),
+    (lambda d: (d / "m.h5").write_bytes(b"x") and d / "m.h5", r"not a model format served here \(.h5\); give an ONNX"),
     (lambda d: (d / "junk.onnx").write_bytes(b"not a graph") and d / "junk.onnx", r"not a loadable ONNX model"),
     (lambda d: d / "absent.onnx", r"no such model file"),
 ])
