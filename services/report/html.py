@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from services.report import svg
+from services.report.model import model_section
 from services.report.data import (
     HOPS,
     Rep,
@@ -110,7 +111,7 @@ def render_report(run: Run) -> str:
     s = run.summary
     points = s.get("points", [])
     labels = [point_label(run, i, p) for i, p in enumerate(points)]
-    body = [_header(run)]
+    body = [_header(run), model_section(s.get("model"))]
     body.append(_overview(points, labels))
     searches = _searches(s, points, labels)
     if searches:

@@ -12,6 +12,7 @@ import yaml
 
 import sps_workers
 
+from services.report.html import write_report
 from services.runner.experiment import Experiment, load_experiment
 from services.runner.experiments import run_experiment
 from serving.models import import_model_file, reference_predictions, resolve_spec
@@ -50,6 +51,8 @@ def test_a_model_file_of_ones_own_runs_embedded_and_behind_the_scoring_server(ka
     assert manifest["model"]["reference"] == "onnxruntime-cpu"
     backends = set(pq.read_table(tmp_path / "run" / "batches.parquet").column("backend").to_pylist())
     assert backends == {"onnxruntime", "scoring"}, backends
+    html = write_report(tmp_path / "run").read_text()           # the report names it too
+    assert sha256_file(model) in html and "features: float32 [?, 6]" in html and "onnxruntime-cpu on " in html
 
 
 def test_a_model_with_two_inputs_of_different_dtypes_runs_end_to_end(kafka_bootstrap, tmp_path):
