@@ -8,8 +8,11 @@ and one Python worker process per model instance, all from the ``torch`` environ
 (``envs/torch``; built on first use, or ``crayfish env build torch``). It hosts the TorchScript
 export of the models (:mod:`serving.models.export_torch`, the SAME seeded ``.npz`` as the ONNX
 file) through our custom handler (:mod:`serving.torchserve.handler`, which runs the embedded
-``torchscript`` backend). Workers call it over TorchServe's gRPC inference API
-(:mod:`serving.torchserve.client`).
+``torchscript`` backend), and a model file of one's own (``model: {path: ...}``, imported by
+:mod:`serving.models.files`): a TorchScript file with the ``torchscript`` backend, an ONNX file
+with the ``onnxruntime`` backend (ONNX Runtime is in the torch environment for this), with any
+number of inputs and outputs (named tensors, each in its own dtype). Workers call it over
+TorchServe's gRPC inference API (:mod:`serving.torchserve.client`).
 
 Pieces
 ------
@@ -33,15 +36,17 @@ Pieces
     ``stop_timeout_s``, then a sweep of the session).
 ``build.py``
     ``.mar`` archives with the real ``torch-model-archiver`` (serialized file
-    ``<model>.torchscript.pt``, handler ``handler.py``, extra file ``crayfish.json``), cached in
-    ``.cache/torchserve/model-store/<hash of models dir>/`` with an input-hash stamp.
+    ``<model>.torchscript.pt``, or the imported ``<name>.onnx`` / ``<name>.torchscript.pt`` of a
+    model file, handler ``handler.py``, extra files ``crayfish.json`` and a model file's
+    ``manifest.json``), cached in ``.cache/torchserve/model-store/<hash of models dir>/`` with an
+    input-hash stamp.
 ``handler.py``
     The custom handler (function entry point ``handle``): decodes raw tensors
-    (:mod:`serving.torchserve.wire`: little-endian float32 bytes + a shape, not the text list the
-    original Crayfish sent), scores them with the TorchScript module, returns raw float32 bytes
-    with the model-call time and the name of the TorchServe it runs in (``torchserve 0.12.0``,
-    what the client reports as the server that answered); answers TorchServe's customized
-    describe with the tensor metadata.
+    (:mod:`serving.torchserve.wire`: little-endian bytes + a shape, not the text list the
+    original Crayfish sent; named tensors each in its own dtype), scores them with the embedded
+    backend, returns raw bytes with the model-call time and the name of the TorchServe it runs in
+    (``torchserve 0.12.0``, what the client reports as the server that answered); answers
+    TorchServe's customized describe with the tensor metadata.
 ``wire.py``
     That encoding (numpy only; shared by handler and client).
 ``grpc_stubs.py``
@@ -114,7 +119,8 @@ Environment
 -----------
 ``envs/torch/requirements.txt``: torch 2.4.1 (the release TorchServe 0.12 was tested with),
 torchserve 0.12.0, torch-model-archiver 0.12.0, PyYAML (the worker imports it, torchserve does not
-declare it), grpcio-tools (stub generation) and what our code imports; Java 17 on the PATH (or
+declare it), grpcio-tools (stub generation), onnxruntime (an ONNX model file) and what our code
+imports; Java 17 on the PATH (or
 ``JAVA_HOME``) for the frontend. PyPI's Linux x86_64 torch wheels are CUDA builds: the CUDA runtime
 comes as ``nvidia-*-cu12`` wheels, ~2.7 GB to download, ~5.2 GB installed, ~3.5 min to build
 (numbers in the requirements file).

@@ -5,17 +5,21 @@ Runs in the ``torch`` environment (the launcher calls it there)::
     .envs/torch/bin/python -m serving.torchserve.build --store DIR [--models-dir DIR]
         --archive ffnn --archive 'ffnn-hung={"model": "ffnn", "sleep_s": 5}'
 
-For every served name it (1) exports the model's TorchScript file from the seeded ``.npz``
-(:func:`serving.models.export_torch.export_torchscript`, idempotent), (2) writes the handler's
-``crayfish.json`` and (3) runs ``torch-model-archiver --model-name <served> --version 1.0
---serialized-file <model>.torchscript.pt --handler handler.py --extra-files crayfish.json
---export-path <store>``. The result is ``<store>/<served>.mar`` plus ``<store>/<served>.mar.json``,
-a stamp with the sha256 of every input (TorchScript file, handler, wire module, settings) and the
-archiver version: an archive whose stamp matches is not rebuilt. Builds in one store are
-serialised by a file lock, so concurrent launchers can share a store.
+For every served name it (1) finds the model file: a built-in model's TorchScript export from the
+seeded ``.npz`` (:func:`serving.models.export_torch.export_torchscript`, idempotent), or a model
+file of one's own as imported into the models dir (:mod:`serving.models.files`:
+``<name>.torchscript.pt``, run by the ``torchscript`` backend, or ``<name>.onnx``, run by the
+``onnxruntime`` backend, with its ``manifest.json``), (2) writes the handler's ``crayfish.json``
+and (3) runs ``torch-model-archiver --model-name <served> --version 1.0 --serialized-file <file>
+--handler handler.py --extra-files crayfish.json[,manifest.json] --export-path <store>``. The
+result is ``<store>/<served>.mar`` plus ``<store>/<served>.mar.json``, a stamp with the sha256 of
+every input (model file, manifest, handler, wire module, settings) and the archiver version: an
+archive whose stamp matches is not rebuilt. Builds in one store are serialised by a file lock, so
+concurrent launchers can share a store.
 
-Archive spec (served name -> settings): ``model`` (a name in :data:`serving.models.MODELS`,
-default: the served name) and ``sleep_s`` (seconds the handler sleeps per call, default 0).
+Archive spec (served name -> settings): ``model`` (a name in :data:`serving.models.MODELS` or a
+model file imported into the models dir, default: the served name) and ``sleep_s`` (seconds the
+handler sleeps per call, default 0).
 """
 
 from __future__ import annotations
@@ -34,18 +38,24 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Mapping
 
+from serving.models.build import known_model, model_paths
 from serving.models.export_torch import export_torchscript
+from serving.models.files import FORMAT_BACKENDS, FORMAT_ONNX, FORMAT_TORCHSCRIPT
 from serving.models.spec import MODELS
 
 HERE = Path(__file__).resolve().parent
 HANDLER = HERE / "handler.py"
 WIRE = HERE / "wire.py"
 ARCHIVE_VERSION = "1.0"
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 SETTINGS_KEYS = {"model", "sleep_s"}
+# the embedded backend the handler runs a model file of each format with (a SavedModel needs
+# TensorFlow, which the torch environment does not have: not served here)
+FILE_BACKENDS = {fmt: FORMAT_BACKENDS[fmt][0] for fmt in (FORMAT_ONNX, FORMAT_TORCHSCRIPT)}
 
 
-def normalize_spec(served: str, settings: Mapping[str, Any] | None) -> dict[str, Any]:
+def normalize_spec(served: str, settings: Mapping[str, Any] | None,
+                   models_dir: Path | None = None) -> dict[str, Any]:
     """``{"model": ..., "sleep_s": ...}`` for one archive; raises ``ValueError`` on bad settings."""
     settings = dict(settings or {})
     unknown = sorted(set(settings) - SETTINGS_KEYS)
@@ -53,8 +63,9 @@ def normalize_spec(served: str, settings: Mapping[str, Any] | None) -> dict[str,
         raise ValueError(f"archive {served!r}: unknown setting(s) {', '.join(unknown)}; "
                          f"known: {', '.join(sorted(SETTINGS_KEYS))}")
     model = settings.get("model", served)
-    if model not in MODELS:
-        raise ValueError(f"archive {served!r}: unknown model {model!r}; known: {', '.join(sorted(MODELS))}")
+    if not known_model(model, models_dir):
+        raise ValueError(f"archive {served!r}: unknown model {model!r}; known: {', '.join(sorted(MODELS))}, "
+                         "or a model file imported into the models dir")
     if not served or not served.replace("-", "_").replace(".", "_").isidentifier():
         raise ValueError(f"bad served model name {served!r}")
     sleep_s = float(settings.get("sleep_s", 0.0))
@@ -75,18 +86,35 @@ def _archiver_version() -> str:
     return version("torch-model-archiver")
 
 
+def _model_file(model: str, models_dir: Path | None) -> tuple[Path, str, Path | None]:
+    """``(file, backend, manifest)`` of ``model``: a built-in model's TorchScript export (exported
+    here when missing; no manifest: the handler knows its spec), or an imported model file with the
+    backend of its format and its manifest (the handler's spec)."""
+    art = model_paths(model, models_dir)
+    if model not in MODELS and art.is_file_model():
+        manifest = art.manifest
+        fmt = manifest["source"]["format"]
+        if fmt not in FILE_BACKENDS:
+            raise ValueError(f"model {model!r}: a {fmt} model file cannot be served by TorchServe; "
+                             f"formats it serves: {', '.join(FILE_BACKENDS)}")
+        return art.model_dir / manifest["files"][fmt]["path"], FILE_BACKENDS[fmt], art.manifest_path
+    return export_torchscript(model, models_dir), "torchscript", None
+
+
 def build_archive(served: str, settings: Mapping[str, Any] | None, store: Path,
                   models_dir: Path | None = None, force: bool = False) -> Path:
     """Build (or reuse) ``<store>/<served>.mar``; returns its path."""
-    spec = normalize_spec(served, settings)
+    spec = normalize_spec(served, settings, models_dir)
     store = Path(store)
     store.mkdir(parents=True, exist_ok=True)
-    pt = export_torchscript(spec["model"], models_dir)
+    model_file, backend, manifest = _model_file(spec["model"], models_dir)
     mar, stamp_file = store / f"{served}.mar", store / f"{served}.mar.json"
-    handler_settings = {"model": spec["model"], "served_name": served, "torchscript": pt.name,
+    handler_settings = {"model": spec["model"], "served_name": served, "backend": backend,
+                        "file": model_file.name, "manifest": manifest.name if manifest else None,
                         "sleep_s": spec["sleep_s"]}
     stamp = {"build_version": BUILD_VERSION, "archiver": _archiver_version(),
-             "torchscript_sha256": _sha256(pt), "handler_sha256": _sha256(HANDLER),
+             "model_file_sha256": _sha256(model_file), "handler_sha256": _sha256(HANDLER),
+             "manifest_sha256": _sha256(manifest) if manifest else None,
              "wire_sha256": _sha256(WIRE), "settings": handler_settings}
     with open(store / ".lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -106,9 +134,12 @@ def build_archive(served: str, settings: Mapping[str, Any] | None, store: Path,
             out_dir.mkdir()
             archiver = shutil.which("torch-model-archiver", path=str(Path(sys.executable).parent)) \
                 or "torch-model-archiver"
+            extra = [str(settings_file)]
+            if manifest is not None:
+                extra.append(str(shutil.copyfile(manifest, tmp_dir / manifest.name)))
             cmd = [archiver, "--model-name", served, "--version", ARCHIVE_VERSION,
-                   "--serialized-file", str(pt), "--handler", str(HANDLER),
-                   "--extra-files", str(settings_file), "--export-path", str(out_dir)]
+                   "--serialized-file", str(model_file), "--handler", str(HANDLER),
+                   "--extra-files", ",".join(extra), "--export-path", str(out_dir)]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             built = out_dir / f"{served}.mar"
             if proc.returncode != 0 or not built.is_file():

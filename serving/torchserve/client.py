@@ -2,7 +2,9 @@
 
 Calls ``org.pytorch.serve.grpc.inference.InferenceAPIsService/Predictions`` with the tensor in
 ``PredictionsRequest.input`` as raw little-endian float32 (:mod:`serving.torchserve.wire`; our
-handler in the model archive decodes it). The gRPC stubs are generated from the protos inside the
+handler in the model archive decodes it). ``score({input name: array})`` (the named-tensor contract,
+serving.models.spec) sends every input by name in its own dtype and returns ``{output name:
+array}``; so does an unnamed request to a model with several outputs. The gRPC stubs are generated from the protos inside the
 installed TorchServe jar into ``.cache/torchserve/grpc`` on first use
 (:mod:`serving.torchserve.grpc_stubs`; needs the ``torch`` environment built, not installed here).
 
@@ -136,16 +138,23 @@ class TorchServeClient(ExternalClient):
         key = self._keys.get(kind)
         return (("authorization", f"Bearer {key}"),) if key else None
 
-    def _request(self, x: np.ndarray):
+    def _request(self, x):
+        if isinstance(x, dict):     # named tensors: every input by name, in its own dtype
+            try:
+                return self._Request(model_name=self.model, input=wire.encode_named_request(x))
+            except wire.WireError as exc:
+                raise BadInputError(f"model {self.model!r}: {exc}") from None
         return self._Request(model_name=self.model, input=wire.encode_request(x))
 
-    def _result(self, resp) -> ClientResult:
+    def _result(self, resp, named: bool = False) -> ClientResult:
         try:
             out, inference_ns, server = wire.decode_response(resp.prediction)
         except wire.RemoteError as exc:
             raise (BadInputError if exc.code == 400 else BackendError)(str(exc)) from None
         except wire.WireError as exc:
             raise BackendError(f"torchserve: {exc}") from None
+        if not named and isinstance(out, dict) and len(out) == 1:
+            out = next(iter(out.values()))     # one output (not float32) to an unnamed request
         # who answered, as the handler inside TorchServe names it ("torchserve 0.12.0"); a
         # handler that names nobody leaves the bare kind, never a version taken on trust
         return ClientResult(output=out, server_inference_ns=inference_ns, server=server or self.server)
@@ -155,16 +164,17 @@ class TorchServeClient(ExternalClient):
             resp = self._stub.Predictions(self._request(x), timeout=self.timeout_s, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise _map_error(exc) from None
-        return self._result(resp)
+        return self._result(resp, isinstance(x, dict))
 
     def score_async(self, x: np.ndarray, traceparent: str | None = None) -> cf.Future:
         """Native gRPC future, adapted to a concurrent.futures.Future of ClientResult."""
         out: cf.Future = cf.Future()
+        named = isinstance(x, dict)
         call = self._stub.Predictions.future(self._request(x), timeout=self.timeout_s, metadata=self._metadata)
 
         def done(c):
             try:
-                out.set_result(self._result(c.result()))
+                out.set_result(self._result(c.result(), named))
             except grpc.RpcError as exc:
                 out.set_exception(_map_error(exc))
             except Exception as exc:  # noqa: BLE001 - delivered to the caller
@@ -212,9 +222,12 @@ class TorchServeClient(ExternalClient):
         worker); TorchServe itself has no tensor-metadata API. Without the management API:
         the model's spec from :data:`serving.models.MODELS`."""
         if self._mgmt is None:
-            spec = MODELS[self.model]
-            return {"inputs": [{"name": wire.DATA_KEY, "dtype": "float32", "shape": [-1, *spec.input_shape]}],
-                    "outputs": [{"name": "output", "dtype": "float32", "shape": [-1, *spec.output_shape]}],
+            spec = MODELS.get(self.model)
+            if spec is None:
+                raise BackendError(f"torchserve: no management API known for {self.target} to describe "
+                                   f"{self.model!r}, and it is not a built-in model")
+            return {"inputs": [{"name": t.name, "dtype": t.dtype, "shape": [-1, *t.shape]} for t in spec.inputs],
+                    "outputs": [{"name": t.name, "dtype": t.dtype, "shape": [-1, *t.shape]} for t in spec.outputs],
                     "source": "serving.models.MODELS"}
         desc = self._describe_model(customized=True)
         meta = desc[0].get("customizedMetadata") if desc else None

@@ -1,4 +1,5 @@
-"""Start / stop TorchServe hosting the TorchScript models, in the ``torch`` environment.
+"""Start / stop TorchServe hosting the TorchScript models (the zoo's exports, or a TorchScript /
+ONNX model file of one's own imported into the models dir), in the ``torch`` environment.
 
 See :mod:`serving.torchserve` for what runs and every knob; in short::
 
@@ -29,7 +30,7 @@ from crayfish.host.envs import python_for
 from crayfish.host.paths import REPO_ROOT, cache_dir
 from crayfish.host.ports import free_ports
 from crayfish.host.procs import Service, ServiceError
-from serving.models import MODELS, build_model, default_models_dir
+from serving.models import MODELS, build_model, default_models_dir, known_model
 from serving.server import RunningServer
 from serving.torchserve import grpc_stubs
 from serving.torchserve.client import TorchServeClient, servers_dir
@@ -82,9 +83,11 @@ def _store_for(models_dir: Path) -> Path:
     return cache_dir("torchserve", "model-store") / hashlib.sha256(str(models_dir.resolve()).encode()).hexdigest()[:12]
 
 
-def _model_entries(model: str, instances: int, extra: dict | None, opt: dict) -> dict[str, dict]:
-    if model not in MODELS:
-        raise ValueError(f"torchserve launcher: unknown model {model!r}; known: {', '.join(sorted(MODELS))}")
+def _model_entries(model: str, instances: int, extra: dict | None, opt: dict,
+                   models_dir: Path | None = None) -> dict[str, dict]:
+    if not known_model(model, models_dir):
+        raise ValueError(f"torchserve launcher: unknown model {model!r}; known: {', '.join(sorted(MODELS))}, "
+                         "or a model file imported into the models dir")
     if instances < 1:
         raise ValueError("torchserve launcher: instances must be >= 1")
     entries = {model: {"model": model, "sleep_s": 0.0, "instances": instances,
@@ -106,7 +109,8 @@ def _model_entries(model: str, instances: int, extra: dict | None, opt: dict) ->
 def build_archives(entries: dict[str, dict], models_dir: Path, python: str) -> Path:
     """Export + archive every served model in the torch env (cached); returns the model store."""
     for e in entries.values():
-        build_model(e["model"], models_dir)
+        if e["model"] in MODELS:   # a model file of one's own is imported already: the file is the model
+            build_model(e["model"], models_dir)
     store = _store_for(models_dir)
     cmd = [python, "-m", "serving.torchserve.build", "--store", str(store), "--models-dir", str(models_dir)]
     for name, e in entries.items():
@@ -206,8 +210,8 @@ def start(model: str = "ffnn", instances: int = 1, models_dir: Path | None = Non
         raise ValueError(f"torchserve launcher: log_level must be warn, info or default, got {opt['log_level']!r}")
     if opt["device"] not in ("cpu", "cuda"):
         raise ValueError(f"torchserve launcher: device must be 'cpu' or 'cuda', got {opt['device']!r}")
-    entries = _model_entries(model, instances, extra_models, opt)
     models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
+    entries = _model_entries(model, instances, extra_models, opt, models_dir)
 
     python = python_for(ENV_NAME)
     store = build_archives(entries, models_dir, python)

@@ -1,10 +1,12 @@
 """TorchServe (serving/torchserve) through the shared conformance suite, over its gRPC inference
 API (client kind ``torchserve``), plus TorchServe specifics: token auth kept on, every listener on
 127.0.0.1, workers = instances, server-side batching with a bad request inside a batch, the wire
-format, stub generation without grpcio-tools, and a stop that leaves nothing behind.
+format, stub generation without grpcio-tools, and a stop that leaves nothing behind; and model
+files of one's own (a TorchScript file and an ONNX file, each with two inputs of different dtypes
+and two outputs) served by name, compared with their references.
 
-One real TorchServe start for the module (``.envs/torch``, built on first use by
-``crayfish env build torch``).
+One real TorchServe start for the zoo's model, one for the model files (``.envs/torch``, built on
+first use by ``crayfish env build torch``).
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ import pytest
 
 from serving.clients import create_client
 from serving.errors import BadInputError, ServingError
-from serving.models import model_paths, reference_forward
+from serving.models import import_model_file, model_paths, reference_forward, reference_predictions
 from serving.torchserve import launcher, wire
 from tests.support.conformance_serving import processes_in_session
+from tests.support.model_files import two_layer_onnx
 from tests.support.procs import loopback_listeners
+from tests.support.torchscript_files import make_torchscript
 
 # exactly who answers (envs/torch/requirements.txt pins torchserve==0.12.0); the handler inside
 # TorchServe's worker names it in every answer frame
@@ -171,11 +175,43 @@ def test_wire_roundtrip_and_errors():
         wire.decode_request({"data": b"\0" * 8, "shape": b"3,1,784"})
     with pytest.raises(wire.WireError, match="bad shape"):
         wire.decode_request({"data": b"", "shape": b"a,b"})
-    with pytest.raises(wire.WireError, match="dtype float32"):
-        wire.decode_request(wire.encode_request(x.astype(np.float64)))
+    # another dtype travels as itself (the handler refuses what its model does not take)
+    req64 = wire.encode_request(x.astype(np.float64))
+    assert req64["dtype"] == b"float64" and wire.decode_request(req64).dtype == np.float64
+    with pytest.raises(wire.WireError, match="unsupported dtype 'complex64'"):
+        wire.decode_request({**req, "dtype": b"complex64"})
     with pytest.raises(wire.RemoteError) as err:
         wire.decode_response(wire.encode_error(400, "nope"))
     assert err.value.code == 400 and str(err.value) == "nope"
+
+
+def test_wire_named_tensors_roundtrip():
+    """Named tensors both ways, each in its own dtype: one map entry per input, and one CFN1
+    frame whose tensors all start 8-aligned (the client's views need no copy)."""
+    rng = np.random.default_rng(3)
+    x = {"features": rng.random((3, 6), dtype=np.float32), "flag": np.array([1, 0, 1], np.uint8),
+         "mask": rng.integers(0, 2, (3, 6), dtype=np.int64)}
+    req = wire.encode_named_request(x)
+    assert wire.is_named_request(req) and "shape" not in req and sorted(req) == ["data.0", "data.1", "data.2", "tensors"]
+    assert json.loads(req["tensors"]) == [["features", "float32", [3, 6]], ["flag", "uint8", [3]], ["mask", "int64", [3, 6]]]
+    got = wire.decode_named_request({k: bytearray(v) for k, v in req.items()})
+    assert list(got) == list(x) and all(got[k].dtype == x[k].dtype and np.array_equal(got[k], x[k]) for k in x)
+    with pytest.raises(wire.WireError, match="tensor 'mask': shape \\[3, 6\\] of int64 needs 144 bytes, got 8"):
+        wire.decode_named_request({**req, "data.2": b"\0" * 8})
+    with pytest.raises(wire.WireError, match="no 'data.1' entry"):
+        wire.decode_named_request({k: v for k, v in req.items() if k != "data.1"})
+    with pytest.raises(wire.WireError, match="unsupported dtype"):
+        wire.encode_named_request({"s": np.array(["a"])})
+    y = {"label": np.array([2, 0, 1], np.int64), "odd": np.array([[1], [2], [3]], np.uint8),
+         "scores": rng.random((3, 3), dtype=np.float32)}
+    body = wire.encode_named_response(y, 77, "torchserve 0.12.0")
+    assert body[:4] == wire.NAMED_MAGIC
+    out, ns, server = wire.decode_response(body)
+    assert ns == 77 and server == "torchserve 0.12.0" and list(out) == list(y)
+    for k, v in y.items():
+        assert out[k].dtype == v.dtype and out[k].flags.aligned and np.array_equal(out[k], v)
+    with pytest.raises(wire.WireError, match="response tensor 'scores'"):
+        wire.decode_response(body[:-1])
 
 
 def test_stubs_generate_without_grpcio_tools(tmp_path):
@@ -233,3 +269,101 @@ def test_auth_off_stock_logging_and_fallbacks(models_dir, tmp_path):
         assert "ACCESS_LOG" in (srv.info["run_dir"] / "torchserve.log").read_text()  # stock log config
     finally:
         srv.stop()
+
+
+# -- model files of one's own --------------------------------------------------------------------
+# A TorchScript file (features float32 + mask int64 -> output_0 float32 [3] + output_1 int64 []),
+# run by the torchscript backend, and an ONNX file (features + mask -> scores + label), run by the
+# onnxruntime backend inside TorchServe's worker; the ONNX one with server-side batching.
+TWO_TS = {"features": {"shape": [6], "dtype": "float32"}, "mask": {"shape": [6], "dtype": "int64", "range": [0, 2]}}
+
+
+@pytest.fixture(scope="module")
+def file_server(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ts-files")
+    import_model_file(make_torchscript(d / "two.pt", two=True), d / "models", "ts-two", TWO_TS)
+    onnx = two_layer_onnx(d / "two.onnx", n_in=6, n_out=3, extra_input=True, extra_output=True)
+    import_model_file(onnx, d / "models", "onnx-two", {"mask": {"range": [0, 2]}})
+    srv = launcher.start("ts-two", instances=1, models_dir=d / "models",
+                         extra_models={"onnx-two": {"batch_size": 3, "max_batch_delay_ms": 300}})
+    try:
+        yield srv, d / "models"
+    finally:
+        srv.stop()
+
+
+def _named(batch: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    return {"features": rng.random((batch, 6), dtype=np.float32), "mask": rng.integers(0, 2, (batch, 6), dtype=np.int64)}
+
+
+@pytest.mark.parametrize("model, outputs", [("ts-two", ["output_0", "output_1"]), ("onnx-two", ["scores", "label"])])
+def test_a_model_file_answers_named_tensors_like_its_reference(file_server, model, outputs):
+    srv, models = file_server
+    client = create_client("torchserve", srv.target, model, timeout_s=10.0)
+    try:
+        x = _named(5, 11)
+        r = client.score(x)
+        desc = client.describe()
+    finally:
+        client.close()
+    assert r.server == SERVER_NAME and r.server_inference_ns > 0
+    ref = reference_predictions(model, models, x)
+    assert list(r.output) == outputs == list(ref)
+    assert r.output[outputs[0]].dtype == np.float32 and r.output[outputs[0]].shape == (5, 3)
+    np.testing.assert_allclose(r.output[outputs[0]], ref[outputs[0]], atol=1e-5, rtol=0)
+    assert r.output[outputs[1]].dtype == np.int64 and np.array_equal(r.output[outputs[1]], ref[outputs[1]])
+    # the handler describes the file's tensors, as imported (names, dtypes, item shapes)
+    assert [(t["name"], t["dtype"], t["shape"]) for t in desc["inputs"]] == \
+        [("features", "float32", [-1, 6]), ("mask", "int64", [-1, 6])]
+    assert [(t["name"], t["dtype"], t["shape"]) for t in desc["outputs"]] == \
+        [(outputs[0], "float32", [-1, 3]), (outputs[1], "int64", [-1])]
+    assert desc["scorer"]["backend"] == ("torchscript" if model == "ts-two" else "onnxruntime")
+
+
+@pytest.mark.parametrize("model", ["ts-two", "onnx-two"])
+def test_a_model_file_refuses_what_does_not_fit_with_invalid_argument(file_server, model):
+    srv, _ = file_server
+    client = create_client("torchserve", srv.target, model, timeout_s=10.0)
+    try:
+        with pytest.raises(BadInputError, match="takes named inputs features, mask, got one unnamed tensor"):
+            client.score(np.zeros((1, 6), np.float32))
+        x = _named(2, 1)
+        with pytest.raises(BadInputError, match="input mask: expected int64"):
+            client.score({**x, "mask": x["mask"].astype(np.float32)})
+        with pytest.raises(BadInputError, match="missing mask"):
+            client.score({"features": x["features"]})
+        assert client.score(x).output  # the worker is still there
+    finally:
+        client.close()
+
+
+def test_named_requests_batched_server_side_with_a_bad_one(file_server):
+    """Three named requests in one TorchServe batch (batch_size 3): the good ones scored in one
+    call, concatenated input by input, and split back; the bad one answered with its error."""
+    srv, models = file_server
+    client = create_client("torchserve", srv.target, "onnx-two", timeout_s=10.0, max_in_flight=3)
+    xs = [_named(1, 21), {"features": np.zeros((2, 5), np.float32), "mask": np.zeros((2, 5), np.int64)}, _named(3, 22)]
+    try:
+        futures = [client.score_async(x) for x in xs]
+        cf.wait(futures, timeout=30)
+    finally:
+        client.close()
+    with pytest.raises(BadInputError, match="input features: expected float32 \\[b>=1, 6\\]"):
+        futures[1].result()
+    for x, f in ((xs[0], futures[0]), (xs[2], futures[2])):
+        got, ref = f.result().output, reference_predictions("onnx-two", models, x)
+        np.testing.assert_allclose(got["scores"], ref["scores"], atol=1e-5, rtol=0)
+        assert np.array_equal(got["label"], ref["label"])
+
+
+def test_the_zoo_model_answers_a_named_request_by_name(torchserve):
+    """A one-input model sent by name (experiments' named_tensors: true) answers by name."""
+    client = create_client("torchserve", torchserve.target, "ffnn", timeout_s=10.0)
+    try:
+        x = _x(3, 8)
+        r = client.score({"input_1": x})
+    finally:
+        client.close()
+    assert list(r.output) == ["output"]
+    np.testing.assert_allclose(r.output["output"], _ref(x), atol=1e-4, rtol=0)

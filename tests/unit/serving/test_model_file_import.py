@@ -103,8 +103,8 @@ def _experiment(tmp_path, **fields):
     ({"model": {"path": "My Fraud.v2.onnx", "name": "ffnn"}}, r"model.name: 'ffnn' is a built-in model"),
     ({"model": {"path": "My Fraud.v2.onnx"}, "serving": {"backend": "torchscript"}},
      r"serving.backend: torchscript cannot serve a model file .*onnx\); use one of onnxruntime"),
-    ({"model": {"path": "My Fraud.v2.onnx"}, "serving": {"kind": "external", "server": "torchserve"}},
-     r"serving.server: torchserve cannot serve a model file yet"),
+    ({"model": {"path": "My Fraud.v2.onnx"}, "serving": {"kind": "external", "server": "tf-serving"}},
+     r"serving.server: tf-serving cannot serve a model file yet \(.*onnx\); servers that can: scoring, triton"),
     ({"model": "nope"}, r"model: unknown model 'nope'; known: ffnn, resnet50"),
 ])
 def test_experiment_errors_name_the_field_in_one_line(model, tmp_path, fields, message):
