@@ -6,11 +6,13 @@ The same FFNN batches, embedded ONNX Runtime, through everything the contract to
   or the same tensor under ``inputs["input_1"]``);
 - worker: the scoring operator's whole ``process`` (decode, check, score, encode the ScoredBatch
   with ``output`` or ``outputs["output"]``, serialize);
-- collector: decode the ScoredBatch and read the output tensor.
+- collector: decode the ScoredBatch (what it does with every batch; it reads the output tensor only
+  of the sampled batches it checks, ``check_predictions``, 1 % by default).
 
 Rounds alternate single / named (a block of ``calls`` batches each, ``rounds`` times), so drift of
-the machine hits both alike; the result is the median per-batch time of each over all rounds,
-and ``overhead_pct`` = (named - single) / single. The issue's goal: within 5 %.
+the machine hits both alike; the result is the median over every batch of all rounds (robust to
+the garbage collector's and the scheduler's pauses; each round's median is kept too), and
+``overhead_pct`` = (named - single) / single. The issue's goal: within 5 %.
 """
 
 from __future__ import annotations
@@ -39,25 +41,27 @@ def _factory(batch_size: int, named: bool, seed: int) -> BatchFactory:
         workload={"type": "constant", "rate": 1, "duration_s": 1}))
 
 
-def _block(factory: BatchFactory, op: ScoringOperator, calls: int, start: int) -> tuple[float, float, float]:
-    """Per-batch seconds of (generator build, worker process, collector read) over ``calls`` batches."""
+def _block(factory: BatchFactory, op: ScoringOperator, calls: int, start: int, out: dict[str, list[float]]) -> None:
+    """Per batch of ``calls``: seconds of the generator's build, the worker's process and the
+    collector's decode, appended to ``out``."""
     codec = op.codec
-    gen = work = read = 0.0
+    perf = time.perf_counter
     for seq in range(start, start + calls):
-        t0 = time.perf_counter()
+        t0 = perf()
         _, value, headers = factory.build(seq, 0, 0)
-        t1 = time.perf_counter()
+        t1 = perf()
         res = op.process(value, headers, 0, "in", 0, seq)
-        t2 = time.perf_counter()
-        sb = codec.decode_scored(res.value, res.headers)
-        y = arrays_from(sb.outputs)["output"] if sb.outputs else from_tensor(sb.output)
-        t3 = time.perf_counter()
-        if y.shape[0] != factory.s.batch_size:
-            raise RuntimeError(f"scored batch has {y.shape[0]} rows")
-        gen += t1 - t0
-        work += t2 - t1
-        read += t3 - t2
-    return gen / calls, work / calls, read / calls
+        t2 = perf()
+        sb = codec.decode_scored(res.value, res.headers)     # what the collector does with every batch
+        t3 = perf()
+        out["generator"].append(t1 - t0)
+        out["worker"].append(t2 - t1)
+        out["collector"].append(t3 - t2)
+        out["total"].append(t3 - t0)
+    y = arrays_from(sb.outputs)["output"] if sb.outputs else from_tensor(sb.output)
+    if y.shape[0] != factory.s.batch_size or sb.HasField("output") == bool(sb.outputs):
+        raise RuntimeError(f"scored batch has {y.shape[0]} rows, output and outputs {sb.HasField('output')}, "
+                           f"{len(sb.outputs)}")
 
 
 def measure(batch_size: int, calls: int, rounds: int, seed: int, models_dir) -> dict:
@@ -65,24 +69,19 @@ def measure(batch_size: int, calls: int, rounds: int, seed: int, models_dir) -> 
     try:
         op = ScoringOperator(get_codec("protobuf"), scorer, MODEL, MODELS[MODEL], "bench", engine="bench")
         factories = {"single": _factory(batch_size, False, seed), "named": _factory(batch_size, True, seed)}
+        per = {k: {"generator": [], "worker": [], "collector": [], "total": []} for k in factories}
         for f in factories.values():           # untimed: ORT's first calls, allocator warm-up
-            _block(f, op, max(50, calls // 10), 0)
-        per: dict[str, dict[str, list[float]]] = {k: {"generator": [], "worker": [], "collector": []}
-                                                  for k in factories}
+            _block(f, op, max(50, calls // 10), 0, {k: [] for k in per["single"]})
         for r in range(rounds):
-            order = ("single", "named") if r % 2 == 0 else ("named", "single")
-            for kind in order:
-                g, w, c = _block(factories[kind], op, calls, r * calls)
-                per[kind]["generator"].append(g)
-                per[kind]["worker"].append(w)
-                per[kind]["collector"].append(c)
+            for kind in (("single", "named") if r % 2 == 0 else ("named", "single")):
+                _block(factories[kind], op, calls, r * calls, per[kind])
     finally:
         scorer.close()
     out: dict = {"batch_size": batch_size, "calls_per_round": calls, "rounds": rounds}
     for kind, parts in per.items():
         out[kind] = {f"{p}_us_median": statistics.median(v) * 1e6 for p, v in parts.items()}
-        out[kind]["total_us_median"] = statistics.median(
-            sum(vs) for vs in zip(parts["generator"], parts["worker"], parts["collector"])) * 1e6
+        out[kind]["round_total_us_medians"] = [
+            round(statistics.median(parts["total"][i * calls:(i + 1) * calls]) * 1e6, 2) for i in range(rounds)]
     s, n = out["single"]["total_us_median"], out["named"]["total_us_median"]
     out["overhead_pct"] = (n - s) / s * 100.0
     out["worker_overhead_pct"] = (out["named"]["worker_us_median"] - out["single"]["worker_us_median"]) \

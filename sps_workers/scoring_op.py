@@ -93,6 +93,7 @@ class ScoringOperator:
         # One float32 input: the single-tensor checks inline (the hot path of the paper's models).
         self._simple = not self.spec.multi_input and self.spec.input_dtype == "float32"
         self.input_shape = tuple(self.spec.input_shape)
+        self._one_name = None if self.spec.multi_input else self.spec.input_name
         self.item_size = int(np.prod(self.input_shape))
         # The operator validates dtype and shape itself (to dead-letter with a reason), so it calls
         # the backend's unchecked hot path.
@@ -124,7 +125,7 @@ class ScoringOperator:
         try:
             batch = self.codec.decode_batch(value or b"", headers)
             if batch.inputs:
-                x, named = arrays_from(batch.inputs), True
+                x, named = self._named_input(batch.inputs), True
             else:
                 x = from_tensor(batch.input)
         except (CodecError, TensorError) as exc:
@@ -138,7 +139,7 @@ class ScoringOperator:
             return self._dead(UNKNOWN_MODEL, f"model {batch.model!r} is not served here (serving "
                               f"{self.model_name!r})", value, batch, topic, partition, offset,
                               input_append_ms, received)
-        if named or not self._simple:
+        if not self._simple or isinstance(x, dict):
             try:
                 x = check_feeds(self.spec, x)
             except FeedError as exc:
@@ -156,6 +157,13 @@ class ScoringOperator:
                                   input_append_ms, received)
         return Prepared(batch, x, value or b"", received, time.perf_counter_ns() - t0, input_append_ms,
                         topic, partition, offset, named=named)
+
+    def _named_input(self, inputs):
+        """A one-input model's tensor sent under its name: the array, checked as a single tensor is
+        (the named contract then costs one map lookup); else ``{name: array}`` for check_feeds."""
+        if self._one_name is not None and len(inputs) == 1 and self._one_name in inputs:
+            return from_tensor(inputs[self._one_name])
+        return arrays_from(inputs)
 
     def finish(self, prep: Prepared, y: np.ndarray | dict, inference_ns: int, server_inference_ns: int = 0,
                server_queue_ns: int = 0, server: str = "") -> OpResult:

@@ -151,15 +151,19 @@ def _check_one(spec: ModelSpec, t: TensorSpec, x: Any, rows: int | None) -> np.n
     except AttributeError:
         raise FeedError("bad_dtype", f"{spec.name}: input {t.name}: expected a numpy array, got "
                         f"{type(x).__name__}") from None
-    want = f"{t.dtype} [b>=1, {', '.join(map(str, t.shape))}]"
     if dt != t.dtype:
-        raise FeedError("bad_dtype", f"{spec.name}: input {t.name}: expected {want}, got {dt} {list(shape)}")
+        raise FeedError("bad_dtype", _expected(spec, t, x))
     if shape[1:] != t.shape or not shape or shape[0] < 1:
-        raise FeedError("bad_shape", f"{spec.name}: input {t.name}: expected {want}, got {dt} {list(shape)}")
+        raise FeedError("bad_shape", _expected(spec, t, x))
     if rows is not None and shape[0] != rows:
         raise FeedError("bad_shape", f"{spec.name}: input {t.name} has {shape[0]} rows, "
                         f"{spec.inputs[0].name} has {rows}: every input shares the batch axis")
     return x
+
+
+def _expected(spec: ModelSpec, t: TensorSpec, x: np.ndarray) -> str:
+    return (f"{spec.name}: input {t.name}: expected {t.dtype} [b>=1, {', '.join(map(str, t.shape))}], "
+            f"got {x.dtype} {list(x.shape)}")
 
 
 def check_feeds(spec: ModelSpec, x: Any):
@@ -167,6 +171,8 @@ def check_feeds(spec: ModelSpec, x: Any):
     order for several), or :class:`FeedError` naming the input. A model with one input also
     accepts ``{its name: array}``."""
     if isinstance(x, Mapping):
+        if not spec.multi_input and len(x) == 1 and spec.input_name in x:     # one input, by name
+            return _check_one(spec, spec.inputs[0], x[spec.input_name], None)
         names = [t.name for t in spec.inputs]
         missing, extra = [n for n in names if n not in x], sorted(set(x) - set(names))
         if missing or extra:

@@ -40,6 +40,7 @@ def test_contract_part_compares_single_and_named_tensors(tmp_path):
     for p in con["points"]:
         for kind in ("single", "named"):
             assert p[kind]["worker_us_median"] > 0 and p[kind]["generator_us_median"] > 0
+            assert len(p[kind]["round_total_us_medians"]) == p["rounds"]
         assert p["overhead_pct"] == (p["named"]["total_us_median"] - p["single"]["total_us_median"]) \
             / p["single"]["total_us_median"] * 100
     assert "single-tensor -> named-tensor contract" in (tmp_path / "bench.md").read_text()
