@@ -204,7 +204,7 @@ class ModelFile(Strict):
 
 
 # The servers a model file runs behind, per format (its embedded backends: FORMAT_BACKENDS).
-FILE_MODEL_SERVERS = {FORMAT_ONNX: ("scoring", "triton", "ray-serve", "ray-serve-grpc", "torchserve"),
+FILE_MODEL_SERVERS = {FORMAT_ONNX: ("scoring", "triton", "ray-serve", "ray-serve-grpc", "torchserve", "tf-serving"),
                       FORMAT_TORCHSCRIPT: ("scoring", "torchserve"), FORMAT_SAVEDMODEL: ("scoring", "tf-serving")}
 # ... and those of them that take a model with several inputs or outputs (the named-tensor contract).
 NAMED_TENSOR_SERVERS = ("scoring", "triton", "ray-serve", "ray-serve-grpc", "tf-serving", "torchserve")

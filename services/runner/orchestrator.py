@@ -31,6 +31,7 @@ from services.runner.resources import ResourceSampler
 from serving.embedded import backend
 from serving.external import server_spec, start_server
 from serving.models import build_model, default_models_dir, import_model_file, model_paths
+from serving.models.files import model_format
 from serving.models.zoo import build_zoo_model
 from sps_workers import ENGINES
 from sps_workers.settings import ExternalSettings, WorkerSettings
@@ -223,6 +224,9 @@ def _external_serving(exp: Experiment, stack: Stack, point_dir: Path, timings: d
             # the server runs the experiment's embedded backend, with that backend's interpreter
             options = {**sv.server_options(), "python": python_for(backend(sv.backend).environment),
                        "env": trace_env(exp, point_dir)}
+        elif sv.server == "tf-serving" and exp.model_file is not None and file_format(exp) == "onnx":
+            # an ONNX file behind the TF Serving protocol: our servicer runs it with ONNX Runtime
+            options = {"backend": "onnxruntime"}
         handle = start_server(sv.server, model=exp.model, instances=sv.instances or exp.parallelism,
                               models_dir=stack.models_dir, log_dir=point_dir, **options)
         target = handle.targets[spec.client]
@@ -233,6 +237,11 @@ def _external_serving(exp: Experiment, stack: Stack, point_dir: Path, timings: d
                            max_in_flight=sv.max_in_flight, microbatch_max=sv.microbatch_max,
                            timeout_s=sv.timeout_ms / 1000.0, retries=sv.retries)
     return handle, ext, spec.worker_env
+
+
+def file_format(exp: Experiment) -> str:
+    """The format of the experiment's model file (a zoo model is an ONNX file)."""
+    return model_format(exp.model_file.path) if exp.model_file.path is not None else "onnx"
 
 
 def sends_named(exp: Experiment, spec) -> bool:

@@ -153,3 +153,14 @@ def build_zoo_model(name: str, models_dir: Path | str, seed: int = 42, seq_len: 
                            "framework_check": framework_check(onnx_path, spec, out / f"{name}.check.npz")}
         manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest_path
+
+
+def builder_main(build: Callable[[Path, int], Path], doc: str, argv: list[str] | None = None) -> None:
+    """The command line of a builder module: ``--out DIR --seed S``; prints the ONNX file's path."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=42)
+    a = p.parse_args(argv)
+    print(build(a.out, a.seed))

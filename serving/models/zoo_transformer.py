@@ -18,11 +18,12 @@ and imports the result like any model file of a user's.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
+
+from serving.models.zoo import builder_main
 
 NAME = "text-encoder"
 VOCAB, WIDTH, HEADS, LAYERS, FFN, MAX_LEN, CLASSES = 1000, 64, 4, 2, 128, 512, 2
@@ -101,13 +102,5 @@ def build(out_dir: Path, seed: int) -> Path:
     return path
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--seed", type=int, default=42)
-    a = p.parse_args(argv)
-    print(build(a.out, a.seed))
-
-
 if __name__ == "__main__":
-    main()
+    builder_main(build, __doc__)

@@ -18,11 +18,12 @@ imports the result like any model file of a user's.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
+
+from serving.models.zoo import builder_main
 
 NAME = "fraud-gbt"
 FEATURES = ("amount", "hour", "weekday", "merchant_category", "distance_km", "minutes_since_last",
@@ -89,13 +90,5 @@ def build(out_dir: Path, seed: int) -> Path:
     return path
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--seed", type=int, default=42)
-    a = p.parse_args(argv)
-    print(build(a.out, a.seed))
-
-
 if __name__ == "__main__":
-    main()
+    builder_main(build, __doc__)

@@ -58,3 +58,22 @@ def forward(path: Path, x: np.ndarray, mask: np.ndarray | None = None) -> np.nda
     x = x.astype(np.float32) * (1 if mask is None else mask.astype(np.float32))
     h = np.maximum(x @ w["w1"] + w["b1"], 0)
     return h @ w["w2"] + w["b2"]
+
+
+def masked_feeds(batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Inputs of ``two_layer_onnx(..., extra_input=True)``: features float32 and a 0/1 int64 mask."""
+    rng = np.random.default_rng(seed)
+    return {"features": rng.random((batch, 6), dtype=np.float32),
+            "mask": rng.integers(0, 2, (batch, 6), dtype=np.int64)}
+
+
+def assert_masked(out, x, models_dir, name: str = "masked") -> None:
+    """``out`` is the two-output answer (scores float32, label int64) the model file's reference gives."""
+    from serving.models import reference_predictions
+
+    ref = reference_predictions(name, models_dir, x)
+    assert isinstance(out, dict) and set(out) == {"scores", "label"}, out
+    assert out["scores"].dtype == np.float32 and out["scores"].shape == (len(x["mask"]), 3)
+    assert out["label"].dtype == np.int64 and out["label"].shape == (len(x["mask"]),)
+    np.testing.assert_allclose(out["scores"], ref["scores"], atol=1e-4, rtol=0)
+    np.testing.assert_array_equal(out["label"], ref["label"])

@@ -147,3 +147,20 @@ def test_triton_and_ray_serve_serve_a_model_of_two_inputs_and_two_outputs(kafka_
         assert acc["sent"] == 60 and acc["scored"] == 60 and acc["dead_lettered"] == 0, (point["params"], acc)
         assert acc["missing"] == 0 and acc["checked"] == acc["sent"] and acc["wrong"] == 0, (point["params"], acc)
         assert point["valid"], point["reasons"]
+
+
+def test_the_tf_serving_protocol_serves_a_model_file_of_two_inputs(kafka_bootstrap, tmp_path):
+    """An ONNX file behind the TF Serving protocol (our servicer running it with ONNX Runtime):
+    every input by its own name in PredictRequest.inputs, every output back, all checked."""
+    model = two_layer_onnx(tmp_path / "masked.onnx", n_in=6, n_out=3, extra_input=True, extra_output=True)
+    exp = Experiment.model_validate({
+        "name": "two-in-tfs", "model": {"path": str(model), "inputs": {"mask": {"range": [0, 2]}}},
+        "engine": "kafka", "serving": {"kind": "external", "server": "tf-serving"},
+        "kafka": {"bootstrap": kafka_bootstrap}, "check_predictions": 1.0, "batch_size": 2,
+        "workload": {"type": "constant", "rate": 20, "duration_s": 3},
+        "validity": {"min_duration_s": 1, "min_count": 20}})
+    [point] = run_experiment(exp, tmp_path / "run", models_dir=tmp_path / "models")["points"]
+    acc = point["accounting"]
+    assert acc["sent"] == 60 and acc["scored"] == 60 and acc["dead_lettered"] == 0, acc
+    assert acc["checked"] == 60 and acc["wrong"] == 0, acc
+    assert point["answered_by"][0].startswith("crayfish-scoring (tf-serving protocol)"), point["answered_by"]

@@ -15,10 +15,10 @@ import pytest
 
 from serving.clients import create_client
 from serving.errors import BadInputError
-from serving.models import build_model, import_model_file, model_paths, reference_forward, reference_predictions
+from serving.models import build_model, import_model_file, model_paths, reference_forward
 from serving.rayserve import launcher
 from tests.support.conformance_serving import Served, processes_in_session
-from tests.support.model_files import two_layer_onnx
+from tests.support.model_files import assert_masked, masked_feeds, two_layer_onnx
 from tests.support.procs import loopback_listeners
 
 KINDS = ["ray-serve", "ray-serve-grpc"]
@@ -143,21 +143,6 @@ def test_grpc_stream_failure_carries_its_status(rayserve):
 
 # -- named tensors (serving.models.spec), over both protocols -----------------------------------
 
-def _masked_x(batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {"features": rng.random((batch, 6), dtype=np.float32),
-            "mask": rng.integers(0, 2, (batch, 6), dtype=np.int64)}
-
-
-def _assert_masked(out, x, models_dir) -> None:
-    ref = reference_predictions("masked", models_dir, x)
-    assert isinstance(out, dict) and set(out) == {"scores", "label"}, out
-    assert out["scores"].dtype == np.float32 and out["scores"].shape == (len(x["mask"]), 3)
-    assert out["label"].dtype == np.int64 and out["label"].shape == (len(x["mask"]),)
-    np.testing.assert_allclose(out["scores"], ref["scores"], atol=1e-4, rtol=0)
-    np.testing.assert_array_equal(out["label"], ref["label"])
-
-
 @pytest.mark.parametrize("kind", KINDS)
 def test_two_inputs_and_two_outputs_of_their_own_dtypes(rayserve, ray_models, kind):
     """Every input by name in its dtype (float32 + int64), every output back by name (float32 +
@@ -170,15 +155,15 @@ def test_two_inputs_and_two_outputs_of_their_own_dtypes(rayserve, ray_models, ki
         assert [(t["name"], t["dtype"], t["shape"]) for t in d["outputs"]] == [
             ("scores", "float32", [-1, 3]), ("label", "int64", [-1])]
         for batch in (1, 5):
-            x = _masked_x(batch, seed=batch)
+            x = masked_feeds(batch, seed=batch)
             r = client.score(x)
             assert r.server == SERVER_NAME and r.server_inference_ns > 0
-            _assert_masked(r.output, x, ray_models)
-        xs = [_masked_x(1 + i % 3, seed=10 + i) for i in range(6)]
+            assert_masked(r.output, x, ray_models)
+        xs = [masked_feeds(1 + i % 3, seed=10 + i) for i in range(6)]
         for x, f in zip(xs, [client.score_async(x) for x in xs]):
-            _assert_masked(f.result(timeout=30).output, x, ray_models)
+            assert_masked(f.result(timeout=30).output, x, ray_models)
         for x, r in zip(xs, client.score_stream(xs)):
-            _assert_masked(r.output, x, ray_models)
+            assert_masked(r.output, x, ray_models)
     finally:
         client.close()
 
@@ -186,7 +171,7 @@ def test_two_inputs_and_two_outputs_of_their_own_dtypes(rayserve, ray_models, ki
 @pytest.mark.parametrize("kind", KINDS)
 def test_named_inputs_that_do_not_fit_are_bad_input(rayserve, ray_models, kind):
     client = create_client(kind, rayserve.targets[kind], "masked", timeout_s=10.0)
-    x = _masked_x(2)
+    x = masked_feeds(2)
     try:
         with pytest.raises(BadInputError, match="named inputs"):       # one unnamed tensor
             client.score(x["features"])
@@ -196,7 +181,7 @@ def test_named_inputs_that_do_not_fit_are_bad_input(rayserve, ray_models, kind):
             client.score({"features": x["features"]})
         with pytest.raises(BadInputError, match="mask"):               # a wrong item shape
             client.score({**x, "mask": np.zeros((2, 5), dtype=np.int64)})
-        _assert_masked(client.score(x).output, x, ray_models)         # still serving
+        assert_masked(client.score(x).output, x, ray_models)         # still serving
     finally:
         client.close()
 

@@ -24,12 +24,12 @@ import numpy as np
 import pytest
 
 from serving.errors import BadInputError, ModelNotFoundError
-from serving.models import build_model, import_model_file, model_paths, reference_forward, reference_predictions
+from serving.models import build_model, import_model_file, model_paths, reference_forward
 from serving.tfserving import launcher
 from serving.tfserving.remote_client import ClientHost
 from tests.support.conformance_serving import Served
 from tests.support.conformance_serving import *  # noqa: F401,F403
-from tests.support.model_files import two_layer_onnx
+from tests.support.model_files import assert_masked, masked_feeds, two_layer_onnx
 from tests.support.procs import loopback_listeners
 
 # exactly who answers: our Scoring server speaking TF Serving's protocol (real TF Serving names
@@ -132,21 +132,6 @@ def named_server(tfserving, tmp_path_factory):
         running.stop()
 
 
-def _masked_x(batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {"features": rng.random((batch, 6), dtype=np.float32),
-            "mask": rng.integers(0, 2, (batch, 6), dtype=np.int64)}
-
-
-def _assert_masked(out, x, models_dir) -> None:
-    ref = reference_predictions("masked", models_dir, x)
-    assert isinstance(out, dict) and set(out) == {"scores", "label"}, out
-    assert out["scores"].dtype == np.float32 and out["scores"].shape == (len(x["mask"]), 3)
-    assert out["label"].dtype == np.int64 and out["label"].shape == (len(x["mask"]),)
-    np.testing.assert_allclose(out["scores"], ref["scores"], atol=1e-4, rtol=0)
-    np.testing.assert_array_equal(out["label"], ref["label"])
-
-
 def test_two_inputs_and_two_outputs_of_their_own_dtypes(named_server):
     """PredictRequest.inputs holds every input by name with its DataType (DT_FLOAT + DT_INT64);
     the answer every output (DT_FLOAT + DT_INT64 [b]); the signature lists them all."""
@@ -160,13 +145,13 @@ def test_two_inputs_and_two_outputs_of_their_own_dtypes(named_server):
         assert d["outputs"] == [{"name": "label", "dtype": "int64", "shape": [-1]},
                                 {"name": "scores", "dtype": "float32", "shape": [-1, 3]}]
         for batch in (1, 5):
-            x = _masked_x(batch, seed=batch)
+            x = masked_feeds(batch, seed=batch)
             r = client.score(x)
             assert r.server == SERVER_NAME and r.server_inference_ns > 0
-            _assert_masked(r.output, x, models_dir)
-        xs = [_masked_x(1 + i % 3, seed=10 + i) for i in range(6)]
+            assert_masked(r.output, x, models_dir)
+        xs = [masked_feeds(1 + i % 3, seed=10 + i) for i in range(6)]
         for x, r in zip(xs, client.score_stream(xs)):
-            _assert_masked(r.output, x, models_dir)
+            assert_masked(r.output, x, models_dir)
     finally:
         client.close()
 
@@ -174,7 +159,7 @@ def test_two_inputs_and_two_outputs_of_their_own_dtypes(named_server):
 def test_named_inputs_that_do_not_fit_are_bad_input(named_server):
     running, host, models_dir = named_server
     client = host.client(running.kind, running.target, "masked", timeout_s=10.0)
-    x = _masked_x(2)
+    x = masked_feeds(2)
     try:
         with pytest.raises(BadInputError, match="mask"):               # int32 instead of int64
             client.score({**x, "mask": x["mask"].astype(np.int32)})
@@ -182,7 +167,7 @@ def test_named_inputs_that_do_not_fit_are_bad_input(named_server):
             client.score({"features": x["features"]})
         with pytest.raises(BadInputError, match="mask"):               # a wrong item shape
             client.score({**x, "mask": np.zeros((2, 5), dtype=np.int64)})
-        _assert_masked(client.score(x).output, x, models_dir)         # still serving
+        assert_masked(client.score(x).output, x, models_dir)         # still serving
     finally:
         client.close()
 

@@ -19,10 +19,10 @@ import pytest
 
 from serving.clients import create_client
 from serving.errors import BadInputError, ModelNotFoundError
-from serving.models import MODELS, build_model, import_model_file, model_paths, reference_forward, reference_predictions
+from serving.models import MODELS, build_model, import_model_file, model_paths, reference_forward
 from serving.triton import launcher
 from tests.support.conformance_serving import Served, processes_in_session, wait_until
-from tests.support.model_files import two_layer_onnx
+from tests.support.model_files import assert_masked, masked_feeds, two_layer_onnx
 from tests.support.procs import loopback_listeners
 
 # exactly who answers: Triton 2.51.0, as bundled by nvidia-pytriton 0.7.0 (envs/triton/requirements.txt)
@@ -202,21 +202,6 @@ def test_launcher_rejects_unknown_options(models_dir):
 
 # -- named tensors (serving.models.spec) --------------------------------------------------------
 
-def _masked_x(batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {"features": rng.random((batch, 6), dtype=np.float32),
-            "mask": rng.integers(0, 2, (batch, 6), dtype=np.int64)}
-
-
-def _assert_masked(out, x, models_dir) -> None:
-    ref = reference_predictions("masked", models_dir, x)
-    assert isinstance(out, dict) and set(out) == {"scores", "label"}, out
-    assert out["scores"].dtype == np.float32 and out["scores"].shape == (len(x["mask"]), 3)
-    assert out["label"].dtype == np.int64 and out["label"].shape == (len(x["mask"]),)
-    np.testing.assert_allclose(out["scores"], ref["scores"], atol=1e-4, rtol=0)
-    np.testing.assert_array_equal(out["label"], ref["label"])
-
-
 def test_two_inputs_and_two_outputs_of_their_own_dtypes(triton, triton_models):
     """One InferInput per name with its datatype (FP32 + INT64), every output back by name (the
     [b] label: dims [1] reshaped to [] on the server, [b] again here); unary, pipelined, streamed."""
@@ -226,22 +211,22 @@ def test_two_inputs_and_two_outputs_of_their_own_dtypes(triton, triton_models):
         assert [(t["name"], t["dtype"]) for t in d["inputs"]] == [("features", "float32"), ("mask", "int64")]
         assert [(t["name"], t["dtype"]) for t in d["outputs"]] == [("scores", "float32"), ("label", "int64")]
         for batch in (1, 5):
-            x = _masked_x(batch, seed=batch)
+            x = masked_feeds(batch, seed=batch)
             r = client.score(x)
             assert r.server == SERVER_NAME
-            _assert_masked(r.output, x, triton_models)
-        xs = [_masked_x(1 + i % 3, seed=10 + i) for i in range(6)]
+            assert_masked(r.output, x, triton_models)
+        xs = [masked_feeds(1 + i % 3, seed=10 + i) for i in range(6)]
         for x, f in zip(xs, [client.score_async(x) for x in xs]):
-            _assert_masked(f.result(timeout=30).output, x, triton_models)
+            assert_masked(f.result(timeout=30).output, x, triton_models)
         for x, r in zip(xs, client.score_stream(xs)):
-            _assert_masked(r.output, x, triton_models)
+            assert_masked(r.output, x, triton_models)
     finally:
         client.close()
 
 
 def test_named_inputs_that_do_not_fit_are_bad_input(triton, triton_models):
     client = create_client("triton", triton.target, "masked", timeout_s=5.0)
-    x = _masked_x(2)
+    x = masked_feeds(2)
     try:
         with pytest.raises(BadInputError, match="named inputs"):       # one unnamed tensor
             client.score(x["features"])
@@ -251,7 +236,7 @@ def test_named_inputs_that_do_not_fit_are_bad_input(triton, triton_models):
             client.score({"features": x["features"]})
         with pytest.raises(BadInputError):                              # a wrong item shape
             client.score({**x, "mask": np.zeros((2, 5), dtype=np.int64)})
-        _assert_masked(client.score(x).output, x, triton_models)      # the client still works
+        assert_masked(client.score(x).output, x, triton_models)      # the client still works
     finally:
         client.close()
 

@@ -103,8 +103,9 @@ def _experiment(tmp_path, **fields):
     ({"model": {"path": "My Fraud.v2.onnx", "name": "ffnn"}}, r"model.name: 'ffnn' is a built-in model"),
     ({"model": {"path": "My Fraud.v2.onnx"}, "serving": {"backend": "torchscript"}},
      r"serving.backend: torchscript cannot serve a model file .*onnx\); use one of onnxruntime"),
-    ({"model": {"path": "My Fraud.v2.onnx"}, "serving": {"kind": "external", "server": "tf-serving"}},
-     r"serving.server: tf-serving cannot serve a model file yet \(.*onnx\); servers that can: scoring, triton"),
+    ({"model": {"path": "My Fraud.v2.onnx"}, "serving": {"backend": "onnxruntime", "kind": "external", "server": "tf-serving"},
+      "engine": "kafka", "codec": "crayfish-json", "named_tensors": True},
+     r"named_tensors: codec crayfish-json carries one unnamed tensor; use codec protobuf"),
     ({"model": "nope"}, r"model: unknown model 'nope'; known: ffnn, resnet50"),
 ])
 def test_experiment_errors_name_the_field_in_one_line(model, tmp_path, fields, message):
