@@ -77,3 +77,32 @@ def assert_masked(out, x, models_dir, name: str = "masked") -> None:
     assert out["label"].dtype == np.int64 and out["label"].shape == (len(x["mask"]),)
     np.testing.assert_allclose(out["scores"], ref["scores"], atol=1e-4, rtol=0)
     np.testing.assert_array_equal(out["label"], ref["label"])
+
+
+def masked_models_dir(d: Path) -> Path:
+    """A models dir of a test module's own: the FFNN (the shared seed) and the imported two-input
+    model file ``masked`` (nothing written into the shared .cache/models)."""
+    from serving.models import build_model, import_model_file
+
+    build_model("ffnn", d, seed=42)
+    f = two_layer_onnx(d / "masked-src.onnx", n_in=6, n_out=3, extra_input=True, extra_output=True)
+    import_model_file(f, d, "masked", {"mask": {"range": [0, 2]}})
+    return d
+
+
+def assert_named_refusals(client, models_dir, missing: str | None = "mask", shape: str | None = "mask") -> None:
+    """Named inputs that do not fit ``masked`` are BadInputError (an int32 mask, a missing input, a
+    wrong item shape; ``missing`` / ``shape``: what the message must say, None: anything), and the
+    client still scores a good batch afterwards."""
+    import pytest
+
+    from serving.errors import BadInputError
+
+    x = masked_feeds(2)
+    with pytest.raises(BadInputError, match="mask"):                   # int32 instead of int64
+        client.score({**x, "mask": x["mask"].astype(np.int32)})
+    with pytest.raises(BadInputError, match=missing):                  # an input missing
+        client.score({"features": x["features"]})
+    with pytest.raises(BadInputError, match=shape):                    # a wrong item shape
+        client.score({**x, "mask": np.zeros((2, 5), dtype=np.int64)})
+    assert_masked(client.score(x).output, x, models_dir)              # still serving
