@@ -24,6 +24,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from crayfish.host.paths import REPO_ROOT, envs_dir
@@ -87,6 +88,7 @@ def build_env(name: str, force: bool = False, log=print) -> Path:
         target = env_dir(name)
         if target.exists():
             shutil.rmtree(target)
+        _check_free_space(name)
         boot = shutil.which(BOOT_PYTHON) or sys.executable
         log(f"building environment {name!r} in {target} (once; cached afterwards) ...")
         subprocess.run([boot, "-m", "venv", str(target)], check=True)
@@ -95,17 +97,42 @@ def build_env(name: str, force: bool = False, log=print) -> Path:
         # resumes a broken download; a failed install is tried again from the partial cache.
         pip = [py, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--retries", "10",
                "--timeout", "60"]
-        subprocess.run(pip + ["--upgrade", "pip"], check=True)
+        _pip(name, pip + ["--upgrade", "pip"], log)
         pip.append("--resume-retries=20")  # an option of the upgraded pip (>= 25.1)
-        for attempt in range(1, 4):
-            try:
-                subprocess.run(pip + ["-r", str(ENVS_SPEC / name / "requirements.txt")], check=True)
-                break
-            except subprocess.CalledProcessError:
-                if attempt == 3:
-                    raise
-                log(f"environment {name!r}: pip failed (attempt {attempt}/3), trying again ...")
-        subprocess.run(pip + ["--no-deps", "-e", str(REPO_ROOT)], check=True)
+        _pip(name, pip + ["-r", str(ENVS_SPEC / name / "requirements.txt")], log, attempts=PIP_ATTEMPTS)
+        _pip(name, pip + ["--no-deps", "-e", str(REPO_ROOT)], log)
         (target / ".crayfish-built").write_text(_fingerprint(name) + "\n")
         log(f"environment {name!r} ready")
         return target
+
+
+PIP_ATTEMPTS = 3
+PIP_RETRY_PAUSE_S = 20.0
+# An environment is 0.3-4 GB; a full disk shows up as an obscure pip error half-way through.
+MIN_FREE_BYTES = 6 * 1024**3
+
+
+def _check_free_space(name: str) -> None:
+    free = shutil.disk_usage(envs_dir()).free
+    if free < MIN_FREE_BYTES:
+        raise EnvironmentError_(
+            f"environment {name!r}: only {free / 1024**3:.1f} GiB free under {envs_dir()}; "
+            f"building needs about {MIN_FREE_BYTES / 1024**3:.0f} GiB")
+
+
+def _pip(name: str, command: list[str], log, attempts: int = 1) -> None:
+    """Run one pip step; show pip's own words when it fails and end in one line, not a traceback."""
+    for attempt in range(1, attempts + 1):
+        done = subprocess.run(command, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode == 0:
+            return
+        said = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        for line in said[-15:]:
+            log(f"  pip: {line}")
+        reason = said[-1].strip() if said else f"exit status {done.returncode}"
+        if attempt == attempts:
+            raise EnvironmentError_(
+                f"environment {name!r}: pip install failed: {reason}")
+        log(f"environment {name!r}: pip failed (attempt {attempt}/{attempts}), "
+            f"trying again in {PIP_RETRY_PAUSE_S * attempt:.0f}s ...")
+        time.sleep(PIP_RETRY_PAUSE_S * attempt)

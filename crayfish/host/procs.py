@@ -9,9 +9,11 @@ session and process group, which the processes it started keep even when re-pare
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -36,7 +38,7 @@ class ProcessRecord:
     pgid: int
 
     @classmethod
-    def of(cls, pid: int) -> "ProcessRecord | None":
+    def of(cls, pid: int) -> ProcessRecord | None:
         try:
             return cls(pid, psutil.Process(pid).create_time(), os.getsid(pid), os.getpgid(pid))
         except (OSError, psutil.Error):
@@ -154,7 +156,11 @@ def stop_tree(rec: ProcessRecord | None, timeout_s: float = 30.0, *, leader_firs
 
 class Service:
     """A service process started in a session of its own, with its log file; ``name`` is also its
-    OTEL_SERVICE_NAME."""
+    OTEL_SERVICE_NAME.
+
+    Its temporary files go to a folder of its own (``TMPDIR``; the JVM launchers pass it on as
+    ``java.io.tmpdir``), removed by :meth:`stop`: a killed JVM never cleans what it extracted
+    (ONNX Runtime's native library, Flink's RPC jar and mini-cluster folders, ~20 MB a start)."""
 
     def __init__(self, name: str, args: list[str], log_path: Path, python: str | None = None,
                  env: dict | None = None):
@@ -162,6 +168,8 @@ class Service:
         self.log_path = log_path
         full_env = {**os.environ, "OTEL_SERVICE_NAME": name, "PYTHONUNBUFFERED": "1", **(env or {})}
         full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), full_env.get("PYTHONPATH")]))
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"crayfish-{name}-"))
+        full_env["TMPDIR"] = str(self.scratch)
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen([python or sys.executable, *args], stdout=self._log,
                                      stderr=subprocess.STDOUT, env=full_env, cwd=REPO_ROOT,
@@ -197,6 +205,7 @@ class Service:
         except subprocess.TimeoutExpired:
             pass
         self._log.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
         return self.proc.returncode
 
     def cpu_seconds(self) -> float:

@@ -56,9 +56,11 @@ def cluster_config(rest_port: int, rpc_port: int, slots: int) -> dict[str, str]:
 
 def prepare(home: Path, work: Path, config: dict[str, str]) -> dict[str, str]:
     """Lay out conf/, lib/ and log/ under ``work``; return the environment for the wheel's scripts."""
-    conf, lib, log = work / "conf", work / "lib", work / "log"
-    for d in (conf, lib, log):
+    conf, lib, log, tmp = work / "conf", work / "lib", work / "log", work / "tmp"
+    for d in (conf, lib, log, tmp):
         d.mkdir(parents=True, exist_ok=True)
+    # What the JVMs extract or spill goes under ``work`` (removed with it), not into /tmp.
+    config = {**config, "env.java.opts.all": f"-Djava.io.tmpdir={tmp}", "io.tmp.dirs": str(tmp)}
     # flink-python on the class path, preceded by the class that keeps its Beam servers on loopback
     for jar in [*sorted((home / "lib").glob("*.jar")), flink_python_jar(home), ensure_jar()]:
         link = lib / jar.name

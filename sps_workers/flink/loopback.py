@@ -94,6 +94,10 @@ def use_in_gateway() -> None:
     """Before PyFlink starts its JVM: put the loopback class on its class path, unless the user
     chose a FLINK_LIB_DIR or another FLINK_HOME of their own. (PyFlink resets FLINK_LIB_DIR to the
     wheel's lib/ unless FLINK_HOME is set, hence both.)"""
+    # The gateway JVM (and its mini-cluster) extracts jars and makes folders in java.io.tmpdir:
+    # the service's own TMPDIR, removed when the service stops, even after a kill.
+    os.environ["JVM_ARGS"] = " ".join(filter(None, [os.environ.get("JVM_ARGS"),
+                                                    f"-Djava.io.tmpdir={tempfile.gettempdir()}"]))
     home = flink_home()
     if "FLINK_LIB_DIR" in os.environ or Path(os.environ.get("FLINK_HOME", home)).resolve() != home:
         return

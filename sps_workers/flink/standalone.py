@@ -150,7 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, EngineOptionsError) as exc:
         print(f"flink standalone: bad config: {exc}", file=sys.stderr)
         return 2
-    result = run(settings, a.count, a.batch_size, a.seed, a.pool_size)
+    # A folder of its own for what the gateway JVM and its mini-cluster leave in java.io.tmpdir
+    # (loopback.use_in_gateway passes tempfile's folder on): Flink does not clean it on exit.
+    tempfile.tempdir = tempfile.mkdtemp(prefix="crayfish-flink-standalone-")
+    try:
+        result = run(settings, a.count, a.batch_size, a.seed, a.pool_size)
+    finally:
+        shutil.rmtree(tempfile.tempdir, ignore_errors=True)
     text = json.dumps(result, indent=2)
     if a.out:
         Path(a.out).write_text(text)

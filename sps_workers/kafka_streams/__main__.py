@@ -83,6 +83,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from crayfish.host.paths import models_dir
@@ -108,7 +109,9 @@ def java_command(settings: WorkerSettings, options: KafkaStreamsOptions, jar: Pa
     if not doc.get("models_dir"):
         doc["models_dir"] = str(models_dir())   # where the Java worker reads <model>/manifest.json
     java = java_executable()
-    return [java, *DEFAULT_JVM_OPTIONS, *options.jvm_options, "-jar", str(jar), "--config", json.dumps(doc)]
+    # ONNX Runtime's native library is extracted to java.io.tmpdir: the service's own TMPDIR.
+    tmp = f"-Djava.io.tmpdir={tempfile.gettempdir()}"
+    return [java, *DEFAULT_JVM_OPTIONS, tmp, *options.jvm_options, "-jar", str(jar), "--config", json.dumps(doc)]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -98,11 +98,7 @@ def _tree_script(out: Path) -> list[str]:
 
 
 def _wait_for(path: Path, timeout_s: float = 30) -> int:
-    deadline = time.monotonic() + timeout_s
-    while not (path.exists() and path.read_text()):
-        assert time.monotonic() < deadline, f"{path} never written"
-        time.sleep(0.02)
-    return int(path.read_text())
+    return int(_wait_for_text(path, timeout_s))
 
 
 @pytest.mark.parametrize("leader_first", [False, True])
@@ -119,6 +115,24 @@ def test_stop_takes_the_whole_tree_with_it(tmp_path, leader_first):
     assert members(svc.record) == []
 
 
+def test_a_service_keeps_its_temporary_files_in_a_folder_that_stop_removes(tmp_path):
+    leave = ("import os, sys, tempfile, time; f = tempfile.NamedTemporaryFile(delete=False); "
+             "open(sys.argv[1], 'w').write(f.name); time.sleep(600)")
+    svc = Service("litter", ["-c", leave, str(tmp_path / "left")], tmp_path / "litter.log")
+    left = Path(_wait_for_text(tmp_path / "left"))
+    assert left.parent == svc.scratch and svc.scratch.name.startswith("crayfish-litter-")
+    svc.stop(timeout_s=0.2)   # whatever ends it, nothing it wrote is left behind
+    assert not left.exists() and not svc.scratch.exists()
+
+
+def _wait_for_text(path: Path, timeout_s: float = 30) -> str:
+    deadline = time.monotonic() + timeout_s
+    while not (path.exists() and path.read_text()):
+        assert time.monotonic() < deadline, f"{path} never written"
+        time.sleep(0.02)
+    return path.read_text()
+
+
 def test_a_record_never_matches_a_reused_pid(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
     rec = ProcessRecord.of(proc.pid)
@@ -132,3 +146,29 @@ def test_a_record_never_matches_a_reused_pid(tmp_path):
             proc.kill()
     assert ProcessRecord.of(proc.pid) is None or ProcessRecord.of(proc.pid).create_time != rec.create_time
     assert stop_tree(None) == []
+
+
+def test_a_failing_pip_step_ends_in_one_line_with_pips_reason(tmp_path, monkeypatch):
+    from crayfish.host import envs
+
+    monkeypatch.setattr(envs, "PIP_RETRY_PAUSE_S", 0.0)
+    said = []
+    missing = tmp_path / "no-such-project"
+    with pytest.raises(envs.EnvironmentError_) as refused:
+        envs._pip("ray", [sys.executable, "-m", "pip", "install", "--no-index", str(missing)],
+                  said.append, attempts=2)
+    message = str(refused.value)
+    assert message.startswith("environment 'ray': pip install failed: ") and "\n" not in message
+    assert "no-such-project" in message or "does not exist" in message, message
+    assert sum("attempt 1/2" in line for line in said) == 1
+    assert any(line.startswith("  pip: ") for line in said)
+
+
+def test_a_nearly_full_disk_is_named_before_pip_starts(tmp_path, monkeypatch):
+    from crayfish.host import envs
+
+    monkeypatch.setenv("CRAYFISH_ENVS_DIR", str(tmp_path))
+    monkeypatch.setattr(envs, "MIN_FREE_BYTES", 1024**5)
+    with pytest.raises(envs.EnvironmentError_, match=r"environment 'spark': only [\d.]+ GiB free"):
+        envs.build_env("spark", force=True)
+    assert not (tmp_path / "spark").exists()
