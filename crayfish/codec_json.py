@@ -47,6 +47,21 @@ Where we deviate (on purpose, or because the format has no room)
 - ``encode_scored`` echoes the input's ``dataPoint`` text exactly as it was received when the source
   batch is one this codec decoded (and its tensor is unchanged): like the original, which kept the
   string, it then costs a copy, not a re-format.
+
+Matching an output that lost its headers (the echo key)
+-------------------------------------------------------
+A pipeline of someone else's (the original Crayfish jobs, most Flink / Spark / Kafka Streams jobs)
+writes the output value and drops the input's headers, so our ids and ns stamps are gone. What
+survives is the echo: ``creationTimestamp`` and the ``dataPoint`` data. :func:`echo_key` makes a key
+of the two — ``"<creationTimestamp ms>:<fingerprint>"`` where the fingerprint (:func:`data_fingerprint`)
+hashes ``dataPointSz1``, ``dataPointSz2`` and the *decoded float32 values* (never the text: a
+pipeline that re-prints ``1.0`` as ``1`` or ``1.0E-5`` as ``1e-05`` still matches; -0.0 counts as 0.0
+and every NaN as one NaN). The generator computes it for every batch it sends
+(:meth:`CrayfishJsonCodec.input_fingerprint` once per pool entry, :meth:`~CrayfishJsonCodec.echo_key`
+per batch) into ``sent.parquet``; the collector computes it from an output value
+(:meth:`~CrayfishJsonCodec.output_echo_key`) and assigns the output to the sent batch of that key
+(``services.collector.batches``). Two batches built in the same millisecond from the same data have
+the same key; they are told apart by order only (documented there).
 """
 
 from __future__ import annotations
@@ -138,6 +153,25 @@ def parse_prediction(text: str) -> np.ndarray:
     if len(widths) != 1:
         raise CodecError(f"prediction rows differ in length: {sorted(widths)}")
     return np.stack(parsed)
+
+
+# ---------------------------------------------------------------------------------------------
+# The echo key (module docstring, "Matching an output that lost its headers")
+# ---------------------------------------------------------------------------------------------
+
+def data_fingerprint(rows: int, cols: int, values: np.ndarray) -> str:
+    """A short hash of a ``dataPoint``: its sizes and its values as float32 (C order), with -0.0
+    folded into 0.0 and every NaN into one NaN, so that any printing of the same floats agrees."""
+    v = np.asarray(values, dtype=np.float32).reshape(-1)
+    v = np.where(np.isnan(v), np.float32(np.nan), v + np.float32(0.0))  # x + 0.0: -0.0 becomes 0.0
+    h = hashlib.blake2b(f"{int(rows)}x{int(cols)};".encode("ascii"), digest_size=12)
+    h.update(v.astype("<f4", copy=False).tobytes())
+    return h.hexdigest()
+
+
+def echo_key(creation_ms: int, fingerprint: str) -> str:
+    """The key both sides compute: ``"<creationTimestamp>:<data fingerprint>"``."""
+    return f"{int(creation_ms)}:{fingerprint}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,6 +366,23 @@ class CrayfishJsonCodec(Codec):
         value = _document(source.created_ns // 1_000_000, rows, cols, data_point,
                           format_prediction(out.astype(np.float32, copy=False)), trusted)
         return value, scored_headers(scored, shape)
+
+    # -- the echo key (matching outputs without headers) ---------------------------------------
+
+    def input_fingerprint(self, batch):
+        arr = self._input_array(batch)
+        rows, cols = _rows_cols(arr.shape)
+        return data_fingerprint(rows, cols, arr)
+
+    def echo_key(self, created_ns, fingerprint):
+        # the creationTimestamp encode_batch writes for this created_ns
+        return None if fingerprint is None else echo_key(created_ns // 1_000_000, fingerprint)
+
+    def output_echo_key(self, value):
+        doc = _parse_document(value)
+        sz1, sz2 = doc["dataPointSz1"], doc["dataPointSz2"]
+        values = parse_data_point(doc["dataPoint"], sz1 * sz2)
+        return echo_key(doc["creationTimestamp"], data_fingerprint(sz1, sz2, values))
 
     def decode_scored(self, value, headers=None):
         doc = _parse_document(value)

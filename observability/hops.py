@@ -18,8 +18,13 @@ The contract the integration must follow (attribute and span names):
       publish = output_append_ms - worker_send_ns/1e6             (broker stamp)
       e2e     = output_append_ms - created_ns/1e6                 (the paper's latency)
 
+  A stamp that is absent (null or 0: a pipeline of someone else's writes outputs without our worker
+  stamps or ScoringFacts) makes every hop that needs it absent for that batch: left out of that
+  hop's statistics, never computed from 0. A hop absent from every traced batch is left out of
+  ``hops_ms`` and named in ``absent``; e2e needs only created_ns and output_append_ms.
+
   residual = e2e - (sum of the six hops): the worker's own time outside decode/score/encode plus
-  the stamps' truncation. The check: |mean residual| <= 5 % of mean e2e (mean of sums = sum of
+  the stamps' truncation; over the batches that have all seven values (``complete_batches``). The check: |mean residual| <= 5 % of mean e2e (mean of sums = sum of
   means; per batch the 1 ms broker stamps make sub-ms e2e values too coarse for a 5 % test, so the
   share of batches that pass one by one is reported beside it).
 - Only ``status == "scored"`` rows count. The bottleneck is the hop with the largest p50 (ties:
@@ -57,7 +62,6 @@ _COLUMN_OF = {"decode": "decode_ns", "score": "inference_ns", "encode": "encode_
 _SERVER_COLUMN_OF = {"server_queue": "server_queue_ns", "inference": "server_inference_ns"}
 _COLUMNS = ("batch_id", "status", "created_ns", "input_append_ms", "worker_receive_ns", "worker_send_ns",
             "output_append_ms", "decode_ns", "inference_ns", "encode_ns", "server_queue_ns", "server_inference_ns")
-_STAMPS = ("created_ns", "input_append_ms", "worker_receive_ns", "worker_send_ns", "output_append_ms")
 
 
 # ---- reading the span files -----------------------------------------------------------------------
@@ -141,9 +145,11 @@ def _span_times(spans: list[dict]) -> _SpanTimes:
 
 @dataclass
 class _Rows:
-    """The per-batch values (ms) of the traced, scored batches, and where each came from."""
+    """The per-batch values (ms) of the traced, scored batches, and where each came from. A value a
+    batch lacks (an absent stamp) is None in ``per_batch`` and left out of ``hops``."""
 
     hops: dict[str, list[float]] = field(default_factory=lambda: {h: [] for h in (*HOPS, "e2e")})
+    per_batch: list[dict[str, float | None]] = field(default_factory=list)
     source: dict[str, dict[str, int]] = field(
         default_factory=lambda: {h: {"spans": 0, "columns": 0} for h in WORKER_HOPS})
     transit: list[float] = field(default_factory=list)
@@ -166,44 +172,58 @@ def _rows(table: pa.Table, times: _SpanTimes) -> _Rows:
         bid = str(cols["batch_id"][r])
         if bid not in times.batches or bid in acc.seen:
             continue
-        if any(cols.get(c) is None or cols[c][r] is None for c in _STAMPS):
-            continue
         acc.seen.add(bid)
         _add_batch(acc, cols, r, bid, times)
     return acc
 
 
-def _add_batch(acc: _Rows, cols: dict[str, list], r: int, bid: str, times: _SpanTimes) -> None:
+def _stamp(cols: dict[str, list], name: str, r: int, unit: int = 1) -> int | None:
+    """A stamp in ns, or None when it is absent: no column, null, or 0 (the protobuf default a
+    pipeline that writes no such stamp leaves; e.g. crayfish-json outputs without our headers)."""
+    v = cols.get(name)
+    if v is None or not v[r]:
+        return None
+    return int(v[r]) * unit
+
+
+def _diff_ms(end: int | None, start: int | None) -> float | None:
     # differences in integer ns first: epoch ns do not fit a float64 exactly
-    created = int(cols["created_ns"][r])
-    inp = int(cols["input_append_ms"][r]) * 1_000_000
-    recv = int(cols["worker_receive_ns"][r])
-    send = int(cols["worker_send_ns"][r])
-    out = int(cols["output_append_ms"][r]) * 1_000_000
+    return None if end is None or start is None else (end - start) / 1e6
+
+
+def _add_batch(acc: _Rows, cols: dict[str, list], r: int, bid: str, times: _SpanTimes) -> None:
+    created = _stamp(cols, "created_ns", r)
+    inp = _stamp(cols, "input_append_ms", r, 1_000_000)
+    recv = _stamp(cols, "worker_receive_ns", r)
+    send = _stamp(cols, "worker_send_ns", r)
+    out = _stamp(cols, "output_append_ms", r, 1_000_000)
     steps = times.step_ns.get(bid, {})
-    acc.hops["produce"].append((inp - created) / 1e6)
-    acc.hops["wait"].append((recv - inp) / 1e6)
+    row: dict[str, float | None] = {"produce": _diff_ms(inp, created), "wait": _diff_ms(recv, inp)}
     for h in WORKER_HOPS:
         if h in steps:
-            acc.hops[h].append(steps[h] / 1e6)
+            row[h] = steps[h] / 1e6
             acc.source[h]["spans"] += 1
         else:
-            v = cols.get(_COLUMN_OF[h])
-            acc.hops[h].append((v[r] or 0) / 1e6 if v is not None else 0.0)
-            acc.source[h]["columns"] += 1
+            timer = _stamp(cols, _COLUMN_OF[h], r)
+            row[h] = None if timer is None else timer / 1e6
+            acc.source[h]["columns"] += timer is not None
+    row["publish"] = _diff_ms(out, send)
+    row["e2e"] = _diff_ms(out, created)
     server = {}
     for part, column in _SERVER_COLUMN_OF.items():
         if part in steps:
             server[part] = steps[part] / 1e6
         elif cols.get(column) is not None and cols[column][r]:
             server[part] = cols[column][r] / 1e6
-    if server:
+    if server and row["score"] is not None:
         acc.part_source["spans" if any(p in steps for p in SERVER_PARTS) else "columns"] += 1
         acc.parts["server_queue"].append(server.get("server_queue", 0.0))
         acc.parts["inference"].append(server.get("inference", 0.0))
-        acc.parts["client"].append(acc.hops["score"][-1] - acc.parts["server_queue"][-1] - acc.parts["inference"][-1])
-    acc.hops["publish"].append((out - send) / 1e6)
-    acc.hops["e2e"].append((out - created) / 1e6)
+        acc.parts["client"].append(row["score"] - acc.parts["server_queue"][-1] - acc.parts["inference"][-1])
+    for h, v in row.items():
+        if v is not None:
+            acc.hops[h].append(v)
+    acc.per_batch.append(row)
     if bid in times.consumer_start and bid in times.producer_end:
         acc.transit.append((times.consumer_start[bid] - times.producer_end[bid]) / 1e6)
 
@@ -217,8 +237,13 @@ def _pcts(v) -> dict:
             "mean": float(np.mean(v)), "count": int(len(v))}
 
 
-def _sum_check(arr: dict[str, np.ndarray]) -> dict:
-    """Do the six hops add up to e2e? (the mean residual within SUM_TOLERANCE of the mean e2e)"""
+def _sum_check(per_batch: list[dict[str, float | None]]) -> dict:
+    """Do the six hops add up to e2e? (the mean residual within SUM_TOLERANCE of the mean e2e), over
+    the batches that have all seven values; ``{"complete_batches": 0}`` (no verdict) when none has."""
+    complete = [b for b in per_batch if all(b[h] is not None for h in (*HOPS, "e2e"))]
+    if not complete:
+        return {"complete_batches": 0}
+    arr = {h: np.asarray([b[h] for b in complete], dtype=np.float64) for h in (*HOPS, "e2e")}
     hop_sum = sum(arr[h] for h in HOPS)
     residual = arr["e2e"] - hop_sum
     e2e_mean = float(arr["e2e"].mean())
@@ -230,7 +255,7 @@ def _sum_check(arr: dict[str, np.ndarray]) -> dict:
         "residual_p99_ms": float(np.percentile(residual, 99)),
         "residual_frac": (res_mean / e2e_mean) if e2e_mean else None,
         "tolerance": SUM_TOLERANCE, "ok": bool(abs(res_mean) <= SUM_TOLERANCE * abs(e2e_mean)),
-        "batches_within_tolerance": float(per_batch_ok.mean()),
+        "batches_within_tolerance": float(per_batch_ok.mean()), "complete_batches": len(complete),
     }
 
 
@@ -239,9 +264,10 @@ def hop_breakdown(run_dir: Path | str, batches: Path | str | None = None) -> dic
 
     ``batches`` defaults to ``run_dir/batches.parquet``; span files are ``run_dir/**/spans/*.jsonl``.
     Returns ``{"batches", "batches_scored", "spans", "hops_ms": {hop: {p50, p99, mean, count}, ...,
-    "e2e": ...}, "source": {decode|score|encode: {"spans": n, "columns": n}}, "sum_check": {...},
-    "bottleneck": name, "bottleneck_ms": p50, "transit_ms": {...}}``; with no matching batch,
-    ``batches`` is 0 and hops_ms is empty.
+    "e2e": ...}, "absent": [hops without any value], "source": {decode|score|encode: {"spans": n,
+    "columns": n}}, "sum_check": {...}, "bottleneck": name, "bottleneck_ms": p50, "transit_ms": {...}}``;
+    with no matching batch, ``batches`` is 0 and hops_ms is empty. The bottleneck is among the
+    hops present.
     """
     run_dir = Path(run_dir)
     table = pq.read_table(batches if batches is not None else run_dir / "batches.parquet")
@@ -249,15 +275,19 @@ def hop_breakdown(run_dir: Path | str, batches: Path | str | None = None) -> dic
     acc = _rows(table, _span_times(spans))
     result = {"batches": len(acc.seen), "batches_scored": acc.scored, "spans": len(spans)}
     if not acc.seen:
-        return {**result, "hops_ms": {}, "source": acc.source, "sum_check": {}, "bottleneck": None,
+        return {**result, "hops_ms": {}, "absent": [], "source": acc.source, "sum_check": {}, "bottleneck": None,
                 "bottleneck_ms": None, "transit_ms": {}, "score_parts_ms": {}}
 
     arr = {h: np.asarray(v, dtype=np.float64) for h, v in acc.hops.items()}
-    hops_ms = {h: _pcts(arr[h]) for h in (*HOPS, "e2e")}
-    bottleneck = max(HOPS, key=lambda h: (hops_ms[h]["p50"], hops_ms[h]["mean"]))
+    # a hop no traced batch has a value for is absent: left out of hops_ms, named in "absent"
+    hops_ms = {h: _pcts(arr[h]) for h in (*HOPS, "e2e") if len(arr[h])}
+    absent = [h for h in (*HOPS, "e2e") if h not in hops_ms]
+    measured = [h for h in HOPS if h in hops_ms]
+    bottleneck = max(measured, key=lambda h: (hops_ms[h]["p50"], hops_ms[h]["mean"])) if measured else None
     # score = client (serialization, transport, client/server gRPC handling) + server queue + inference
     score_parts = ({p: _pcts(np.asarray(v, dtype=np.float64)) for p, v in acc.parts.items()}
                    | {"source": acc.part_source} if acc.parts["client"] else {})
-    return {**result, "hops_ms": hops_ms, "source": acc.source, "sum_check": _sum_check(arr),
-            "bottleneck": bottleneck, "bottleneck_ms": hops_ms[bottleneck]["p50"],
+    return {**result, "hops_ms": hops_ms, "absent": absent, "source": acc.source,
+            "sum_check": _sum_check(acc.per_batch), "bottleneck": bottleneck,
+            "bottleneck_ms": hops_ms[bottleneck]["p50"] if bottleneck else None,
             "transit_ms": _pcts(np.asarray(acc.transit, dtype=np.float64)), "score_parts_ms": score_parts}

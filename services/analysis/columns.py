@@ -46,3 +46,10 @@ def column(table: pa.Table, name: str, *, default: Any = None) -> tuple[np.ndarr
 def take(table: pa.Table, mask: np.ndarray) -> pa.Table:
     """Rows where ``mask`` (a bool array) is True, in row order."""
     return table.filter(pa.array(mask))
+
+
+def present(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(values, present)`` of a stamp column: present = valid and not 0 (an absent stamp is 0, the
+    protobuf default, or null); a missing column is absent on every row."""
+    values, valid = column(table, name, default=0)
+    return values, valid & (values != 0)

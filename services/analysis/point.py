@@ -7,7 +7,8 @@ Row classes, over the batches the generator sent (one row each):
 * **scored** rows: status ``scored`` with both ``created_ns`` and ``output_append_ms``;
 * **kept** rows: scored rows outside the warm-up. Latency, throughput, the timeline and the
   measured window use kept rows only; latency from schedule and send delay use the kept rows that
-  have a slot (``intended_ns > 0``).
+  have a slot (``intended_ns > 0``); the e2e at the collector (``latency_receive_ms``: collector
+  receive − created, µs resolution, one host clock) uses the kept rows with a collector stamp.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from services.analysis.accounting import account, accounting_reasons
-from services.analysis.columns import as_table, column, take
+from services.analysis.columns import as_table, column, present, take
 from services.analysis.stats import (
     NAN,
     input_rate,
@@ -116,8 +117,11 @@ def summarize_point(data: pa.Table | Mapping[str, Any], rules: PointRules, *,
     """
     table = as_table(data)
     acc = account(table, predictions)
-    rows = classify(take(table, column(table, "sent")[0]), rules.warmup)
+    sent = take(table, column(table, "sent")[0])
+    rows = classify(sent, rules.warmup)
     kept, slotted = rows.kept, rows.kept & rows.has_slot
+    received, has_received = present(sent, "collector_receive_ns")
+    at_collector = kept & has_received
     measured = _measured(rows, rules)
     lat = latency_stats(rows.latency(kept))
     out_rate = output_rate_bps(rows.created_ns[kept], rows.output_ms[kept],
@@ -132,6 +136,7 @@ def summarize_point(data: pa.Table | Mapping[str, Any], rules: PointRules, *,
         "output_rate_bps": out_rate,
         "latency_ms": lat,
         "latency_from_schedule_ms": latency_stats(rows.latency_from_schedule(slotted)),
+        "latency_receive_ms": latency_stats((received[at_collector] - rows.created_ns[at_collector]) / 1e6),
         "send_delay_ms": latency_stats((rows.created_ns[slotted] - rows.intended_ns[slotted]) / 1e6),
         "accounting": acc,
         "measured": measured,

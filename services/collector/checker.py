@@ -10,12 +10,22 @@ re-run checks the same batches. Reference outputs are cached per pool entry, and
 is capped (ResNet50's numpy forward pass takes about a second per image on one core).
 
 Calibration backends (noop, sleep) return zeros by design: they are not checked.
+
+Where the check applies, and where not (the collector's report says which, and how often):
+
+- not at all without a sample rate, without the generator's settings (the inputs cannot be
+  rebuilt) or for a calibration backend (:func:`not_checked_note`);
+- not for an output of another run (its batch id lacks this run's ``<run_id>-`` prefix: its input is
+  not in this run's pool), nor for one that carried no ids and matched no sent batch: ``skipped``;
+- an output that carried no ids (crayfish-json through a pipeline that drops the headers) is sampled
+  by its echo key and checked once the collector matched it to its batch (then its sequence is known).
 """
 
 from __future__ import annotations
 
 import time
 import zlib
+from collections import Counter
 
 import numpy as np
 
@@ -48,14 +58,24 @@ class PredictionChecker:
         self.checked = 0
         self.wrong = 0
         self.skipped_budget = 0
+        self.skipped: Counter[str] = Counter()   # reason -> outputs not checked for it
+        self.run_prefix = f"{generator_settings.run_id}-" if getattr(generator_settings, "run_id", "") else ""
         self.max_abs_error = 0.0
 
     def sampled(self, batch_id: str) -> bool:
         return zlib.crc32(batch_id.encode()) < self.threshold
 
-    def check(self, sequence: int, output) -> bool | None:
-        """True/False for a checked batch; None when the time budget is spent. ``output``: an array,
-        or ``{output name: array}`` (the named-tensor contract), compared name by name."""
+    def skip(self, reason: str) -> None:
+        """An output sampled for the check that cannot be checked, for ``reason``."""
+        self.skipped[reason] += 1
+
+    def check(self, sequence: int, output, batch_id: str | None = None) -> bool | None:
+        """True/False for a checked batch; None when the time budget is spent or the check does not
+        apply (``batch_id`` of another run). ``output``: an array, or ``{output name: array}`` (the
+        named-tensor contract), compared name by name."""
+        if batch_id is not None and self.run_prefix and not batch_id.startswith(self.run_prefix):
+            self.skip("not a batch of this run: its input is not in the run's pool")
+            return None
         index = sequence % len(self.pool)
         ref = self.cache.get(index)
         if ref is None:
@@ -90,4 +110,15 @@ class PredictionChecker:
     def report(self) -> dict:
         return {"checked": self.checked, "wrong": self.wrong, "atol": self.atol, "rtol": self.rtol,
                 "max_abs_error": self.max_abs_error, "skipped_over_budget": self.skipped_budget,
-                "reference": self.reference}
+                "skipped": dict(self.skipped), "reference": self.reference}
+
+
+def not_checked_note(sample_rate: float, generator_settings: str | None, backend: str) -> str:
+    """Why a collector checks no prediction at all (its report's ``predictions.note``)."""
+    if sample_rate <= 0:
+        return "not checked: check_sample is 0"
+    if not generator_settings:
+        return "not checked: no generator settings, so the inputs cannot be rebuilt"
+    if backend in UNCHECKED_BACKENDS:
+        return f"not checked: {backend} is a calibration backend (its outputs are zeros by design)"
+    return "not checked"

@@ -6,6 +6,12 @@ Protocol with the runner (no fixed sleeps):
 3. when ``expect_file`` (the generator's sent.parquet) appears, stop as soon as every sent batch is
    accounted for, or after ``drain_idle_s`` without new records, or on SIGTERM.
 4. write ``batches.parquet``, ``lag.parquet`` and ``collector.json``.
+
+Outputs that lost their ids (crayfish-json through a pipeline that drops the headers) carry only an
+echo key (``services.collector.batches``); they wait until sent.parquet appears, are then matched to
+their batches (and count towards "every sent batch accounted for"), and from then on are matched as
+they come. Each output row also keeps the collector's own clock when it was polled
+(``collector_receive_ns``: the µs end of the e2e at the collector, docs/results.md).
 """
 
 from __future__ import annotations
@@ -25,12 +31,12 @@ from confluent_kafka import Consumer, TopicPartition
 from pydantic import BaseModel, Field
 
 from crayfish.codec import CodecError, get_codec
-from crayfish.kafka import admin_config, consumer_config, poll_batch
+from crayfish.kafka import admin_config, consumer_config, high_watermark, poll_batch
 from crayfish.tensor import arrays_from, from_tensor
 from crayfish.v1 import batch_pb2
 from observability.light import batch_tracing, sampled_traceparent
-from services.collector.batches import DEAD, SCORED, build_batches_table
-from services.collector.checker import UNCHECKED_BACKENDS, PredictionChecker
+from services.collector.batches import DEAD, MATCHED_BY_IDS, SCORED, EchoMatcher, build_batches_table, resolve_echo
+from services.collector.checker import UNCHECKED_BACKENDS, PredictionChecker, not_checked_note
 from services.generator.settings import GeneratorSettings
 
 
@@ -50,6 +56,7 @@ class CollectorSettings(BaseModel):
     models_dir: str | None = Field(None, description="Where the built models live (reference weights).")
     backend: str = Field("", description="Backend that scored (calibration backends noop/sleep are not checked).")
     lag_interval_s: float = Field(0.5, gt=0, description="Seconds between consumer-lag samples.")
+    from_end: bool = Field(False, description="Read the output and dead-letter topics from where they end at start, and count the backlog from there (topics of a pipeline that already runs, with records of earlier runs); default: from offset 0 (the run's fresh topics).")
 
 
 class Collector:
@@ -63,6 +70,9 @@ class Collector:
         self.stop = threading.Event()
         self.undecodable = 0
         self.tracing = batch_tracing("collector")
+        self.input_before = 0                     # input records older than this run (from_end)
+        self.matcher: EchoMatcher | None = None   # built when sent.parquet appears
+        self.pending: list[dict] = []             # id-less outputs read before that
         self.checker = None
         if s.check_sample > 0 and s.generator_settings and s.backend not in UNCHECKED_BACKENDS:
             gs = GeneratorSettings.model_validate_json(Path(s.generator_settings).read_text())
@@ -76,8 +86,14 @@ class Collector:
         parts = []
         for t in (s.output_topic, s.dead_letter_topic):
             md = consumer.list_topics(t, timeout=10)
-            parts += [TopicPartition(t, p, 0) for p in md.topics[t].partitions]
+            parts += [TopicPartition(t, p, high_watermark(consumer, t, p) if s.from_end else 0)
+                      for p in md.topics[t].partitions]
         consumer.assign(parts)
+        # input records appended before the collector started are not this run's (topics of a
+        # pipeline that already runs); none on the run's fresh topics
+        if s.from_end:
+            md = consumer.list_topics(s.input_topic, timeout=10)
+            self.input_before = sum(high_watermark(consumer, s.input_topic, p) for p in md.topics[s.input_topic].partitions)
         lag_thread = threading.Thread(target=self._sample_lag, daemon=True)
         lag_thread.start()
         (self.out / "collector.ready").write_text("ready\n")
@@ -90,22 +106,32 @@ class Collector:
         while not self.stop.is_set():
             msgs = poll_batch(consumer, 500, 0.1)
             now = time.monotonic()
+            received_ns = time.time_ns()   # the records of one poll arrived together
             for m in msgs:
                 if m.error():
                     continue
                 row = self._row(m)
                 row["order"] = order
+                row["collector_receive_ns"] = received_ns
                 order += 1
                 self.rows.append(row)
-                if not row["batch_id"]:
-                    self.completed += 1
-                elif row["batch_id"] not in seen:
+                self.completed += 1 if not row["batch_id"] or row["batch_id"] not in seen else 0
+                if row["batch_id"]:
                     seen.add(row["batch_id"])
-                    self.completed += 1
+                    if self.matcher is not None:
+                        self.matcher.claim(row["batch_id"])
+                elif row.get("echo_key"):
+                    self.pending.append(row)
                 last_new = now
             if expect is None and expect_path.exists():
-                expect = set(pq.read_table(expect_path, columns=["batch_id"]).column(0).to_pylist())
+                sent = pq.read_table(expect_path)
+                expect = set(sent.column("batch_id").to_pylist())
+                self.matcher = EchoMatcher(sent)
+                for bid in seen:
+                    self.matcher.claim(bid)
                 last_new = max(last_new, now)
+            if self.matcher is not None and self.pending:
+                seen.update(self._resolve_pending())
             if expect is not None:
                 if expect <= seen or now - last_new > s.drain_idle_s:
                     break
@@ -114,6 +140,26 @@ class Collector:
         lag_thread.join(timeout=10)
         self.tracing.close()
         return self._write()
+
+    def _resolve_pending(self) -> list[str]:
+        """Match the id-less outputs read so far to their sent batches (``services.collector.batches``);
+        returns the batch ids they found. Those matching nothing stay id-less: ``unmatched``."""
+        found = []
+        for row in self.pending:
+            if resolve_echo(row, self.matcher):
+                found.append(row["batch_id"])
+                self._check_late(row)
+            elif row.pop("_output", None) is not None and self.checker is not None:
+                self.checker.skip("an output without ids matched no sent batch: its input is unknown")
+        self.pending = []
+        return found
+
+    def _check_late(self, row: dict) -> None:
+        """The prediction check of an output matched by its echo key (its sequence was unknown when
+        it was read); only outputs kept for the check carry ``_output``."""
+        output = row.pop("_output", None)
+        if output is not None and self.checker is not None:
+            row["correct"] = self.checker.check(row["sequence"], output, row["batch_id"])
 
     def _row(self, m) -> dict:
         _, append_ms = m.timestamp()
@@ -139,10 +185,17 @@ class Collector:
         f = sb.facts
         if self.tracing.tracer is not None and sampled_traceparent(headers):
             self.tracing.record_receive(headers, m.topic(), append_ms, sb.batch_id)
-        correct = None
-        if self.checker is not None and self.checker.sampled(sb.batch_id):
-            correct = self.checker.check(sb.sequence, arrays_from(sb.outputs) if sb.outputs else from_tensor(sb.output))
-        return {**base, "batch_id": sb.batch_id, "status": SCORED, "reason": "", "sequence": sb.sequence,
+        correct, extra = None, {"matched_by": MATCHED_BY_IDS}
+        if not sb.batch_id:
+            # no ids (crayfish-json without its headers): the echo key finds the batch later. Its
+            # sequence is unknown until then, so a sampled output is kept for a late check.
+            extra = {"matched_by": "", "echo_key": self._echo_key(m.value())}
+            if self.checker is not None and extra["echo_key"] and self.checker.sampled(extra["echo_key"]):
+                extra["_output"] = arrays_from(sb.outputs) if sb.outputs else from_tensor(sb.output)
+        elif self.checker is not None and self.checker.sampled(sb.batch_id):
+            correct = self.checker.check(sb.sequence, arrays_from(sb.outputs) if sb.outputs else from_tensor(sb.output),
+                                         sb.batch_id)
+        return {**base, **extra, "batch_id": sb.batch_id, "status": SCORED, "reason": "", "sequence": sb.sequence,
                 "correct": correct,
                 "intended_ns": sb.intended_ns, "created_ns": sb.created_ns,
                 "input_append_ms": sb.input_append_ms, "worker_receive_ns": f.worker_receive_ns,
@@ -150,6 +203,12 @@ class Collector:
                 "encode_ns": f.encode_ns, "server_inference_ns": f.server_inference_ns,
                 "server_queue_ns": f.server_queue_ns, "backend": f.backend, "worker_id": f.worker_id,
                 "engine": f.engine, "server": f.server}
+
+    def _echo_key(self, value) -> str | None:
+        try:
+            return self.codec.output_echo_key(value)
+        except CodecError:  # decode_scored read it, so this does not happen; an unmatched row if it does
+            return None
 
     def _sample_lag(self) -> None:
         """Every ``lag_interval_s``, one :meth:`backlog_sample`; a missed sample is not fatal."""
@@ -182,7 +241,7 @@ class Collector:
                     committed = c.committed(parts, timeout=5)
                     if any(tp.offset >= 0 for tp in committed):
                         committed_lag = sum(highs[tp.partition] - max(tp.offset, 0) for tp in committed)
-                return t, max(sum(highs.values()) - self.completed, 0), committed_lag
+                return t, max(sum(highs.values()) - self.input_before - self.completed, 0), committed_lag
 
             yield sample
         finally:
@@ -190,6 +249,16 @@ class Collector:
 
     def _write(self) -> dict:
         sent = pq.read_table(self.s.expect_file) if Path(self.s.expect_file).exists() else None
+        if sent is not None and self.matcher is None:   # stopped before sent.parquet was seen
+            self.matcher = EchoMatcher(sent)
+            for row in self.rows:
+                if row["batch_id"]:
+                    self.matcher.claim(row["batch_id"])
+        if self.matcher is not None and self.pending:
+            self._resolve_pending()
+        for row in self.pending:   # never matched: sent.parquet never came
+            if row.pop("_output", None) is not None and self.checker is not None:
+                self.checker.skip("an output without ids was never matched (no sent.parquet)")
         table = build_batches_table(sent, self.rows)
         pq.write_table(table, self.out / "batches.parquet")
         pq.write_table(pa.table({"t_ns": np.array([t for t, _, _ in self.lag], dtype=np.int64),
@@ -203,8 +272,12 @@ class Collector:
             "scored": status.count(SCORED),
             "dead_lettered": status.count(DEAD),
             "missing": status.count("missing"),
-            "predictions": self.checker.report() if self.checker else {"checked": 0, "wrong": 0,
-                                                                       "note": "not checked"},
+            # outputs without ids whose echo key matched no sent batch (kept in batches.parquet, sent false)
+            "unmatched": int(sum(1 for r in self.rows if not r["batch_id"] and r.get("echo_key"))),
+            "matched_by_echo": int(sum(1 for r in self.rows if r.get("matched_by") == "echo")),
+            "predictions": self.checker.report() if self.checker else {
+                "checked": 0, "wrong": 0, "note": not_checked_note(self.s.check_sample, self.s.generator_settings,
+                                                                   self.s.backend)},
             "lag_samples": len(self.lag),
         }
         (self.out / "collector.json").write_text(json.dumps(report, indent=2))
@@ -222,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     col = Collector(CollectorSettings.model_validate_json(raw), out)
     signal.signal(signal.SIGTERM, lambda *_: col.stop.set())
     report = col.run()
-    print(json.dumps({k: report[k] for k in ("scored", "dead_lettered", "missing")}))
+    print(json.dumps({k: report[k] for k in ("scored", "dead_lettered", "missing", "unmatched")}))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ Before the workload, the clock-skew probes run with the generator's own clock: t
 ``intended_ns`` and ``created_ns``, so the bound is the one latencies need.
 
 Writes ``sent.parquet`` (one row per batch the broker acknowledged: a batch whose delivery failed was
-never sent) and ``generator.json`` (achieved vs target rate, lateness against the slots, the skew
+never sent; for a codec whose outputs may lose the ids, crayfish-json, also each batch's ``echo_key``:
+``crayfish.codec_base``, step 4) and ``generator.json`` (achieved vs target rate, lateness against the slots, the skew
 bound, delivery failures).
 """
 
@@ -33,7 +34,7 @@ import pyarrow.parquet as pq
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from crayfish.clock import host_clock
-from crayfish.codec import get_codec
+from crayfish.codec import CodecError, get_codec
 from crayfish.kafka import consumer_config, poll_batch, probe_skew, produce, producer_config
 from crayfish.payloads import input_pool, named_input_pool
 from crayfish.tensor import fill_named, to_tensor
@@ -73,12 +74,30 @@ class BatchFactory:
         self.codec = get_codec(s.codec)
         pool = input_pool_for(s)
         self.pool_arrays = pool
+        # What an echoing output repeats of each pool entry (None: the codec's outputs carry the ids).
+        # Hashed here, once per entry, so that the per-batch echo key costs a string format only.
+        self.fingerprints: list[str | None] | None = None
         if s.codec == "protobuf":
             # A DataBatch is valid protobuf when its fields are concatenated in any order: the
             # (large) tensor field is serialized once per pool entry, the small header per batch.
             self.tensor_parts = [_with_inputs(batch_pb2.DataBatch(), a).SerializeToString() for a in pool]
         else:
             self.tensors = [_with_inputs(batch_pb2.DataBatch(), a) for a in pool]
+            self.fingerprints = [self._fingerprint(t) for t in self.tensors]
+
+    def _fingerprint(self, tensor: batch_pb2.DataBatch) -> str | None:
+        try:
+            return self.codec.input_fingerprint(tensor)
+        except CodecError:  # the codec cannot carry this input: encode_batch will say so when sent
+            return None
+
+    def echo_keys(self, seqs, created_ns) -> list[str | None] | None:
+        """The echo key of each sent batch (``seqs[i]`` created at ``created_ns[i]``), or None when
+        the codec's outputs carry the ids (protobuf: no column, no cost)."""
+        fps = self.fingerprints
+        if fps is None or not any(f is not None for f in fps):
+            return None
+        return [self.codec.echo_key(int(c), fps[int(q) % len(fps)]) for q, c in zip(seqs, created_ns)]
 
     def build(self, seq: int, intended_ns: int, created_ns: int) -> tuple[bytes, bytes, list]:
         s = self.s
@@ -173,6 +192,7 @@ class _Sender:
         self.producer.flush(60)
         self.tracing.close()
         return {"seq": self.seqs, "intended": self.intended, "created": self.created,
+                "echo_keys": self.factory.echo_keys(self.seqs, self.created),
                 **self.deliveries.result(self.s.run_id), **extra}
 
 
@@ -218,6 +238,9 @@ def _closed_loop(s: GeneratorSettings) -> dict:
     duration_ns = int((wl.duration_s or 1e9) * 1e9)
     start = clock()
     outstanding: set[str] = set()
+    # echo key -> outstanding batch ids, oldest first: an output that lost its ids (crayfish-json
+    # through a pipeline that drops the headers) completes the oldest outstanding batch of its key
+    by_key: dict[str, list[str]] = {}
 
     def more() -> bool:
         return (wl.count is None or sender.sent < wl.count) and clock() - start < duration_ns
@@ -226,7 +249,11 @@ def _closed_loop(s: GeneratorSettings) -> dict:
         seq = sender.sent
         _stall(s, seq)
         c = clock()
-        outstanding.add(sender.send(seq, c, c).decode())
+        bid = sender.send(seq, c, c).decode()
+        outstanding.add(bid)
+        keys = sender.factory.echo_keys([seq], [c])
+        if keys is not None and keys[0] is not None:
+            by_key.setdefault(keys[0], []).append(bid)
 
     for _ in range(wl.outstanding):
         if more():
@@ -238,7 +265,7 @@ def _closed_loop(s: GeneratorSettings) -> dict:
         for m in msgs:
             if m.error():
                 continue
-            bid = _feedback_batch_id(codec, m)
+            bid = _feedback_batch_id(codec, m) or _feedback_by_echo(codec, m, by_key, outstanding)
             if bid in outstanding:
                 outstanding.discard(bid)
                 last_progress = time.monotonic()
@@ -249,6 +276,21 @@ def _closed_loop(s: GeneratorSettings) -> dict:
     result = sender.finish(stuck_outstanding=len(outstanding))
     consumer.close()
     return result
+
+
+def _feedback_by_echo(codec, m, by_key: dict[str, list[str]], outstanding: set[str]) -> str:
+    """The oldest outstanding batch whose echo key the output ``m`` carries ("" when none)."""
+    if not by_key or m.topic().endswith("-dlq"):
+        return ""
+    try:
+        waiting = by_key.get(codec.output_echo_key(m.value()) or "", [])
+    except Exception:  # noqa: BLE001 - not ours to judge here: the collector counts it
+        return ""
+    while waiting:
+        bid = waiting.pop(0)
+        if bid in outstanding:
+            return bid
+    return ""
 
 
 def _feedback_batch_id(codec, m) -> str:
@@ -275,10 +317,15 @@ def run(s: GeneratorSettings, out_dir: Path) -> dict:
     acked = np.isin(seq, np.concatenate([np.asarray(r["acked_seq"], dtype=np.int64) for r in results]))
     order = np.argsort(seq[acked], kind="stable")
     seq, intended, created = seq[acked][order], intended[acked][order], created[acked][order]
+    columns = {"batch_id": [f"{s.run_id}-{i}" for i in seq], "sequence": seq,
+               "intended_ns": intended, "created_ns": created}
+    if any(r.get("echo_keys") is not None for r in results):  # crayfish-json: outputs may lose the ids
+        keys = np.concatenate([np.asarray(r.get("echo_keys") or [None] * len(r["seq"]), dtype=object)
+                               for r in results])
+        columns["echo_key"] = pa.array(keys[acked][order].tolist(), type=pa.string())
     # Written atomically: the collector starts its drain the moment sent.parquet exists.
     tmp = out_dir / "sent.parquet.tmp"
-    pq.write_table(pa.table({"batch_id": [f"{s.run_id}-{i}" for i in seq], "sequence": seq,
-                             "intended_ns": intended, "created_ns": created}), tmp)
+    pq.write_table(pa.table(columns), tmp)
     os.replace(tmp, out_dir / "sent.parquet")
     report = {
         "produced": int(len(acked)),

@@ -13,15 +13,15 @@ Every number cell of a table carries ``data-key`` (its path in the summary point
 from __future__ import annotations
 
 import json
-import math
 from html import escape
 from pathlib import Path
 from typing import Any
 
-from services.report import svg
+from services.report import resolution, svg
+from services.report.cells import badge, num, td
+from services.report.hops_section import hops_section
 from services.report.model import model_section
 from services.report.data import (
-    HOPS,
     Rep,
     Run,
     cdf,
@@ -71,34 +71,6 @@ nav a{margin-right:10px}
 """
 
 
-def num(v: Any, nd: int = 3) -> str:
-    if v is None or isinstance(v, bool):
-        return "–" if v is None else ("yes" if v else "no")
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return escape(str(v))
-    if not math.isfinite(f):
-        return "–"
-    if nd == 0:
-        return f"{f:,.0f}"
-    return f"{f:,.{nd}f}"
-
-
-def td(point: dict, key: str, nd: int = 3, cls: str = "", with_sd: bool = True) -> str:
-    v = get(point, key)
-    sd = get(point.get("sd") or {}, key) if with_sd else None
-    sd_html = f'<span class="sd">± {num(sd, nd)}</span>' if isinstance(sd, (int, float)) and sd == sd else ""
-    c = f' class="{cls}"' if cls else ""
-    return f'<td{c} data-key="{escape(key)}">{num(v, nd)}{sd_html}</td>'
-
-
-def badge(ok: bool | None, yes: str, no: str) -> str:
-    if ok is None:
-        return '<span class="badge na">n/a</span>'
-    return f'<span class="badge {"ok" if ok else "bad"}">{escape(yes if ok else no)}</span>'
-
-
 def write_report(run_dir: Path | str, out: Path | str | None = None) -> Path:
     """Write ``run_dir/report.html`` (or ``out``) and return its path."""
     run = load_run(run_dir)
@@ -118,6 +90,9 @@ def render_report(run: Run) -> str:
         body.append(searches)
     for i, p in enumerate(points):
         body.append(_point_section(run, i, p, labels[i]))
+    if any("data-below-resolution" in b for b in body):
+        body.append(f'<section id="resolution"><p class="note" data-note="resolution">'
+                    f'{escape(resolution.FOOTNOTE)}</p></section>')
     body.append(_manifest(run))
     return page(f"Crayfish run {s.get('experiment', '')}", "".join(body))
 
@@ -256,6 +231,7 @@ def _percentile_table(p: dict) -> str:
     for key, title in (("latency_ms", "latency (output append − created)"),
                        ("latency_from_schedule_ms", "latency from schedule (output append − intended)"),
                        ("send_delay_ms", "send delay (created − intended)"),
+                       ("latency_receive_ms", f"e2e at the collector ({resolution.RECEIVE_NOTE})"),
                        ("warmup.latency_ms", "warm-up latency (excluded)")):
         if get(p, key) is None:
             continue
@@ -324,7 +300,7 @@ def _point_section(run: Run, i: int, p: dict, label: str) -> str:
     if not reps:
         out.append('<p class="note">no repetition folder found: timelines and CDF need the raw files</p>')
     out.append(_bursts(p, reps))
-    out.append(_hops(i, p))
+    out.append(hops_section(i, p))
     out.append("<h3>Accounting</h3>" + _accounting(p))
     out.append(_resources(i, p, reps))
     out.append(_facts(p, dirs))
@@ -413,55 +389,6 @@ def _bursts(p: dict, reps: list[Rep]) -> str:
             '<th>end s</th><th>baseline ms</th><th>recovery s</th><th class="l">note</th></tr>' + "".join(rows)
             + '</table><p class="note">recovery = seconds from the burst end until the 1 s windowed latency median '
               'stays within tolerance of the pre-burst baseline for the hold time (docs/results.md).</p>')
-
-
-def _hops(i: int, p: dict) -> str:
-    traced = p.get("hops_traced")
-    stamps = p.get("hops_ms") or {}
-    out = ["<h3>Where the time goes (per hop)</h3>"]
-    if isinstance(traced, dict) and traced.get("hops_ms"):
-        hm = traced["hops_ms"]
-        rows = [("p50", [get(hm, f"{h}.p50") for h in HOPS]), ("mean", [get(hm, f"{h}.mean") for h in HOPS])]
-        totals = [get(hm, "e2e.p50"), get(hm, "e2e.mean")]
-        out.append('<div class="charts">' + svg.stacked_hbar(
-            rows, HOPS, name=f"hops-{i}", title=f"Traced hops ({num(traced.get('batches'), 0)} batches; "
-                                                f"black tick = end to end)", totals=totals) + "</div>")
-        sc = traced.get("sum_check") or {}
-        head = "".join(f"<th>{h}</th>" for h in (*HOPS, "e2e"))
-        body = "".join(f'<tr><td class="l">{stat}</td>' + "".join(td(p, f"hops_traced.hops_ms.{h}.{stat}")
-                                                                for h in (*HOPS, "e2e")) + "</tr>"
-                       for stat in ("p50", "p99", "mean"))
-        out.append(f'<table data-table="hops"><tr><th class="l">ms</th>{head}</tr>{body}</table>')
-        parts = traced.get("score_parts_ms") or {}
-        names = [k for k in ("client", "server_queue", "inference") if isinstance(parts.get(k), dict) and parts[k]]
-        if names:  # external serving: what the score hop is made of
-            out.append('<table data-table="score-parts"><tr><th class="l">score = (ms)</th>'
-                       + "".join(f"<th>{escape(k)}</th>" for k in names) + "</tr>"
-                       + "".join(f'<tr><td class="l">{stat}</td>'
-                                 + "".join(td(p, f"hops_traced.score_parts_ms.{k}.{stat}") for k in names) + "</tr>"
-                                 for stat in ("p50", "p99", "mean")) + "</table>")
-        bottleneck = traced.get("bottleneck") or ", ".join(sorted(
-            {str((r.get("hops_traced") or {}).get("bottleneck")) for r in p.get("per_repetition") or []}))
-        ok = sc.get("ok")
-        if not isinstance(ok, bool) and sc.get("residual_frac") is not None:  # a mean over repetitions
-            ok = abs(sc["residual_frac"]) <= (sc.get("tolerance") or 0.05)
-        out.append(f'<p class="note">bottleneck: <b>{escape(str(bottleneck))}</b>; hops sum to '
-                   f'{num(sc.get("hops_sum_mean_ms"))} ms vs e2e {num(sc.get("e2e_mean_ms"))} ms (mean; '
-                   f'{"within" if ok else "NOT within"} 5 %). Negative values (1 ms broker stamps) are drawn '
-                   f'as 0.</p>')
-    elif isinstance(traced, dict) and traced.get("error"):
-        out.append(f'<p class="note">traced hops failed: {escape(traced["error"])}</p>')
-    else:
-        out.append('<p class="note">no traced batches (trace_sample 0 or no span files).</p>')
-    if stamps:
-        head = "".join(f"<th>{h}</th>" for h in stamps)
-        out.append('<details><summary>Hop medians of every batch (broker and worker stamps)</summary>'
-                   f'<table data-table="hops-stamps"><tr><th class="l">ms</th>{head}</tr>'
-                   + "".join(f'<tr><td class="l">{stat}</td>' + "".join(td(p, f"hops_ms.{h}.{stat}") for h in stamps)
-                             + "</tr>" for stat in ("p50", "mean"))
-                   + '</table><p class="note">broker stamps have 1 ms resolution; medians need not add up.</p>'
-                     '</details>')
-    return "".join(out)
 
 
 def _accounting(p: dict) -> str:

@@ -389,3 +389,38 @@ def test_read_spans_skips_a_torn_last_line(tmp_path):
     with open(f, "a", encoding="utf-8") as fh:
         fh.write('{"trace_id":"00')  # killed mid-write
     assert [s["name"] for s in read_spans(tmp_path)] == ["x"]
+
+
+def test_hop_breakdown_with_absent_stamps_reports_absent_hops_not_differences_from_zero(tmp_path):
+    """Outputs of a pipeline that writes no worker stamps (crayfish-json without our headers): the
+    generator's send span makes the batch traced, but input append, worker stamps and timers are 0.
+    Only e2e (output append − created) is measured; every other hop is absent, none is ±1.8e12 ms."""
+    rows = []
+    log = SpanLog("generator", tmp_path)
+    for i in range(3):
+        created = T0 + i * 100_000_000
+        rows.append({"batch_id": f"b{i}", "status": "scored", "created_ns": created, "input_append_ms": 0,
+                     "worker_receive_ns": 0, "worker_send_ns": 0, "output_append_ms": created // 1_000_000 + 12,
+                     "decode_ns": 0, "inference_ns": 0, "encode_ns": 0, "server_queue_ns": 0,
+                     "server_inference_ns": 0})
+        log.add(new_trace_id(), new_span_id(), None, "send in", "PRODUCER", created, created + 100_000,
+                {BATCH_ID: f"b{i}"})
+    log.close()
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "batches.parquet")
+    h = hop_breakdown(tmp_path)
+    assert h["batches"] == 3
+    assert set(h["hops_ms"]) == {"e2e"} and h["hops_ms"]["e2e"]["p50"] == pytest.approx(12.0)
+    assert h["absent"] == ["produce", "wait", "decode", "score", "encode", "publish"]
+    assert h["bottleneck"] is None and h["bottleneck_ms"] is None and h["score_parts_ms"] == {}
+    assert h["sum_check"] == {"complete_batches": 0}
+    assert h["source"]["score"] == {"spans": 0, "columns": 0}
+    json.dumps(h)
+    # one batch with its input append (2 ms after created): produce over that batch alone, the
+    # others still absent; the sum check still has no complete batch
+    rows[1]["input_append_ms"] = (rows[1]["created_ns"] // 1_000_000) + 2
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "batches.parquet")
+    h = hop_breakdown(tmp_path)
+    assert h["hops_ms"]["produce"] == {"p50": 2.0, "p99": 2.0, "mean": 2.0, "count": 1}
+    assert "produce" not in h["absent"] and h["bottleneck"] == "produce"
+    for v in (x for hop in h["hops_ms"].values() for x in (hop["p50"], hop["mean"])):
+        assert abs(v) < 1e6   # nothing computed from a 0 stamp

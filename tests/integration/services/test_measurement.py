@@ -136,7 +136,7 @@ def test_backlog_and_a_record_nobody_sent_are_counted_exactly(kafka_bootstrap, t
     assert not runner.is_alive()
     table = pq.read_table(tmp_path / "batches.parquet")
     assert account(table) == {"sent": 50, "scored": 20, "dead_lettered": 0, "missing": 30, "duplicates": 0,
-                              "not_sent": 1, "checked": 0, "wrong": 0}
+                              "not_sent": 1, "unmatched": 0, "checked": 0, "wrong": 0}
     assert report["scored"] == 21 and report["missing"] == 30
     # the collector's own samples meanwhile (every 0.5 s, whenever they fell): between 50 and 29,
     # never rising, 29 at the end (the backlog counts every record seen finished, the foreign one

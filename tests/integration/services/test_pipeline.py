@@ -31,7 +31,7 @@ def test_open_loop_run_accounts_for_every_batch(kafka_bootstrap, models_dir, tmp
     point = summary["points"][0]
     checked = point["accounting"].pop("checked")
     assert point["accounting"] == {"sent": 400, "scored": 400, "dead_lettered": 0, "missing": 0,
-                                   "duplicates": 0, "not_sent": 0, "wrong": 0}
+                                   "duplicates": 0, "not_sent": 0, "unmatched": 0, "wrong": 0}
     assert 15 <= checked <= 70  # ~10 % of 400, by a hash of the batch id
     assert set(point["latency_ms"]) >= STATS and set(point["latency_from_schedule_ms"]) >= STATS
     assert point["valid"], point["reasons"]

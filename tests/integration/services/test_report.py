@@ -297,6 +297,10 @@ def test_report_renders_charts_and_the_summary_numbers(runs, browser, tmp_path):
             continue
         point = points[int(cell["section"].split("-")[1])]
         want = _value(point, cell["key"])
+        if cell["text"] == "<1†":   # under the broker stamps' 1 ms (services.report.resolution)
+            assert abs(float(want)) < 1.0 and cell["w"] > 0, (cell, want)
+            checked += 1
+            continue
         shown = _shown(cell["text"])
         if not cell["key"].startswith("hops_ms."):  # only the stamp medians sit in a closed <details>
             assert cell["shown"] == cell["text"] and cell["w"] > 0, cell

@@ -495,3 +495,70 @@ def test_json_decode_scored_bad_facts_header():
         get_codec("crayfish-json").decode_scored(value, [("crayfish-facts", b"\xff\xff\xff")])
     with pytest.raises(CodecError, match="crayfish-input-append-ms"):
         get_codec("crayfish-json").decode_scored(value, [("crayfish-input-append-ms", b"soon")])
+
+
+# ---------------------------------------------------------------------------------------------
+# The echo key: matching an output that lost its headers (crayfish.codec_json docstring)
+# ---------------------------------------------------------------------------------------------
+
+def _generator_key(codec, batch) -> str:
+    return codec.echo_key(batch.created_ns, codec.input_fingerprint(batch))
+
+
+def _echoed(value: bytes, data_point: str | None = None, creation_ms: int | None = None) -> bytes:
+    """The output value a header-less pipeline writes: the input's document echoed with a prediction,
+    optionally re-printing the dataPoint or another creationTimestamp."""
+    doc = json.loads(value)
+    doc["prediction"] = "[[0.25, 0.75]]"
+    if data_point is not None:
+        doc["dataPoint"] = data_point
+    if creation_ms is not None:
+        doc["creationTimestamp"] = creation_ms
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def test_echo_key_of_the_sent_batch_equals_the_key_of_its_echoed_output():
+    codec = get_codec("crayfish-json")
+    batch = _batch(SMALL)
+    value, _ = codec.encode_batch(batch)
+    key = _generator_key(codec, batch)
+    assert key.startswith("1700000000123:")          # the creationTimestamp the record carries
+    assert codec.output_echo_key(_echoed(value)) == key
+    # our own worker's output (headers dropped) echoes the same
+    out, _ = codec.encode_scored(_scored(np.array([[0.5]], dtype=np.float32)), codec.decode_batch(value))
+    assert codec.output_echo_key(out) == key
+    # a pipeline that re-prints the floats its own way: "1" for 1.0, "1e-05" for 1.0E-5, "-0" ...
+    reprinted = "0.1,1,-2.5,0.00001,12345678,0,"
+    assert codec.output_echo_key(_echoed(value, reprinted)) == key
+    assert codec.output_echo_key(_echoed(value, " 0.100000001 , 1.0 ,-2.50,1e-05,1.2345678e+07,-0.0")) == key
+
+
+def test_echo_key_differs_for_other_data_another_millisecond_or_another_shape():
+    codec = get_codec("crayfish-json")
+    value, _ = codec.encode_batch(_batch(SMALL))
+    key = codec.output_echo_key(_echoed(value))
+    assert codec.output_echo_key(_echoed(value, "0.1,1.0,-2.5,1.0E-5,1.2345678E7,1.0E-45,")) != key  # one ulp
+    assert codec.output_echo_key(_echoed(value, creation_ms=1700000000124)) != key
+    other_shape = _batch(SMALL.reshape(3, 2))
+    assert _generator_key(codec, other_shape) != _generator_key(codec, _batch(SMALL))
+    assert codec_json.data_fingerprint(2, 3, SMALL) == codec_json.data_fingerprint(2, 3, SMALL.astype(np.float64))
+    nans = np.array([np.nan, -np.nan, 0.0, -0.0], dtype=np.float32)
+    assert codec_json.data_fingerprint(1, 4, nans) == codec_json.data_fingerprint(1, 4, np.array(
+        [np.nan, np.nan, 0.0, 0.0], dtype=np.float32))
+    assert codec_json.echo_key(5, "ab") == "5:ab"
+
+
+def test_protobuf_outputs_carry_their_ids_so_no_echo_key():
+    pb = get_codec("protobuf")
+    batch = _batch(SMALL)
+    assert pb.input_fingerprint(batch) is None and pb.echo_key(batch.created_ns, None) is None
+    assert pb.output_echo_key(batch.SerializeToString()) is None
+    assert get_codec("crayfish-json").echo_key(1, None) is None
+
+
+def test_echo_key_of_a_value_that_is_not_a_crayfish_message_raises_codec_error():
+    codec = get_codec("crayfish-json")
+    with pytest.raises(CodecError):
+        codec.output_echo_key(b"{not json")
+    with pytest.raises(CodecError):
+        codec.output_echo_key(b'{"creationTimestamp":1,"dataPointSz1":1,"dataPointSz2":2,"dataPoint":"1,"}')

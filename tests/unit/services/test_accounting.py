@@ -19,7 +19,7 @@ from services.analysis import (
     stamp_hops,
     summarize_point,
 )
-from services.collector.batches import COLUMNS, build_batches_table, first_copies
+from services.collector.batches import COLUMNS, EchoMatcher, build_batches_table, first_copies, match_echoes, resolve_echo
 
 MS = 1_000_000
 T0 = 1_700_000_000_000 * MS
@@ -81,7 +81,7 @@ def test_records_the_generator_did_not_send_are_kept_as_not_sent():
     assert d["batch_id"] == ["r-0", "r-7", ""] and d["sent"] == [True, False, False]
     assert d["duplicates"] == [0, 1, 0] and d["status"] == ["scored", "scored", "undecodable"]
     acc = account(t)
-    assert acc == {"sent": 1, "scored": 1, "dead_lettered": 0, "missing": 0, "duplicates": 0, "not_sent": 2,
+    assert acc == {"sent": 1, "scored": 1, "dead_lettered": 0, "missing": 0, "duplicates": 0, "not_sent": 2, "unmatched": 0,
                    "checked": 0, "wrong": 0}
     nothing_sent = build_batches_table(None, rows)
     assert nothing_sent.column("sent").to_pylist() == [False, False, False]
@@ -90,7 +90,7 @@ def test_records_the_generator_did_not_send_are_kept_as_not_sent():
 def test_account_and_its_reasons():
     t = build_batches_table(sent_table(6), [scored(0, 5), scored(0, 6), dead(1, 7), dead(2, 7), scored(3, 8)])
     acc = account(t, {"checked": 5, "wrong": 2, "tolerance": 1e-4})
-    assert acc == {"sent": 6, "scored": 2, "dead_lettered": 2, "missing": 2, "duplicates": 1, "not_sent": 0,
+    assert acc == {"sent": 6, "scored": 2, "dead_lettered": 2, "missing": 2, "duplicates": 1, "not_sent": 0, "unmatched": 0,
                    "checked": 5, "wrong": 2}
     assert accounting_reasons(acc) == ["2 batch(es) missing", "2 batch(es) dead-lettered",
                                        "2 of 5 checked predictions differ from the reference model"]
@@ -190,3 +190,133 @@ def test_repetitions_edge_cases():
     # params come from the first repetition
     a = {"params": {"rate": 1}, "valid": True, "reasons": []}
     assert combine_repetitions([a, {**a, "params": {"rate": 2}}])["params"] == {"rate": 1}
+
+
+# ---- outputs without ids (crayfish-json through a pipeline that drops the headers) -------------------
+
+def echo_sent(keys):
+    """sent.parquet of a crayfish-json run: batch r-i has echo key keys[i]."""
+    n = len(keys)
+    return sent_table(n).append_column("echo_key", pa.array(keys, type=pa.string()))
+
+
+def idless(key, out_ms_after_t0, order=0):
+    """An output that lost its headers: no batch id, no stamps but its echo (creationTimestamp ms)."""
+    return {"batch_id": "", "status": "scored", "reason": "", "sequence": 0, "created_ns": 5 * MS,
+            "intended_ns": 0, "output_append_ms": T0 // MS + out_ms_after_t0, "echo_key": key,
+            "matched_by": "", "order": order}
+
+
+def test_outputs_without_ids_are_matched_by_their_echo_key():
+    t = build_batches_table(echo_sent(["k0", "k1", "k2"]), [idless("k2", 40), idless("k0", 20)])
+    d = t.to_pydict()
+    assert d["batch_id"] == ["r-0", "r-1", "r-2"] and d["status"] == ["scored", "missing", "scored"]
+    assert d["matched_by"] == ["echo", None, "echo"] and d["sent"] == [True, True, True]
+    # the sent stamps win over the echoed ms: latency r-0 = 20 − 1 ms, r-2 = 40 − 21 ms
+    assert d["created_ns"] == [T0 + MS, T0 + 11 * MS, T0 + 21 * MS] and d["sequence"] == [0, 1, 2]
+    assert account(t) == {"sent": 3, "scored": 2, "dead_lettered": 0, "missing": 1, "duplicates": 0,
+                          "not_sent": 0, "unmatched": 0, "checked": 0, "wrong": 0}
+    p = summarize_point(t, PointRules(min_duration_s=0, min_count=0, rate_tolerance=0.02, warmup=Warmup(0)))
+    assert p["latency_ms"]["count"] == 2 and p["latency_ms"]["max"] == 19.0 and p["latency_ms"]["p50"] == 19.0
+
+
+def test_outputs_of_one_key_go_to_its_batches_in_order_and_extra_copies_are_duplicates():
+    # r-1, r-2, r-3 share a key (same ms, same data); r-0 has its own
+    sent = echo_sent(["a", "b", "b", "b"])
+    rows = [idless("b", 30, 0), idless("b", 10, 1), idless("a", 50, 2), idless("b", 70, 3), idless("b", 90, 4),
+            idless("b", 95, 5)]
+    t = build_batches_table(sent, rows)
+    d = t.to_pydict()
+    # read order: the first "b" output goes to r-1, the second to r-2, the third to r-3; the two
+    # more are copies of the key's first batch r-1 (whose earliest output, 30, is kept)
+    assert d["output_append_ms"] == [T0 // MS + 50, T0 // MS + 30, T0 // MS + 10, T0 // MS + 70]
+    assert d["duplicates"] == [0, 2, 0, 0] and d["status"] == ["scored"] * 4
+    assert account(t)["duplicates"] == 2 and account(t)["unmatched"] == 0
+
+
+def test_an_output_whose_key_matches_nothing_is_counted_unmatched_not_dropped():
+    t = build_batches_table(echo_sent(["a", "b"]), [idless("a", 5), idless("zz", 6), idless("b", 7),
+                                                    {"batch_id": "", "status": "undecodable", "reason": "x",
+                                                     "output_append_ms": T0 // MS}])
+    d = t.to_pydict()
+    assert d["status"] == ["scored", "scored", "scored", "undecodable"]
+    assert d["sent"] == [True, True, False, False] and d["echo_key"] == ["a", "b", "zz", None]
+    acc = account(t)
+    assert (acc["scored"], acc["missing"], acc["not_sent"], acc["unmatched"]) == (2, 0, 2, 1)
+    assert accounting_reasons(acc) == ["1 output(s) without ids matched no sent batch"]
+    assert accounting_reasons({**acc, "unmatched": 0}) == []
+
+
+def test_outputs_with_ids_claim_their_batches_before_the_echo_is_matched():
+    # r-0 and r-1 share key "b"; r-0's output kept its ids, so the id-less one is r-1's, although
+    # the id-less output was read first
+    t = build_batches_table(echo_sent(["b", "b"]), [idless("b", 9, 0), {**scored(0, 4), "matched_by": "ids"}])
+    d = t.to_pydict()
+    assert d["output_append_ms"] == [T0 // MS + 4, T0 // MS + 9] and d["matched_by"] == ["ids", "echo"]
+    assert d["duplicates"] == [0, 0]
+
+
+def test_no_echo_key_in_sent_means_no_matching():
+    rows = [idless("a", 5)]
+    t = build_batches_table(sent_table(1), rows)
+    assert t.column("status").to_pylist() == ["missing", "scored"] and account(t)["unmatched"] == 1
+    assert match_echoes(None, rows) is rows and match_echoes(sent_table(1), rows) is rows
+    assert rows[0]["batch_id"] == ""   # the caller's rows are not changed
+
+
+def test_echo_matcher_claims_assigns_and_repeats_the_first_batch():
+    m = EchoMatcher({"batch_id": ["x-0", "x-1", "x-2", "x-3"], "sequence": [0, 1, 2, 3],
+                     "echo_key": ["k", "k", None, "k"]})
+    m.claim("x-1")
+    assert m.assign("k") == ("x-0", 0) and m.assign("k") == ("x-3", 3)
+    assert m.assign("k") == ("x-0", 0)        # all claimed: a copy of the key's first batch
+    assert m.assign("nope") is None and m.assign(None) is None and m.assign("") is None
+    assert EchoMatcher(None).assign("k") is None
+    row = {"batch_id": "", "echo_key": "q"}
+    assert not resolve_echo(row, m) and row == {"batch_id": "", "echo_key": "q"}
+    m2 = EchoMatcher(pa.table({"batch_id": ["y-0"], "sequence": [7], "echo_key": ["q"]}))
+    assert resolve_echo(row, m2) and row == {"batch_id": "y-0", "echo_key": "q", "sequence": 7, "matched_by": "echo"}
+
+
+# ---- absent stamps: hops that need them are absent, never differences from 0 -------------------------
+
+def test_stamp_hops_with_absent_stamps_are_absent_and_e2e_stays():
+    # an id-less crayfish-json output: no input append, no worker stamps or timers (0), but created
+    # (from sent.parquet), output append 7 ms after it and the collector's receive 7.25 ms after it
+    base = {"sent": True, "status": "scored", "created_ns": T0, "input_append_ms": 0, "worker_receive_ns": 0,
+            "decode_ns": 0, "inference_ns": 0, "encode_ns": 0, "worker_send_ns": 0,
+            "output_append_ms": T0 // MS + 7, "collector_receive_ns": T0 + 7_250_000}
+    hops = stamp_hops(pa.Table.from_pylist([base, {**base, "output_append_ms": T0 // MS + 9,
+                                                   "collector_receive_ns": T0 + 9_750_000}]))
+    for hop in ("produce", "wait", "decode", "score", "encode", "publish"):
+        assert hops[hop] == {"p50": None, "mean": None}, hop
+    assert hops["e2e"] == {"p50": 8.0, "mean": 8.0} and hops["e2e_receive"] == {"p50": 8.5, "mean": 8.5}
+    # nulls are absent too; one batch with a stamp gives the hop over that batch alone
+    mixed = pa.Table.from_pylist([{**base, "input_append_ms": None, "collector_receive_ns": None},
+                                  {**base, "input_append_ms": T0 // MS + 2, "worker_receive_ns": T0 + 3 * MS,
+                                   "decode_ns": 100_000}])
+    h = stamp_hops(mixed)
+    assert h["produce"] == {"p50": 2.0, "mean": 2.0} and h["wait"] == {"p50": 1.0, "mean": 1.0}
+    assert h["decode"] == {"p50": 0.1, "mean": 0.1} and h["score"]["p50"] is None
+    assert h["e2e_receive"] == {"p50": 7.25, "mean": 7.25} and h["publish"]["mean"] is None
+    # a table from before the collector's clock: e2e_receive absent, the rest as before
+    old = pa.Table.from_pylist([{k: v for k, v in base.items() if k != "collector_receive_ns"}])
+    assert stamp_hops(old)["e2e_receive"] == {"p50": None, "mean": None} and stamp_hops(old)["e2e"]["p50"] == 7.0
+
+
+def test_latency_at_the_collector_is_receive_minus_created_over_kept_rows():
+    n = 4
+    t = pa.table({"sent": [True] * n, "status": ["scored"] * n, "duplicates": [0] * n,
+                  "created_ns": [T0 + i * 10 * MS for i in range(n)], "intended_ns": [T0 + i * 10 * MS for i in range(n)],
+                  "output_append_ms": [T0 // MS + i * 10 + 1 for i in range(n)],
+                  # 0.3, 0.5, absent, 0.9 ms after creation
+                  "collector_receive_ns": [T0 + 300_000, T0 + 10 * MS + 500_000, 0, T0 + 30 * MS + 900_000]})
+    p = summarize_point(t, PointRules(min_duration_s=0, min_count=0, rate_tolerance=0.02, warmup=Warmup(0)))
+    r = p["latency_receive_ms"]
+    assert r["count"] == 3 and r["max"] == 0.9 and r["mean"] == pytest.approx(0.5667, abs=1e-4)
+    assert r["p50"] == 0.5 and p["latency_ms"]["p50"] == 1.0
+    # warm-up rows are not kept: the first quarter (one row, the 0.3 ms one) leaves 0.5 and 0.9
+    w = summarize_point(t, PointRules(min_duration_s=0, min_count=0, rate_tolerance=0.02, warmup=Warmup(0.25)))
+    assert w["latency_receive_ms"]["count"] == 2 and w["latency_receive_ms"]["p50"] == 0.5
+    assert math.isnan(summarize_point(t.drop(["collector_receive_ns"]), PointRules(
+        min_duration_s=0, min_count=0, rate_tolerance=0.02))["latency_receive_ms"]["p50"])

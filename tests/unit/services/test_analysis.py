@@ -320,7 +320,7 @@ def test_accounting_of_a_point():
     t = with_column(t, "sent", [True] * 9 + [False])
     p = summarize_point(t, LOOSE, predictions={"checked": 3, "wrong": 0})
     assert p["accounting"] == {"sent": 9, "scored": 6, "dead_lettered": 1, "missing": 2, "duplicates": 1,
-                               "not_sent": 1, "checked": 3, "wrong": 0}
+                               "not_sent": 1, "unmatched": 0, "checked": 3, "wrong": 0}
     assert summarize_point(t, LOOSE)["accounting"]["checked"] == 0
 
 
