@@ -102,20 +102,23 @@ def produce(producer: Producer, topic: str, value: bytes | None, key: bytes | No
             producer.poll(wait_s)
 
 
-def create_topics(bootstrap: str, topics: RunTopics, partitions: int = 2, timeout_s: float = 30.0) -> None:
-    """Create the run's topics, LogAppendTime on all of them (the broker stamps both ends of the
-    worker hop), replication factor 1, message size limit large enough for ResNet50 batches."""
+def create_topics(bootstrap: str, topics: RunTopics, partitions: int = 2, timeout_s: float = 30.0,
+                  only: list[str] | None = None) -> None:
+    """Create the run's topics (``only``: those of them), LogAppendTime on all of them (the broker
+    stamps both ends of the worker hop), replication factor 1, message size limit large enough for
+    ResNet50 batches."""
     admin = AdminClient(admin_config(bootstrap))
     config = {"message.timestamp.type": "LogAppendTime", "max.message.bytes": str(MAX_MESSAGE_BYTES)}
+    names = only if only is not None else topics.all()
     new = [NewTopic(t, num_partitions=partitions if t in (topics.input, topics.output) else 1,
-                    replication_factor=1, config=config) for t in topics.all()]
+                    replication_factor=1, config=config) for t in names]
     futures = admin.create_topics(new, request_timeout=timeout_s)
     for name, fut in futures.items():
         try:
             fut.result(timeout=timeout_s)
         except KafkaException as exc:
             raise RuntimeError(f"could not create topic {name}: {exc}") from None
-    _wait_topics_visible(admin, topics.all(), timeout_s)
+    _wait_topics_visible(admin, names, timeout_s)
 
 
 def _wait_topics_visible(admin: AdminClient, names: list[str], timeout_s: float) -> None:
@@ -129,9 +132,9 @@ def _wait_topics_visible(admin: AdminClient, names: list[str], timeout_s: float)
     raise RuntimeError(f"topics not ready after {timeout_s}s: {names}")
 
 
-def delete_topics(bootstrap: str, topics: RunTopics, timeout_s: float = 30.0) -> None:
+def delete_topics(bootstrap: str, topics: RunTopics, timeout_s: float = 30.0, only: list[str] | None = None) -> None:
     admin = AdminClient(admin_config(bootstrap))
-    futures = admin.delete_topics(topics.all(), request_timeout=timeout_s)
+    futures = admin.delete_topics(only if only is not None else topics.all(), request_timeout=timeout_s)
     for fut in futures.values():
         try:
             fut.result(timeout=timeout_s)

@@ -47,6 +47,7 @@ from pathlib import Path
 
 from crayfish.host.procs import ServiceError, wait_file
 from sps_workers.bytewax.options import BytewaxOptions
+from sps_workers.command.options import CommandOptions
 from sps_workers.faust.options import FaustOptions
 from sps_workers.flink.options import FlinkOptions
 from sps_workers.kafka.options import KafkaOptions
@@ -75,8 +76,10 @@ class EngineSpec:
     def wait_ready(self, settings, partitions: int, services: list, timeout_s: float = 180.0) -> None:
         """Ready = the worker's consumer group holds every partition (engines that join the group),
         or the engine wrote ``settings.ready_file`` (engines that assign partitions themselves:
-        Flink, Spark, Bytewax). ``services``: the processes to watch meanwhile."""
-        if self.joins_consumer_group:
+        Flink, Spark, Bytewax); an engine's options may decide instead (``engine: command``, its
+        ``ready``). ``services``: the processes to watch meanwhile."""
+        chosen = self.check_options(settings.engine_options, settings.parallelism).readiness()
+        if chosen == "group" or (chosen is None and self.joins_consumer_group):
             # Inside: confluent-kafka is not in every engine's environment (faust has aiokafka), and
             # every engine's process imports this package.
             from crayfish.kafka import wait_group_assigned
@@ -101,4 +104,5 @@ ENGINES: dict[str, EngineSpec] = {spec.name: spec for spec in (
     EngineSpec("kafka-streams", "sps_workers.kafka_streams", KafkaStreamsOptions),
     EngineSpec("faust", "sps_workers.faust", FaustOptions, environment="faust"),
     EngineSpec("bytewax", "sps_workers.bytewax", BytewaxOptions, environment="bytewax", joins_consumer_group=False),
+    EngineSpec("command", "sps_workers.command", CommandOptions),
 )}

@@ -54,6 +54,10 @@ class EngineOptions(BaseModel):
     ENGINE: ClassVar[str] = ""
     """The engine's registry name, used in messages about unknown keys."""
 
+    CONFORMANCE_OPTIONS: ClassVar[dict] = {}
+    """The ``engine_options`` the engine conformance suite runs the engine with (an engine whose
+    options have no usable defaults, such as ``command``, names a working example here)."""
+
     @classmethod
     def parse(cls, raw: dict | None, parallelism: int = 1, engine: str | None = None) -> Self:
         """The options given in ``raw`` (``engine_options``) for a worker of ``parallelism`` instances,
@@ -75,6 +79,11 @@ class EngineOptions(BaseModel):
         ``self.error(option, why)``. Returns the options to use: ``self``, or a copy with the defaults
         that depend on ``parallelism`` filled in (``self.model_copy(update=...)``)."""
         return self
+
+    def readiness(self) -> str | None:
+        """``group`` or ``file`` when these options decide how the worker shows it is ready (see
+        :meth:`sps_workers.EngineSpec.wait_ready`); ``None``: the engine's registry entry decides."""
+        return None
 
     @staticmethod
     def error(option: str, why: str) -> EngineOptionsError:

@@ -17,11 +17,13 @@ import psutil
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from crayfish.host import envs
 from crayfish.host.procs import ServiceError
 from services.runner.experiment import ExperimentError, format_validation_error, load_experiment
+from services.conformance.cli import conformance
 from services.runner.report import print_summary
 from services.stack import StackError, stack_endpoints
 from serving.models import MODELS, ModelFileError, build_model, default_models_dir, read_signature
@@ -38,12 +40,13 @@ env_app = typer.Typer(no_args_is_help=True, help="Per-service Python environment
 app.add_typer(env_app, name="env")
 app.add_typer(broker_app, name="broker")
 app.add_typer(models_app, name="models")
+app.command()(conformance)
 console = Console() if sys.stdout.isatty() else Console(width=160)
 err = Console(stderr=True, width=400)
 
 
 def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -188,8 +191,9 @@ def hops(run_dir: Path = typer.Argument(..., help="A run folder written by `cray
         if not h or "hops_ms" not in h:
             continue
         shown += 1
-        t = Table(title=f"point {i} {p.get('params', {})}: {h.get('batches')} traced batches, "
-                        f"bottleneck {h.get('bottleneck')} ({h.get('bottleneck_ms', 0):.2f} ms)")
+        neck = (f"bottleneck {h['bottleneck']} ({h['bottleneck_ms']:.2f} ms)" if h.get("bottleneck_ms") is not None
+                else "no bottleneck: the worker's hops are absent")
+        t = Table(title=f"point {i} {p.get('params', {})}: {h.get('batches')} traced batches, {neck}")
         for col in ("hop", "p50 ms", "p99 ms", "mean ms", "from"):
             t.add_column(col, justify="right")
         for hop, v in h["hops_ms"].items():
@@ -203,8 +207,13 @@ def hops(run_dir: Path = typer.Argument(..., help="A run folder written by `cray
                     if pv:
                         t.add_row(f"  score.{part}", f"{pv['p50']:.3f}", f"{pv['p99']:.3f}", f"{pv['mean']:.3f}",
                                   "server spans" if parts.get("source", {}).get("spans") else "server-reported")
+        for hop in h.get("absent", []):
+            t.add_row(hop, "absent", "absent", "absent", "its stamps are missing from the outputs")
         console.print(t)
         sc = h.get("sum_check", {})
+        if sc.get("complete_batches", 1) == 0 or not sc:
+            console.print("hops not summed: no traced batch has every hop (absent stamps)")
+            continue
         residual = 100 * (sc.get("residual_frac") or 0)  # None when the mean e2e is 0
         console.print(f"hops sum to {sc.get('hops_sum_mean_ms', 0):.3f} ms vs e2e {sc.get('e2e_mean_ms', 0):.3f} ms "
                       f"(residual {residual:.2f} %, {'ok' if sc.get('ok') else 'NOT within 5 %'})")
@@ -396,7 +405,10 @@ def env_build(names: list[str] = typer.Argument(..., help="Environment names, or
             continue
         if name not in envs.available():
             _fail(f"unknown environment {name!r}; known: {', '.join(envs.available())}")
-        envs.build_env(name, force=force, log=lambda m: console.print(f"[dim]{m}[/]"))
+        try:
+            envs.build_env(name, force=force, log=lambda m: console.print(f"[dim]{m}[/]", highlight=False))
+        except envs.EnvironmentError_ as exc:
+            _fail(str(exc))
 
 
 def main() -> None:

@@ -109,9 +109,21 @@ class WarmupConfig(Strict):
     window_s: float | None = Field(None, ge=0, description="Exclude this many seconds from the first creation instead of a fraction.")
 
 
+class PipelineTopics(Strict):
+    """The topics of a pipeline that already runs (``engine: external``); the runner never creates
+    nor deletes them."""
+
+    input: str = Field(description="The topic the pipeline reads (the generator writes here).")
+    output: str = Field(description="The topic the pipeline writes scored batches to.")
+    dead_letter: str = Field(description="The pipeline's dead-letter topic (read for accounting; may stay empty).")
+    group: str | None = Field(None, description="The pipeline's consumer group, when it has one (its committed lag is sampled).")
+    ready_timeout_s: float = Field(60.0, gt=0, description="How long the first output of a probe batch may take before the run stops with an error.")
+
+
 class KafkaConfig(Strict):
     bootstrap: str | None = Field(None, description="Existing cluster host:port; empty = start a local broker.")
     partitions: int = Field(2, ge=1, description="Partitions of the input and output topics (raised to parallelism if lower).")
+    topics: PipelineTopics | None = Field(None, description="engine external only: the topics of the pipeline that already runs.")
 
 
 class SearchConfig(Strict):
@@ -207,6 +219,8 @@ class ModelFile(Strict):
 FILE_MODEL_SERVERS = {FORMAT_ONNX: ("scoring", "triton", "ray-serve", "ray-serve-grpc", "torchserve", "tf-serving"),
                       FORMAT_TORCHSCRIPT: ("scoring", "torchserve"), FORMAT_SAVEDMODEL: ("scoring", "tf-serving")}
 # ... and those of them that take a model with several inputs or outputs (the named-tensor contract).
+# ``engine: external``: the runner starts no engine and measures a pipeline that already runs.
+EXTERNAL_PIPELINE = "external"
 NAMED_TENSOR_SERVERS = ("scoring", "triton", "ray-serve", "ray-serve-grpc", "tf-serving", "torchserve")
 
 
@@ -215,7 +229,8 @@ class Experiment(Strict):
     model: str = Field("ffnn", description="Model: a built-in name (serving.models.MODELS: ffnn, resnet50, ...), a model of the zoo (fraud-gbt, text-encoder, or {zoo: text-encoder, seq_len: 64}), or a model file of your own: {path: my.onnx, name: ..., inputs: {<input>: {shape: [...]}}}.")
     model_file: ModelFile | None = Field(None, description="Set by `model: {path: ...}`: the model file of your own; `model` is then its name.")
     engine: str = Field("kafka", description="Stream processor running the scoring op: a name in "
-                                             "sps_workers.ENGINES (kafka, flink, ...).")
+                                             "sps_workers.ENGINES (kafka, flink, ..., command: any program), "
+                                             "or external: a pipeline that already runs (kafka.topics).")
     serving: ServingConfig = Field(default_factory=ServingConfig)
     batch_size: int = Field(1, ge=1, description="Data points per batch (the paper's bsz).")
     parallelism: int = Field(1, ge=1, description="Scoring parallelism mp.")
@@ -284,7 +299,7 @@ class Experiment(Strict):
         if sv.kind == "external" and sv.server not in servers:
             raise NamedFieldError(f"serving.server: {sv.server} cannot serve a model file yet ({source}, "
                                   f"{fmt}); servers that can: {', '.join(servers)}")
-        if fmt != FORMAT_ONNX and sv.kind == "embedded" and ENGINES[self.engine].environment != "core":
+        if fmt != FORMAT_ONNX and sv.kind == "embedded" and self.engine in ENGINES and ENGINES[self.engine].environment != "core":
             raise NamedFieldError(f"engine: {self.engine} runs in its own environment, without the {fmt} file's framework, "
                                   f"so it cannot embed {source}; use engine kafka, or serving: scoring")
         return self
@@ -292,7 +307,7 @@ class Experiment(Strict):
     @field_validator("engine")
     @classmethod
     def _engine_registered(cls, v):
-        return _registered("engine", v, ENGINES)
+        return _registered("engine", v, [*ENGINES, EXTERNAL_PIPELINE])
 
     @field_validator("codec")
     @classmethod
@@ -301,11 +316,24 @@ class Experiment(Strict):
 
     @model_validator(mode="after")
     def _engine_options(self):
+        if self.engine == EXTERNAL_PIPELINE:
+            return self._external_pipeline()
+        if self.kafka.topics is not None:
+            raise NamedFieldError(f"kafka.topics: only for engine {EXTERNAL_PIPELINE} (a pipeline that already runs); "
+                                  f"the runner gives engine {self.engine} fresh topics at every point")
         # The engine's own options class, as its worker checks them at start (parallelism included).
         try:
             ENGINES[self.engine].check_options(self.engine_options, self.parallelism)
         except EngineOptionsError as exc:
             raise NamedFieldError(str(exc)) from None
+        return self
+
+    def _external_pipeline(self):
+        if self.kafka.topics is None or not self.kafka.bootstrap:
+            raise NamedFieldError(f"kafka.topics: engine {EXTERNAL_PIPELINE} measures a pipeline that already runs: "
+                                  "name its cluster (kafka.bootstrap) and topics (kafka.topics: {input, output, dead_letter})")
+        if self.engine_options:
+            raise NamedFieldError(f"engine_options: engine {EXTERNAL_PIPELINE} has no options (its settings are kafka.topics)")
         return self
 
     @field_validator("sweep")

@@ -26,11 +26,22 @@ from observability.light import SPANS_DIR_ENV
 from services.broker import launcher
 from services.collector.collector import CollectorSettings
 from services.generator.settings import GeneratorSettings, input_tensors
-from services.runner.experiment import Experiment
+from services.runner.experiment import EXTERNAL_PIPELINE, Experiment
+from services.runner.pipeline import (
+    partitions_of,
+    pipeline_topics,
+    timestamp_types,
+    wait_for_probe,
+)
 from services.runner.resources import ResourceSampler
 from serving.embedded import backend
 from serving.external import server_spec, start_server
-from serving.models import build_model, default_models_dir, import_model_file, model_paths
+from serving.models import (
+    build_model,
+    default_models_dir,
+    import_model_file,
+    model_paths,
+)
 from serving.models.files import model_format
 from serving.models.zoo import build_zoo_model
 from sps_workers import ENGINES
@@ -89,43 +100,41 @@ def run_point(stack: Stack, exp: Experiment, point_dir: Path, python: str | None
               keep_topics: bool = False) -> PointRun:
     point_dir.mkdir(parents=True, exist_ok=True)
     run_id = uuid.uuid4().hex[:10]
-    topics = RunTopics.for_run(run_id)
-    partitions = max(exp.kafka.partitions, exp.parallelism)
+    external = exp.engine == EXTERNAL_PIPELINE
     timings = {}
     t = time.monotonic()
-    create_topics(stack.bootstrap, topics, partitions=partitions)
+    if external:
+        # A pipeline that already runs: its topics are the user's; only the probe topic is ours.
+        topics = pipeline_topics(exp.kafka.topics, run_id)
+        partitions = partitions_of(stack.bootstrap, topics.input)
+        owned = [topics.probe]
+    else:
+        topics = RunTopics.for_run(run_id)
+        partitions = max(exp.kafka.partitions, exp.parallelism)
+        owned = topics.all()
+    create_topics(stack.bootstrap, topics, partitions=partitions, only=owned)
     timings["topics_s"] = time.monotonic() - t
 
-    engine = ENGINES[exp.engine]
-    group = f"crayfish-{run_id}-worker"
-    ws = WorkerSettings(bootstrap=stack.bootstrap, input_topic=topics.input, output_topic=topics.output,
-                        dead_letter_topic=topics.dead_letter, consumer_group=group, codec=exp.codec,
-                        model=exp.model, backend=exp.serving.backend,
-                        backend_options=exp.serving.backend_options(), models_dir=str(stack.models_dir),
-                        parallelism=exp.parallelism, worker_id=exp.engine,
-                        ready_file=str(point_dir / "worker.ready"), engine_options=exp.engine_options)
+    group = exp.kafka.topics.group if external else f"crayfish-{run_id}-worker"
     services: list[Service] = []
     worker = collector = None
     server = None
     sampler = ResourceSampler(point_dir, services, broker=stack.broker)  # -> resources.parquet
-    worker_env = engine.environment if exp.serving.kind == "external" else (
-        backend(exp.serving.backend).environment if engine.environment == "core" else engine.environment)
+    spec = model_paths(exp.model, stack.models_dir).built_spec()   # what was built, not a copy
+    tenv = trace_env(exp, point_dir)
     try:
-        if exp.serving.kind == "external":
-            server, ws.external, client_env = _external_serving(exp, stack, point_dir, timings)
-            # The baseline worker runs where the client's packages are (e.g. tf-serving: the tensorflow
-            # env); any other engine runs in its own environment, whose requirements carry the clients.
-            worker_env = client_env if engine.environment == "core" else engine.environment
-        (point_dir / "worker.json").write_text(ws.model_dump_json(indent=2))
         t = time.monotonic()
-        tenv = trace_env(exp, point_dir)
-        worker = Service(f"{exp.engine}-worker", ["-m", engine.module, "--config", f"@{point_dir / 'worker.json'}"],
-                         point_dir / "worker.log", python=python or python_for(worker_env), env=tenv)
-        services.append(worker)
-        engine.wait_ready(ws, partitions, services)
+        if external:
+            (point_dir / "pipeline.json").write_text(json.dumps({
+                "topics": exp.kafka.topics.model_dump(),
+                "timestamp_types": timestamp_types(stack.bootstrap, [topics.input, topics.output])}, indent=2))
+            wait_for_probe(stack.bootstrap, topics, exp.codec, exp.model, spec, run_id,
+                           exp.kafka.topics.ready_timeout_s, named=sends_named(exp, spec))
+        else:
+            worker, server = _start_worker(exp, stack, point_dir, topics, group, partitions, services, timings,
+                                           python)
         timings["worker_ready_s"] = time.monotonic() - t
 
-        spec = model_paths(exp.model, stack.models_dir).built_spec()   # what was built, not a copy
         gs = GeneratorSettings(bootstrap=stack.bootstrap, topic=topics.input,
                                feedback_topics=[topics.output, topics.dead_letter], run_id=run_id,
                                model=exp.model, item_shape=list(spec.input_shape), dtype=spec.input_dtype,
@@ -141,7 +150,7 @@ def run_point(stack: Stack, exp: Experiment, point_dir: Path, python: str | None
                                check_sample=exp.check_predictions, models_dir=str(stack.models_dir),
                                check_atol=exp.prediction_tolerance.atol, check_rtol=exp.prediction_tolerance.rtol,
                                generator_settings=str(point_dir / "generator.json.in"),
-                               backend=exp.serving.backend)
+                               backend=exp.serving.backend, from_end=external)
         (point_dir / "collector.json.in").write_text(cs.model_dump_json(indent=2))
         t = time.monotonic()
         collector = Service("collector", ["-m", "services.collector", "--config",
@@ -153,14 +162,15 @@ def run_point(stack: Stack, exp: Experiment, point_dir: Path, python: str | None
         sampler.start(server)  # CPU/RSS of every service tree (+ the generator once it starts)
 
         t = time.monotonic()
-        cpu_before = worker.cpu_seconds()
+        cpu_before = worker.cpu_seconds() if worker else float("nan")
         generator = Service("generator", ["-m", "services.generator", "--config",
                                           f"@{point_dir / 'generator.json.in'}", "--out", str(point_dir)],
                             point_dir / "generator.log", env=tenv)
         services.append(generator)
         budget = _workload_budget_s(exp)
         while generator.alive():
-            worker.check_alive()
+            if worker:
+                worker.check_alive()
             if not (point_dir / "sent.parquet").exists():
                 collector.check_alive()
             if time.monotonic() - t > budget:
@@ -177,8 +187,9 @@ def run_point(stack: Stack, exp: Experiment, point_dir: Path, python: str | None
         if code != 0:
             raise RuntimeError(f"collector failed (exit {code}):\n{collector.log_tail()}")
         timings["drain_s"] = time.monotonic() - t
-        worker_cpu = worker.cpu_seconds() - cpu_before
-        worker.check_alive()
+        worker_cpu = (worker.cpu_seconds() - cpu_before) if worker else float("nan")
+        if worker:
+            worker.check_alive()
     finally:
         sampler.stop()
         worker_exit = None
@@ -189,11 +200,38 @@ def run_point(stack: Stack, exp: Experiment, point_dir: Path, python: str | None
         if server is not None:
             server.stop()
         if not keep_topics:
-            delete_topics(stack.bootstrap, topics)
+            delete_topics(stack.bootstrap, topics, only=owned)
     gen_report = json.loads((point_dir / "generator.json").read_text())
     col_report = json.loads((point_dir / "collector.json").read_text())
     return PointRun(dir=point_dir, run_id=run_id, generator=gen_report, collector=col_report,
                     worker_cpu_s=worker_cpu, worker_exit=worker_exit, timings=timings)
+
+
+def _start_worker(exp: Experiment, stack: Stack, point_dir: Path, topics: RunTopics, group: str, partitions: int,
+                  services: list[Service], timings: dict, python: str | None = None):
+    """Start the engine's worker (and its model server, for external serving) and wait until it is
+    ready -> (the worker's Service, the server or None)."""
+    engine = ENGINES[exp.engine]
+    ws = WorkerSettings(bootstrap=stack.bootstrap, input_topic=topics.input, output_topic=topics.output,
+                        dead_letter_topic=topics.dead_letter, consumer_group=group, codec=exp.codec,
+                        model=exp.model, backend=exp.serving.backend,
+                        backend_options=exp.serving.backend_options(), models_dir=str(stack.models_dir),
+                        parallelism=exp.parallelism, worker_id=exp.engine,
+                        ready_file=str(point_dir / "worker.ready"), engine_options=exp.engine_options)
+    server = None
+    worker_env = engine.environment if exp.serving.kind == "external" else (
+        backend(exp.serving.backend).environment if engine.environment == "core" else engine.environment)
+    if exp.serving.kind == "external":
+        server, ws.external, client_env = _external_serving(exp, stack, point_dir, timings)
+        # The baseline worker runs where the client's packages are (e.g. tf-serving: the tensorflow
+        # env); any other engine runs in its own environment, whose requirements carry the clients.
+        worker_env = client_env if engine.environment == "core" else engine.environment
+    (point_dir / "worker.json").write_text(ws.model_dump_json(indent=2))
+    worker = Service(f"{exp.engine}-worker", ["-m", engine.module, "--config", f"@{point_dir / 'worker.json'}"],
+                     point_dir / "worker.log", python=python or python_for(worker_env), env=trace_env(exp, point_dir))
+    services.append(worker)
+    engine.wait_ready(ws, partitions, services)
+    return worker, server
 
 
 def trace_env(exp: Experiment, point_dir: Path) -> dict:

@@ -151,6 +151,9 @@ def test_validate_names_the_bad_field_in_one_line(tmp_path, line, field):
     ("bytewax", {"workers_per_process": 2}, "engine_options.workers_per_process: 2 does not divide parallelism 1"),
     ("faust", {"concurency": 2}, "engine_options.concurency: unknown option of the faust engine (known: "),
     ("kafka-streams", {"jvm_options": "-Xmx1g"}, "engine_options.jvm_options: Input should be a valid list"),
+    ("command", {}, "engine_options.command: required: the program and its arguments, e.g. [java, -jar, my-job.jar]"),
+    ("command", {"command": ["java"], "ready": "soon"}, "engine_options.ready: Input should be 'group' or 'file'"),
+    ("external", {"x": 1}, "kafka.topics: engine external measures a pipeline that already runs"),
 ])
 def test_validate_checks_engine_options_against_the_engine(tmp_path, engine, options, said):
     """Each engine's options class, before anything starts: one line naming the option (and, for an
@@ -158,6 +161,21 @@ def test_validate_checks_engine_options_against_the_engine(tmp_path, engine, opt
     path = write_yaml(tmp_path / "opts.yaml", {**TINY, "engine": engine, "engine_options": options})
     msg = one_line_error(crayfish("validate", path))
     assert msg.startswith(f"error: {path}: {said}"), msg
+
+
+def test_validate_knows_engine_external_and_its_topics(tmp_path):
+    topics = {"input": "in", "output": "out", "dead_letter": "dlq"}
+    good = write_yaml(tmp_path / "ext.yaml", {**TINY, "engine": "external",
+                                              "kafka": {"bootstrap": "127.0.0.1:9092", "topics": topics}})
+    r = crayfish("validate", good)
+    assert r.returncode == 0, r.stderr
+    misplaced = write_yaml(tmp_path / "misplaced.yaml", {**TINY, "kafka": {"topics": topics}})
+    msg = one_line_error(crayfish("validate", misplaced))
+    assert msg.endswith("kafka.topics: only for engine external (a pipeline that already runs); the runner "
+                        "gives engine kafka fresh topics at every point"), msg
+    incomplete = write_yaml(tmp_path / "incomplete.yaml", {**TINY, "engine": "external", "kafka": {
+        "bootstrap": "127.0.0.1:9092", "topics": {"input": "in", "output": "out"}}})
+    assert "kafka.topics.dead_letter" in one_line_error(crayfish("validate", incomplete))
 
 
 def test_validate_checks_engine_options_of_every_sweep_point(tmp_path):
