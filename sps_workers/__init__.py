@@ -50,6 +50,7 @@ from sps_workers.bytewax.options import BytewaxOptions
 from sps_workers.command.options import CommandOptions
 from sps_workers.faust.options import FaustOptions
 from sps_workers.flink.options import FlinkOptions
+from sps_workers.go.options import GoOptions
 from sps_workers.kafka.options import KafkaOptions
 from sps_workers.kafka_streams.options import KafkaStreamsOptions
 from sps_workers.options import EngineOptions
@@ -102,6 +103,7 @@ ENGINES: dict[str, EngineSpec] = {spec.name: spec for spec in (
     EngineSpec("spark", "sps_workers.spark", SparkOptions, environment="spark", joins_consumer_group=False),
     EngineSpec("ray", "sps_workers.ray", RayOptions, environment="ray"),
     EngineSpec("kafka-streams", "sps_workers.kafka_streams", KafkaStreamsOptions),
+    EngineSpec("go", "sps_workers.go", GoOptions),
     EngineSpec("faust", "sps_workers.faust", FaustOptions, environment="faust"),
     EngineSpec("bytewax", "sps_workers.bytewax", BytewaxOptions, environment="bytewax", joins_consumer_group=False),
     EngineSpec("command", "sps_workers.command", CommandOptions),
