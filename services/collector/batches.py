@@ -74,9 +74,8 @@ class EchoMatcher:
             return None
         free = self._free[key]
         while free:
-            bid, seq = free.popleft()
+            bid, seq = free.popleft()   # taken out of the pool: never given twice
             if bid not in self._claimed:
-                self._claimed.add(bid)
                 return bid, seq
         return self._first[key]
 

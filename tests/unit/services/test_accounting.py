@@ -256,6 +256,22 @@ def test_outputs_with_ids_claim_their_batches_before_the_echo_is_matched():
     assert d["duplicates"] == [0, 0]
 
 
+def test_an_output_already_matched_by_its_echo_keeps_its_batch():
+    # the collector matched the first output to r-0 while it ran (batch id filled in, echo key kept);
+    # building the table must not match it again: the second output is r-1's
+    first = {**idless("b", 9, 0), "batch_id": "r-0", "sequence": 0, "matched_by": "echo", "offset": 11}
+    t = build_batches_table(echo_sent(["b", "b"]), [first, {**idless("b", 12, 1), "offset": 12}])
+    d = t.to_pydict()
+    assert d["batch_id"] == ["r-0", "r-1"] and d["offset"] == [11, 12] and d["duplicates"] == [0, 0]
+
+
+def test_latency_at_the_collector_is_in_milliseconds():
+    t = pa.table({"sent": [True], "status": ["scored"], "duplicates": [0], "created_ns": [T0], "intended_ns": [T0],
+                  "output_append_ms": [T0 // MS + 1235], "collector_receive_ns": [T0 + 1_234_567_800]})
+    p = summarize_point(t, PointRules(min_duration_s=0, min_count=0, rate_tolerance=0.02, warmup=Warmup(0)))
+    assert p["latency_receive_ms"]["p50"] == pytest.approx(1234.5678, abs=2e-4)
+
+
 def test_no_echo_key_in_sent_means_no_matching():
     rows = [idless("a", 5)]
     t = build_batches_table(sent_table(1), rows)
