@@ -30,6 +30,9 @@ Parts and definitions
      for the serving scorer's ``score`` and for the whole scoring operator (decode, score, encode
      of one record, no Kafka).
    * **ratio** = worker CPU per batch / bare ONNX Runtime CPU per call (goal <= 3x).
+   * The same drain, in the same run, by every engine of ``efficiency_engines`` (default: the
+     baseline and ``go``, the native worker: the ceiling the Python engines are judged against),
+     each in its own consumer group over the same pre-filled input; ``engines.<name>``.
    * The **sustainable rate** of this configuration is the ONNX mp = 1 search of part 3.
 
 2. **Harness headroom** (``harness``; :mod:`benchmarks.harness`).

@@ -31,6 +31,9 @@ class BenchSettings:
     drain_n: int = 30_000              # records pre-filled into the input topic
     ort_calls: int = 20_000            # bare ONNX Runtime calls per timing loop
     ort_warmup_calls: int = 500
+    # the engines that drain the same input (kafka: the baseline, whose ratio has the goal; go: the
+    # native ceiling the Python engines are judged against)
+    efficiency_engines: tuple[str, ...] = ("kafka", "go")
     # 2. harness headroom
     worker_rate: float = 1500.0        # fallback "sustainable rate" when part 3 did not give one
     headroom_factor: float = 5.0       # R_gen = factor x sustainable rate; goal for the collector too

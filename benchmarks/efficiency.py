@@ -164,9 +164,16 @@ def run(bootstrap: str, out_dir: Path, s: BenchSettings, log=print) -> dict:
         result["bare_onnxruntime"] = bare_onnxruntime(model_paths(MODEL, models_dir).onnx, x, s.ort_calls,
                                                       s.ort_warmup_calls)
         result["breakdown"] = scorer_and_operator(models_dir, x, sample_value, s.ort_calls, s.ort_warmup_calls)
-        log("efficiency: worker draining the input topic")
-        result.update(_drain(bootstrap, topics, run_id, models_dir, n, out_dir))
-        worker_res, bare = result["worker"], result["bare_onnxruntime"]
+        bare = result["bare_onnxruntime"]
+        result["engines"] = {}
+        for engine in s.efficiency_engines:   # each drains the same pre-filled input, in its own group
+            log(f"efficiency: the {engine} worker draining the input topic")
+            drained = _drain(bootstrap, topics, run_id, models_dir, n, out_dir / engine, engine)
+            drained["worker"]["ratio_cpu_to_bare_ort_cpu"] = ratio(drained["worker"]["cpu_us_per_batch"],
+                                                                   bare["cpu_us_per_call"])
+            result["engines"][engine] = drained
+        result.update(result["engines"]["kafka"])   # the baseline worker: the goal below is its
+        worker_res = result["worker"]
         result["ratio_worker_cpu_to_bare_ort_cpu"] = ratio(worker_res["cpu_us_per_batch"], bare["cpu_us_per_call"])
         result["ratio_worker_cpu_to_bare_ort_latency"] = ratio(worker_res["cpu_us_per_batch"],
                                                                bare["latency"]["p50_us"])
@@ -197,19 +204,25 @@ def _prefill(bootstrap: str, topic: str, run_id: str, x, n: int) -> bytes:
     return next(iter(records()))[1]
 
 
-def _drain(bootstrap: str, topics, run_id: str, models_dir: Path, n: int, out_dir: Path) -> dict:
-    """The baseline worker drains the pre-filled topic: its CPU (per thread) and wall time per batch."""
-    group = f"crayfish-{run_id}-worker"
-    ws = WorkerSettings(bootstrap=bootstrap, input_topic=topics.input, output_topic=topics.output,
-                        dead_letter_topic=topics.dead_letter, consumer_group=group, codec="protobuf",
+def _drain(bootstrap: str, topics, run_id: str, models_dir: Path, n: int, out_dir: Path,
+           engine: str = "kafka") -> dict:
+    """An engine's worker (a core-environment one: kafka, go, kafka-streams) drains the pre-filled
+    input into output topics of its own: its CPU (per thread) and wall time per batch."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    group = f"crayfish-{run_id}-{engine}"
+    output, dead = f"{topics.output}-{engine}", f"{topics.dead_letter}-{engine}"
+    create_topics(bootstrap, RunTopics(topics.input, output, dead, ""), partitions=1, only=[output, dead])
+    ws = WorkerSettings(bootstrap=bootstrap, input_topic=topics.input, output_topic=output,
+                        dead_letter_topic=dead, consumer_group=group, codec="protobuf",
                         model=MODEL, backend="onnxruntime", backend_options=ORT_OPTIONS,
-                        models_dir=str(models_dir), parallelism=1, worker_id="kafka")
+                        models_dir=str(models_dir), parallelism=1, worker_id=engine)
     (out_dir / "worker.json").write_text(ws.model_dump_json(indent=2))
-    counter = TopicCounter(bootstrap, [topics.output, topics.dead_letter])
-    worker = Service("kafka-worker", ["-m", ENGINES["kafka"].module, "--config", f"@{out_dir / 'worker.json'}"],
+    counter = TopicCounter(bootstrap, [output, dead])
+    # built before the clock starts (the Go and Java workers build once, cached)
+    worker = Service(f"{engine}-worker", ["-m", ENGINES[engine].module, "--config", f"@{out_dir / 'worker.json'}"],
                      out_dir / "worker.log")
     try:
-        wait_group_assigned(bootstrap, group, 1, 1, [worker])
+        wait_group_assigned(bootstrap, group, 1, 1, [worker], timeout_s=600)
         cpu0, th0 = _thread_times(worker.proc.pid)
         t0 = time.perf_counter()
         done0 = counter.count()
@@ -222,6 +235,7 @@ def _drain(bootstrap: str, topics, run_id: str, models_dir: Path, n: int, out_di
     finally:
         counter.close()
         worker.stop()
+        delete_topics(bootstrap, RunTopics(topics.input, output, dead, ""), only=[output, dead])
     processed, wall, cpu = n - done0, t1 - t0, cpu1 - cpu0
     main0, main1 = th0.get(pid, 0.0), th1.get(pid, 0.0)
     deltas = sorted(((tid, th1[tid] - th0.get(tid, 0.0)) for tid in th1), key=lambda kv: -kv[1])

@@ -82,6 +82,13 @@ def _efficiency_rows(eff: dict, bench: dict) -> list[Row]:
         r.append(("1", "worker CPU / bare ONNX Runtime CPU", _num(ratio, "{:.1f}", "×"), "≤ 3×",
                   _goal(eff.get("goal_met"))))
         r.append(("1", "drain rate (pre-filled topic)", _num(w["drain_rate_bps"], unit="/s"), "", ""))
+        for engine, res in (eff.get("engines") or {}).items():
+            if engine == "kafka":
+                continue
+            ew = res["worker"]
+            r.append(("1", f"{engine} worker: CPU / batch (× bare ONNX Runtime), drain rate",
+                      f"{ew['cpu_us_per_batch']:.0f} µs ({_num(ew.get('ratio_cpu_to_bare_ort_cpu'), '{:.1f}', '×')}), "
+                      f"{_num(ew['drain_rate_bps'], unit='/s')}", "", ""))
         st = _get(parts, "parallelism", "onnx-mp1", "sustainable_rate_bps")
         r.append(("1", "sustainable rate, same configuration (part 3)", _num(st, unit="/s"), "", ""))
     return r

@@ -9,6 +9,8 @@ import sys
 import textwrap
 import uuid
 
+import pytest
+
 from crayfish.host.paths import REPO_ROOT
 from crayfish.host.procs import Service
 from crayfish.kafka import RunTopics, create_topics, delete_topics
@@ -35,14 +37,15 @@ def rows(out: str) -> dict[str, str]:
     return table
 
 
-def test_kafka_streams_launched_as_a_command_passes(kafka_bootstrap):
-    done = conformance("--engine", "command", "--bootstrap", kafka_bootstrap, "--command",
-                       "${CRAYFISH_PYTHON} -m sps_workers.kafka_streams --config @${CRAYFISH_WORKER_SETTINGS}")
+@pytest.mark.parametrize("module", ["sps_workers.kafka_streams", "sps_workers.go"])
+def test_java_and_native_adapters_launched_as_a_command_pass(kafka_bootstrap, module):
+    done = conformance("--engine", "command", "--bootstrap", kafka_bootstrap, "--scoring-service", "--command",
+                       f"${{CRAYFISH_PYTHON}} -m {module} --config @${{CRAYFISH_WORKER_SETTINGS}}")
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     table = rows(done.stdout)
-    assert set(table.values()) == {"pass", "n/a"} and table["accounting"] == table["dead letters"] == "pass", done.stdout
+    assert set(table.values()) == {"pass"} and len(table) == len(CHECKS), done.stdout
     assert table["mp > 1"] == table["clean stop"] == table["hop spans"] == "pass", done.stdout
-    assert "10/10 passed or not applicable; 0 failed" in done.stdout
+    assert table["scoring service"] == "pass" and "10/10 passed or not applicable; 0 failed" in done.stdout
 
 
 DROPPER = '''
