@@ -37,7 +37,12 @@ engine in a temporary package)
    crayfish.host.envs) and how it becomes ready. The experiment files accept the name from then on
    (``engine: <engine>``, its ``engine_options`` checked against the class by ``crayfish validate``).
 6. Pass the conformance suite: ``tests/integration/sps_workers/test_engines.py`` runs every registered engine through the
-   checks of ``tests/support/conformance_engines.py`` unchanged; add a row to docs/engines.md.
+   checks of ``services/conformance`` unchanged (``crayfish conformance --engine <engine>`` prints
+   them as a table); add a row to docs/engines.md. An engine whose options have no usable
+   defaults names the options the suite runs it with (``CONFORMANCE_OPTIONS``).
+
+A pipeline in another language needs none of this: ``engine: command`` starts any program as the
+engine, ``engine: external`` measures one that already runs (docs/adapters.md).
 """
 
 from __future__ import annotations

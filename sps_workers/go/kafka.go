@@ -120,7 +120,8 @@ func (in *instance) handle(recs []*kgo.Record) error {
 	}
 	for _, r := range recs {
 		res := in.op.process(r.Value, r.Timestamp.UnixMilli(), r.Topic, r.Partition, r.Offset)
-		out := &kgo.Record{Key: r.Key, Timestamp: r.Timestamp, Topic: in.s.OutputTopic, Value: res.Value}
+		// no Timestamp: the producer stamps now (CreateTime topics), the broker its append (LogAppendTime)
+		out := &kgo.Record{Key: r.Key, Topic: in.s.OutputTopic, Value: res.Value}
 		if res.Value == nil {
 			out.Topic, out.Value = in.s.DeadLetterTopic, res.DeadLetter
 		} else if in.tr.enabled() && res.Timing != nil {
