@@ -16,8 +16,6 @@ proxy once, then everything works offline. Needs Go >= 1.26 and a C compiler.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import importlib.util
 import os
 import shutil
@@ -26,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from crayfish.host.builds import CachedBuilds
 from crayfish.host.paths import REPO_ROOT, cache_dir
 
 MODULE_DIR = Path(__file__).resolve().parent
@@ -63,40 +62,6 @@ def source_files(module_dir: Path = MODULE_DIR, protos_dir: Path = PROTOS_DIR) -
     return files
 
 
-def source_hash(module_dir: Path = MODULE_DIR, protos_dir: Path = PROTOS_DIR) -> str:
-    h = hashlib.sha256()
-    for name, path in source_files(module_dir, protos_dir):
-        data = path.read_bytes()
-        h.update(f"{name}\0{len(data)}\0".encode())
-        h.update(data)
-    return h.hexdigest()[:16]
-
-
-def build_dir(digest: str | None = None) -> Path:
-    return _cache() / (digest or source_hash())
-
-
-def is_built(digest: str | None = None) -> bool:
-    return (build_dir(digest) / ".built").is_file()
-
-
-def ensure_built(log=None, force: bool = False) -> Path:
-    """Path of the worker's binary, building it first when the sources changed."""
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    digest = source_hash()
-    out = build_dir(digest)
-    if is_built(digest) and not force:
-        return out / BINARY
-    _cache().mkdir(parents=True, exist_ok=True)
-    with open(_cache() / ".lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if is_built(digest) and not force:
-            return out / BINARY
-        _build(digest, out, log)
-        _prune(keep=out)
-    return out / BINARY
-
-
 def _build(digest: str, out: Path, log) -> None:
     work = _cache() / f"work-{digest}"
     log_path = _cache() / f"build-{digest}.log"
@@ -109,7 +74,6 @@ def _build(digest: str, out: Path, log) -> None:
     out.mkdir(parents=True)
     shutil.move(str(work / BINARY), out / BINARY)
     shutil.rmtree(work, ignore_errors=True)
-    (out / ".built").write_text(f"{digest}\n")
     log(f"go: built in {time.monotonic() - t0:.0f}s -> {out / BINARY}")
 
 
@@ -177,11 +141,6 @@ def go_test(log_path: Path, work: Path) -> int:
                               env=go_env(), check=False).returncode
 
 
-def _prune(keep: Path) -> None:
-    builds = sorted((d for d in _cache().iterdir() if d.is_dir() and (d / ".built").is_file() and d != keep),
-                    key=lambda d: d.stat().st_mtime, reverse=True)
-    for d in builds[KEEP_BUILDS - 1:]:
-        shutil.rmtree(d, ignore_errors=True)
-    for log in _cache().glob("build-*.log"):
-        if not (_cache() / log.stem[len("build-"):]).is_dir():
-            log.unlink(missing_ok=True)
+# source_hash(module_dir, protos_dir), build_dir(digest), is_built(digest), ensure_built(log, force)
+BUILDS = CachedBuilds(_cache, source_files, BINARY, _build, keep=KEEP_BUILDS)
+source_hash, build_dir, is_built, ensure_built = BUILDS.source_hash, BUILDS.build_dir, BUILDS.is_built, BUILDS.ensure_built

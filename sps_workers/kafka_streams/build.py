@@ -8,15 +8,13 @@ change to those files builds a new one. Concurrent starts wait on one file lock.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
+import os
 import shutil
 import subprocess
-import sys
 import time
-import os
 from pathlib import Path
 
+from crayfish.host.builds import CachedBuilds
 from crayfish.host.paths import REPO_ROOT, cache_dir
 
 MODULE_DIR = Path(__file__).resolve().parent
@@ -44,40 +42,6 @@ def source_files(module_dir: Path = MODULE_DIR, protos_dir: Path = PROTOS_DIR) -
     return files
 
 
-def source_hash(module_dir: Path = MODULE_DIR, protos_dir: Path = PROTOS_DIR) -> str:
-    h = hashlib.sha256()
-    for name, path in source_files(module_dir, protos_dir):
-        data = path.read_bytes()
-        h.update(f"{name}\0{len(data)}\0".encode())
-        h.update(data)
-    return h.hexdigest()[:16]
-
-
-def build_dir(digest: str | None = None) -> Path:
-    return _cache() / (digest or source_hash())
-
-
-def is_built(digest: str | None = None) -> bool:
-    return (build_dir(digest) / ".built").is_file()
-
-
-def ensure_built(log=None, force: bool = False) -> Path:
-    """Path of the worker's jar (its lib/ beside it), building it first when the sources changed."""
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    digest = source_hash()
-    out = build_dir(digest)
-    if is_built(digest) and not force:
-        return out / JAR_NAME
-    _cache().mkdir(parents=True, exist_ok=True)
-    with open(_cache() / ".lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if is_built(digest) and not force:
-            return out / JAR_NAME
-        _build(digest, out, log)
-        _prune(keep=out)
-    return out / JAR_NAME
-
-
 def _build(digest: str, out: Path, log) -> None:
     work = _cache() / f"build-{digest}"
     shutil.rmtree(work, ignore_errors=True)
@@ -93,7 +57,6 @@ def _build(digest: str, out: Path, log) -> None:
     shutil.move(str(work / JAR_NAME), out / JAR_NAME)
     shutil.move(str(work / "lib"), out / "lib")
     shutil.rmtree(work, ignore_errors=True)
-    (out / ".built").write_text(f"{digest}\n")
     log(f"kafka-streams: built in {time.monotonic() - t0:.0f}s -> {out / JAR_NAME}")
 
 
@@ -113,11 +76,6 @@ def maven(args: list[str], log_path: Path) -> int:
     return rc
 
 
-def _prune(keep: Path) -> None:
-    builds = sorted((d for d in _cache().iterdir() if d.is_dir() and (d / ".built").is_file() and d != keep),
-                    key=lambda d: d.stat().st_mtime, reverse=True)
-    for d in builds[KEEP_BUILDS - 1:]:
-        shutil.rmtree(d, ignore_errors=True)
-    for log in _cache().glob("build-*.log"):
-        if not (_cache() / log.stem[len("build-"):]).is_dir():
-            log.unlink(missing_ok=True)
+# source_hash(module_dir, protos_dir), build_dir(digest), is_built(digest), ensure_built(log, force)
+BUILDS = CachedBuilds(_cache, source_files, JAR_NAME, _build, keep=KEEP_BUILDS)
+source_hash, build_dir, is_built, ensure_built = BUILDS.source_hash, BUILDS.build_dir, BUILDS.is_built, BUILDS.ensure_built

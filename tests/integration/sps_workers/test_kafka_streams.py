@@ -11,28 +11,37 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from crayfish.codec import get_codec
-from crayfish.kafka import RunTopics, consumer_config, create_topics, delete_topics, producer_config
-from crayfish.tensor import from_tensor, to_tensor
+from crayfish.kafka import (
+    producer_config,
+)
+from crayfish.tensor import from_tensor
 from crayfish.v1 import batch_pb2
-from crayfish.host.procs import Service, wait_file
-from tests.support.kafka_io import read_topics
-from tests.support.procs import listening
 from sps_workers import ENGINES
 from sps_workers.kafka_streams import build
 from sps_workers.settings import ExternalSettings, WorkerSettings
+from tests.support.native_workers import (
+    WorkerStarter,
+    check_dead_letters_match_the_python_operator,
+    check_every_dtype_goes_through_onnx_runtime_by_name,
+    check_missing_model_files_are_config_errors,
+    check_named_batches_match_the_python_operator,
+    check_sigterm_stops_cleanly,
+    check_unreachable_scoring_server_is_dead_lettered,
+    make_batch,
+    named_batch,
+    offline_settings,
+    read_n,
+)
 
 INSTALL_HINT = ("install Java 17+ and Maven (Debian: apt-get install openjdk-17-jdk-headless maven; "
                 "`make test` does this when run as root)")
@@ -120,10 +129,7 @@ def test_java_unit_tests(tmp_path):
 # -- config --------------------------------------------------------------------------------------
 
 def _settings(**over) -> WorkerSettings:
-    base = dict(bootstrap="127.0.0.1:1", input_topic="i", output_topic="o", dead_letter_topic="d",
-                consumer_group="g", model="ffnn", worker_id="kafka-streams")
-    base.update(over)
-    return WorkerSettings(**base)
+    return offline_settings("kafka-streams", **over)
 
 
 @pytest.mark.parametrize("over, field", [
@@ -145,169 +151,31 @@ def test_bad_config_fails_naming_the_field(models_dir, over, field):
 
 
 def test_missing_model_files_are_config_errors(tmp_path, models_dir):
-    # No manifest: the model is not built there (the Java worker reads the model's shapes from it).
-    r = _launcher("--config", _settings(models_dir=str(tmp_path)).model_dump_json(), timeout=300)
-    assert r.returncode == 2 and f"model: 'ffnn' is not built in {tmp_path}" in r.stderr, r.stderr
-    # A manifest but no ONNX file.
-    (tmp_path / "ffnn").mkdir()
-    shutil.copy(models_dir / "ffnn" / "manifest.json", tmp_path / "ffnn" / "manifest.json")
-    r = _launcher("--config", _settings(models_dir=str(tmp_path)).model_dump_json(), timeout=300)
-    assert r.returncode == 2 and "no ONNX file at" in r.stderr, r.stderr
+    check_missing_model_files_are_config_errors("sps_workers.kafka_streams", "kafka-streams", tmp_path, models_dir)
 
 
 # -- against the broker --------------------------------------------------------------------------
 
 @pytest.fixture
 def start_worker(kafka_bootstrap, models_dir, tmp_path):
-    started = []
-
-    def start(partitions=2, env=None, **over):
-        run_id = uuid.uuid4().hex[:8]
-        topics = RunTopics.for_run(run_id)
-        create_topics(kafka_bootstrap, topics, partitions=partitions)
-        over = {"model": "ffnn", "models_dir": str(models_dir), **over}
-        ws = WorkerSettings(bootstrap=kafka_bootstrap, input_topic=topics.input, output_topic=topics.output,
-                            dead_letter_topic=topics.dead_letter, consumer_group=f"w-{run_id}",
-                            worker_id="kafka-streams", ready_file=str(tmp_path / f"{run_id}.ready"), **over)
-        cfg = tmp_path / f"{run_id}.json"
-        cfg.write_text(ws.model_dump_json())
-        svc = Service("kafka-streams-worker", ["-m", SPEC.module, "--config", f"@{cfg}"], tmp_path / f"{run_id}.log",
-                      env=env)
-        started.append((svc, topics))
-        SPEC.wait_ready(ws, partitions, [svc], timeout_s=240)
-        wait_file(tmp_path / f"{run_id}.ready", [svc], timeout_s=60, what="ready file (written on RUNNING)")
-        return svc, topics, ws
-
-    yield start
-    for svc, topics in started:
-        svc.stop()
-        delete_topics(kafka_bootstrap, topics)
-
-
-def _read(bootstrap, topics, n, timeout_s=90):
-    return read_topics(bootstrap, topics, lambda got: len(got) >= n, timeout_s)
-
-
-def _batch(run_id, seq, x, model="ffnn", batch_id=None):
-    b = batch_pb2.DataBatch(batch_id=f"{run_id}-{seq}" if batch_id is None else batch_id, run_id=run_id,
-                            sequence=seq, intended_ns=time.time_ns() - 5, created_ns=time.time_ns(), model=model)
-    b.attributes["k"] = "v"
-    to_tensor(x, b.input)
-    return b
+    starter = WorkerStarter("kafka-streams", kafka_bootstrap, models_dir, tmp_path, "ready file (written on RUNNING)")
+    yield starter
+    starter.close()
 
 
 def test_dead_letters_and_outputs_match_the_python_operator(kafka_bootstrap, start_worker, models_dir):
     """The Java adapter on the contract: the same DeadLetter (reason, detail, ids, source) as
     sps_workers.scoring_op for the same record, and the ScoredBatch fields carried over."""
-    from serving.models import model_paths, reference_forward
-    from sps_workers.scoring_op import ScoringOperator
-
-    svc, topics, ws = start_worker(partitions=1)
-    rng = np.random.default_rng(1)
-    run_id = uuid.uuid4().hex[:6]
-    records = {}
-    short = _batch(run_id, 1, rng.random((1, 1, 784), dtype=np.float32))
-    short.input.data = short.input.data[:-3]
-    records["short-data"] = short.SerializeToString()
-    odd = _batch(run_id, 2, rng.random((1, 1, 784), dtype=np.float32))
-    odd.input.dtype = 99
-    records["unknown-dtype"] = odd.SerializeToString()
-    neg = _batch(run_id, 3, rng.random((1, 1, 784), dtype=np.float32))
-    neg.input.shape[:] = [1, -784]
-    records["negative-dim"] = neg.SerializeToString()
-    records["bad-shape"] = _batch(run_id, 4, rng.random((3, 784), dtype=np.float32)).SerializeToString()
-    records["bad-dtype"] = _batch(run_id, 5, np.ones((1, 1, 784), dtype=np.int32)).SerializeToString()
-    records["unknown-model"] = _batch(run_id, 6, rng.random((1, 1, 784), dtype=np.float32),
-                                      model="resnet50").SerializeToString()
-    records["garbage"] = b"\x08\x96\x01\xff\xff"
-    x_good = rng.random((2, 1, 784), dtype=np.float32)
-    records["good-no-id"] = _batch(run_id, 7, x_good, batch_id="").SerializeToString()
-
-    p = Producer(producer_config(kafka_bootstrap))
-    for key, value in records.items():
-        p.produce(topics.input, value, key.encode(), partition=0)
-    p.flush(10)
-    msgs = _read(kafka_bootstrap, [topics.output, topics.dead_letter], len(records))
-    assert len(msgs) == len(records), svc.log_tail()
-
-    py = ScoringOperator(get_codec("protobuf"), None, "ffnn", (1, 784), "py", engine="kafka-streams",
-                         backend="onnxruntime")
-    for m in msgs:
-        key = m.key().decode()
-        _, ts = m.timestamp()
-        if m.topic() == topics.output:
-            assert key == "good-no-id"
-            s = batch_pb2.ScoredBatch.FromString(m.value())
-            assert s.batch_id == f"{topics.input}/0/{len(records) - 1}"  # topic/partition/offset, as Python
-            assert s.run_id == run_id and s.sequence == 7 and dict(s.attributes) == {"k": "v"}
-            assert s.model == "ffnn" and s.input_append_ms > 0
-            assert s.facts.engine == "kafka-streams" and s.facts.worker_id == "kafka-streams-0"
-            assert s.facts.decode_ns > 0 and s.facts.inference_ns > 0 and s.facts.encode_ns > 0
-            ref = reference_forward("ffnn", model_paths("ffnn", models_dir).weights, x_good)
-            np.testing.assert_allclose(from_tensor(s.output), ref, rtol=1e-4, atol=1e-5)
-            continue
-        java = batch_pb2.DeadLetter.FromString(m.value())
-        expected = py.prepare(records[key], None, java.input_append_ms, java.source_topic, java.source_partition,
-                              java.source_offset)
-        want = batch_pb2.DeadLetter.FromString(expected.dead_letter)
-        assert java.reason == want.reason, key
-        if key == "garbage":  # the protobuf libraries word their parse errors differently
-            assert java.detail.startswith("not a crayfish.v1.DataBatch: ")
-        else:
-            assert java.detail == want.detail, key
-            assert java.facts.error == want.facts.error
-        for f in ("batch_id", "run_id", "created_ns", "intended_ns", "payload", "source_topic",
-                  "source_partition", "source_offset"):
-            assert getattr(java, f) == getattr(want, f), (key, f)
-        assert java.input_append_ms > 0 and java.facts.engine == "kafka-streams"
-        assert java.facts.backend == "onnxruntime" and java.facts.worker_send_ns >= java.facts.worker_receive_ns
+    check_dead_letters_match_the_python_operator(kafka_bootstrap, start_worker, models_dir, "kafka-streams")
 
 
 def test_sigterm_stops_cleanly_with_offsets_committed(kafka_bootstrap, start_worker):
-    svc, topics, ws = start_worker(partitions=2, engine_options={"commit_interval_ms": 60000})
-    codec = get_codec("protobuf")
-    p = Producer(producer_config(kafka_bootstrap))
-    n = 30
-    for i in range(n):
-        value, _ = codec.encode_batch(_batch("stop", i, np.zeros((1, 1, 784), dtype=np.float32)))
-        p.produce(topics.input, value, str(i).encode(), partition=i % 2)
-    p.flush(10)
-    assert len(_read(kafka_bootstrap, [topics.output], n)) == n
-    # The launcher exec()s the JVM (same pid). Kafka Streams only opens client connections (to the
-    # broker) and we enable no JMX remote or other server: the JVM must listen on no TCP port at all,
-    # which is stricter than "every listener binds 127.0.0.1".
-    assert "java" in psutil.Process(svc.proc.pid).name(), psutil.Process(svc.proc.pid).cmdline()[:3]
-    assert listening(svc.proc.pid) == [], "the Kafka Streams JVM opened a listening socket"
-    # Graceful: exit code 0 from the JVM's shutdown hook (a stop that needs SIGKILL returns -9) ...
-    code = svc.stop(timeout_s=60)
-    assert code == 0, svc.log_tail()
-    # commit.interval.ms is a minute here: only the close-time commit can have stored these.
-    c = Consumer(consumer_config(kafka_bootstrap, ws.consumer_group))
-    committed = c.committed([TopicPartition(topics.input, 0), TopicPartition(topics.input, 1)], timeout=10)
-    c.close()
-    assert sorted(tp.offset for tp in committed) == [n // 2, n // 2]
+    # the launcher exec()s the worker: the service's pid is the JVM
+    check_sigterm_stops_cleanly(kafka_bootstrap, start_worker, {"commit_interval_ms": 60000}, lambda proc: "java" in proc.name())
 
 
 def test_unreachable_scoring_server_is_dead_lettered_after_retries(kafka_bootstrap, start_worker):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ext = ExternalSettings(client="scoring", target=f"127.0.0.1:{port}", timeout_s=0.5, retries=1, backoff_s=0.01)
-    svc, topics, _ = start_worker(partitions=1, external=ext)
-    codec = get_codec("protobuf")
-    value, _ = codec.encode_batch(_batch("ext", 0, np.zeros((1, 1, 784), dtype=np.float32)))
-    p = Producer(producer_config(kafka_bootstrap))
-    p.produce(topics.input, value, b"ext-0")
-    p.flush(10)
-    msgs = _read(kafka_bootstrap, [topics.dead_letter], 1)
-    assert msgs, svc.log_tail()
-    d = batch_pb2.DeadLetter.FromString(msgs[0].value())
-    assert d.reason == "scoring_error" and d.batch_id == "ext-0"
-    # Refused at once (unavailable), or still reconnecting when the deadline passed: both retried.
-    assert d.detail.startswith((f"scoring at 127.0.0.1:{port} after 2 attempt(s): UnavailableError: ",
-                                f"scoring at 127.0.0.1:{port} after 2 attempt(s): DeadlineExceededError: ")), d.detail
-    assert d.facts.backend == "scoring"
-    assert svc.alive()
+    check_unreachable_scoring_server_is_dead_lettered(kafka_bootstrap, start_worker)
 
 
 def test_spans_go_over_otlp_when_an_endpoint_is_set(kafka_bootstrap, start_worker):
@@ -316,7 +184,10 @@ def test_spans_go_over_otlp_when_an_endpoint_is_set(kafka_bootstrap, start_worke
     from concurrent import futures
 
     import grpc
-    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+    from opentelemetry.proto.collector.trace.v1 import (
+        trace_service_pb2,
+        trace_service_pb2_grpc,
+    )
 
     got = []
 
@@ -336,11 +207,11 @@ def test_spans_go_over_otlp_when_an_endpoint_is_set(kafka_bootstrap, start_worke
         env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}", "OTEL_BSP_SCHEDULE_DELAY": "100"}
         svc, topics, _ = start_worker(partitions=1, env=env)
         trace_id = uuid.uuid4().hex
-        value, _ = get_codec("protobuf").encode_batch(_batch("otlp", 0, np.zeros((1, 1, 784), dtype=np.float32)))
+        value, _ = get_codec("protobuf").encode_batch(make_batch("otlp", 0, np.zeros((1, 1, 784), dtype=np.float32)))
         p = Producer(producer_config(kafka_bootstrap))
         p.produce(topics.input, value, b"otlp-0", headers=[("traceparent", f"00-{trace_id}-{'ab' * 8}-01".encode())])
         p.flush(10)
-        out = _read(kafka_bootstrap, [topics.output], 1)
+        out = read_n(kafka_bootstrap, [topics.output], 1)
         assert out and trace_id in dict(out[0].headers())["traceparent"].decode()
         assert svc.stop() == 0
         names = {name for service, tid, name in got if tid == trace_id and service == "kafka-streams-worker"}
@@ -367,9 +238,9 @@ def test_a_model_known_only_by_its_manifest_is_served(kafka_bootstrap, start_wor
     svc, topics, _ = start_worker(partitions=1, model="ffnn-twin", models_dir=str(tmp_path / "models"))
     x = np.random.default_rng(5).random((3, 1, 784), dtype=np.float32)
     p = Producer(producer_config(kafka_bootstrap))
-    p.produce(topics.input, _batch("twin", 0, x, model="ffnn-twin").SerializeToString(), b"twin-0")
+    p.produce(topics.input, make_batch("twin", 0, x, model="ffnn-twin").SerializeToString(), b"twin-0")
     p.flush(10)
-    [m] = _read(kafka_bootstrap, [topics.output], 1) or [None]
+    [m] = read_n(kafka_bootstrap, [topics.output], 1) or [None]
     assert m is not None, svc.log_tail()
     s = batch_pb2.ScoredBatch.FromString(m.value())
     assert s.model == "ffnn-twin" and list(s.output.shape) == [3, 10]
@@ -378,116 +249,20 @@ def test_a_model_known_only_by_its_manifest_is_served(kafka_bootstrap, start_wor
 
 # -- named tensors (DataBatch.inputs, ScoredBatch.outputs) ----------------------------------------
 
-def _masked_model(tmp_path):
-    """features float32 [b, 6] + mask int64 [b, 6] -> scores float32 [b, 3] + label int64 [b], imported
-    as "masked" into tmp_path/models."""
-    from serving.models import import_model_file
-    from tests.support.model_files import two_layer_onnx
-
-    model = two_layer_onnx(tmp_path / "masked.onnx", n_in=6, n_out=3, extra_input=True, extra_output=True)
-    import_model_file(model, tmp_path / "models", "masked", {"mask": {"range": [0, 2]}})
-    return tmp_path / "models"
 
 
-def _named(run_id, seq, arrays, model="masked"):
-    b = batch_pb2.DataBatch(batch_id=f"{run_id}-{seq}", run_id=run_id, sequence=seq, intended_ns=time.time_ns() - 5,
-                            created_ns=time.time_ns(), model=model)
-    for name, a in arrays.items():
-        to_tensor(a, b.inputs[name])
-    return b
 
 
 def test_named_batches_are_scored_and_dead_lettered_as_the_python_operator(kafka_bootstrap, start_worker, tmp_path):
-    """A model with two inputs of different dtypes and two outputs, embedded: every output by name
-    with its dtype, right against ONNX Runtime on the file; a named batch that does not fit the model
-    (an input missing or unknown, a wrong dtype, rows that disagree, one unnamed tensor) gets the
-    same DeadLetter as sps_workers.scoring_op."""
-    from serving.models import reference_predictions, resolve_spec
-    from sps_workers.scoring_op import ScoringOperator
+    check_named_batches_match_the_python_operator(kafka_bootstrap, start_worker, tmp_path, "kafka-streams")
 
-    models = _masked_model(tmp_path)
-    svc, topics, _ = start_worker(partitions=1, model="masked", models_dir=str(models))
-    rng = np.random.default_rng(3)
-    x = rng.random((4, 6), dtype=np.float32)
-    mask = rng.integers(0, 2, (4, 6), dtype=np.int64)
-    run_id = uuid.uuid4().hex[:6]
-    records = {
-        "good": _named(run_id, 0, {"features": x, "mask": mask}),
-        "missing-mask": _named(run_id, 1, {"features": x}),
-        "unknown-input": _named(run_id, 2, {"features": x, "mask": mask, "extra": mask}),
-        "mask-int32": _named(run_id, 3, {"features": x, "mask": mask.astype(np.int32)}),
-        "rows-differ": _named(run_id, 4, {"features": x, "mask": mask[:3]}),
-        "unnamed": _batch(run_id, 5, x, model="masked"),
-    }
-    records = {k: v.SerializeToString() for k, v in records.items()}
-    p = Producer(producer_config(kafka_bootstrap))
-    for key, value in records.items():
-        p.produce(topics.input, value, key.encode(), partition=0)
-    p.flush(10)
-    msgs = _read(kafka_bootstrap, [topics.output, topics.dead_letter], len(records))
-    assert len(msgs) == len(records), svc.log_tail()
 
-    py = ScoringOperator(get_codec("protobuf"), None, "masked", resolve_spec("masked", models), "py",
-                         engine="kafka-streams", backend="onnxruntime")
-    reasons = {}
-    for m in msgs:
-        key = m.key().decode()
-        if m.topic() == topics.output:
-            assert key == "good"
-            s = batch_pb2.ScoredBatch.FromString(m.value())
-            assert not s.HasField("output") and set(s.outputs) == {"scores", "label"}
-            ref = reference_predictions("masked", models, {"features": x, "mask": mask})
-            scores, label = from_tensor(s.outputs["scores"]), from_tensor(s.outputs["label"])
-            assert scores.dtype == np.float32 and label.dtype == np.int64 and label.shape == (4,)
-            np.testing.assert_allclose(scores, ref["scores"], rtol=1e-5, atol=1e-6)
-            np.testing.assert_array_equal(label, ref["label"])
-            assert s.facts.backend == "onnxruntime" and s.facts.inference_ns > 0
-            continue
-        java = batch_pb2.DeadLetter.FromString(m.value())
-        want = batch_pb2.DeadLetter.FromString(py.prepare(records[key], None, java.input_append_ms, java.source_topic,
-                                                          java.source_partition, java.source_offset).dead_letter)
-        assert (java.reason, java.detail) == (want.reason, want.detail), key
-        for f in ("batch_id", "run_id", "created_ns", "intended_ns", "payload", "source_offset"):
-            assert getattr(java, f) == getattr(want, f), (key, f)
-        reasons[key] = java.reason
-    assert reasons == {"missing-mask": "bad_shape", "unknown-input": "bad_shape", "mask-int32": "bad_dtype",
-                       "rows-differ": "bad_shape", "unnamed": "bad_shape"}
 
 
 def test_every_dtype_goes_through_onnx_runtime_by_name(kafka_bootstrap, start_worker, tmp_path):
-    """One input and one output per dtype a model file may take (Neg / Not / Identity of each): every
-    tensor is fed with its own dtype and comes back with it, values intact."""
-    import onnx
-    from onnx import TensorProto, helper
+    check_every_dtype_goes_through_onnx_runtime_by_name(kafka_bootstrap, start_worker, tmp_path)
 
-    from serving.models import import_model_file
 
-    kinds = {"float64": TensorProto.DOUBLE, "float16": TensorProto.FLOAT16, "int32": TensorProto.INT32,
-             "int8": TensorProto.INT8, "uint8": TensorProto.UINT8, "bool": TensorProto.BOOL}
-    op = {"float64": "Neg", "float16": "Neg", "int32": "Neg", "int8": "Neg", "uint8": "Identity", "bool": "Not"}
-    graph = helper.make_graph(
-        [helper.make_node(op[d], [d], [f"out_{d}"]) for d in kinds], "dtypes",
-        [helper.make_tensor_value_info(d, t, ["batch", 3]) for d, t in kinds.items()],
-        [helper.make_tensor_value_info(f"out_{d}", t, ["batch", 3]) for d, t in kinds.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    (tmp_path / "dtypes.onnx").write_bytes(model.SerializeToString())
-    import_model_file(tmp_path / "dtypes.onnx", tmp_path / "models", "dtypes")
-
-    svc, topics, _ = start_worker(partitions=1, model="dtypes", models_dir=str(tmp_path / "models"))
-    rng = np.random.default_rng(6)
-    x = {d: (rng.random((2, 3)) > 0.5 if d == "bool" else (rng.random((2, 3)) * 100).astype(d)) for d in kinds}
-    p = Producer(producer_config(kafka_bootstrap))
-    p.produce(topics.input, _named("dt", 0, x, model="dtypes").SerializeToString(), b"dt-0")
-    p.flush(10)
-    [m] = _read(kafka_bootstrap, [topics.output, topics.dead_letter], 1) or [None]
-    assert m is not None and m.topic() == topics.output, svc.log_tail()
-    s = batch_pb2.ScoredBatch.FromString(m.value())
-    for d, a in x.items():
-        y = from_tensor(s.outputs[f"out_{d}"])
-        want = ~a if d == "bool" else a if d == "uint8" else -a
-        assert y.dtype == a.dtype and y.shape == (2, 3), d
-        np.testing.assert_array_equal(y, want, err_msg=d)
 
 
 def test_a_one_output_model_answers_a_named_batch_under_its_output_name(kafka_bootstrap, start_worker, models_dir):
@@ -496,9 +271,9 @@ def test_a_one_output_model_answers_a_named_batch_under_its_output_name(kafka_bo
     svc, topics, _ = start_worker(partitions=1)
     x = np.random.default_rng(4).random((2, 1, 784), dtype=np.float32)
     p = Producer(producer_config(kafka_bootstrap))
-    p.produce(topics.input, _named("n", 0, {"input_1": x}, model="ffnn").SerializeToString(), b"n-0")
+    p.produce(topics.input, named_batch("n", 0, {"input_1": x}, model="ffnn").SerializeToString(), b"n-0")
     p.flush(10)
-    [m] = _read(kafka_bootstrap, [topics.output], 1) or [None]
+    [m] = read_n(kafka_bootstrap, [topics.output], 1) or [None]
     assert m is not None, svc.log_tail()
     s = batch_pb2.ScoredBatch.FromString(m.value())
     assert not s.HasField("output") and list(s.outputs) == ["output"]
