@@ -37,7 +37,7 @@ from services.report.data import (
 
 PCTS = (("p50", "p50"), ("p90", "p90"), ("p95", "p95"), ("p99", "p99"), ("p999", "p99.9"), ("max", "max"),
         ("mean", "mean"))
-ACCOUNTING = ("sent", "scored", "dead_lettered", "missing", "duplicates", "not_sent", "checked", "wrong")
+ACCOUNTING = ("sent", "scored", "dead_lettered", "missing", "duplicates", "not_sent", "unmatched", "checked", "wrong")
 
 CSS = """
 *{box-sizing:border-box}
