@@ -39,15 +39,26 @@ def end_offsets(bootstrap: str, topics: list[str]) -> list[TopicPartition]:
         c.close()
 
 
-def read_from(bootstrap: str, start: list[TopicPartition], until, timeout_s: float) -> list:
-    """Records after ``start`` until ``until(records)`` holds or ``timeout_s`` passes."""
+# Once records flow, this long without a new one ends the wait: an adapter that drops records
+# fails in seconds, not at the timeout.
+IDLE_S = 15.0
+
+
+def read_from(bootstrap: str, start: list[TopicPartition], until, timeout_s: float, idle_s: float = IDLE_S) -> list:
+    """Records after ``start`` until ``until(records)`` holds, ``timeout_s`` passes, or (once some
+    came) ``idle_s`` passes without a new one."""
     c = Consumer(consumer_config(bootstrap, f"conformance-{uuid.uuid4().hex[:6]}", **{"enable.auto.commit": False}))
     c.assign(start)
     out: list = []
-    deadline = time.monotonic() + timeout_s
+    now = time.monotonic()
+    deadline, last_new = now + timeout_s, now
     try:
-        while not until(out) and time.monotonic() < deadline:
-            out += [m for m in c.consume(100, timeout=0.2) if not m.error()]
+        while not until(out) and now < deadline and not (out and now - last_new > idle_s):
+            got = [m for m in c.consume(100, timeout=0.2) if not m.error()]
+            now = time.monotonic()
+            if got:
+                out += got
+                last_new = now
     finally:
         c.close()
     return out

@@ -99,6 +99,7 @@ def test_every_engine_serves_the_model_file(engine, kafka_bootstrap, tmp_path):
     model = two_layer_onnx(tmp_path / "fraud.onnx", n_in=6, n_out=3, extra_input=True, extra_output=True)
     exp = Experiment.model_validate({
         "name": "mine", "model": {"path": str(model), "inputs": {"mask": {"range": [0, 2]}}}, "engine": engine,
+        "engine_options": dict(sps_workers.ENGINES[engine].options.CONFORMANCE_OPTIONS),
         "kafka": {"bootstrap": kafka_bootstrap}, "check_predictions": 1.0, "batch_size": 2,
         "workload": {"type": "constant", "rate": 20, "duration_s": 3},
         "validity": {"min_duration_s": 1, "min_count": 20}})
