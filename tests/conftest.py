@@ -31,3 +31,16 @@ def models_dir(tmp_path_factory):
     d = default_models_dir()
     build_model("ffnn", d, seed=42)
     return d
+
+
+@pytest.fixture()
+def topics(kafka_bootstrap):
+    """A run's fresh topics (input, output, dead letter, probe), one partition each; dropped after."""
+    import uuid
+
+    from crayfish.kafka import RunTopics, create_topics, delete_topics
+
+    t = RunTopics.for_run(f"t{uuid.uuid4().hex[:8]}")
+    create_topics(kafka_bootstrap, t, partitions=1)
+    yield t
+    delete_topics(kafka_bootstrap, t)

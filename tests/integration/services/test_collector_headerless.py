@@ -14,10 +14,13 @@ import uuid
 
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from crayfish.kafka import RunTopics, consumer_config, create_topics, delete_topics, producer_config
+from crayfish.kafka import (
+    RunTopics,
+    consumer_config,
+    producer_config,
+)
 from services.analysis import PointRules, Warmup, stamp_hops, summarize_point
 from services.collector.collector import Collector, CollectorSettings
 from services.generator.generator import run as run_generator
@@ -25,14 +28,6 @@ from services.generator.settings import GeneratorSettings
 
 DELAY_S = 0.030     # the pipeline holds every record this long before it writes the output
 COUNT = 60
-
-
-@pytest.fixture()
-def topics(kafka_bootstrap):
-    t = RunTopics.for_run(f"h{uuid.uuid4().hex[:8]}")
-    create_topics(kafka_bootstrap, t, partitions=1)
-    yield t
-    delete_topics(kafka_bootstrap, t)
 
 
 def _pipeline(bootstrap: str, topics: RunTopics, stop: threading.Event, written: list[int]) -> None:

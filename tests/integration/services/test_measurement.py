@@ -20,7 +20,13 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from crayfish.clock import host_clock
 from crayfish.codec import get_codec
-from crayfish.kafka import RunTopics, consumer_config, create_topics, delete_topics, probe_skew, producer_config
+from crayfish.kafka import (
+    RunTopics,
+    consumer_config,
+    delete_topics,
+    probe_skew,
+    producer_config,
+)
 from crayfish.v1 import batch_pb2
 from services.analysis import account
 from services.runner.experiment import Experiment
@@ -32,14 +38,6 @@ def _exp(kafka_bootstrap, **fields) -> Experiment:
     base = {"name": "known", "model": "ffnn", "engine": "kafka", "kafka": {"bootstrap": kafka_bootstrap},
             "validity": {"min_duration_s": 1, "min_count": 20}}
     return Experiment.model_validate({**base, **fields})
-
-
-@pytest.fixture()
-def topics(kafka_bootstrap):
-    t = RunTopics.for_run(f"m{uuid.uuid4().hex[:8]}")
-    create_topics(kafka_bootstrap, t, partitions=1)
-    yield t
-    delete_topics(kafka_bootstrap, t)
 
 
 def wait_until(condition, timeout_s: float, what: str) -> None:
@@ -213,9 +211,9 @@ def test_resource_figures_of_a_process_with_a_known_load(tmp_path):
 def test_a_model_that_disagrees_with_the_reference_makes_the_point_invalid(kafka_bootstrap, models_dir, tmp_path):
     """The worker scores with an FFNN built from another seed; the collector checks every batch
     against the reference weights: every checked prediction is wrong, and the point is invalid."""
-    from serving.models import build_model
     from services.runner.experiments import summarize_run
     from services.runner.orchestrator import Stack, run_point
+    from serving.models import build_model
 
     other = tmp_path / "other-seed"
     build_model("ffnn", other, seed=7)
