@@ -12,6 +12,7 @@ from confluent_kafka import Consumer, ConsumerGroupState, KafkaError, KafkaExcep
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from crayfish.clock import SkewBound, combine
+from crayfish.kafka_client import KafkaClient, client_properties
 
 POLL_S = 0.05  # readiness polling interval
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -41,16 +42,17 @@ class RunTopics:
 CLIENT_LOG_LEVEL = 4
 
 
-def admin_config(bootstrap: str) -> dict:
-    return {"bootstrap.servers": bootstrap, "log_level": CLIENT_LOG_LEVEL}
+def admin_config(bootstrap: str, client: KafkaClient | None = None) -> dict:
+    """Settings of a one-off client (admin calls, metadata, offsets): the cluster's client
+    properties (security) over the defaults."""
+    return {"bootstrap.servers": bootstrap, "log_level": CLIENT_LOG_LEVEL, **client_properties(client)}
 
 
-def producer_config(bootstrap: str, **overrides) -> dict:
+def producer_config(bootstrap: str, client: KafkaClient | None = None, **overrides) -> dict:
     """Low-latency producer settings: no linger (the paper measures per-event latency), acks=all,
     idempotent (no duplicates from retries), big messages allowed."""
     conf = {
-        "bootstrap.servers": bootstrap,
-        "log_level": CLIENT_LOG_LEVEL,
+        **admin_config(bootstrap),
         "linger.ms": 0,
         "acks": "all",
         "enable.idempotence": True,
@@ -58,16 +60,16 @@ def producer_config(bootstrap: str, **overrides) -> dict:
         "compression.type": "none",
         "socket.nagle.disable": True,
     }
+    conf.update(client_properties(client))
     conf.update(overrides)
     return conf
 
 
-def consumer_config(bootstrap: str, group_id: str, **overrides) -> dict:
+def consumer_config(bootstrap: str, group_id: str, client: KafkaClient | None = None, **overrides) -> dict:
     """Consumer settings for workers and the collector: read from the start of fresh topics,
     short session timeouts so joins are fast, no fetch wait when data is there."""
     conf = {
-        "bootstrap.servers": bootstrap,
-        "log_level": CLIENT_LOG_LEVEL,
+        **admin_config(bootstrap),
         "group.id": group_id,
         "auto.offset.reset": "earliest",
         "enable.auto.commit": True,
@@ -83,6 +85,7 @@ def consumer_config(bootstrap: str, group_id: str, **overrides) -> dict:
         "socket.nagle.disable": True,
         "enable.partition.eof": False,
     }
+    conf.update(client_properties(client))
     conf.update(overrides)
     return conf
 
@@ -103,15 +106,17 @@ def produce(producer: Producer, topic: str, value: bytes | None, key: bytes | No
 
 
 def create_topics(bootstrap: str, topics: RunTopics, partitions: int = 2, timeout_s: float = 30.0,
-                  only: list[str] | None = None) -> None:
+                  only: list[str] | None = None, client: KafkaClient | None = None,
+                  replication_factor: int = 1, configs: dict[str, str] | None = None) -> None:
     """Create the run's topics (``only``: those of them), LogAppendTime on all of them (the broker
-    stamps both ends of the worker hop), replication factor 1, message size limit large enough for
-    ResNet50 batches."""
-    admin = AdminClient(admin_config(bootstrap))
-    config = {"message.timestamp.type": "LogAppendTime", "max.message.bytes": str(MAX_MESSAGE_BYTES)}
+    stamps both ends of the worker hop), a message size limit large enough for ResNet50 batches,
+    and the user's ``configs`` (e.g. ``min.insync.replicas``) over those."""
+    admin = AdminClient(admin_config(bootstrap, client))
+    config = {"message.timestamp.type": "LogAppendTime", "max.message.bytes": str(MAX_MESSAGE_BYTES),
+              **{k: str(v) for k, v in (configs or {}).items()}}
     names = only if only is not None else topics.all()
     new = [NewTopic(t, num_partitions=partitions if t in (topics.input, topics.output) else 1,
-                    replication_factor=1, config=config) for t in names]
+                    replication_factor=replication_factor, config=config) for t in names]
     futures = admin.create_topics(new, request_timeout=timeout_s)
     for name, fut in futures.items():
         try:
@@ -132,8 +137,9 @@ def _wait_topics_visible(admin: AdminClient, names: list[str], timeout_s: float)
     raise RuntimeError(f"topics not ready after {timeout_s}s: {names}")
 
 
-def delete_topics(bootstrap: str, topics: RunTopics, timeout_s: float = 30.0, only: list[str] | None = None) -> None:
-    admin = AdminClient(admin_config(bootstrap))
+def delete_topics(bootstrap: str, topics: RunTopics, timeout_s: float = 30.0, only: list[str] | None = None,
+                  client: KafkaClient | None = None) -> None:
+    admin = AdminClient(admin_config(bootstrap, client))
     futures = admin.delete_topics(only if only is not None else topics.all(), request_timeout=timeout_s)
     for fut in futures.values():
         try:
@@ -162,9 +168,10 @@ _NOT_SERVED_YET = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AV
                    KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TIMED_OUT, KafkaError.REQUEST_TIMED_OUT}
 
 
-def consumer_lag(bootstrap: str, group_id: str, topic: str, timeout_s: float = 5.0) -> int:
+def consumer_lag(bootstrap: str, group_id: str, topic: str, timeout_s: float = 5.0,
+                 client: KafkaClient | None = None) -> int:
     """Committed-offset lag of a consumer group on a topic (sum over partitions)."""
-    c = Consumer({**admin_config(bootstrap), "group.id": group_id, "enable.auto.commit": False})
+    c = Consumer({**admin_config(bootstrap, client), "group.id": group_id, "enable.auto.commit": False})
     try:
         md = c.list_topics(topic, timeout=timeout_s)
         parts = [TopicPartition(topic, p) for p in md.topics[topic].partitions]
@@ -201,11 +208,11 @@ def poll_batch(consumer, max_records: int, timeout_s: float) -> list:
 
 
 def probe_skew(bootstrap: str, topic: str, probes: int = 10, timeout_s: float = 10.0,
-               clock: Callable[[], int] = time.time_ns) -> SkewBound:
+               clock: Callable[[], int] = time.time_ns, client: KafkaClient | None = None) -> SkewBound:
     """Send ``probes`` records to ``topic`` (LogAppendTime) and read each back, stamping both ends
     with ``clock``; the bound of the round trips that came back."""
-    producer = Producer(producer_config(bootstrap, **{"client.id": "skew-probe"}))
-    consumer = Consumer(consumer_config(bootstrap, f"skew-probe-{uuid.uuid4().hex[:8]}",
+    producer = Producer(producer_config(bootstrap, client, **{"client.id": "skew-probe"}))
+    consumer = Consumer(consumer_config(bootstrap, f"skew-probe-{uuid.uuid4().hex[:8]}", client,
                                         **{"enable.auto.commit": False, "fetch.wait.max.ms": 1}))
     md = consumer.list_topics(topic, timeout=timeout_s)
     parts = list(md.topics[topic].partitions)
@@ -239,10 +246,10 @@ def _read_back(consumer, token: bytes, timeout_s: float) -> int | None:
 
 
 def wait_group_assigned(bootstrap: str, group: str, members: int, partitions: int, services: list = (),
-                        timeout_s: float = 90.0) -> None:
+                        timeout_s: float = 90.0, client: KafkaClient | None = None) -> None:
     """Ready = the consumer group is Stable with ``members`` members holding all ``partitions``.
     ``services`` (each with ``check_alive()``) are checked meanwhile, so a dead worker fails fast."""
-    admin = AdminClient(admin_config(bootstrap))
+    admin = AdminClient(admin_config(bootstrap, client))
     deadline = time.monotonic() + timeout_s
     last = "no answer"
     while time.monotonic() < deadline:

@@ -92,7 +92,7 @@ class EngineSpec:
 
             try:
                 wait_group_assigned(settings.bootstrap, settings.consumer_group, settings.parallelism, partitions,
-                                    services, timeout_s=timeout_s)
+                                    services, timeout_s=timeout_s, client=settings.kafka_client)
             except TimeoutError as exc:
                 raise ServiceError(str(exc)) from None
             return

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
 
+from crayfish.kafka_client import KafkaClient
 from sps_workers.options import EngineOptions
 
 
@@ -28,6 +29,8 @@ class WorkerSettings(BaseModel):
     """Settings of one SPS worker deployment (all of its parallel instances)."""
 
     bootstrap: str = Field(description="Kafka bootstrap servers, host:port[,host:port].")
+    kafka_client: KafkaClient = Field(default_factory=KafkaClient, description="Client properties of the cluster (security), for every Kafka client of the engine; secrets as ${env:NAME} / ${file:PATH} references (crayfish.kafka_client).")
+    start_offsets: dict[int, int] | None = Field(None, description="Pre-created input topic shared by runs: partition -> the offset this run starts at (its end when the run began; the runner also commits them for consumer_group). None: the topic's start (a fresh topic).")
     input_topic: str = Field(description="Topic with DataBatch records.")
     output_topic: str = Field(description="Topic the ScoredBatch records go to.")
     dead_letter_topic: str = Field(description="Topic for records that cannot be scored, with a reason.")

@@ -131,7 +131,7 @@ def _server_properties(data_dir: Path, port: int, controller_port: int) -> str:
 
 
 def wait_ready(bootstrap: str, timeout_s: float = 60.0, proc: subprocess.Popen | None = None,
-               log_file: str | None = None) -> None:
+               log_file: str | None = None, client=None) -> None:
     """Wait until the broker's port is open and an admin metadata call answers."""
 
     host, port = bootstrap.split(",")[0].rsplit(":", 1)
@@ -146,7 +146,7 @@ def wait_ready(bootstrap: str, timeout_s: float = 60.0, proc: subprocess.Popen |
         except OSError:
             time.sleep(POLL_S)
             continue
-        admin = AdminClient(admin_config(bootstrap))
+        admin = AdminClient(admin_config(bootstrap, client))
         try:
             md = admin.list_topics(timeout=2.0)
             if md.brokers:

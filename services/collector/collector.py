@@ -31,6 +31,7 @@ from confluent_kafka import Consumer, TopicPartition
 from pydantic import BaseModel, Field
 
 from crayfish.codec import CodecError, get_codec
+from crayfish.kafka_client import KafkaClient
 from crayfish.kafka import admin_config, consumer_config, high_watermark, poll_batch
 from crayfish.tensor import arrays_from, from_tensor
 from crayfish.v1 import batch_pb2
@@ -42,6 +43,7 @@ from services.generator.settings import GeneratorSettings
 
 class CollectorSettings(BaseModel):
     bootstrap: str = Field(description="Kafka bootstrap servers.")
+    kafka_client: KafkaClient = Field(default_factory=KafkaClient, description="Client properties of the cluster (security); secrets as references (crayfish.kafka_client).")
     output_topic: str = Field(description="Topic with ScoredBatch records.")
     dead_letter_topic: str = Field(description="Topic with DeadLetter records.")
     input_topic: str = Field(description="Input topic; the worker group's lag on it is sampled.")
@@ -81,7 +83,7 @@ class Collector:
 
     def run(self) -> dict:
         s = self.s
-        consumer = Consumer(consumer_config(s.bootstrap, f"collector-{s.output_topic}",
+        consumer = Consumer(consumer_config(s.bootstrap, f"collector-{s.output_topic}", s.kafka_client,
                                             **{"enable.auto.commit": False}))
         parts = []
         for t in (s.output_topic, s.dead_letter_topic):
@@ -227,7 +229,7 @@ class Collector:
         −1 where the group has committed nothing. The backlog judges every engine alike: Bytewax and
         Spark commit no group offsets, Flink only on checkpoints."""
         s = self.s
-        c = Consumer({**admin_config(s.bootstrap), "group.id": s.worker_group or f"collector-{s.input_topic}",
+        c = Consumer({**admin_config(s.bootstrap, s.kafka_client), "group.id": s.worker_group or f"collector-{s.input_topic}",
                       "enable.auto.commit": False})
         try:
             md = c.list_topics(s.input_topic, timeout=10)

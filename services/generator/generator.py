@@ -113,7 +113,7 @@ class BatchFactory:
 
 
 def _new_producer(s: GeneratorSettings, name: str) -> Producer:
-    return Producer(producer_config(s.bootstrap, **{"client.id": name}))
+    return Producer(producer_config(s.bootstrap, s.kafka_client, **{"client.id": name}))
 
 
 class _Deliveries:
@@ -213,7 +213,7 @@ def _open_loop_worker(s: GeneratorSettings, offsets: np.ndarray, proc_index: int
 
 def _feedback_consumer(s: GeneratorSettings) -> Consumer:
     """A consumer assigned to every partition of the output and dead-letter topics, from offset 0."""
-    consumer = Consumer(consumer_config(s.bootstrap, f"{s.run_id}-generator-feedback",
+    consumer = Consumer(consumer_config(s.bootstrap, f"{s.run_id}-generator-feedback", s.kafka_client,
                                         **{"enable.auto.commit": False}))
     parts = []
     for t in s.feedback_topics:
@@ -310,7 +310,7 @@ def _feedback_batch_id(codec, m) -> str:
 def run(s: GeneratorSettings, out_dir: Path) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     clock = host_clock(s.clock_offset_ms)
-    skew = probe_skew(s.bootstrap, s.probe_topic, s.probes, clock=clock).to_dict() if s.probe_topic else None
+    skew = probe_skew(s.bootstrap, s.probe_topic, s.probes, clock=clock, client=s.kafka_client).to_dict() if s.probe_topic else None
     results, target_rate, nprocs, t0 = _drive(s, clock)
     seq, intended, created = (np.concatenate([np.asarray(r[k], dtype=np.int64) for r in results])
                               for k in ("seq", "intended", "created"))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from crayfish.kafka_client import KafkaClient
+
 from services.generator.workload_configs import WorkloadConfig
 
 
@@ -27,6 +29,7 @@ class InputTensor(BaseModel):
 
 class GeneratorSettings(BaseModel):
     bootstrap: str = Field(description="Kafka bootstrap servers.")
+    kafka_client: KafkaClient = Field(default_factory=KafkaClient, description="Client properties of the cluster (security); secrets as references (crayfish.kafka_client).")
     topic: str = Field(description="Input topic the DataBatch records go to.")
     feedback_topics: list[str] = Field(default_factory=list,
                                        description="Output and dead-letter topics; closed loop reads completions there.")

@@ -100,7 +100,7 @@ def _check_server(server: str, target: str, timeout_s: float = 10.0) -> None:
         time.sleep(0.2)
 
 
-def _check_bootstrap(bootstrap: str, timeout_s: float = 10.0) -> None:
+def _check_bootstrap(bootstrap: str, client=None, timeout_s: float = 10.0) -> None:
     """Fail in one line, within ``timeout_s``, unless a Kafka broker of ``bootstrap`` answers (instead
     of a traceback from the first topic creation of the run, 30 s later)."""
     # lazy: the launcher pulls in confluent_kafka
@@ -113,11 +113,12 @@ def _check_bootstrap(bootstrap: str, timeout_s: float = 10.0) -> None:
             _fail(f"Kafka bootstrap {bootstrap!r}: expected host:port[,host:port ...]")
     for server in servers:
         try:
-            wait_ready(server, timeout_s=timeout_s / len(servers))
+            wait_ready(server, timeout_s=timeout_s / len(servers), client=client)
             return
         except BrokerError:
             continue
-    _fail(f"Kafka at {bootstrap} does not answer (nothing listening there, or not a Kafka broker; "
+    refused = " or it refused this client: check kafka.client" if client else ""
+    _fail(f"Kafka at {bootstrap} does not answer (nothing listening there, or not a Kafka broker{refused}; "
           f"waited {timeout_s:.0f} s)")
 
 
@@ -168,7 +169,7 @@ def run(file: Path = typer.Argument(..., help="Experiment YAML file."),
         exp.kafka.bootstrap = bootstrap or endpoints["kafka_bootstrap"]
         os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoints["otlp_grpc"]  # inherited by every service started
     if exp.kafka.bootstrap:
-        _check_bootstrap(exp.kafka.bootstrap)
+        _check_bootstrap(exp.kafka.bootstrap, exp.kafka.client_settings())
     for server, target in sorted(_external_targets(exp)):
         _check_server(server, target)
     out = out or Path("runs") / f"{exp.name}-{time.strftime('%Y%m%d-%H%M%S')}"

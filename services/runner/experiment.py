@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from crayfish.codec import codecs
+from crayfish.kafka_client import KafkaClient, KafkaClientError
 from serving.embedded import BACKENDS, ScorerConfigError, backend
 from serving.external import SERVERS, available, server_spec
 from serving.models import MODELS, ModelFileError, read_signature
@@ -110,12 +111,18 @@ class WarmupConfig(Strict):
 
 
 class PipelineTopics(Strict):
-    """The topics of a pipeline that already runs (``engine: external``); the runner never creates
-    nor deletes them."""
+    """Topics that already exist, used as they are: the topics of a pipeline that already runs
+    (``engine: external``), or pre-created topics any engine reads and writes (a cluster where the
+    user may not create topics). The runner never creates nor deletes them; it checks that they
+    exist and that the output topic is stamped by the broker (LogAppendTime) before measuring.
+    Shared by several runs, each run stays apart: its worker starts from the input topic's end
+    under its own consumer group, and the collector reads from the output's end and keeps only
+    its own run's records."""
 
     input: str = Field(description="The topic the pipeline reads (the generator writes here).")
-    output: str = Field(description="The topic the pipeline writes scored batches to.")
+    output: str = Field(description="The topic the pipeline writes scored batches to (LogAppendTime).")
     dead_letter: str = Field(description="The pipeline's dead-letter topic (read for accounting; may stay empty).")
+    probe: str | None = Field(None, description="A pre-created topic for the clock-skew probes (LogAppendTime); none: the runner creates one per run, which needs permission to create topics.")
     group: str | None = Field(None, description="The pipeline's consumer group, when it has one (its committed lag is sampled).")
     ready_timeout_s: float = Field(60.0, gt=0, description="How long the first output of a probe batch may take before the run stops with an error.")
 
@@ -123,7 +130,26 @@ class PipelineTopics(Strict):
 class KafkaConfig(Strict):
     bootstrap: str | None = Field(None, description="Existing cluster host:port; empty = start a local broker.")
     partitions: int = Field(2, ge=1, description="Partitions of the input and output topics (raised to parallelism if lower).")
-    topics: PipelineTopics | None = Field(None, description="engine external only: the topics of the pipeline that already runs.")
+    topics: PipelineTopics | None = Field(None, description="Topics that already exist, used as they are (engine external: the pipeline's; any other engine: pre-created topics); none: fresh topics per point.")
+    client: dict[str, str] = Field(default_factory=dict, description="Kafka client properties for every client of the run (librdkafka names: security.protocol, sasl.mechanisms, sasl.username, sasl.password, ssl.ca.location, ...); a secret is ${env:NAME} or ${file:PATH}, never written here.")
+    client_file: Path | None = Field(None, description="A .properties file with client properties (read by every process itself; may hold secrets); kafka.client wins. A relative path is taken from the experiment file's folder.")
+    replication_factor: int = Field(1, ge=1, description="Replication factor of the topics the runner creates.")
+    topic_configs: dict[str, str] = Field(default_factory=dict, description="Configs of the topics the runner creates (e.g. min.insync.replicas: 2); the runner's LogAppendTime stamping cannot be changed.")
+
+    @model_validator(mode="after")
+    def _client_usable(self):
+        try:
+            self.client_settings().check()
+        except KafkaClientError as exc:
+            raise NamedFieldError(f"kafka.client: {exc}") from None
+        if "message.timestamp.type" in self.topic_configs:
+            raise NamedFieldError("kafka.topic_configs.message.timestamp.type: the broker must stamp the records "
+                                  "(LogAppendTime); the latency is measured on those stamps")
+        return self
+
+    def client_settings(self) -> KafkaClient:
+        """The client properties as every service's settings carry them (references, not secrets)."""
+        return KafkaClient(properties=self.client, properties_file=str(self.client_file) if self.client_file else None)
 
 
 class SearchConfig(Strict):
@@ -318,9 +344,6 @@ class Experiment(Strict):
     def _engine_options(self):
         if self.engine == EXTERNAL_PIPELINE:
             return self._external_pipeline()
-        if self.kafka.topics is not None:
-            raise NamedFieldError(f"kafka.topics: only for engine {EXTERNAL_PIPELINE} (a pipeline that already runs); "
-                                  f"the runner gives engine {self.engine} fresh topics at every point")
         # The engine's own options class, as its worker checks them at start (parallelism included).
         try:
             ENGINES[self.engine].check_options(self.engine_options, self.parallelism)
@@ -418,6 +441,9 @@ def load_experiment(path: str | Path) -> Experiment:
         raise ExperimentError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(raw, dict):
         raise ExperimentError(f"{path}: expected a mapping of fields at the top level")
+    kafka = raw.get("kafka")
+    if isinstance(kafka, dict) and isinstance(kafka.get("client_file"), str) and not Path(kafka["client_file"]).is_absolute():
+        raw["kafka"] = {**kafka, "client_file": str(path.parent / kafka["client_file"])}
     given = raw.get("model")
     if isinstance(given, dict) and isinstance(given.get("path"), str) and not Path(given["path"]).is_absolute():
         raw["model"] = {**given, "path": str(path.parent / given["path"])}   # from the experiment's folder

@@ -22,14 +22,17 @@ from pathlib import Path
 from crayfish.host.envs import python_for
 from crayfish.host.procs import Service, wait_file
 from crayfish.kafka import RunTopics, create_topics, delete_topics
+from crayfish.kafka_client import KafkaClient
 from observability.light import SPANS_DIR_ENV
 from services.broker import launcher
 from services.collector.collector import CollectorSettings
 from services.generator.settings import GeneratorSettings, input_tensors
 from services.runner.experiment import EXTERNAL_PIPELINE, Experiment
 from services.runner.pipeline import (
+    check_precreated,
     partitions_of,
     pipeline_topics,
+    start_at_end,
     timestamp_types,
     wait_for_probe,
 )
@@ -50,11 +53,12 @@ from sps_workers.settings import ExternalSettings, WorkerSettings
 
 @dataclass
 class Stack:
-    """What lives across points: the broker and the built models."""
+    """What lives across points: the broker (and its clients' properties) and the built models."""
 
     bootstrap: str
     models_dir: Path
     broker: launcher.BrokerHandle | None = None
+    client: KafkaClient = field(default_factory=KafkaClient)
 
 
 @contextmanager
@@ -77,7 +81,7 @@ def open_stack(exp: Experiment, models_dir: Path | None = None, log=print):
         bootstrap = broker.bootstrap
         log(f"Kafka ready at {bootstrap}")
     try:
-        yield Stack(bootstrap=bootstrap, models_dir=models_dir, broker=broker)
+        yield Stack(bootstrap=bootstrap, models_dir=models_dir, broker=broker, client=exp.kafka.client_settings())
     finally:
         if broker is not None:
             launcher.stop(broker)
@@ -101,21 +105,30 @@ def run_point(stack: Stack, exp: Experiment, point_dir: Path, python: str | None
     point_dir.mkdir(parents=True, exist_ok=True)
     run_id = uuid.uuid4().hex[:10]
     external = exp.engine == EXTERNAL_PIPELINE
+    given = exp.kafka.topics is not None
+    client = stack.client
     timings = {}
     t = time.monotonic()
-    if external:
-        # A pipeline that already runs: its topics are the user's; only the probe topic is ours.
+    if given:
+        # Topics that exist already (a running pipeline's, or pre-created): used as they are; only
+        # a probe topic the user did not name is ours.
         topics = pipeline_topics(exp.kafka.topics, run_id)
-        partitions = partitions_of(stack.bootstrap, topics.input)
-        owned = [topics.probe]
+        owned = [] if exp.kafka.topics.probe else [topics.probe]
+        if not external:
+            check_precreated(stack.bootstrap, topics, [topics.output] + ([topics.probe] if not owned else []), client)
+        partitions = partitions_of(stack.bootstrap, topics.input, client)
     else:
         topics = RunTopics.for_run(run_id)
         partitions = max(exp.kafka.partitions, exp.parallelism)
         owned = topics.all()
-    create_topics(stack.bootstrap, topics, partitions=partitions, only=owned)
+    if owned:
+        create_topics(stack.bootstrap, topics, partitions=partitions, only=owned, client=client,
+                      replication_factor=exp.kafka.replication_factor, configs=exp.kafka.topic_configs)
     timings["topics_s"] = time.monotonic() - t
 
     group = exp.kafka.topics.group if external else f"crayfish-{run_id}-worker"
+    # Shared topics: this run's worker starts at the input's end, under its own group.
+    start_offsets = start_at_end(stack.bootstrap, topics.input, group, client) if given and not external else None
     services: list[Service] = []
     worker = collector = None
     server = None
@@ -127,15 +140,15 @@ def run_point(stack: Stack, exp: Experiment, point_dir: Path, python: str | None
         if external:
             (point_dir / "pipeline.json").write_text(json.dumps({
                 "topics": exp.kafka.topics.model_dump(),
-                "timestamp_types": timestamp_types(stack.bootstrap, [topics.input, topics.output])}, indent=2))
+                "timestamp_types": timestamp_types(stack.bootstrap, [topics.input, topics.output], client)}, indent=2))
             wait_for_probe(stack.bootstrap, topics, exp.codec, exp.model, spec, run_id,
-                           exp.kafka.topics.ready_timeout_s, named=sends_named(exp, spec))
+                           exp.kafka.topics.ready_timeout_s, named=sends_named(exp, spec), client=client)
         else:
             worker, server = _start_worker(exp, stack, point_dir, topics, group, partitions, services, timings,
-                                           python)
+                                           python, start_offsets)
         timings["worker_ready_s"] = time.monotonic() - t
 
-        gs = GeneratorSettings(bootstrap=stack.bootstrap, topic=topics.input,
+        gs = GeneratorSettings(bootstrap=stack.bootstrap, kafka_client=client, topic=topics.input,
                                feedback_topics=[topics.output, topics.dead_letter], run_id=run_id,
                                model=exp.model, item_shape=list(spec.input_shape), dtype=spec.input_dtype,
                                tensors=input_tensors(spec) if sends_named(exp, spec) else [],
@@ -143,14 +156,14 @@ def run_point(stack: Stack, exp: Experiment, point_dir: Path, python: str | None
                                seed=exp.seed, processes=exp.generator_processes, probe_topic=topics.probe,
                                clock_offset_ms=exp.inject.clock_offset_ms, stall=exp.inject.generator_stall)
         (point_dir / "generator.json.in").write_text(gs.model_dump_json(indent=2))
-        cs = CollectorSettings(bootstrap=stack.bootstrap, output_topic=topics.output,
+        cs = CollectorSettings(bootstrap=stack.bootstrap, kafka_client=client, output_topic=topics.output,
                                dead_letter_topic=topics.dead_letter, input_topic=topics.input,
                                worker_group=group, codec=exp.codec,
                                expect_file=str(point_dir / "sent.parquet"),
                                check_sample=exp.check_predictions, models_dir=str(stack.models_dir),
                                check_atol=exp.prediction_tolerance.atol, check_rtol=exp.prediction_tolerance.rtol,
                                generator_settings=str(point_dir / "generator.json.in"),
-                               backend=exp.serving.backend, from_end=external)
+                               backend=exp.serving.backend, from_end=given)
         (point_dir / "collector.json.in").write_text(cs.model_dump_json(indent=2))
         t = time.monotonic()
         collector = Service("collector", ["-m", "services.collector", "--config",
@@ -199,8 +212,8 @@ def run_point(stack: Stack, exp: Experiment, point_dir: Path, python: str | None
                 worker_exit = code
         if server is not None:
             server.stop()
-        if not keep_topics:
-            delete_topics(stack.bootstrap, topics, only=owned)
+        if not keep_topics and owned:
+            delete_topics(stack.bootstrap, topics, only=owned, client=client)
     gen_report = json.loads((point_dir / "generator.json").read_text())
     col_report = json.loads((point_dir / "collector.json").read_text())
     return PointRun(dir=point_dir, run_id=run_id, generator=gen_report, collector=col_report,
@@ -208,11 +221,13 @@ def run_point(stack: Stack, exp: Experiment, point_dir: Path, python: str | None
 
 
 def _start_worker(exp: Experiment, stack: Stack, point_dir: Path, topics: RunTopics, group: str, partitions: int,
-                  services: list[Service], timings: dict, python: str | None = None):
+                  services: list[Service], timings: dict, python: str | None = None,
+                  start_offsets: dict[int, int] | None = None):
     """Start the engine's worker (and its model server, for external serving) and wait until it is
     ready -> (the worker's Service, the server or None)."""
     engine = ENGINES[exp.engine]
-    ws = WorkerSettings(bootstrap=stack.bootstrap, input_topic=topics.input, output_topic=topics.output,
+    ws = WorkerSettings(bootstrap=stack.bootstrap, kafka_client=stack.client, start_offsets=start_offsets,
+                        input_topic=topics.input, output_topic=topics.output,
                         dead_letter_topic=topics.dead_letter, consumer_group=group, codec=exp.codec,
                         model=exp.model, backend=exp.serving.backend,
                         backend_options=exp.serving.backend_options(), models_dir=str(stack.models_dir),

@@ -51,8 +51,8 @@ def run_instance(settings: WorkerSettings, index: int) -> None:
     inst = EngineInstance(settings, engine="kafka", index=index,
                           on_emit=on_emit if settings.external is not None else None)
     concurrent = inst.stage is not None
-    consumer = Consumer(consumer_config(settings.bootstrap, settings.consumer_group, **{"client.id": worker_id}))
-    producer = Producer(producer_config(settings.bootstrap, **{"client.id": worker_id}))
+    consumer = Consumer(consumer_config(settings.bootstrap, settings.consumer_group, settings.kafka_client, **{"client.id": worker_id}))
+    producer = Producer(producer_config(settings.bootstrap, settings.kafka_client, **{"client.id": worker_id}))
 
     def flush_and_commit() -> None:
         """Wait for every output in flight, then commit the offsets they cover."""

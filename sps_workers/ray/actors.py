@@ -54,7 +54,7 @@ class OutputActor:
 
     def __init__(self, settings_json: str, index: int):
         s = _settings(settings_json)
-        self.producer = kafka.Producer(producer_config(s.bootstrap, **{"client.id": f"{s.worker_id}-{index}-out"}))
+        self.producer = kafka.Producer(producer_config(s.bootstrap, s.kafka_client, **{"client.id": f"{s.worker_id}-{index}-out"}))
 
     def ready(self) -> bool:
         return True
@@ -90,7 +90,7 @@ class InputActor:
         self.s = _settings(settings_json)
         self.scorer, self.output = scorer, output
         self.max_in_flight = max_in_flight
-        self.consumer = kafka.Consumer(consumer_config(self.s.bootstrap, self.s.consumer_group,
+        self.consumer = kafka.Consumer(consumer_config(self.s.bootstrap, self.s.consumer_group, self.s.kafka_client,
                                                  **{"client.id": f"{self.s.worker_id}-{index}-in"}))
         self.assigned: set[int] = set()
         self.partitions = 0
