@@ -8,7 +8,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, ConsumerGroupState, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupState,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from crayfish.clock import SkewBound, combine
@@ -16,6 +23,10 @@ from crayfish.kafka_client import KafkaClient, client_properties
 
 POLL_S = 0.05  # readiness polling interval
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class TopicsError(RuntimeError):
+    """The cluster refused a run's topics (one line, the broker's reason)."""
 
 
 @dataclass(frozen=True)
@@ -122,7 +133,8 @@ def create_topics(bootstrap: str, topics: RunTopics, partitions: int = 2, timeou
         try:
             fut.result(timeout=timeout_s)
         except KafkaException as exc:
-            raise RuntimeError(f"could not create topic {name}: {exc}") from None
+            reason = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
+            raise TopicsError(f"could not create topic {name}: {reason}") from None
     _wait_topics_visible(admin, names, timeout_s)
 
 

@@ -155,8 +155,10 @@ def run(file: Path = typer.Argument(..., help="Experiment YAML file."),
     from confluent_kafka import KafkaException
 
     # lazy: as above
+    from crayfish.kafka import TopicsError
     from services.broker.launcher import BrokerError
     from services.runner.experiments import run_experiment
+    from services.runner.pipeline import PipelineNotReady
 
     exp = _load(file)
     if bootstrap:
@@ -176,6 +178,8 @@ def run(file: Path = typer.Argument(..., help="Experiment YAML file."),
     _stop_cleanly_on_sigterm()
     try:
         summary = run_experiment(exp, out, console=console, source_file=file)
+    except (PipelineNotReady, TopicsError) as exc:   # the cluster's answer: nothing in the logs to read
+        _fail(f"run failed: {exc}")
     except (BrokerError, ServiceError, RuntimeError, KafkaException, TimeoutError) as exc:
         _fail(f"run failed: {exc}\n(logs of each service are in {out}/points/*/*/*.log)")
     print_summary(summary, console)

@@ -344,6 +344,9 @@ class Experiment(Strict):
     def _engine_options(self):
         if self.engine == EXTERNAL_PIPELINE:
             return self._external_pipeline()
+        if self.kafka.topics is not None and not self.kafka.bootstrap:
+            raise NamedFieldError("kafka.topics: pre-created topics live on a cluster: name it (kafka.bootstrap); "
+                                  "without one the runner starts a fresh broker and gives every point fresh topics")
         # The engine's own options class, as its worker checks them at start (parallelism included).
         try:
             ENGINES[self.engine].check_options(self.engine_options, self.parallelism)

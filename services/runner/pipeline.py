@@ -12,11 +12,23 @@ from __future__ import annotations
 import time
 import uuid
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from crayfish.codec import get_codec
-from crayfish.kafka import RunTopics, admin_config, consumer_config, high_watermark, producer_config
+from crayfish.kafka import (
+    RunTopics,
+    admin_config,
+    consumer_config,
+    high_watermark,
+    producer_config,
+)
 from crayfish.kafka_client import KafkaClient
 from crayfish.tensor import to_tensor
 from crayfish.v1 import batch_pb2

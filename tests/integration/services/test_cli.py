@@ -127,6 +127,11 @@ BAD_FIELDS = {
     "engine: storm": "engine: unknown engine 'storm'; known: kafka, flink, ",
     "codec: xml": "codec: unknown codec 'xml'; known: protobuf, crayfish-json",
     "engine_options: {bogus: 1}": "engine_options.bogus: unknown option of the kafka engine (known: none)",
+    "kafka: {client: {sasl.password: hunter2}}": "kafka.client: sasl.password: a secret is never written in the experiment",
+    "kafka: {client: {sasl.password: '${env:CRAYFISH_NO_SUCH_VAR}'}}":
+        "kafka.client: sasl.password: environment variable CRAYFISH_NO_SUCH_VAR is not set",
+    "kafka: {topic_configs: {message.timestamp.type: CreateTime}}": "kafka.topic_configs.message.timestamp.type",
+    "kafka: {replication_factor: 0}": "kafka.replication_factor",
 }
 
 
@@ -169,10 +174,13 @@ def test_validate_knows_engine_external_and_its_topics(tmp_path):
                                               "kafka": {"bootstrap": "127.0.0.1:9092", "topics": topics}})
     r = crayfish("validate", good)
     assert r.returncode == 0, r.stderr
-    misplaced = write_yaml(tmp_path / "misplaced.yaml", {**TINY, "kafka": {"topics": topics}})
-    msg = one_line_error(crayfish("validate", misplaced))
-    assert msg.endswith("kafka.topics: only for engine external (a pipeline that already runs); the runner "
-                        "gives engine kafka fresh topics at every point"), msg
+    precreated = write_yaml(tmp_path / "precreated.yaml", {**TINY, "kafka": {"bootstrap": "127.0.0.1:9092",
+                                                                             "topics": topics}})
+    assert crayfish("validate", precreated).returncode == 0
+    clusterless = write_yaml(tmp_path / "clusterless.yaml", {**TINY, "kafka": {"topics": topics}})
+    msg = one_line_error(crayfish("validate", clusterless))
+    assert msg.endswith("kafka.topics: pre-created topics live on a cluster: name it (kafka.bootstrap); without "
+                        "one the runner starts a fresh broker and gives every point fresh topics"), msg
     incomplete = write_yaml(tmp_path / "incomplete.yaml", {**TINY, "engine": "external", "kafka": {
         "bootstrap": "127.0.0.1:9092", "topics": {"input": "in", "output": "out"}}})
     assert "kafka.topics.dead_letter" in one_line_error(crayfish("validate", incomplete))
