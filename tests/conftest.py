@@ -44,3 +44,16 @@ def topics(kafka_bootstrap):
     create_topics(kafka_bootstrap, t, partitions=1)
     yield t
     delete_topics(kafka_bootstrap, t)
+
+
+@pytest.fixture(scope="session")
+def secure_kafka():
+    """A secured broker of its own (SASL_SSL with SCRAM and PLAIN, mutual TLS, ACLs; no plaintext
+    client port): a ``services.broker.secure.SecureBroker``, stopped and removed after the session."""
+    from services.broker import secure
+
+    handle = secure.start_secure()
+    try:
+        yield handle
+    finally:
+        secure.stop(handle)

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -130,6 +131,25 @@ def _server_properties(data_dir: Path, port: int, controller_port: int) -> str:
     ])
 
 
+def merge_properties(text: str, properties: dict[str, str]) -> str:
+    """``text`` (a .properties file) with ``properties`` set: a key already there gets its new
+    value in place, the others are appended."""
+    todo = dict(properties)
+    lines = []
+    for line in text.splitlines():
+        key = line.split("=", 1)[0].strip()
+        lines.append(property_line(key, todo.pop(key)) if key in todo and "=" in line else line)
+    lines += [property_line(k, v) for k, v in todo.items()]
+    return "\n".join(lines) + "\n"
+
+
+def property_line(key: str, value: str) -> str:
+    """``key=value`` as Java's ``Properties.load`` reads it back (multi-line values, e.g. inline
+    PEM, and backslashes escaped)."""
+    value = str(value).replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+    return f"{key}={value}"
+
+
 def wait_ready(bootstrap: str, timeout_s: float = 60.0, proc: subprocess.Popen | None = None,
                log_file: str | None = None, client=None) -> None:
     """Wait until the broker's port is open and an admin metadata call answers."""
@@ -158,20 +178,29 @@ def wait_ready(bootstrap: str, timeout_s: float = 60.0, proc: subprocess.Popen |
 
 
 def kafka_command(data_dir: Path, port: int, controller_port: int, heap: str = "1g",
-                  log_file: Path | None = None) -> list[str]:
+                  log_file: Path | None = None, *, properties: dict[str, str] | None = None,
+                  format_args: Sequence[str] = ()) -> list[str]:
     """Prepare a fresh KRaft log dir in ``data_dir`` (server.properties, log4j2.xml, formatted
     storage) and return the command that runs the broker on 127.0.0.1:``port``: the one way this
-    project runs Kafka (``start`` below, and the native stack)."""
+    project runs Kafka (``start`` below, the native stack, and the secured broker of ``secure``).
+
+    ``properties`` are set over the plain ones (a key given replaces its line: the secured broker
+    gives its own listeners); ``format_args`` go to ``kafka-storage format`` (e.g. ``--add-scram``).
+    server.properties is written readable by its owner only (it may hold the broker's secrets)."""
     lib = ensure_jars()
     props = data_dir / "server.properties"
-    props.write_text(_server_properties(data_dir, port, controller_port))
+    text = _server_properties(data_dir, port, controller_port)
+    if properties:
+        text = merge_properties(text, properties)
+    props.touch(mode=0o600)
+    props.write_text(text)
     log_file = log_file or data_dir / "kafka.log"
     (data_dir / "log4j2.xml").write_text(LOG4J2_XML.format(log=log_file))
     jvm = [_java(), "-Xms256m", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
            "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={data_dir / 'log4j2.xml'}",
            f"-Dkafka.logs.dir={data_dir}", "-cp", os.pathsep.join(str(p) for p in sorted(lib.glob("*.jar")))]
     fmt = subprocess.run(jvm + ["kafka.tools.StorageTool", "format", "-t", _random_cluster_id(), "-c", str(props),
-                                "--ignore-formatted"], capture_output=True, text=True)
+                                "--ignore-formatted", *format_args], capture_output=True, text=True)
     if fmt.returncode != 0:
         raise BrokerError(f"kafka storage format failed: {fmt.stderr or fmt.stdout}")
     return jvm + ["kafka.Kafka", str(props)]
