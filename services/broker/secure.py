@@ -12,7 +12,7 @@ client port:
 Everything is made fresh per start in the broker's data dir (readable by its owner only): a CA, the
 broker's certificate (127.0.0.1, localhost), a client certificate with its PKCS#8 key, and a random
 password per user, each in its own file. Users: ``admin`` (super user), ``crayfish`` (full rights),
-``reader`` (reads and writes existing topics, uses groups, may not create topics); the client
+``reader`` (reads, writes and describes existing topics, uses groups, may not create topics); the client
 certificate's principal (``User:CN=crayfish-client``) has full rights. ACLs are enforced by the
 KRaft ``StandardAuthorizer``; the users' ACLs are created right after start.
 """
@@ -190,7 +190,8 @@ def _acls(mtls_principal: str) -> list[AclBinding]:
                                      (ResourceType.GROUP, "*"), (ResourceType.TRANSACTIONAL_ID, "*"))
     rules = [(p, r, ALL, AclPermissionType.ALLOW) for p in ("User:crayfish", mtls_principal)
              for r in (cluster, topics, groups, txns)]
-    rules += [("User:reader", topics, op, AclPermissionType.ALLOW) for op in (READ, WRITE, DESCRIBE)]
+    rules += [("User:reader", topics, op, AclPermissionType.ALLOW)
+              for op in (READ, WRITE, DESCRIBE, AclOperation.DESCRIBE_CONFIGS)]
     rules += [("User:reader", groups, op, AclPermissionType.ALLOW) for op in (READ, DESCRIBE)]
     rules += [("User:reader", cluster, DESCRIBE, AclPermissionType.ALLOW)]
     rules += [("User:reader", r, CREATE, AclPermissionType.DENY) for r in (cluster, topics)]

@@ -58,7 +58,13 @@ def check_precreated(bootstrap: str, topics: RunTopics, stamped: list[str], clie
     names = [topics.input, topics.output, topics.dead_letter, *stamped]
     for name in dict.fromkeys(names):
         partitions_of(bootstrap, name, client)
-    for name, kind in timestamp_types(bootstrap, list(dict.fromkeys(stamped)), client).items():
+    try:
+        kinds = timestamp_types(bootstrap, list(dict.fromkeys(stamped)), client)
+    except KafkaException as exc:
+        raise PipelineNotReady(f"kafka.topics: cannot read the configs of {', '.join(dict.fromkeys(stamped))} to check "
+                               f"that the broker stamps them ({exc.args[0].str() if exc.args else exc}): the "
+                               "user needs DescribeConfigs on them") from None
+    for name, kind in kinds.items():
         if kind != "LogAppendTime":
             raise PipelineNotReady(f"kafka.topics: topic {name!r} has message.timestamp.type={kind}; the latency is "
                                    "measured on the broker's stamps, so it needs LogAppendTime (kafka-configs --alter "
