@@ -118,15 +118,25 @@ class Security:
 
     def ssl_context(self):
         """An ``ssl.SSLContext`` trusting ``ca_file`` (system roots if none), presenting the client
-        certificate where one is given; None without TLS."""
+        certificate where one is given, checking the host name unless told not to; None without
+        TLS. Raises KafkaClientError naming the property (never OpenSSL's password prompt)."""
         if not self.tls:
             return None
         import ssl  # lazy: only TLS clients need it
 
-        ctx = ssl.create_default_context(cafile=self.ca_file)
+        try:
+            ctx = ssl.create_default_context(cafile=self.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise KafkaClientError(f"ssl.ca.location: cannot load {self.ca_file} ({exc})") from None
         ctx.check_hostname = self.verify_hostname
         if self.cert_file:
-            ctx.load_cert_chain(self.cert_file, self.key_file, self.key_password)
+            def no_password():
+                raise KafkaClientError(f"ssl.key.location: {self.key_file} is encrypted; give ssl.key.password")
+            try:
+                ctx.load_cert_chain(self.cert_file, self.key_file, self.key_password or no_password)
+            except (OSError, ssl.SSLError) as exc:
+                raise KafkaClientError(f"ssl.certificate.location and ssl.key.location: cannot load {self.cert_file} "
+                                       f"with {self.key_file} (wrong ssl.key.password?) ({exc})") from None
         return ctx
 
 
@@ -190,7 +200,7 @@ class KafkaClient(BaseModel):
         (JAAS line, PEM stores), the rest unchanged."""
         props = self.resolved()
         sec = self.security()
-        out = {k: v for k, v in props.items() if k not in _TRANSLATED}
+        out = {k: v for k, v in props.items() if k not in SECURITY_PROPERTIES}
         out["security.protocol"] = sec.protocol
         if sec.sasl:
             out["sasl.mechanism"] = sec.mechanism
@@ -214,9 +224,10 @@ class KafkaClient(BaseModel):
         return bool(self.properties or self.properties_file)
 
 
-_TRANSLATED = {"security.protocol", "sasl.mechanisms", "sasl.mechanism", "sasl.username", "sasl.password",
-               "ssl.ca.location", "ssl.certificate.location", "ssl.key.location", "ssl.key.password",
-               "ssl.endpoint.identification.algorithm"}
+# The properties the translations above take over; every other one passes unchanged.
+SECURITY_PROPERTIES = {"security.protocol", "sasl.mechanisms", "sasl.mechanism", "sasl.username", "sasl.password",
+                       "ssl.ca.location", "ssl.certificate.location", "ssl.key.location", "ssl.key.password",
+                       "ssl.endpoint.identification.algorithm"}
 
 
 def _jaas(value: str | None) -> str:

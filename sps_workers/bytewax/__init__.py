@@ -3,7 +3,10 @@
 How it maps to Bytewax
 ----------------------
 - **Source** (step ``kafka-in``): the Kafka partitions of the input topic, read by the partitions of
-  ``bytewax.connectors.kafka.KafkaSource`` (``starting_offset=OFFSET_BEGINNING``, tail mode,
+  ``bytewax.connectors.kafka.KafkaSource`` (``starting_offset=OFFSET_BEGINNING``: a fresh topic's
+  start; on a shared input topic ``WorkerSettings.start_offsets``, this run's start, given to each
+  partition as its resume state, so the consumer is assigned at that offset before the first
+  read and the ready file follows it: no older record is scored; tail mode,
   ``batch_size = max_poll_records``), which hand out ``KafkaSourceMessage`` items with key, value,
   headers and the (type, ms) timestamp. ``KafkaSource`` itself is a ``FixedPartitionedSource``:
   Bytewax places its partitions on workers by hashing the partition names, so two Kafka partitions
@@ -30,13 +33,21 @@ How it maps to Bytewax
   KeyboardInterrupt instead, Bytewax's Ctrl-C path, panics inside whichever step runs.) With mp
   processes the parent forwards the signal to each.
 
+Cluster client properties
+-------------------------
+``WorkerSettings.kafka_client`` (crayfish/kafka_client.py), resolved in each process
+(``${env:NAME}`` / ``${file:PATH}`` references, ``properties_file``), goes unchanged (librdkafka
+names) into every client of the dataflow: the KafkaSource consumers and the KafkaSink producers
+(``add_config``) and the admin client that lists the input's partitions. A property that cannot
+work ends the worker at start with one line naming it (exit 2).
+
 Delivery guarantee
 ------------------
 Bytewax keeps input positions in its recovery snapshots, never in Kafka, and recovery is off here
 (it is off by default; and a ``DynamicSource`` keeps no resume state). Nothing is committed, so a
-restarted worker reads the input topic from the beginning again: **at-least-once** — nothing is lost,
-and after a restart everything already scored is scored (and emitted) again. Within one run every
-record is scored once. Timely's epochs (``epoch_interval_s``) only pace progress tracking here.
+restarted worker reads the input topic from its start again (a shared topic: from this run's start
+offsets): **at-least-once** — nothing is lost, and after a restart everything already scored is
+scored (and emitted) again. Within one run every record is scored once. Timely's epochs (``epoch_interval_s``) only pace progress tracking here.
 
 Knobs (``WorkerSettings.engine_options``; unknown keys are rejected naming them)
 ------------------------------------------------------------------------------

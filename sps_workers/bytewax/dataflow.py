@@ -16,6 +16,7 @@ from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_LOG_APPEND_TIME
 from confluent_kafka.admin import AdminClient
 
 from crayfish.kafka import CLIENT_LOG_LEVEL, MAX_MESSAGE_BYTES, admin_config, producer_config
+from crayfish.kafka_client import client_properties
 from sps_workers.runtime import DeliveryFailed, EngineInstance, mark_ready
 from sps_workers.settings import WorkerSettings
 
@@ -102,19 +103,28 @@ class WorkerKafkaSource(DynamicSource):
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _WorkerPartition:
         self.instances.build(worker_index)
         topic = self.settings.input_topic
-        md = AdminClient(admin_config(self.settings.bootstrap)).list_topics(topic, timeout=30)
+        admin = AdminClient(admin_config(self.settings.bootstrap, self.settings.kafka_client))
+        md = admin.list_topics(topic, timeout=30)
         if md.topics[topic].error is not None:
             raise RuntimeError(f"input topic {topic}: {md.topics[topic].error}")
-        mine = [f"{p}-{topic}" for p in sorted(md.topics[topic].partitions) if p % worker_count == worker_index]
-        log.info("worker %d/%d reads %s", worker_index, worker_count, mine)
-        parts = [self.source.build_part(step_id, key, None) for key in mine]
+        mine = [p for p in sorted(md.topics[topic].partitions) if p % worker_count == worker_index]
+        log.info("worker %d/%d reads partitions %s of %s", worker_index, worker_count, mine, topic)
+        # A shared input topic: this run's start offsets (its end when the run began), handed to the
+        # partition as its resume state, which KafkaSource assigns instead of OFFSET_BEGINNING. The
+        # consumer is assigned at that exact offset before the first read, and the ready file is
+        # written only after it: no older record is scored. A fresh topic: its beginning.
+        starts = self.settings.start_offsets or {}
+        parts = [self.source.build_part(step_id, f"{p}-{topic}", starts.get(p)) for p in mine]
         return _WorkerPartition(worker_index, parts, self.settings)
 
 
 def build_flow(settings: WorkerSettings, instances: Instances) -> Dataflow:
     brokers = [hp.strip() for hp in settings.bootstrap.split(",") if hp.strip()]
+    # The cluster's client properties (security; librdkafka names, references resolved in this
+    # process) go to every consumer, producer and admin client of the dataflow.
     source = KafkaSource(brokers, [settings.input_topic], tail=True, starting_offset=OFFSET_BEGINNING,
-                         add_config=dict(CONSUMER_CONFIG), batch_size=settings.max_poll_records,
+                         add_config={**CONSUMER_CONFIG, **client_properties(settings.kafka_client)},
+                         batch_size=settings.max_poll_records,
                          raise_on_errors=False)
     warned = {"ts": False}
 
@@ -133,8 +143,8 @@ def build_flow(settings: WorkerSettings, instances: Instances) -> Dataflow:
         if err is not None:   # raised out of the sink's flush: the dataflow stops
             raise DeliveryFailed(f"delivery to {msg.topic()} failed: {err}")
 
-    sink_config = producer_config(settings.bootstrap, **{"on_delivery": on_delivery,
-                                                         "delivery.report.only.error": True})
+    sink_config = producer_config(settings.bootstrap, settings.kafka_client,
+                                  **{"on_delivery": on_delivery, "delivery.report.only.error": True})
     sink_config.pop("bootstrap.servers")
     flow = Dataflow("crayfish-bytewax")
     records = op.input("kafka-in", flow, WorkerKafkaSource(source, settings, instances))

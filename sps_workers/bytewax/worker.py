@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 from datetime import timedelta
 
 from bytewax.run import cli_main
 
 from crayfish.host.ports import free_ports
+from crayfish.kafka_client import KafkaClientError
 from sps_workers.bytewax.dataflow import STOP, Instances, build_flow
 from sps_workers.bytewax.options import BytewaxOptions
 from sps_workers.runtime import read_settings, run_processes
@@ -44,6 +46,11 @@ def run_process(settings: WorkerSettings, options: BytewaxOptions, proc_id: int,
 def main(argv: list[str] | None = None) -> None:
     settings, options = read_settings(argv, "python -m sps_workers.bytewax",
                                       "Bytewax scoring worker (a local Bytewax cluster).", BytewaxOptions)
+    try:   # references resolve and the properties can work: one line naming the property otherwise
+        settings.kafka_client.check()
+    except KafkaClientError as exc:
+        print(f"bytewax worker: bad config: kafka_client: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
     n_proc = settings.parallelism // options.workers_per_process
     if n_proc == 1:
         run_process(settings, options, 0, None)

@@ -25,6 +25,22 @@ How it maps to Faust
   flushed). Records still buffered are not scored (``stream_wait_empty=False``) and not committed:
   the next owner reads them again, and a stop stays short even for a slow model.
 
+Cluster client properties and start
+-----------------------------------
+``WorkerSettings.kafka_client`` (crayfish/kafka_client.py) is resolved in each worker process
+(``${env:NAME}`` / ``${file:PATH}`` references, ``properties_file``) and becomes the app's
+``broker_credentials``, used by its consumer and its producer (outputs and dead letters):
+``faust.SASLCredentials`` for SASL_PLAINTEXT / SASL_SSL (``sasl.mechanisms`` PLAIN, SCRAM-SHA-256
+or SCRAM-SHA-512, ``sasl.username`` / ``sasl.password``), ``faust.SSLCredentials`` for SSL; with
+TLS an ``ssl.SSLContext`` trusting ``ssl.ca.location`` (system roots without it), presenting
+``ssl.certificate.location`` + ``ssl.key.location`` (``ssl.key.password``) for mutual TLS, checking
+the host name unless ``ssl.endpoint.identification.algorithm=none``. A property that cannot work
+ends the worker at start with one line naming it (exit 2). Other librdkafka properties have no
+Faust setting: they are ignored and named in one warning line at start. The app starts at its
+group's committed offsets (else the topic's start): on a shared input topic the runner commits
+this run's ``start_offsets`` for the group before starting the worker, so older records are not
+scored; ``start_offsets`` itself is not read.
+
 What Faust must not do here: the runner creates the topics, so ``topic_allow_declare=False`` and
 ``topic_disable_leader=True`` (no ``<app>-__assignor-__leader`` topic); there are no tables and so no
 changelog topics; the web server is disabled (``web_enabled=False``) unless ``web_port`` asks for it,

@@ -12,6 +12,7 @@ import tempfile
 
 import faust
 
+from crayfish.kafka_client import SECURITY_PROPERTIES, KafkaClient, KafkaClientError
 from sps_workers.faust.options import FaustOptions
 from sps_workers.runtime import EngineInstance, mark_ready, read_settings, run_processes
 from sps_workers.settings import WorkerSettings
@@ -22,8 +23,36 @@ LOG_APPEND_TIME = 1  # Kafka record timestamp type
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # = crayfish.kafka.MAX_MESSAGE_BYTES (ResNet50 batches are MBs)
 
 
+# What faust-streaming / aiokafka take (KafkaClient.check refuses other mechanisms already).
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def broker_credentials(client: KafkaClient):
+    """Faust's ``broker_credentials`` for the cluster's client properties (resolved here, in this
+    process): faust.SASLCredentials (with an SSL context for SASL_SSL), faust.SSLCredentials for SSL
+    and mutual TLS, None for PLAINTEXT. Raises KafkaClientError naming the property."""
+    client.check()
+    sec = client.security()
+    if sec.sasl:
+        if sec.mechanism not in SASL_MECHANISMS:
+            raise KafkaClientError(f"sasl.mechanisms: {sec.mechanism!r} is not supported by the faust engine; "
+                                   f"supported: {', '.join(SASL_MECHANISMS)}")
+        return faust.SASLCredentials(username=sec.username, password=sec.password, mechanism=sec.mechanism,
+                                     ssl_context=sec.ssl_context())
+    if sec.tls:
+        return faust.SSLCredentials(sec.ssl_context())
+    return None
+
+
+def ignored_properties(client: KafkaClient) -> list[str]:
+    """Client properties that have no Faust setting (named in a warning at start)."""
+    return sorted(set(client.resolved()) - SECURITY_PROPERTIES)
+
+
 def build_app(settings: WorkerSettings, options: FaustOptions, index: int, datadir: str, failures: list):
-    """The app; a failed delivery is appended to ``failures`` and stops the worker (event not acked)."""
+    """The app; a failed delivery is appended to ``failures`` and stops the worker (event not acked).
+    Its consumer and its producer (outputs and dead letters alike) connect with the cluster's
+    client properties (``broker_credentials``)."""
     brokers = [f"kafka://{hp.strip()}" for hp in settings.bootstrap.split(",") if hp.strip()]
     app = faust.App(
         settings.consumer_group,                 # app id = Kafka consumer group
@@ -38,6 +67,7 @@ def build_app(settings: WorkerSettings, options: FaustOptions, index: int, datad
         web_host="127.0.0.1",
         web_port=options.web_port or 6066,
         broker_client_id=f"{settings.worker_id}-{index}",
+        broker_credentials=broker_credentials(settings.kafka_client),
         broker_max_poll_records=settings.max_poll_records,
         broker_commit_interval=options.commit_interval_s,
         consumer_auto_offset_reset="earliest",
@@ -122,6 +152,15 @@ def run_instance(settings: WorkerSettings, options: FaustOptions, index: int) ->
 def main(argv: list[str] | None = None) -> None:
     settings, options = read_settings(argv, "python -m sps_workers.faust", "Faust scoring worker (faust-streaming).",
                                       FaustOptions)
+    try:   # once here: a property that cannot work is one line, before any process starts
+        broker_credentials(settings.kafka_client)
+        ignored = ignored_properties(settings.kafka_client)
+    except KafkaClientError as exc:
+        print(f"faust worker: bad config: kafka_client: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    if ignored:
+        print(f"faust worker: warning: kafka_client properties without a Faust setting, ignored: "
+              f"{', '.join(ignored)}", file=sys.stderr, flush=True)
     if settings.parallelism == 1:
         run_instance(settings, options, 0)
         return

@@ -43,6 +43,20 @@ or dead-letter topic (same key; the output carries the trace context of a traced
   ``<dir>/spans/<service>-<pid>.jsonl`` in the span-file format of observability/spanlog.py.
 - Readiness: the instances are members of ``consumer_group`` (the runner waits for the group); the
   worker also writes ``ready_file`` when the first instance gets partitions.
+- Start: the group's committed offsets, else the topic's start. On a shared (pre-created) input
+  topic the runner commits this run's ``start_offsets`` for ``consumer_group`` before it starts the
+  worker, so older records are never scored; ``start_offsets`` itself is not read.
+- Cluster client properties (``kafka_client``, crayfish/kafka_client.py): the Go worker reads the
+  properties and the ``properties_file`` (Java .properties syntax) itself and resolves the
+  ``${env:NAME}`` / ``${file:PATH}`` references in its own process (kafkaclient.go), as the Python
+  side does. ``security.protocol`` SSL / SASL_SSL: TLS trusting ``ssl.ca.location`` (system roots
+  without it), mutual TLS with ``ssl.certificate.location`` + ``ssl.key.location`` (an encrypted key,
+  PKCS#8 PBES2 or legacy PEM, is decrypted with ``ssl.key.password``),
+  the broker's host name verified unless ``ssl.endpoint.identification.algorithm=none`` (the chain
+  always is); SASL_PLAINTEXT / SASL_SSL: ``sasl.mechanisms`` PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+  with ``sasl.username`` / ``sasl.password``. Anything else in those properties is a config error
+  naming the property (exit 2). Other librdkafka properties have no generic franz-go equivalent:
+  they are ignored and named in one warning line at start.
 
 Knobs (``engine_options``: :mod:`.options`; unknown keys are rejected, here and by Go)
 ----------------------------------------------------------------------------------------
@@ -70,6 +84,7 @@ import tempfile
 from pathlib import Path
 
 from crayfish.host.paths import models_dir
+from crayfish.kafka_client import KafkaClientError
 from sps_workers.go.build import BuildError, ensure_built, go_test
 from sps_workers.go.options import GoOptions
 from sps_workers.settings import WorkerSettings, config_error, load_config
@@ -104,6 +119,14 @@ def check_supported(settings: WorkerSettings) -> None:
     if ext.call_mode not in CALL_MODES:
         raise Unsupported(f"external.call_mode: {ext.call_mode!r} is not supported by the go engine; each "
                           f"instance scores one record at a time ('blocking')")
+
+
+def check_client(settings: WorkerSettings) -> None:
+    """The cluster's client properties resolve and can work (the Go worker checks the same itself)."""
+    try:
+        settings.kafka_client.check()
+    except KafkaClientError as exc:
+        raise Unsupported(f"kafka_client: {exc}") from None
 
 
 def ort_library() -> str:
@@ -145,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             settings, _ = load_config(config, GoOptions)
             check_supported(settings)
+            check_client(settings)
         except (OSError, ValueError) as exc:
             print(f"go worker: bad config: {config_error(exc)}", file=sys.stderr, flush=True)
             sys.exit(2)

@@ -50,6 +50,8 @@ func newInstance(s *settings, spec *modelSpec, tr *tracing, index int, onAssigne
 		kgo.ClientID(s.WorkerID),
 		kgo.ConsumerGroup(s.ConsumerGroup),
 		kgo.ConsumeTopics(s.InputTopic),
+		// Group offsets first: on a shared input topic the runner commits this run's start for the
+		// group before starting the worker; a fresh topic has none, so the group starts at its start.
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.BlockRebalanceOnPoll(), // no revoke between a poll and the marking of its offsets
 		kgo.AutoCommitMarks(),
@@ -66,6 +68,7 @@ func newInstance(s *settings, spec *modelSpec, tr *tracing, index int, onAssigne
 		kgo.ProducerBatchMaxBytes(maxMessageBytes + 1<<20),
 		kgo.WithLogger(kgo.BasicLogger(os.Stderr, kgo.LogLevelWarn, func() string { return "go worker: kgo: " })),
 	}
+	opts = append(opts, s.kafka.opts...) // the cluster's security: TLS, mutual TLS, SASL
 	if s.Options.CommitIntervalMs > 0 {
 		opts = append(opts, kgo.AutoCommitInterval(time.Duration(s.Options.CommitIntervalMs)*time.Millisecond))
 	}

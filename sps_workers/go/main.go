@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 )
@@ -48,6 +49,10 @@ func run(config string, validate bool) int {
 	if err != nil {
 		return fail(err)
 	}
+	if len(s.kafka.ignored) > 0 {
+		fmt.Fprintf(os.Stderr, "go worker: warning: kafka_client properties without a franz-go equivalent, "+
+			"ignored: %s\n", strings.Join(s.kafka.ignored, ", "))
+	}
 	spec, err := loadModelSpec(s.modelsRoot(), s.Model)
 	if err != nil {
 		return fail(err)
@@ -85,8 +90,8 @@ func run(config string, validate bool) int {
 	if s.External != nil {
 		where = "server=" + s.External.Target
 	}
-	fmt.Fprintf(os.Stderr, "go worker: group=%s instances=%d %s model=%s input=%s\n", s.ConsumerGroup,
-		s.Parallelism, where, s.Model, s.InputTopic)
+	fmt.Fprintf(os.Stderr, "go worker: group=%s instances=%d %s model=%s input=%s security=%s\n", s.ConsumerGroup,
+		s.Parallelism, where, s.Model, s.InputTopic, s.kafka.security)
 
 	// One goroutine per instance; the first failure stops them all.
 	runCtx, cancel := context.WithCancel(ctx)

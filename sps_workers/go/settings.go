@@ -50,6 +50,7 @@ var engineOptionKeys = []string{"commit_interval_ms", "fetch_max_wait_ms", "warm
 // (as pydantic does).
 type settings struct {
 	Bootstrap       string                     `json:"bootstrap"`
+	KafkaClient     kafkaClient                `json:"kafka_client"`
 	InputTopic      string                     `json:"input_topic"`
 	OutputTopic     string                     `json:"output_topic"`
 	DeadLetterTopic string                     `json:"dead_letter_topic"`
@@ -66,6 +67,7 @@ type settings struct {
 	ReadyFile       *string                    `json:"ready_file"`
 	EngineOptions   map[string]json.RawMessage `json:"engine_options"`
 	Options         goOptions                  `json:"-"`
+	kafka           kafkaSetup                 // from KafkaClient (kafkaclient.go)
 }
 
 // loadSettings reads --config: a JSON document, or @path of one.
@@ -104,7 +106,13 @@ func parseSettings(raw []byte) (*settings, error) {
 	if err := checkSupported(s); err != nil {
 		return nil, err
 	}
-	return s, readEngineOptions(s)
+	if err := readEngineOptions(s); err != nil {
+		return s, err
+	}
+	// The secrets' references are resolved here, in this process (the settings hold references only).
+	var err error
+	s.kafka, err = s.KafkaClient.kafkaOptions()
+	return s, err
 }
 
 // checkSupported refuses what this engine does not implement, naming the field (the Python
