@@ -220,6 +220,19 @@ class KafkaClient(BaseModel):
             out["ssl.endpoint.identification.algorithm"] = "https" if sec.verify_hostname else ""
         return out
 
+    def secret_values(self) -> list[str]:
+        """Every resolved secret of these properties and of their Java translation (the JAAS line,
+        an inline PEM key), longest first; each also as a JAAS line and a SQL literal quote it, and a
+        multi-line one (a PEM key) line by line: what a process holding them scrubs (:func:`redact`)
+        from text it prints, e.g. an engine's error that quotes its connector options."""
+        found = set()
+        for props in (self.resolved(), self.java()):
+            found.update(v for k, v in props.items() if v and (is_secret(k) or k == "ssl.keystore.key"))
+        for v in list(found):
+            found.update((_jaas(v), v.replace("'", "''")))
+            found.update(line.strip() for line in v.splitlines() if len(line.strip()) >= 16)
+        return sorted(found, key=len, reverse=True)
+
     def __bool__(self) -> bool:
         return bool(self.properties or self.properties_file)
 
@@ -232,6 +245,13 @@ SECURITY_PROPERTIES = {"security.protocol", "sasl.mechanisms", "sasl.mechanism",
 
 def _jaas(value: str | None) -> str:
     return (value or "").replace("\\", "\\\\").replace('"', '\\"')
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    """``text`` with each of ``secrets`` (:meth:`KafkaClient.secret_values`) replaced by [redacted]."""
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    return text
 
 
 def client_properties(client: KafkaClient | None) -> dict[str, str]:

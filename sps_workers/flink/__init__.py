@@ -13,7 +13,16 @@ How the job maps to Flink
   ``crayfish_input(k BYTES, v BYTES, hdrs MAP<STRING,BYTES> METADATA FROM 'headers',
   ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp', p INT, o BIGINT)`` in ``raw`` format, converted
   to a DataStream of Rows. Consumer group = WorkerSettings.consumer_group, start from the group's
-  committed offsets, ``earliest`` when it has none.
+  committed offsets, ``earliest`` when it has none (on a pre-created shared input topic the runner
+  commits the run's ``start_offsets`` for the group before the worker starts, so nothing older is
+  read).
+- **Cluster client properties.** ``WorkerSettings.kafka_client`` (security: SASL, TLS, mutual TLS;
+  any other client setting; secrets only as ``${env:..}`` / ``${file:..}`` references) is resolved
+  by the driver (:mod:`.job`) into Java names (``KafkaClient.java()``; the JAAS login module renamed
+  to the connector's relocated ``org.apache.flink.kafka.shaded.org.apache.kafka...`` class) and
+  given to the source and the sink as ``'properties.<name>'`` options (over our defaults; quoted
+  for Flink SQL), and to the driver's own committed-lag client. The DDL is never printed; what the
+  driver prints has the secret values replaced by ``[redacted]``.
 - **Scoring.** :class:`sps_workers.flink.functions.ScoringFunction` builds
   ``EngineInstance(settings, engine="flink", index=<subtask index>)`` in ``open()`` (in that
   subtask's own Python worker process; PyFlink opens it when the first records arrive) and calls

@@ -1,6 +1,14 @@
 """The Flink job and its driver: build the pipeline, submit it, report readiness, stop it cleanly.
 
 Run by sps_workers.flink.__main__ in a session of its own (``python -m sps_workers.flink.job``).
+
+The cluster's client properties (``WorkerSettings.kafka_client``: references to secrets only) are
+resolved here, in the driver, into Java names (``KafkaClient.java()``, login module renamed for the
+connector's relocated Kafka classes) and go into the Kafka source's and sink's DDL as
+``'properties.<name>'`` options; the driver's lag client (:func:`crayfish.kafka.consumer_lag`) gets
+them too. The DDL is never printed, and whatever the driver prints (:func:`log`, a failure's
+traceback) has the secret values replaced by ``[redacted]`` (:func:`redact`): the worker's log and
+the Flink logs lie in the run's folder.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
+import traceback  # noqa: E402
 import urllib.request  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -28,6 +37,8 @@ import psutil  # noqa: E402
 from crayfish.host.paths import cache_dir  # noqa: E402
 from crayfish.host.ports import free_port  # noqa: E402
 from crayfish.kafka import MAX_MESSAGE_BYTES, consumer_lag  # noqa: E402
+from crayfish.kafka_client import KafkaClient  # noqa: E402
+from crayfish.kafka_client import redact as redact_secrets  # noqa: E402
 from sps_workers.flink.jars import ensure_connector  # noqa: E402
 from sps_workers.flink.loopback import use_in_gateway  # noqa: E402
 from sps_workers.flink.options import FlinkOptions  # noqa: E402
@@ -39,8 +50,34 @@ TERMINAL = {"FINISHED", "FAILED", "CANCELED", "SUSPENDED"}
 COMMIT_WAIT_S = 11.0  # > the Kafka source's 10 s idle poll (see Driver._await_commits)
 
 
+# The secret values of this run's client properties: never printed (see redact).
+_SECRETS: list[str] = []
+# flink-sql-connector-kafka relocates the Kafka clients under this package: class names given in
+# client properties (the JAAS line's login module) must name the relocated classes.
+SHADED_KAFKA = "org.apache.flink.kafka.shaded."
+
+
 def log(msg: str) -> None:
-    print(f"[flink {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+    print(f"[flink {time.strftime('%H:%M:%S')}] {redact(msg)}", flush=True)
+
+
+def redact(text: str) -> str:
+    """``text`` with every secret value of this run's client properties replaced by [redacted]."""
+    return redact_secrets(text, _SECRETS)
+
+
+def flink_client_properties(client: KafkaClient | None) -> dict[str, str]:
+    """The Java client properties of ``client``, resolved, for the connector's relocated Kafka
+    clients: Kafka class names (``sasl.jaas.config``'s login module, ``*.class`` values) under
+    :data:`SHADED_KAFKA`."""
+    if not client:
+        return {}
+    out = {}
+    for k, v in client.java().items():
+        if k == "sasl.jaas.config" or k.endswith((".class", ".classes")):
+            v = re.sub(r"(?<![\w.])org\.apache\.kafka\.", SHADED_KAFKA + "org.apache.kafka.", v)
+        out[k] = v
+    return out
 
 
 def load_settings(raw: str) -> tuple[WorkerSettings, FlinkOptions]:
@@ -120,13 +157,49 @@ def make_env(settings: WorkerSettings, opts: FlinkOptions, jars: list[Path] = ()
 
 
 def _q(s: str) -> str:
+    """A Flink SQL string literal: single quotes doubled (any other character, newlines of a PEM
+    key included, stands as it is)."""
     return "'" + s.replace("'", "''") + "'"
 
 
-def source_ddl(settings: WorkerSettings, parallelism: int) -> str:
+# Our own options that the cluster's client properties do not replace.
+OWN_PROPERTIES = ("bootstrap.servers", "group.id", "client.id.prefix")
+
+
+def _with(options: dict[str, str], client: dict[str, str] | None) -> str:
+    """A WITH clause: ``options``, then the cluster's client properties as ``'properties.<name>'``
+    (they win over our defaults, as in crayfish.kafka), every value quoted."""
+    merged = dict(options)
+    for k, v in (client or {}).items():
+        if k not in OWN_PROPERTIES:
+            merged[f"properties.{k}"] = str(v)
+    return ",\n".join(f"  {_q(k)} = {_q(v)}" for k, v in merged.items())
+
+
+def source_ddl(settings: WorkerSettings, parallelism: int, client: dict[str, str] | None = None) -> str:
     """The Kafka table source: raw key and value bytes plus the record's metadata (headers,
     LogAppendTime stamp, partition, offset); the DataStream KafkaSource of PyFlink only offers
-    value-only deserializers, this one is the same KafkaSource with a metadata-aware schema."""
+    value-only deserializers, this one is the same KafkaSource with a metadata-aware schema.
+    It starts at the group's committed offsets (on a pre-created input topic the runner commits
+    the run's start, ``start_offsets``, for the group before the worker starts), ``earliest`` where
+    the group has none. ``client``: the cluster's Java client properties, resolved -- the DDL may
+    then hold secrets and is never printed."""
+    options = {
+        "connector": "kafka",
+        "topic": settings.input_topic,
+        "properties.bootstrap.servers": settings.bootstrap,
+        "properties.group.id": settings.consumer_group,
+        "properties.client.id.prefix": settings.worker_id,
+        "scan.startup.mode": "group-offsets",
+        "properties.auto.offset.reset": "earliest",
+        "properties.max.partition.fetch.bytes": str(MAX_MESSAGE_BYTES),
+        "properties.fetch.max.bytes": str(MAX_MESSAGE_BYTES),
+        "scan.parallelism": str(parallelism),
+        "key.format": "raw",
+        "key.fields": "k",
+        "value.format": "raw",
+        "value.fields-include": "EXCEPT_KEY",
+    }
     return f"""
 CREATE TEMPORARY TABLE crayfish_input (
   k BYTES,
@@ -136,27 +209,30 @@ CREATE TEMPORARY TABLE crayfish_input (
   p INT METADATA FROM 'partition',
   o BIGINT METADATA FROM 'offset'
 ) WITH (
-  'connector' = 'kafka',
-  'topic' = {_q(settings.input_topic)},
-  'properties.bootstrap.servers' = {_q(settings.bootstrap)},
-  'properties.group.id' = {_q(settings.consumer_group)},
-  'properties.client.id.prefix' = {_q(settings.worker_id)},
-  'scan.startup.mode' = 'group-offsets',
-  'properties.auto.offset.reset' = 'earliest',
-  'properties.max.partition.fetch.bytes' = '{MAX_MESSAGE_BYTES}',
-  'properties.fetch.max.bytes' = '{MAX_MESSAGE_BYTES}',
-  'scan.parallelism' = '{parallelism}',
-  'key.format' = 'raw',
-  'key.fields' = 'k',
-  'value.format' = 'raw',
-  'value.fields-include' = 'EXCEPT_KEY'
+{_with(options, client)}
 )"""
 
 
-def sink_ddl(settings: WorkerSettings, parallelism: int, linger_ms: int = 0) -> str:
+def sink_ddl(settings: WorkerSettings, parallelism: int, linger_ms: int = 0,
+             client: dict[str, str] | None = None) -> str:
     """The Kafka table sink: each row names its topic (output or dead-letter) and carries headers;
-    at-least-once (the writer flushes on every checkpoint, before the source commits offsets)."""
-    topics = f"{settings.output_topic};{settings.dead_letter_topic}"
+    at-least-once (the writer flushes on every checkpoint, before the source commits offsets).
+    ``client``: as :func:`source_ddl`."""
+    options = {
+        "connector": "kafka",
+        "topic": f"{settings.output_topic};{settings.dead_letter_topic}",
+        "properties.bootstrap.servers": settings.bootstrap,
+        "properties.linger.ms": str(linger_ms),
+        "properties.acks": "all",
+        "properties.enable.idempotence": "true",
+        "properties.max.request.size": str(MAX_MESSAGE_BYTES),
+        "sink.delivery-guarantee": "at-least-once",
+        "sink.parallelism": str(parallelism),
+        "key.format": "raw",
+        "key.fields": "k",
+        "value.format": "raw",
+        "value.fields-include": "EXCEPT_KEY",
+    }
     return f"""
 CREATE TEMPORARY TABLE crayfish_output (
   k BYTES,
@@ -164,19 +240,7 @@ CREATE TEMPORARY TABLE crayfish_output (
   hdrs MAP<STRING, BYTES> METADATA FROM 'headers',
   tp STRING METADATA FROM 'topic'
 ) WITH (
-  'connector' = 'kafka',
-  'topic' = {_q(topics)},
-  'properties.bootstrap.servers' = {_q(settings.bootstrap)},
-  'properties.linger.ms' = '{linger_ms}',
-  'properties.acks' = 'all',
-  'properties.enable.idempotence' = 'true',
-  'properties.max.request.size' = '{MAX_MESSAGE_BYTES}',
-  'sink.delivery-guarantee' = 'at-least-once',
-  'sink.parallelism' = '{parallelism}',
-  'key.format' = 'raw',
-  'key.fields' = 'k',
-  'value.format' = 'raw',
-  'value.fields-include' = 'EXCEPT_KEY'
+{_with(options, client)}
 )"""
 
 
@@ -193,8 +257,9 @@ def submit(settings: WorkerSettings, opts: FlinkOptions, rest_port: int | None =
     """Build the Kafka -> scoring -> Kafka job and submit it; returns (JobClient, t_env)."""
     src_p, _, sink_p = opts.parallelisms(settings.parallelism)
     env, t_env = make_env(settings, opts, jars=[ensure_connector()], rest_port=rest_port)
-    t_env.execute_sql(source_ddl(settings, src_p))
-    t_env.execute_sql(sink_ddl(settings, sink_p, opts.sink_linger_ms))
+    client = flink_client_properties(settings.kafka_client)   # resolved here; the DDL is never printed
+    t_env.execute_sql(source_ddl(settings, src_p, client))
+    t_env.execute_sql(sink_ddl(settings, sink_p, opts.sink_linger_ms, client))
     ds = t_env.to_data_stream(t_env.from_path("crayfish_input"))
     scored = scoring_stream(ds, settings, opts)
     result = t_env.from_data_stream(scored).execute_insert("crayfish_output")
@@ -276,7 +341,8 @@ class Driver:
         t0 = time.monotonic()
         while time.monotonic() - t0 < COMMIT_WAIT_S:
             try:
-                lag = consumer_lag(s.bootstrap, s.consumer_group, s.input_topic, timeout_s=2)
+                lag = consumer_lag(s.bootstrap, s.consumer_group, s.input_topic, timeout_s=2,
+                                   client=s.kafka_client)
             except Exception as exc:  # noqa: BLE001 - the broker may be gone already
                 log(f"committed offsets unknown ({exc}); stopping")
                 return
@@ -340,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         settings, opts = load_settings(a.config)
+        _SECRETS[:] = settings.kafka_client.secret_values()   # KafkaClientError is a ValueError
     except (OSError, ValueError) as exc:
         print(f"flink worker: bad config: {config_error(exc)}", file=sys.stderr)
         return 2
@@ -354,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: driver.stop.set())
     try:
         return driver.run()
+    except Exception:  # noqa: BLE001 - printed without the secrets (a Flink error may quote table options)
+        log(f"driver failed:\n{traceback.format_exc()}")
+        return 1
     finally:
         _end_children()
 

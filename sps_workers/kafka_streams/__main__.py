@@ -50,6 +50,16 @@ source → scoring → sink, one Processor API topology::
 - Readiness: the stream threads' consumers are members of consumer group ``consumer_group``
   (= ``application.id``), so the runner waits for the group; the worker also writes
   ``ready_file`` when Kafka Streams reaches RUNNING.
+- Start offsets: the group's committed offsets, ``earliest`` where it has none. On a pre-created
+  shared input topic (``start_offsets`` set) the runner commits the run's start for
+  ``consumer_group`` before the worker starts, so nothing older is read; ``start_offsets`` itself
+  is not read by the Java worker.
+- Cluster client properties (``kafka_client``: security, any other client setting): the settings
+  hold only ``${env:..}`` / ``${file:..}`` references to secrets. This launcher resolves them
+  (``KafkaClient.java()``: JAAS line, PEM stores) and passes the result to the JVM it execs in the
+  environment variable ``CRAYFISH_KAFKA_CLIENT`` (a JSON object of strings) -- never on the command
+  line (``ps`` shows it) nor in a file; ``Main`` sets them on every client of Kafka Streams
+  (consumers, producer, admin), over the defaults and under ``streams_config``.
 
 Knobs (``engine_options``: :mod:`.options`; unknown keys are rejected, by the launcher and by Java)
 -------------------------------------------------------------------------------------------------
@@ -87,11 +97,14 @@ import tempfile
 from pathlib import Path
 
 from crayfish.host.paths import models_dir
+from crayfish.kafka_client import KafkaClientError
 from sps_workers.kafka_streams.build import BuildError, ensure_built
 from sps_workers.kafka_streams.options import KafkaStreamsOptions
 from sps_workers.settings import WorkerSettings, config_error, load_config
 
 DEFAULT_JVM_OPTIONS = ["-XX:+ExitOnOutOfMemoryError"]
+# The JVM's environment variable holding the resolved Java client properties (Settings.java reads it).
+KAFKA_CLIENT_ENV = "CRAYFISH_KAFKA_CLIENT"
 
 
 def java_executable() -> str:
@@ -112,6 +125,16 @@ def java_command(settings: WorkerSettings, options: KafkaStreamsOptions, jar: Pa
     # ONNX Runtime's native library is extracted to java.io.tmpdir: the service's own TMPDIR.
     tmp = f"-Djava.io.tmpdir={tempfile.gettempdir()}"
     return [java, *DEFAULT_JVM_OPTIONS, tmp, *options.jvm_options, "-jar", str(jar), "--config", json.dumps(doc)]
+
+
+def java_env(settings: WorkerSettings) -> dict[str, str]:
+    """The JVM's environment: ours, plus the cluster's Java client properties, resolved (secrets
+    included), in :data:`KAFKA_CLIENT_ENV`. Raises KafkaClientError / OSError naming the property
+    or file (never a value)."""
+    env = {k: v for k, v in os.environ.items() if k != KAFKA_CLIENT_ENV}
+    if settings.kafka_client:
+        env[KAFKA_CLIENT_ENV] = json.dumps(settings.kafka_client.java())
+    return env
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -137,9 +160,14 @@ def main(argv: list[str] | None = None) -> None:
         print(jar)
         return
     cmd = java_command(settings, options, jar)
+    try:
+        env = java_env(settings)
+    except (KafkaClientError, OSError) as exc:
+        print(f"kafka-streams worker: kafka_client: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execvp(cmd[0], cmd)
+    os.execvpe(cmd[0], cmd, env)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,11 @@ runner starts it like every engine; it registers with ``joins_consumer_group=Fal
 How the pipeline maps onto Spark
 --------------------------------
 source
-    ``spark.readStream.format("kafka")`` on the input topic, ``startingOffsets=earliest``,
-    ``includeHeaders=true``. Each micro-batch has one Spark task per Kafka partition with new
+    ``spark.readStream.format("kafka")`` on the input topic, ``includeHeaders=true``,
+    ``startingOffsets=earliest`` -- or, on a pre-created shared input topic, the run's start
+    (``WorkerSettings.start_offsets``, partition -> offset, as Spark's JSON
+    ``{"<topic>": {"0": 12, "1": 7}}``): the source keeps its offsets in the query's checkpoint
+    and never reads the group's committed ones. Each micro-batch has one Spark task per Kafka partition with new
     records (``min_partitions`` splits them further). The source assigns partitions itself: no
     consumer-group membership (its generated group ids start with ``WorkerSettings.consumer_group``).
     Per record the task hands key, value, headers (the W3C ``traceparent`` among them), the
@@ -31,6 +34,15 @@ sink
     the input key, and a ``headers`` column (the trace context carried on). Producer: no linger,
     acks=all, idempotent. Trigger: processing time ``trigger_ms`` (0 = the next micro-batch starts
     as soon as the previous one has finished).
+cluster client properties
+    ``WorkerSettings.kafka_client`` (security: SASL, TLS, mutual TLS; any other client setting;
+    secrets only as ``${env:..}`` / ``${file:..}`` references) is resolved on the driver into Java
+    names (``KafkaClient.java()``) and set as ``kafka.<name>`` options of the source and the sink,
+    over our defaults: Spark passes them to its consumers, producers and admin client, on the
+    driver and the executors. Properties the connector sets itself or rejects (``group.id``,
+    ``auto.offset.reset``, ``enable.auto.commit``, (de)serializers, interceptors) are left out with
+    a warning naming them. Nothing prints the resolved values; a failure's traceback is printed
+    with them replaced by ``[redacted]``.
 delivery
     At-least-once: a micro-batch's input offsets are committed to the query's checkpoint (a temp
     dir per run) only after every task of the batch has written its output to Kafka.

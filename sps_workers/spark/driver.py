@@ -1,8 +1,15 @@
 """The Spark driver: builds the streaming query Kafka -> mapInArrow(score) -> Kafka and runs it
-until SIGTERM. See the package docstring (sps_workers.spark) for the whole picture."""
+until SIGTERM. See the package docstring (sps_workers.spark) for the whole picture.
+
+The cluster's client properties (``WorkerSettings.kafka_client``, references to secrets only) are
+resolved here, on the driver, into Java names (``KafkaClient.java()``) and set as ``kafka.<name>``
+options of the Kafka source and sink (Spark hands them to its consumers, producers and admin
+client on the driver and the executors). Nothing prints them: a failure's traceback is printed
+with the secret values replaced by ``[redacted]`` (:func:`redact`)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -11,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 
 import pyspark
 from pyspark import SparkConf, SparkContext
@@ -18,6 +26,8 @@ from pyspark.java_gateway import launch_gateway
 from pyspark.sql import SparkSession
 
 from crayfish.kafka import MAX_MESSAGE_BYTES
+from crayfish.kafka_client import KafkaClient, KafkaClientError
+from crayfish.kafka_client import redact as redact_secrets
 from sps_workers.runtime import mark_ready, read_settings
 from sps_workers.settings import WorkerSettings
 from sps_workers.spark import scoring
@@ -27,6 +37,39 @@ from sps_workers.spark.options import SparkOptions, local_cores
 log = logging.getLogger("crayfish.worker.spark")
 
 POLL_S = 0.1
+
+# Kafka client properties the Spark connector sets itself or rejects as kafka.* options (it names
+# the source option to use instead): a cluster property of these names is not passed on.
+SPARK_MANAGED = ("bootstrap.servers", "group.id", "auto.offset.reset", "enable.auto.commit", "interceptor.classes",
+                 "key.deserializer", "value.deserializer", "key.serializer", "value.serializer")
+
+_SECRETS: list[str] = []   # this run's secret values (see redact)
+
+
+def kafka_options(client: KafkaClient | None) -> dict[str, str]:
+    """The cluster's client properties as ``kafka.<name>`` options of the Kafka source and sink:
+    Java names, resolved (secrets included: never print the result)."""
+    out = {}
+    for name, value in (client.java() if client else {}).items():
+        if name in SPARK_MANAGED:
+            log.warning("kafka client property %s is not passed to Spark's Kafka source and sink "
+                        "(the connector sets it itself)", name)
+            continue
+        out[f"kafka.{name}"] = value
+    return out
+
+
+def starting_offsets(settings: WorkerSettings) -> str:
+    """The source's ``startingOffsets``: ``earliest`` (a fresh topic), or, on a pre-created shared
+    input topic, the run's start (``start_offsets``) as Spark's JSON, every partition named."""
+    if settings.start_offsets is None:
+        return "earliest"
+    return json.dumps({settings.input_topic: {str(p): o for p, o in sorted(settings.start_offsets.items())}})
+
+
+def redact(text: str) -> str:
+    """``text`` with every secret value of this run's client properties replaced by [redacted]."""
+    return redact_secrets(text, _SECRETS)
 
 
 def spark_conf(settings: WorkerSettings, opts: SparkOptions, jars: list, scratch: str) -> dict[str, str]:
@@ -63,15 +106,17 @@ def start_spark(conf: dict[str, str]):
 
 
 def build_query(spark, settings: WorkerSettings, opts: SparkOptions, checkpoint: str):
+    client = kafka_options(settings.kafka_client)   # resolved: never printed
     src = (spark.readStream.format("kafka")
            .option("kafka.bootstrap.servers", settings.bootstrap)
            .option("subscribe", settings.input_topic)
-           .option("startingOffsets", "earliest")
+           .option("startingOffsets", starting_offsets(settings))
            .option("includeHeaders", "true")
            .option("groupIdPrefix", settings.consumer_group)
            .option("kafka.fetch.max.wait.ms", "5")     # as crayfish.kafka.consumer_config
            .option("kafka.fetch.max.bytes", str(MAX_MESSAGE_BYTES))
-           .option("kafka.max.partition.fetch.bytes", str(MAX_MESSAGE_BYTES)))
+           .option("kafka.max.partition.fetch.bytes", str(MAX_MESSAGE_BYTES))
+           .options(**client))                         # the cluster's properties over our defaults
     if opts.max_offsets_per_trigger:
         src = src.option("maxOffsetsPerTrigger", str(opts.max_offsets_per_trigger))
     if opts.min_partitions:
@@ -88,6 +133,7 @@ def build_query(spark, settings: WorkerSettings, opts: SparkOptions, checkpoint:
             .option("kafka.enable.idempotence", "true")
             .option("kafka.compression.type", "none")
             .option("kafka.max.request.size", str(MAX_MESSAGE_BYTES))
+            .options(**client)
             .option("checkpointLocation", checkpoint)
             .queryName(f"crayfish-{settings.worker_id}")
             .trigger(processingTime=f"{opts.trigger_ms} milliseconds"))
@@ -167,4 +213,13 @@ def _shutdown(spark, query, opts: SparkOptions) -> None:
 def main(argv: list[str] | None = None) -> None:
     settings, opts = read_settings(argv, "python -m sps_workers.spark", "Spark Structured Streaming scoring worker.",
                                    SparkOptions)
-    run(settings, opts)
+    try:
+        _SECRETS[:] = settings.kafka_client.secret_values()
+    except (KafkaClientError, OSError) as exc:
+        print(f"spark worker: bad config: kafka_client: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    try:
+        run(settings, opts)
+    except Exception:  # noqa: BLE001 - printed without the secrets (a query's error may quote its options)
+        print(redact(f"spark worker failed:\n{traceback.format_exc()}"), file=sys.stderr, flush=True)
+        sys.exit(1)

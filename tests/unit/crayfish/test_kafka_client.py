@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from crayfish.kafka import admin_config, consumer_config, producer_config
-from crayfish.kafka_client import KafkaClient, KafkaClientError, read_properties_file
+from crayfish.kafka_client import KafkaClient, KafkaClientError, read_properties_file, redact
 
 
 def scram(tmp_path, **extra) -> KafkaClient:
@@ -101,3 +101,20 @@ def test_a_properties_file_is_read_by_each_process_and_the_experiment_wins(tmp_p
 def test_an_empty_client_changes_nothing():
     assert not KafkaClient() and KafkaClient().resolved() == {}
     assert admin_config("h:1", KafkaClient()) == admin_config("h:1")
+
+
+def test_secret_values_cover_every_form_a_secret_is_printed_in(tmp_path, monkeypatch):
+    monkeypatch.setenv("CRAYFISH_TEST_PW", "it's \"quoted\"")
+    key = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49\n-----END PRIVATE KEY-----\n"
+    (tmp_path / "cert.pem").write_text("CERT")
+    (tmp_path / "key.pem").write_text(key)
+    client = scram(tmp_path, **{"ssl.certificate.location": str(tmp_path / "cert.pem"),
+                                "ssl.key.location": str(tmp_path / "key.pem")})
+    secrets = client.secret_values()
+    java = client.java()
+    text = (f"jaas={java['sasl.jaas.config']} sql='{java['sasl.jaas.config'].replace(chr(39), chr(39) * 2)}' "
+            f"raw={client.resolved()['sasl.password']} keyline=MIGHAgEAMBMGByqGSM49AgEGCCqGSM49")
+    shown = redact(text, secrets)
+    assert "quoted" not in shown and "MIGHAgEAMBMGByqGSM49" not in shown and shown.count("[redacted]") >= 4, shown
+    assert redact("user=alice", secrets) == "user=alice"   # a user name is not a secret
+    assert KafkaClient().secret_values() == []

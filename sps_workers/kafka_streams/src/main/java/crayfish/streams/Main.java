@@ -7,6 +7,7 @@ import java.nio.file.StandardCopyOption;
 import java.time.Duration;
 import java.util.Comparator;
 import java.util.Locale;
+import java.util.Map;
 import java.util.Properties;
 import java.util.concurrent.CountDownLatch;
 import java.util.stream.Stream;
@@ -112,7 +113,8 @@ public final class Main {
     }
 
     /** Kafka Streams settings: the baseline worker's latency choices (no linger, short fetch wait,
-     *  short sessions, 64 MiB messages), at-least-once, engine_options.streams_config last. */
+     *  short sessions, 64 MiB messages), at-least-once, the cluster's client properties
+     *  ({@link Settings#kafkaClient}) over those, engine_options.streams_config last. */
     static Properties properties(Settings s, Path stateDir) {
         Properties p = new Properties();
         p.put(StreamsConfig.APPLICATION_ID_CONFIG, s.consumerGroup);
@@ -144,6 +146,13 @@ public final class Main {
         p.put(StreamsConfig.producerPrefix(ProducerConfig.COMPRESSION_TYPE_CONFIG), "none");
         p.put(StreamsConfig.producerPrefix(ProducerConfig.MAX_REQUEST_SIZE_CONFIG), MAX_MESSAGE_BYTES + (1 << 20));
         p.put(StreamsConfig.producerPrefix(ProducerConfig.BUFFER_MEMORY_CONFIG), 4L * MAX_MESSAGE_BYTES);
+        // The cluster's client properties (security: SASL, TLS; any other client setting) for every
+        // client of Kafka Streams (consumers, producer, admin), over the defaults above.
+        for (Map.Entry<String, String> e : s.kafkaClient.entrySet()) {
+            p.remove(StreamsConfig.consumerPrefix(e.getKey()));
+            p.remove(StreamsConfig.producerPrefix(e.getKey()));
+            p.put(e.getKey(), e.getValue());
+        }
         p.putAll(s.streamsConfig);
         return p;
     }

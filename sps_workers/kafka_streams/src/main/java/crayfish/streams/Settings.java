@@ -17,6 +17,11 @@ import java.util.TreeSet;
  * The WorkerSettings JSON document (sps_workers/settings.py), read field by field so that a bad
  * value fails with one line naming the field. Unknown top-level fields are ignored (as pydantic
  * does); unknown engine_options keys are rejected.
+ *
+ * <p>{@code kafka_client} (references to secrets only) and {@code start_offsets} are not read here:
+ * the Python launcher resolves the client properties and hands them over in the environment
+ * variable {@link #KAFKA_CLIENT_ENV} ({@link #kafkaClient}); the start offsets are the consumer
+ * group's committed offsets, which the runner sets before the worker starts.
  */
 public final class Settings {
     public static final String ENGINE = "kafka-streams";
@@ -25,6 +30,10 @@ public final class Settings {
      *  (sps_workers/kafka_streams/options.py; jvm_options is read by the Python launcher). */
     public static final List<String> ENGINE_OPTION_KEYS =
             List.of("commit_interval_ms", "poll_ms", "warmup_ms", "streams_config", "jvm_options");
+
+    /** The environment variable in which the launcher passes the cluster's Java client properties
+     *  (a JSON object of strings, resolved: it may hold secrets, so it is never written to a file). */
+    public static final String KAFKA_CLIENT_ENV = "CRAYFISH_KAFKA_CLIENT";
 
     public String bootstrap;
     public String inputTopic;
@@ -48,6 +57,9 @@ public final class Settings {
     public Long pollMs;
     public Map<String, String> streamsConfig = new LinkedHashMap<>();
 
+    /** The cluster's client properties (security), Java names, resolved: {@link #kafkaClient}. */
+    public Map<String, String> kafkaClient = new LinkedHashMap<>();
+
     /** ExternalSettings: how to reach the external model server. */
     public static final class External {
         public String client;
@@ -60,6 +72,17 @@ public final class Settings {
     }
 
     public static Settings load(String arg) {
+        return load(arg, System.getenv());
+    }
+
+    /** {@link #load(String)} with the client properties of {@link #KAFKA_CLIENT_ENV} in {@code env}. */
+    public static Settings load(String arg, Map<String, String> env) {
+        Settings s = parseArg(arg);
+        s.kafkaClient = kafkaClient(env.get(KAFKA_CLIENT_ENV));
+        return s;
+    }
+
+    private static Settings parseArg(String arg) {
         String raw = arg;
         if (arg.startsWith("@")) {
             try {
@@ -109,6 +132,32 @@ public final class Settings {
         }
         engineOptions(s, root.get("engine_options"));
         return s;
+    }
+
+    /** The client properties the launcher passed: a JSON object of string values (empty when unset).
+     *  Errors never quote the text: it may hold secrets. */
+    public static Map<String, String> kafkaClient(String json) {
+        Map<String, String> out = new LinkedHashMap<>();
+        if (json == null || json.isBlank()) {
+            return out;
+        }
+        JsonNode root;
+        try {
+            root = new ObjectMapper().readTree(json);
+        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+            root = null;
+        }
+        if (root == null || !root.isObject()) {
+            throw new ConfigError(KAFKA_CLIENT_ENV + ": expected a JSON object of Kafka client properties");
+        }
+        for (Iterator<Map.Entry<String, JsonNode>> it = root.fields(); it.hasNext(); ) {
+            Map.Entry<String, JsonNode> f = it.next();
+            if (!f.getValue().isTextual()) {
+                throw new ConfigError(KAFKA_CLIENT_ENV + "." + f.getKey() + ": expected a string value");
+            }
+            out.put(f.getKey(), f.getValue().asText());
+        }
+        return out;
     }
 
     private static External external(JsonNode node) {
