@@ -130,11 +130,13 @@ def first_copies(rows: list[dict]) -> tuple[dict[str, dict], dict[str, int], lis
     return kept, extra, anonymous
 
 
-def build_batches_table(sent: pa.Table | None, rows: list[dict]) -> pa.Table:
+def build_batches_table(sent: pa.Table | None, rows: list[dict],
+                        extra_columns: dict[str, pa.DataType] | None = None) -> pa.Table:
     """One row per batch: every sent batch (``scored``, ``dead_lettered`` or ``missing``, with
     ``sent`` true), then the batches read that the generator did not send and the records without a
     batch id (undecodable, or id-less outputs whose echo key matched nothing), with ``sent`` false.
-    Id-less outputs are matched first (:func:`match_echoes`); see :func:`first_copies` for duplicates."""
+    Id-less outputs are matched first (:func:`match_echoes`); see :func:`first_copies` for duplicates.
+    ``extra_columns``: more columns, taken from the kept rows (e.g. which collector read them)."""
     kept, extra, anonymous = first_copies(match_echoes(sent, rows))
     out: list[dict] = []
     sent_ids: set[str] = set()
@@ -148,4 +150,12 @@ def build_batches_table(sent: pa.Table | None, rows: list[dict]) -> pa.Table:
             out.append(row)
     out += [{**r, "sent": False, "duplicates": extra[bid]} for bid, r in kept.items() if bid not in sent_ids]
     out += [{**r, "sent": False, "duplicates": 0} for r in anonymous]
-    return pa.table({name: pa.array([row.get(name) for row in out], type=kind) for name, kind in COLUMNS.items()})
+    columns = {**COLUMNS, **(extra_columns or {})}
+    return pa.table({name: pa.array([row.get(name) for row in out], type=kind) for name, kind in columns.items()})
+
+
+def rows_table(rows: list[dict]) -> pa.Table:
+    """The records as read (every copy, ``sent`` and ``duplicates`` empty): what a joined collector
+    hands the runner, which builds the run's table from every part (``rows_table(...).to_pylist()``
+    gives the rows back)."""
+    return pa.table({name: pa.array([row.get(name) for row in rows], type=kind) for name, kind in COLUMNS.items()})

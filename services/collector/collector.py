@@ -12,6 +12,12 @@ echo key (``services.collector.batches``); they wait until sent.parquet appears,
 their batches (and count towards "every sent batch accounted for"), and from then on are matched as
 they come. Each output row also keeps the collector's own clock when it was polled
 (``collector_receive_ns``: the µs end of the e2e at the collector, docs/results.md).
+
+A collector that joined a run from another host (``services.collector.joined``: no ``expect_file``)
+is part ``part`` of ``parts``: it reads the output and dead-letter partitions ``p % parts == part``,
+only part 0 samples the lag, it runs until it is stopped, and it writes every record it read
+(``rows.parquet``) instead of ``batches.parquet``: the runner, which holds every host's sent batches,
+builds the run's table from all the parts (``services.runner.hosts``).
 """
 
 from __future__ import annotations
@@ -36,7 +42,15 @@ from crayfish.kafka import admin_config, consumer_config, high_watermark, poll_b
 from crayfish.tensor import arrays_from, from_tensor
 from crayfish.v1 import batch_pb2
 from observability.light import batch_tracing, sampled_traceparent
-from services.collector.batches import DEAD, MATCHED_BY_IDS, SCORED, EchoMatcher, build_batches_table, resolve_echo
+from services.collector.batches import (
+    DEAD,
+    MATCHED_BY_IDS,
+    SCORED,
+    EchoMatcher,
+    build_batches_table,
+    resolve_echo,
+    rows_table,
+)
 from services.collector.checker import UNCHECKED_BACKENDS, PredictionChecker, not_checked_note
 from services.generator.settings import GeneratorSettings
 
@@ -49,7 +63,7 @@ class CollectorSettings(BaseModel):
     input_topic: str = Field(description="Input topic; the worker group's lag on it is sampled.")
     worker_group: str | None = Field(None, description="Consumer group of the worker (for lag samples).")
     codec: str = Field("protobuf", description="Payload codec of the output topic.")
-    expect_file: str = Field(description="sent.parquet of the generator; its appearance starts the drain.")
+    expect_file: str | None = Field(description="sent.parquet of the generator; its appearance starts the drain. None: a joined collector, which runs until stopped.")
     drain_idle_s: float = Field(15.0, gt=0, description="Stop draining after this long without new records.")
     check_sample: float = Field(0.01, ge=0, le=1, description="Share of scored batches whose predictions are checked against the reference model.")
     check_atol: float = Field(1e-4, ge=0, description="A checked value is right when |output - reference| <= check_atol + check_rtol * |reference|.")
@@ -59,6 +73,8 @@ class CollectorSettings(BaseModel):
     backend: str = Field("", description="Backend that scored (calibration backends noop/sleep are not checked).")
     lag_interval_s: float = Field(0.5, gt=0, description="Seconds between consumer-lag samples.")
     from_end: bool = Field(False, description="Read the output and dead-letter topics from where they end at start, and count the backlog from there (topics of a pipeline that already runs, with records of earlier runs); default: from offset 0 (the run's fresh topics).")
+    part: int = Field(0, ge=0, description="This collector's part: it reads the partitions p with p % parts == part (only part 0 samples the lag).")
+    parts: int = Field(1, ge=1, description="How many collectors share the output and dead-letter topics.")
 
 
 class Collector:
@@ -67,7 +83,7 @@ class Collector:
         self.out = out_dir
         self.codec = get_codec(s.codec)
         self.rows: list[dict] = []
-        self.lag: list[tuple[int, int, int]] = []   # (t_ns, backlog, committed lag or -1)
+        self.lag: list[tuple[int, int, int, int]] = []   # (t_ns, backlog, committed lag or -1, appended)
         self.completed = 0   # distinct input records seen finished (output or dead letter)
         self.stop = threading.Event()
         self.undecodable = 0
@@ -75,6 +91,8 @@ class Collector:
         self.input_before = 0                     # input records older than this run (from_end)
         self.matcher: EchoMatcher | None = None   # built when sent.parquet appears
         self.pending: list[dict] = []             # id-less outputs read before that
+        self.on_ready = lambda: None              # called once the partitions are assigned
+        self.assigned: dict[str, list[int]] = {}  # topic -> the partitions this collector reads
         self.checker = None
         if s.check_sample > 0 and s.generator_settings and s.backend not in UNCHECKED_BACKENDS:
             gs = GeneratorSettings.model_validate_json(Path(s.generator_settings).read_text())
@@ -89,21 +107,24 @@ class Collector:
         for t in (s.output_topic, s.dead_letter_topic):
             md = consumer.list_topics(t, timeout=10)
             parts += [TopicPartition(t, p, high_watermark(consumer, t, p) if s.from_end else 0)
-                      for p in md.topics[t].partitions]
+                      for p in md.topics[t].partitions if p % s.parts == s.part]
         consumer.assign(parts)
+        self.assigned = {t: [tp.partition for tp in parts if tp.topic == t] for t in (s.output_topic, s.dead_letter_topic)}
         # input records appended before the collector started are not this run's (topics of a
         # pipeline that already runs); none on the run's fresh topics
         if s.from_end:
             md = consumer.list_topics(s.input_topic, timeout=10)
             self.input_before = sum(high_watermark(consumer, s.input_topic, p) for p in md.topics[s.input_topic].partitions)
         lag_thread = threading.Thread(target=self._sample_lag, daemon=True)
-        lag_thread.start()
+        if s.part == 0:
+            lag_thread.start()
         (self.out / "collector.ready").write_text("ready\n")
+        self.on_ready()
 
         expect: set[str] | None = None
         seen: set[str] = set()
         last_new = time.monotonic()
-        expect_path = Path(s.expect_file)
+        expect_path = Path(s.expect_file) if s.expect_file else None
         order = 0
         while not self.stop.is_set():
             msgs = poll_batch(consumer, 500, 0.1)
@@ -125,7 +146,7 @@ class Collector:
                 elif row.get("echo_key"):
                     self.pending.append(row)
                 last_new = now
-            if expect is None and expect_path.exists():
+            if expect is None and expect_path is not None and expect_path.exists():
                 sent = pq.read_table(expect_path)
                 expect = set(sent.column("batch_id").to_pylist())
                 self.matcher = EchoMatcher(sent)
@@ -139,7 +160,8 @@ class Collector:
                     break
         self.stop.set()
         consumer.close()
-        lag_thread.join(timeout=10)
+        if lag_thread.is_alive():
+            lag_thread.join(timeout=10)
         self.tracing.close()
         return self._write()
 
@@ -214,7 +236,7 @@ class Collector:
 
     def _sample_lag(self) -> None:
         """Every ``lag_interval_s``, one :meth:`backlog_sample`; a missed sample is not fatal."""
-        with self.backlog_probe() as sample:
+        with self.backlog_probe(with_appended=True) as sample:
             while not self.stop.wait(self.s.lag_interval_s):
                 try:
                     self.lag.append(sample())
@@ -222,12 +244,13 @@ class Collector:
                     continue
 
     @contextmanager
-    def backlog_probe(self):
-        """A function returning ``(t_ns, backlog, committed_lag)`` now: the backlog is the records
-        appended to the input topic minus the records seen finished on the output and dead-letter
-        topics (distinct batches); the committed lag is the worker group's committed-offset lag, or
-        −1 where the group has committed nothing. The backlog judges every engine alike: Bytewax and
-        Spark commit no group offsets, Flink only on checkpoints."""
+    def backlog_probe(self, with_appended: bool = False):
+        """A function returning ``(t_ns, backlog, committed_lag)`` now (``with_appended``: and the
+        records appended to the input topic): the backlog is the records appended to the input topic
+        minus the records seen finished on the output and dead-letter topics (distinct batches); the
+        committed lag is the worker group's committed-offset lag, or −1 where the group has committed
+        nothing. The backlog judges every engine alike: Bytewax and Spark commit no group offsets,
+        Flink only on checkpoints."""
         s = self.s
         c = Consumer({**admin_config(s.bootstrap, s.kafka_client), "group.id": s.worker_group or f"collector-{s.input_topic}",
                       "enable.auto.commit": False})
@@ -235,7 +258,7 @@ class Collector:
             md = c.list_topics(s.input_topic, timeout=10)
             parts = [TopicPartition(s.input_topic, p) for p in md.topics[s.input_topic].partitions]
 
-            def sample() -> tuple[int, int, int]:
+            def sample() -> tuple[int, ...]:
                 t = time.time_ns()
                 highs = {tp.partition: c.get_watermark_offsets(tp, timeout=5, cached=False)[1] for tp in parts}
                 committed_lag = -1
@@ -243,14 +266,17 @@ class Collector:
                     committed = c.committed(parts, timeout=5)
                     if any(tp.offset >= 0 for tp in committed):
                         committed_lag = sum(highs[tp.partition] - max(tp.offset, 0) for tp in committed)
-                return t, max(sum(highs.values()) - self.input_before - self.completed, 0), committed_lag
+                appended = sum(highs.values()) - self.input_before
+                now = (t, max(appended - self.completed, 0), committed_lag)
+                return (*now, appended) if with_appended else now
 
             yield sample
         finally:
             c.close()
 
     def _write(self) -> dict:
-        sent = pq.read_table(self.s.expect_file) if Path(self.s.expect_file).exists() else None
+        joined = self.s.expect_file is None
+        sent = pq.read_table(self.s.expect_file) if not joined and Path(self.s.expect_file).exists() else None
         if sent is not None and self.matcher is None:   # stopped before sent.parquet was seen
             self.matcher = EchoMatcher(sent)
             for row in self.rows:
@@ -258,14 +284,17 @@ class Collector:
                     self.matcher.claim(row["batch_id"])
         if self.matcher is not None and self.pending:
             self._resolve_pending()
-        for row in self.pending:   # never matched: sent.parquet never came
+        for row in self.pending:   # never matched: sent.parquet never came (or lives with the runner)
             if row.pop("_output", None) is not None and self.checker is not None:
-                self.checker.skip("an output without ids was never matched (no sent.parquet)")
+                self.checker.skip("an output without ids read by a joined collector: matched by the runner, not checked"
+                                  if joined else "an output without ids was never matched (no sent.parquet)")
         table = build_batches_table(sent, self.rows)
-        pq.write_table(table, self.out / "batches.parquet")
-        pq.write_table(pa.table({"t_ns": np.array([t for t, _, _ in self.lag], dtype=np.int64),
-                                 "lag": np.array([v for _, v, _ in self.lag], dtype=np.int64),
-                                 "committed_lag": np.array([v for _, _, v in self.lag], dtype=np.int64)}),
+        if joined:
+            pq.write_table(rows_table(self.rows), self.out / "rows.parquet")
+        else:
+            pq.write_table(table, self.out / "batches.parquet")
+        lag = np.array(self.lag, dtype=np.int64).reshape(-1, 4)
+        pq.write_table(pa.table({"t_ns": lag[:, 0], "lag": lag[:, 1], "committed_lag": lag[:, 2], "appended": lag[:, 3]}),
                        self.out / "lag.parquet")
         status = table.column("status").to_pylist()
         report = {

@@ -12,6 +12,10 @@ an outstanding one is read back. ``intended_ns == created_ns`` there.
 Before the workload, the clock-skew probes run with the generator's own clock: the one that stamps
 ``intended_ns`` and ``created_ns``, so the bound is the one latencies need.
 
+A generator that joined a run from another host (``services.generator.joined``) sends its
+:class:`Share` of the open-loop schedule only (the sequences ``part, part + parts, ...``) from the
+origin the runner gives (``await_start``), so that the shares of all hosts make the workload.
+
 Writes ``sent.parquet`` (one row per batch the broker acknowledged: a batch whose delivery failed was
 never sent; for a codec whose outputs may lose the ids, crayfish-json, also each batch's ``echo_key``:
 ``crayfish.codec_base``, step 4) and ``generator.json`` (achieved vs target rate, lateness against the slots, the skew
@@ -25,7 +29,10 @@ import json
 import math
 import multiprocessing as mproc
 import os
+import signal
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +52,14 @@ from services.generator.schedules import build_schedule
 from services.generator.settings import GeneratorSettings
 
 START_LEAD_NS = 200_000_000  # t0 lies this far after the processes are ready
+
+
+@dataclass(frozen=True)
+class Share:
+    """Part ``part`` of ``parts`` of an open-loop schedule: the batches whose sequence % parts == part."""
+
+    part: int = 0
+    parts: int = 1
 
 
 def input_pool_for(s: GeneratorSettings) -> list:
@@ -196,12 +211,14 @@ class _Sender:
                 **self.deliveries.result(self.s.run_id), **extra}
 
 
-def _open_loop_worker(s: GeneratorSettings, offsets: np.ndarray, proc_index: int, nprocs: int,
+def _open_loop_worker(s: GeneratorSettings, offsets: np.ndarray, seqs: np.ndarray, proc_index: int, nprocs: int,
                       t0_ns: int, out_queue) -> None:
-    """One producer process of an open-loop run: the slots ``proc_index, proc_index + nprocs, ...``."""
+    """One producer process of an open-loop run: of the slots ``seqs``, entries ``proc_index,
+    proc_index + nprocs, ...``. A SIGTERM ends it at once (its parent stops it that way)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     sender = _Sender(s, f"generator-{proc_index}")
     time_ns, sleep = host_clock(s.clock_offset_ms), time.sleep
-    for i in range(proc_index, len(offsets), nprocs):
+    for i in seqs[proc_index::nprocs].tolist():
         slot = t0_ns + int(offsets[i])
         wait = slot - time_ns()
         if wait > 0:
@@ -307,11 +324,14 @@ def _feedback_batch_id(codec, m) -> str:
         return ""
 
 
-def run(s: GeneratorSettings, out_dir: Path) -> dict:
+def run(s: GeneratorSettings, out_dir: Path, share: Share = Share(),
+        await_start: Callable[[], int] | None = None) -> dict:
+    """Probe the clock skew, drive the workload (``share`` of it; from the origin ``await_start``
+    returns once the skew is probed, else from now), write sent.parquet and generator.json."""
     out_dir.mkdir(parents=True, exist_ok=True)
     clock = host_clock(s.clock_offset_ms)
     skew = probe_skew(s.bootstrap, s.probe_topic, s.probes, clock=clock, client=s.kafka_client).to_dict() if s.probe_topic else None
-    results, target_rate, nprocs, t0 = _drive(s, clock)
+    results, target_rate, nprocs, t0 = _drive(s, clock, share, await_start)
     seq, intended, created = (np.concatenate([np.asarray(r[k], dtype=np.int64) for r in results])
                               for k in ("seq", "intended", "created"))
     acked = np.isin(seq, np.concatenate([np.asarray(r["acked_seq"], dtype=np.int64) for r in results]))
@@ -346,25 +366,38 @@ def _is_open_loop(s: GeneratorSettings) -> bool:
     return s.workload.type != "closed_loop"
 
 
-def _drive(s: GeneratorSettings, clock) -> tuple[list[dict], float | None, int, int]:
-    """Run the workload -> (per-process results, target rate, processes, schedule origin t0)."""
+def _drive(s: GeneratorSettings, clock, share: Share = Share(),
+           await_start: Callable[[], int] | None = None) -> tuple[list[dict], float | None, int, int]:
+    """Run the workload -> (per-process results, target rate of the share, processes, schedule origin t0)."""
     if not _is_open_loop(s):
+        if share.parts > 1:
+            raise ValueError("a closed loop runs on one generator: it cannot be shared between hosts")
+        if await_start is not None:
+            await_start()
         return [_closed_loop(s)], None, 1, 0
     schedule = build_schedule(s.workload, s.seed)
     offsets = np.asarray(schedule.times_ns(), dtype=np.int64)
     if len(offsets) == 0:
         raise ValueError("the workload schedule has no events")
-    nprocs = s.processes or max(1, math.ceil(_peak_rate(offsets) / s.per_process_rate))
+    seqs = np.arange(share.part, len(offsets), share.parts)
+    nprocs = s.processes or max(1, math.ceil(_peak_rate(offsets[seqs]) / s.per_process_rate))
     ctx = mproc.get_context("fork")
     q = ctx.Queue()
-    t0 = clock() + START_LEAD_NS + 100_000_000 * nprocs
-    procs = [ctx.Process(target=_open_loop_worker, args=(s, offsets, j, nprocs, t0, q)) for j in range(nprocs)]
-    for p in procs:
-        p.start()
-    results = [q.get() for _ in procs]
+    t0 = await_start() if await_start is not None else clock() + START_LEAD_NS + 100_000_000 * nprocs
+    procs = [ctx.Process(target=_open_loop_worker, args=(s, offsets, seqs, j, nprocs, t0, q)) for j in range(nprocs)]
+    try:
+        for p in procs:
+            p.start()
+        results = [q.get() for _ in procs]
+    except BaseException:   # stopped (SIGTERM) or failed: no producer process keeps sending
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        raise
     for p in procs:
         p.join()
-    return results, schedule.mean_rate, nprocs, t0
+    target = schedule.mean_rate if share.parts == 1 else schedule.mean_rate * len(seqs) / len(offsets)
+    return results, target, nprocs, t0
 
 
 def _peak_rate(offsets: np.ndarray, window_ns: int = 1_000_000_000) -> float:

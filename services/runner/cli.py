@@ -186,6 +186,71 @@ def run(file: Path = typer.Argument(..., help="Experiment YAML file."),
     console.print(f"\nrun folder: [bold]{out}[/]  (summary.json, batches.parquet, manifest.json)")
 
 
+def _join(role: str, run_id: str, bootstrap: str, host: Optional[str], client_file: Optional[Path],
+          out: Optional[Path], models_dir: Optional[Path] = None) -> None:
+    """Take part in run ``run_id`` as one ``role`` (docs/clusters.md, "Load from several hosts"); every failure ends in one line."""
+    # lazy: Kafka and pyarrow
+    from crayfish.kafka_client import KafkaClient, KafkaClientError
+    from crayfish.run_control import RunControlError
+    from crayfish.run_join import JoinedRun
+    from services.collector.joined import join as join_collector
+    from services.generator.joined import Stopped
+    from services.generator.joined import join as join_generator
+
+    client = KafkaClient(properties_file=str(client_file) if client_file else None)
+    try:
+        client.check()
+    except KafkaClientError as exc:
+        _fail(f"--client-file: {exc}")
+    _check_bootstrap(bootstrap, client or None)
+    run = None
+    try:
+        run = JoinedRun(run_id, role, bootstrap, client, host)
+        folder = out or Path("runs") / "joined" / f"{run_id}-{role}-{run.host}"
+        if role == "generator":
+            report = join_generator(run, bootstrap, client, folder)
+            done = f"produced {report['produced']} batches"
+        else:
+            report = join_collector(run, bootstrap, client, folder, models_dir or default_models_dir())
+            done = f"read {report['records_read']} records"
+    except Stopped as exc:
+        err.print(f"{role} of run {run_id}: {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(143)
+    except RunControlError as exc:
+        _fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback (the part's files say more)
+        _fail(f"{role} of run {run_id} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    finally:
+        if run is not None:
+            run.close()
+    console.print(f"{role} {report['part']} of run {run_id} on {report['host']}: {done} (files in {folder})",
+                  highlight=False)
+
+
+JOIN = typer.Option(..., "--join", metavar="RUN_ID", help="The run to join: its id, as the runner logs it with the join commands.")
+JOIN_BOOTSTRAP = typer.Option(..., "--bootstrap", help="Kafka bootstrap servers, as this host reaches them.")
+JOIN_HOST = typer.Option(None, "--host", help="The name this host goes by in the results (default: its host name).")
+JOIN_CLIENT = typer.Option(None, "--client-file", help="This host's Kafka client .properties file (security; the runner's properties are not used here).")
+JOIN_OUT = typer.Option(None, "--out", help="Folder for this part's own files (default runs/joined/RUN_ID-ROLE-HOST).")
+
+
+@app.command()
+def generator(join: str = JOIN, bootstrap: str = JOIN_BOOTSTRAP, host: Optional[str] = JOIN_HOST,
+              client_file: Optional[Path] = JOIN_CLIENT, out: Optional[Path] = JOIN_OUT):
+    """Join a run from this host as one of its generators (experiment `hosts`): probe this host's
+    clock skew, send its share of the workload, hand its records to the runner."""
+    _join("generator", join, bootstrap, host, client_file, out)
+
+
+@app.command()
+def collector(join: str = JOIN, bootstrap: str = JOIN_BOOTSTRAP, host: Optional[str] = JOIN_HOST,
+              client_file: Optional[Path] = JOIN_CLIENT, out: Optional[Path] = JOIN_OUT,
+              models_dir: Optional[Path] = typer.Option(None, "--models-dir", help="Built models on this host, for the prediction check (default .cache/models).")):
+    """Join a run from this host as one of its collectors (experiment `hosts`): read its share of
+    the output and dead-letter partitions until the runner stops it, hand the records to the runner."""
+    _join("collector", join, bootstrap, host, client_file, out, models_dir)
+
+
 @app.command()
 def hops(run_dir: Path = typer.Argument(..., help="A run folder written by `crayfish run`.")):
     """Where the milliseconds went: per-hop p50/p99 of the traced batches of every point."""

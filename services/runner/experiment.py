@@ -194,6 +194,17 @@ class InjectConfig(Strict):
     generator_stall: Stall | None = Field(None, description="Pause the generator before one batch ({before_sequence, ms}): its lateness, the send delay and the latency from schedule show the pause.")
 
 
+class HostsConfig(Strict):
+    """Generators and collectors on several hosts (docs/clusters.md, "Load from several hosts"). With more than one of either, the
+    runner starts neither for a point: processes on other hosts join the point by its run id
+    (``crayfish generator --join RUN_ID``, ``crayfish collector --join RUN_ID``), and the runner merges
+    what they sent and collected into the point's files."""
+
+    generators: int = Field(1, ge=1, description="Generator processes that join each point; they share the schedule (batch sequence % generators), each probing its own clock skew.")
+    collectors: int = Field(1, ge=1, description="Collector processes that join each point; each reads the output and dead-letter partitions p with p % collectors == its part.")
+    join_timeout_s: float = Field(120.0, gt=0, description="How long a point waits for all of them to join and be ready; then it fails, saying how many joined.")
+
+
 class InputOverride(Strict):
     shape: list[int] | None = Field(None, description="Shape of one item (no batch axis), where the file leaves axes free.")
     dtype: str | None = Field(None, description="Element type (float32, int64, bool, ...): needed for a TorchScript file, which does not say; must match an ONNX file's.")
@@ -276,6 +287,7 @@ class Experiment(Strict):
     prediction_tolerance: ToleranceConfig = Field(default_factory=ToleranceConfig, description="When a checked prediction counts as right, against the model's reference (numpy for the built-in models, ONNX Runtime on the CPU on the file for a model file).")
     generator_processes: int | None = Field(None, ge=1, description="Producer processes of the generator (default: by rate).")
     inject: InjectConfig = Field(default_factory=InjectConfig, description="Known faults to inject (proving the measurement; default: none).")
+    hosts: HostsConfig = Field(default_factory=HostsConfig, description="Generators and collectors joining from other hosts ({generators, collectors, join_timeout_s}); default: one of each, started by the runner.")
     engine_options: dict = Field(default_factory=dict, description="Engine-specific options passed to the worker, checked against the engine's options class (sps_workers/<engine>/options.py; what each does: the package docstring), e.g. flink: operator_parallelism [source, scoring, sink], jobmanager; spark: master; ray: address.")
 
     @model_validator(mode="before")

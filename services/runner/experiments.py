@@ -36,6 +36,7 @@ from services.analysis.sustain import RATE_FRACTION
 from services.generator.workloads import build_schedule, parse_workload
 from services.report import write_report_safely
 from services.runner.experiment import Experiment
+from services.runner.hosts_merge import hosts_section
 from services.runner.manifest import json_safe, write_manifest
 from services.runner.orchestrator import PointRun, Stack, open_stack, run_point
 from services.runner.resources import resource_summary
@@ -95,7 +96,8 @@ class _PointRunner:
             point_dir = self.out / "points" / f"{self.index:02d}-{label}" / f"rep-{rep}"
             desc = f"{label} rep {rep + 1}/{exp.repetitions}"
             self.progress.console.print(f"[cyan]point[/] {desc}")
-            run = run_point(self.stack, exp, point_dir)
+            run = run_point(self.stack, exp, point_dir,
+                            log=lambda m: self.progress.console.print(m, markup=False, highlight=False))
             self.runs.append((self.index, rep, run))
             rep_summary = summarize_run(exp, run, params)
             (point_dir / "point.json").write_text(json.dumps(json_safe(rep_summary), indent=2))
@@ -162,6 +164,9 @@ def summarize_run(exp: Experiment, run: PointRun, params: dict) -> dict:
     point["generator"] = {k: gen.get(k) for k in ("target_rate_bps", "achieved_rate_bps", "processes",
                                                   "lateness_ms", "delivery_failures")}
     point["clock_skew_ms"] = gen.get("clock_skew")
+    hosts = hosts_section(gen, run.collector)   # generators and collectors that joined from other hosts
+    if hosts is not None:
+        point["hosts"] = hosts
     point["predictions"] = run.collector.get("predictions")
     point["resources"] = {"worker_cpu_s": run.worker_cpu_s,
                           "worker_cpu_per_batch_us": run.worker_cpu_s / max(1, point["accounting"]["scored"]) * 1e6,

@@ -5,6 +5,8 @@ Order and readiness (never fixed sleeps):
   collector started, ``collector.ready`` -> generator probes the clock skew, runs the workload ->
   generator writes ``sent.parquet`` -> collector drains until every sent batch is accounted for
   (or ``drain_idle_s`` passes without news) -> worker stopped (its CPU time read first).
+With experiment ``hosts``, generators and collectors join from other hosts instead of being started
+here (``services.runner.hosts``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from services.broker import launcher
 from services.collector.collector import CollectorSettings
 from services.generator.settings import GeneratorSettings, input_tensors
 from services.runner.experiment import EXTERNAL_PIPELINE, Experiment
+from services.runner.hosts import joins_from_hosts, run_joined
 from services.runner.pipeline import (
     check_precreated,
     partitions_of,
@@ -101,7 +104,7 @@ class PointRun:
 
 
 def run_point(stack: Stack, exp: Experiment, point_dir: Path, python: str | None = None,
-              keep_topics: bool = False) -> PointRun:
+              keep_topics: bool = False, log=print) -> PointRun:
     point_dir.mkdir(parents=True, exist_ok=True)
     run_id = uuid.uuid4().hex[:10]
     external = exp.engine == EXTERNAL_PIPELINE
@@ -165,41 +168,48 @@ def run_point(stack: Stack, exp: Experiment, point_dir: Path, python: str | None
                                generator_settings=str(point_dir / "generator.json.in"),
                                backend=exp.serving.backend, from_end=given)
         (point_dir / "collector.json.in").write_text(cs.model_dump_json(indent=2))
-        t = time.monotonic()
-        collector = Service("collector", ["-m", "services.collector", "--config",
-                                          f"@{point_dir / 'collector.json.in'}", "--out", str(point_dir)],
-                            point_dir / "collector.log", env=tenv)
-        services.append(collector)
-        wait_file(point_dir / "collector.ready", services, timeout_s=60)
-        timings["collector_ready_s"] = time.monotonic() - t
-        sampler.start(server)  # CPU/RSS of every service tree (+ the generator once it starts)
+        if joins_from_hosts(exp):   # generators and collectors join from other hosts
+            sampler.start(server)
+            cpu_before = worker.cpu_seconds() if worker else float("nan")
+            run_joined(stack.bootstrap, client, exp, run_id, topics, gs, cs, point_dir,
+                       check_alive=worker.check_alive if worker else lambda: None,
+                       budget_s=_workload_budget_s(exp), timings=timings, log=log)
+        else:
+            t = time.monotonic()
+            collector = Service("collector", ["-m", "services.collector", "--config",
+                                              f"@{point_dir / 'collector.json.in'}", "--out", str(point_dir)],
+                                point_dir / "collector.log", env=tenv)
+            services.append(collector)
+            wait_file(point_dir / "collector.ready", services, timeout_s=60)
+            timings["collector_ready_s"] = time.monotonic() - t
+            sampler.start(server)  # CPU/RSS of every service tree (+ the generator once it starts)
 
-        t = time.monotonic()
-        cpu_before = worker.cpu_seconds() if worker else float("nan")
-        generator = Service("generator", ["-m", "services.generator", "--config",
-                                          f"@{point_dir / 'generator.json.in'}", "--out", str(point_dir)],
-                            point_dir / "generator.log", env=tenv)
-        services.append(generator)
-        budget = _workload_budget_s(exp)
-        while generator.alive():
-            if worker:
-                worker.check_alive()
-            if not (point_dir / "sent.parquet").exists():
-                collector.check_alive()
-            if time.monotonic() - t > budget:
-                raise RuntimeError(f"generator still running after {budget:.0f}s:\n{generator.log_tail()}")
-            try:
-                generator.proc.wait(timeout=0.2)
-            except subprocess.TimeoutExpired:
-                pass
-        if generator.proc.returncode != 0:
-            raise RuntimeError(f"generator failed (exit {generator.proc.returncode}):\n{generator.log_tail()}")
-        timings["generator_s"] = time.monotonic() - t
-        t = time.monotonic()
-        code = collector.wait(timeout_s=600)
-        if code != 0:
-            raise RuntimeError(f"collector failed (exit {code}):\n{collector.log_tail()}")
-        timings["drain_s"] = time.monotonic() - t
+            t = time.monotonic()
+            cpu_before = worker.cpu_seconds() if worker else float("nan")
+            generator = Service("generator", ["-m", "services.generator", "--config",
+                                              f"@{point_dir / 'generator.json.in'}", "--out", str(point_dir)],
+                                point_dir / "generator.log", env=tenv)
+            services.append(generator)
+            budget = _workload_budget_s(exp)
+            while generator.alive():
+                if worker:
+                    worker.check_alive()
+                if not (point_dir / "sent.parquet").exists():
+                    collector.check_alive()
+                if time.monotonic() - t > budget:
+                    raise RuntimeError(f"generator still running after {budget:.0f}s:\n{generator.log_tail()}")
+                try:
+                    generator.proc.wait(timeout=0.2)
+                except subprocess.TimeoutExpired:
+                    pass
+            if generator.proc.returncode != 0:
+                raise RuntimeError(f"generator failed (exit {generator.proc.returncode}):\n{generator.log_tail()}")
+            timings["generator_s"] = time.monotonic() - t
+            t = time.monotonic()
+            code = collector.wait(timeout_s=600)
+            if code != 0:
+                raise RuntimeError(f"collector failed (exit {code}):\n{collector.log_tail()}")
+            timings["drain_s"] = time.monotonic() - t
         worker_cpu = (worker.cpu_seconds() - cpu_before) if worker else float("nan")
         if worker:
             worker.check_alive()
