@@ -353,6 +353,13 @@ class Experiment(Strict):
         return _registered("codec", v, codecs())
 
     @model_validator(mode="after")
+    def _hosts_share_an_open_loop(self):
+        if self.hosts.generators > 1 and self.workload.type == "closed_loop":
+            raise NamedFieldError("hosts.generators: a closed loop runs on one generator (each batch waits for the "
+                                  "previous one's output); give 1, or an open-loop workload")
+        return self
+
+    @model_validator(mode="after")
     def _engine_options(self):
         if self.engine == EXTERNAL_PIPELINE:
             return self._external_pipeline()

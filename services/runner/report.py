@@ -53,7 +53,10 @@ def print_summary(summary: dict, console: Console) -> None:
                     ("sent", "scored", "dead_lettered", "missing", "unmatched", "duplicates")), valid)
     console.print(t)
     # recv p50: the e2e at the collector (collector receive − created), µs resolution, one host clock
-    console.print("recv p50 = collector receive − created (µs resolution; generator and collector on one host)")
+    joined = any(p.get("hosts") for p in summary.get("points", []))
+    console.print("recv p50 = collector receive − created (µs resolution; " +
+                  ("generators and collectors on several hosts: two host clocks, their bounds in each point's hosts)"
+                   if joined else "generator and collector on one host)"))
     if marks:
         console.print(escape(FOOTNOTE))
     for found in summary.get("searches", []):

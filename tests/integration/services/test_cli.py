@@ -132,6 +132,7 @@ BAD_FIELDS = {
         "kafka.client: sasl.password: environment variable CRAYFISH_NO_SUCH_VAR is not set",
     "kafka: {topic_configs: {message.timestamp.type: CreateTime}}": "kafka.topic_configs.message.timestamp.type",
     "kafka: {replication_factor: 0}": "kafka.replication_factor",
+    "hosts: {generators: 2}\nworkload: {type: closed_loop, duration_s: 2}": "hosts.generators: a closed loop runs on one generator",
 }
 
 
