@@ -181,7 +181,8 @@ def run(file: Path = typer.Argument(..., help="Experiment YAML file."),
     except (PipelineNotReady, TopicsError) as exc:   # the cluster's answer: nothing in the logs to read
         _fail(f"run failed: {exc}")
     except (BrokerError, ServiceError, RuntimeError, KafkaException, TimeoutError) as exc:
-        _fail(f"run failed: {exc}\n(logs of each service are in {out}/points/*/*/*.log)")
+        _fail(f"run failed: {exc}\n(what was measured is in {out}/summary.json; "
+              f"the logs of each service in {out}/points/*/*/*.log)")
     print_summary(summary, console)
     console.print(f"\nrun folder: [bold]{out}[/]  (summary.json, batches.parquet, manifest.json)")
 

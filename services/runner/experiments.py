@@ -53,45 +53,87 @@ def run_experiment(exp: Experiment, out: Path, console: Console | None = None,
                                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
                                "points": []}
     runs: list[tuple[int, int, PointRun]] = []
-    with open_stack(exp, models_dir=models_dir, log=lambda m: console.print(f"[dim]{m}[/]")) as stack, \
-            Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                     TimeElapsedColumn(), console=console, transient=False) as progress:
-        summary["model"] = model_facts(exp.model, stack.models_dir)
-        runner = _PointRunner(exp, stack, out, progress, runs)
-        sweep = exp.points()
-        task = progress.add_task("points", total=len(sweep) * exp.repetitions)
-        for params in sweep:
-            point_exp = exp.with_overrides(params)
-            summary["points"].append(runner.measure(point_exp, params, task))
-        if exp.search is not None and exp.search.per_point and exp.sweep:
-            # One search per sweep combination (e.g. one per serving path): "searches" lists them.
-            summary["searches"] = []
+    runner = None
+    try:
+        with open_stack(exp, models_dir=models_dir, log=lambda m: console.print(f"[dim]{m}[/]")) as stack, \
+                Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                         TimeElapsedColumn(), console=console, transient=False) as progress:
+            models_dir = stack.models_dir
+            summary["model"] = model_facts(exp.model, stack.models_dir)
+            runner = _PointRunner(exp, stack, out, progress, runs)
+            sweep = exp.points()
+            task = progress.add_task("points", total=len(sweep) * exp.repetitions)
             for params in sweep:
-                found = runner.search(exp, params)
-                summary["points"].extend(found.pop("point_summaries"))
-                summary["searches"].append({"params": params, **found})
-        elif exp.search is not None:
-            summary["search"] = runner.search(exp)
-            summary["sustainable_rate"] = summary["search"]["sustainable_rate"]
-            summary["points"].extend(summary["search"].pop("point_summaries"))
-    summary["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    summary["wall_s"] = round(time.time() - started, 1)
-    _write_batches(out, runs)
-    write_manifest(out, exp, runs, source_file, models_dir=stack.models_dir)
+                point_exp = exp.with_overrides(params)
+                summary["points"].append(runner.measure(point_exp, params, task))
+            if exp.search is not None and exp.search.per_point and exp.sweep:
+                # One search per sweep combination (e.g. one per serving path): "searches" lists them.
+                summary["searches"] = []
+                for params in sweep:
+                    found = runner.search(exp, params)
+                    summary["points"].extend(found.pop("point_summaries"))
+                    summary["searches"].append({"params": params, **found})
+            elif exp.search is not None:
+                summary["search"] = runner.search(exp)
+                summary["sustainable_rate"] = summary["search"]["sustainable_rate"]
+                summary["points"].extend(summary["search"].pop("point_summaries"))
+    except BaseException as exc:   # a fault, Ctrl-C, SIGTERM: what was measured is still written
+        summary["stopped"] = stop_reason(exc)
+        if runner is not None:
+            summary["points"].extend(runner.unreported(summary["points"], summary["stopped"]))
+        raise
+    finally:
+        summary["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        summary["wall_s"] = round(time.time() - started, 1)
+        _write_results(out, exp, runs, summary, source_file, models_dir, console)
+    return summary
+
+
+def stop_reason(exc: BaseException) -> str:
+    """Why a run stopped before its end, in one line."""
+    if isinstance(exc, KeyboardInterrupt):
+        return f"interrupted ({exc.args[0] if exc.args else 'Ctrl-C'})"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _write_results(out: Path, exp: Experiment, runs: list, summary: dict, source_file, models_dir, console) -> None:
+    """summary.json, batches.parquet, manifest.json and report.html of what was measured. A run that
+    stopped early still gets them (its summary says ``stopped``); nothing here may hide the reason it
+    stopped, so a failure while writing is only printed."""
+    try:
+        _write_batches(out, runs)
+        write_manifest(out, exp, runs, source_file, models_dir=models_dir)
+    except Exception as exc:  # noqa: BLE001 - the summary below must still be written
+        if "stopped" not in summary:
+            raise
+        console.print(f"[red]could not write batches.parquet / manifest.json: {exc}[/]")
     (out / "summary.json").write_text(json.dumps(json_safe(summary), indent=2))
     write_report_safely(out, console)  # report.html (services/report)
-    return summary
 
 
 class _PointRunner:
     def __init__(self, exp: Experiment, stack: Stack, out: Path, progress: Progress, runs: list):
         self.exp, self.stack, self.out, self.progress, self.runs = exp, stack, out, progress, runs
         self.index = 0
+        self.measured: list[dict] = []       # every finished point, in order (searches included)
+        self.current: dict | None = None     # the params of the point being measured
+
+    def unreported(self, reported: list[dict], reason: str) -> list[dict]:
+        """After a stop: the finished points not in ``reported`` yet (a search's so far), and the
+        point that was being measured, invalid with the reason."""
+        shown = {id(p) for p in reported}
+        rest = [p for p in self.measured if id(p) not in shown]
+        if self.current is not None:
+            rest.append({"params": self.current, "valid": False, "finished": False,
+                         "reasons": [f"not finished: {reason}"]})
+        return rest
 
     def measure(self, exp: Experiment, params: dict, task=None) -> dict:
         """All repetitions of one point -> the point entry of summary.json."""
         reps = []
         label = _label(params)
+        self.current = params
         for rep in range(exp.repetitions):
             point_dir = self.out / "points" / f"{self.index:02d}-{label}" / f"rep-{rep}"
             desc = f"{label} rep {rep + 1}/{exp.repetitions}"
@@ -105,7 +147,10 @@ class _PointRunner:
             if task is not None:
                 self.progress.advance(task)
         self.index += 1
-        return combine_repetitions(reps)
+        self.current = None
+        point = combine_repetitions(reps)
+        self.measured.append(point)
+        return point
 
     def search(self, exp: Experiment, overrides: dict | None = None) -> dict:
         sc = exp.search

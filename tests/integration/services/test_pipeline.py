@@ -221,3 +221,28 @@ def test_sigterm_to_the_runner_stops_every_service_it_started(models_dir, tmp_pa
     for p in alive:  # do not leave them to the rest of the suite
         p.kill()
     assert not alive, [" ".join(p.cmdline())[:120] for p in alive]
+    # ... and what was measured is written: the point it was measuring, not finished, with the reason.
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped"] == "interrupted (signal 15)", summary
+    assert summary["points"] == [{"params": {}, "valid": False, "finished": False,
+                                  "reasons": ["not finished: interrupted (signal 15)"]}]
+
+
+def test_a_point_that_fails_leaves_the_points_before_it_measured(kafka_bootstrap, models_dir, tmp_path):
+    """A fault in the second point of a sweep (its engine exits at start): the run stops with the
+    fault, and summary.json still holds the first point, measured, and the second, invalid with why."""
+    dies_at_mp2 = ["sh", "-c", "test ${CRAYFISH_PARALLELISM} = 1 || exit 3; "
+                               "exec ${CRAYFISH_PYTHON} -m sps_workers.kafka --config @${CRAYFISH_WORKER_SETTINGS}"]
+    exp = Experiment.model_validate({
+        "name": "fault", "model": "ffnn", "engine": "command", "engine_options": {"command": dies_at_mp2},
+        "kafka": {"bootstrap": kafka_bootstrap, "partitions": 2}, "sweep": {"parallelism": [1, 2]},
+        "workload": {"type": "constant", "rate": 50, "duration_s": 2}, "validity": {"min_duration_s": 1, "min_count": 20}})
+    with pytest.raises(Exception) as raised:
+        run_experiment(exp, tmp_path / "run", models_dir=models_dir)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    first, second = summary["points"]
+    assert first["params"] == {"parallelism": 1} and first["accounting"]["scored"] == first["accounting"]["sent"] == 100
+    assert second["params"] == {"parallelism": 2} and second["valid"] is False and not second["finished"]
+    assert summary["stopped"].startswith(type(raised.value).__name__) and "exit" in summary["stopped"], summary["stopped"]
+    assert second["reasons"] == [f"not finished: {summary['stopped']}"]
+    assert (tmp_path / "run" / "batches.parquet").exists() and (tmp_path / "run" / "manifest.json").exists()
