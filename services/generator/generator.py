@@ -347,10 +347,15 @@ def run(s: GeneratorSettings, out_dir: Path, share: Share = Share(),
     tmp = out_dir / "sent.parquet.tmp"
     pq.write_table(pa.table(columns), tmp)
     os.replace(tmp, out_dir / "sent.parquet")
+    failures = int(sum(r["n_failed"] for r in results))
     report = {
-        "produced": int(len(acked)),
+        # Only what the broker acknowledged was sent; a batch it refused, or never answered for
+        # before the final flush gave up, is counted apart.
+        "produced": int(acked.sum()),
+        "attempted": int(len(acked)),
+        "unacknowledged": int(len(acked) - acked.sum() - failures),
         **send_report(intended, created, target_rate),
-        "delivery_failures": int(sum(r["n_failed"] for r in results)),
+        "delivery_failures": failures,
         "delivery_errors": sum((r["failed"] for r in results), [])[:20],
         "processes": nprocs,
         "stuck_outstanding": sum(r.get("stuck_outstanding", 0) for r in results),

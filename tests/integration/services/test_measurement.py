@@ -262,3 +262,31 @@ def test_the_generator_producer_is_warm_before_the_first_slot(kafka_bootstrap, m
         assert len(records) == 11   # 10 clock probes, then the warm-up
     finally:
         delete_topics(kafka_bootstrap, topics)
+
+
+# ------------------------------------------------------------------ what counts as sent
+
+
+def test_batches_the_broker_refuses_are_not_counted_as_sent(kafka_bootstrap, tmp_path):
+    """An input topic that takes no record as big as a batch: every delivery fails. Nothing was sent,
+    and the generator says so (it counted every attempt as produced before)."""
+    import json
+
+    from crayfish.kafka import create_topics
+    from services.generator.generator import run as generate
+    from services.generator.settings import GeneratorSettings
+    from services.generator.workloads import parse_workload
+
+    t = RunTopics.for_run(f"refused{uuid.uuid4().hex[:6]}")
+    create_topics(kafka_bootstrap, t, partitions=1, only=[t.input], configs={"max.message.bytes": "64"})
+    try:
+        s = GeneratorSettings(bootstrap=kafka_bootstrap, topic=t.input, run_id="refused", model="ffnn",
+                              item_shape=[1, 784], workload=parse_workload({"type": "constant", "rate": 50,
+                                                                            "duration_s": 0.4}))
+        report = generate(s, tmp_path)
+    finally:
+        delete_topics(kafka_bootstrap, t, only=[t.input])
+    assert report["attempted"] == 20 and report["delivery_failures"] == 20, report
+    assert report["produced"] == 0 and report["unacknowledged"] == 0
+    assert pq.read_table(tmp_path / "sent.parquet").num_rows == 0
+    assert json.loads((tmp_path / "generator.json").read_text())["produced"] == 0
