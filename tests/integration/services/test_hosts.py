@@ -73,17 +73,11 @@ def claims(role: str, n: int):
     return lambda msgs: sum(1 for m in msgs if m.kind == "claim" and m.get("role") == role) >= n
 
 
-def test_three_generators_and_two_collectors_make_one_point(kafka_bootstrap, models_dir, tmp_path):
-    """One point, 3 generators and 2 collectors joined by run id: its counts are the sums of the
-    parts, every host has its share, its percentiles are those of the merged records; a 4th
-    generator is told no in one line."""
-    name = f"hosts-{uuid.uuid4().hex[:6]}"
-    exp = Experiment.model_validate({
-        "name": name, "model": "ffnn", "engine": "kafka", "kafka": {"bootstrap": kafka_bootstrap},
-        "workload": {"type": "constant", "rate": RATE, "duration_s": DURATION_S},
-        "validity": {"min_duration_s": 1, "min_count": 20},
-        "hosts": {"generators": 3, "collectors": 2, "join_timeout_s": 90}})
-    start = join_topic_end(kafka_bootstrap)
+
+def run_in_background(exp, bootstrap: str, tmp_path, models_dir):
+    """Start ``exp`` in a thread and wait for its point's announcement -> (outcome: {"summary"} or
+    {"error"} once it ends, the thread, the announced plan)."""
+    start = join_topic_end(bootstrap)
     outcome: dict = {}
 
     def runner():
@@ -94,7 +88,20 @@ def test_three_generators_and_two_collectors_make_one_point(kafka_bootstrap, mod
 
     thread = threading.Thread(target=runner, daemon=True)
     thread.start()
-    plan = wait_announced(kafka_bootstrap, None, start, timeout_s=120, experiment=name)
+    return outcome, thread, wait_announced(bootstrap, None, start, timeout_s=120, experiment=exp.name)
+
+
+def test_three_generators_and_two_collectors_make_one_point(kafka_bootstrap, models_dir, tmp_path):
+    """One point, 3 generators and 2 collectors joined by run id: its counts are the sums of the
+    parts, every host has its share, its percentiles are those of the merged records; a 4th
+    generator is told no in one line."""
+    name = f"hosts-{uuid.uuid4().hex[:6]}"
+    exp = Experiment.model_validate({
+        "name": name, "model": "ffnn", "engine": "kafka", "kafka": {"bootstrap": kafka_bootstrap},
+        "workload": {"type": "constant", "rate": RATE, "duration_s": DURATION_S},
+        "validity": {"min_duration_s": 1, "min_count": 20},
+        "hosts": {"generators": 3, "collectors": 2, "join_timeout_s": 90}})
+    outcome, thread, plan = run_in_background(exp, kafka_bootstrap, tmp_path, models_dir)
     run_id = plan["run_id"]
     procs = {f"g{i}": crayfish("generator", "--join", run_id, "--bootstrap", kafka_bootstrap, "--host", f"gen-{i}",
                                "--out", tmp_path / f"gen-{i}") for i in range(3)}
@@ -170,18 +177,7 @@ def test_a_point_not_every_host_joins_fails_naming_how_many_did(kafka_bootstrap,
         "name": name, "model": "ffnn", "engine": "kafka", "kafka": {"bootstrap": kafka_bootstrap},
         "workload": {"type": "constant", "rate": 10, "duration_s": 1},
         "hosts": {"generators": 2, "collectors": 1, "join_timeout_s": 15}})
-    start = join_topic_end(kafka_bootstrap)
-    outcome: dict = {}
-
-    def runner():
-        try:
-            run_experiment(exp, tmp_path / "run", models_dir=models_dir)
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=runner, daemon=True)
-    thread.start()
-    plan = wait_announced(kafka_bootstrap, None, start, timeout_s=120, experiment=name)
+    outcome, thread, plan = run_in_background(exp, kafka_bootstrap, tmp_path, models_dir)
     run_id = plan["run_id"]
     col = crayfish("collector", "--join", run_id, "--bootstrap", kafka_bootstrap, "--host", "col-0",
                    "--out", tmp_path / "col")
