@@ -133,7 +133,7 @@ class _PointRunner:
         """All repetitions of one point -> the point entry of summary.json."""
         reps = []
         label = _label(params)
-        self.current = params
+        self.current = {**params, **_point_params(exp)}   # as a finished point's params read
         for rep in range(exp.repetitions):
             point_dir = self.out / "points" / f"{self.index:02d}-{label}" / f"rep-{rep}"
             desc = f"{label} rep {rep + 1}/{exp.repetitions}"

@@ -224,8 +224,9 @@ def test_sigterm_to_the_runner_stops_every_service_it_started(models_dir, tmp_pa
     # ... and what was measured is written: the point it was measuring, not finished, with the reason.
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stopped"] == "interrupted (signal 15)", summary
-    assert summary["points"] == [{"params": {}, "valid": False, "finished": False,
-                                  "reasons": ["not finished: interrupted (signal 15)"]}]
+    [point] = summary["points"]
+    assert point["params"]["engine"] == "kafka" and point["params"]["workload"] == "constant", point
+    assert (point["valid"], point["finished"], point["reasons"]) == (False, False, ["not finished: interrupted (signal 15)"])
 
 
 def test_a_point_that_fails_leaves_the_points_before_it_measured(kafka_bootstrap, models_dir, tmp_path):
@@ -241,8 +242,9 @@ def test_a_point_that_fails_leaves_the_points_before_it_measured(kafka_bootstrap
         run_experiment(exp, tmp_path / "run", models_dir=models_dir)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     first, second = summary["points"]
-    assert first["params"] == {"parallelism": 1} and first["accounting"]["scored"] == first["accounting"]["sent"] == 100
-    assert second["params"] == {"parallelism": 2} and second["valid"] is False and not second["finished"]
+    assert first["params"]["parallelism"] == 1 and first["accounting"]["scored"] == first["accounting"]["sent"] == 100
+    assert second["params"]["parallelism"] == 2 and second["params"]["engine"] == "command"
+    assert second["valid"] is False and not second["finished"]
     assert summary["stopped"].startswith(type(raised.value).__name__) and "exit" in summary["stopped"], summary["stopped"]
     assert second["reasons"] == [f"not finished: {summary['stopped']}"]
     assert (tmp_path / "run" / "batches.parquet").exists() and (tmp_path / "run" / "manifest.json").exists()
